@@ -1,0 +1,72 @@
+"""Defaults shared by jav's configs: the bounce-world data and a model of a given size.
+
+Each config in this folder starts from these and states its own changes, so a
+config file reads as the list of what makes that experiment what it is.
+"""
+import ml_collections
+
+
+def bounce_data() -> ml_collections.ConfigDict:
+    """The bounce world in pixel / log-mel space (see ../shared/SYNTHETIC_WORLD.md)."""
+    return ml_collections.ConfigDict(dict(
+        world="bounce",
+        canvas=32,
+        fps=8,
+        duration=2.0,
+        sample_rate=16000,
+        mel_hop=160,
+        mel_bins=64,
+    ))
+
+
+def model(
+    video_width=128, video_heads=4, audio_width=64, audio_heads=2, depth=4,
+    joint="cross_attn", every=1, video_patch=(1, 4, 4), video_channels=3,
+    audio_patch=4, audio_channels=64, text_dim=64, text_encoder="builtin",
+) -> ml_collections.ConfigDict:
+    """A dual-branch model config; widths and depth are the usual knobs."""
+    return ml_collections.ConfigDict(dict(
+        video=dict(width=video_width, heads=video_heads, mlp_ratio=4.0, patch=video_patch,
+                   channels=video_channels, decoupled=False, temporal_window=2),
+        audio=dict(width=audio_width, heads=audio_heads, mlp_ratio=4.0, patch=audio_patch,
+                   channels=audio_channels),
+        depth=depth,
+        joint=dict(mode=joint, every=every),
+        text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2,
+                  vocab_size=1024, max_len=16),
+        rope=dict(theta=10_000.0, time_scale=25.0),
+        qk_norm=True,
+        abs_pos=True,
+        prediction="velocity",
+        x0_min_t=0.05,
+        remat="none",
+        scan_layers=True,
+        dtype="float32",
+        param_dtype="float32",
+    ))
+
+
+def optim(lr=1e-3, warmup_steps=50) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        lr=lr, warmup_steps=warmup_steps, end_lr_fraction=0.1, b1=0.9, b2=0.99,
+        weight_decay=0.0, grad_clip=1.0,
+    ))
+
+
+def sample(steps=32) -> ml_collections.ConfigDict:
+    """Sampling defaults: Euler steps and guidance scales (1.0 = off)."""
+    return ml_collections.ConfigDict(dict(steps=steps, text_video=1.0, text_audio=1.0, modality=1.0))
+
+
+def experiment(model_cfg, batch_size, steps, lr=1e-3, warmup_steps=50) -> ml_collections.ConfigDict:
+    """A whole experiment on the bounce world: data, model, flow, optimiser, run."""
+    from jav.flow import flow_config
+
+    return ml_collections.ConfigDict(dict(
+        data=bounce_data(),
+        model=model_cfg,
+        flow=flow_config(),
+        optim=optim(lr, warmup_steps),
+        train=dict(batch_size=batch_size, steps=steps, seed=0, log_every=25),
+        sample=sample(),
+    ))

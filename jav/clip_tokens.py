@@ -1,0 +1,119 @@
+"""A clip's place in token space: how video [T, H, W, C] and audio [Ta, Ca]
+arrays become the model's token dicts and back, where each token sits in time
+and space, and which tokens form the first frame.
+
+For the bounce world in pixel space, video is RGB scaled to [-1, 1] and audio
+is the normalised log-mel of `jav.data.mel`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jav.data import mel
+from jav.models import patch
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLayout:
+    """Shapes, patch sizes and clock rates of one clip shape (a shape bucket)."""
+
+    video_shape: tuple[int, int, int, int]  # T, H, W, C
+    audio_shape: tuple[int, int]  # Ta, Ca
+    video_patch: tuple[int, int, int]
+    audio_patch: int
+    fps: float
+    audio_frame_rate: float  # audio frames (mel hops) per second
+
+    @classmethod
+    def from_config(cls, cfg) -> "TokenLayout":
+        d, m = cfg.data, cfg.model
+        frames = int(round(d.duration * d.fps))
+        audio_frames = int(round(d.duration * d.sample_rate)) // d.mel_hop
+        layout = cls(
+            video_shape=(frames, d.canvas, d.canvas, m.video.channels),
+            audio_shape=(audio_frames, m.audio.channels),
+            video_patch=tuple(m.video.patch),
+            audio_patch=int(m.audio.patch),
+            fps=float(d.fps),
+            audio_frame_rate=d.sample_rate / d.mel_hop,
+        )
+        layout.grid  # noqa: B018 -- raises early, naming the axis, if a patch does not divide
+        if audio_frames % m.audio.patch:
+            raise ValueError(f"{audio_frames} audio frames are not divisible by model.audio.patch={m.audio.patch}; change data.duration or the patch")
+        if m.audio.channels != d.mel_bins:
+            raise ValueError(f"model.audio.channels={m.audio.channels} must equal data.mel_bins={d.mel_bins} in log-mel space")
+        return layout
+
+    @cached_property
+    def grid(self) -> tuple[int, int, int]:
+        return patch.video_grid(self.video_shape[:3], self.video_patch)
+
+    @cached_property
+    def num_tokens(self) -> dict:
+        return {"video": int(np.prod(self.grid)), "audio": self.audio_shape[0] // self.audio_patch}
+
+    @cached_property
+    def pos(self) -> dict:
+        """m -> [1, N_m, 3] positions (t seconds, h, w)."""
+        t, h, w, _ = self.video_shape
+        v = patch.video_positions(patch.uniform_frame_times(t, self.fps), (h, w), self.video_patch)
+        a = patch.audio_positions(patch.uniform_frame_times(self.audio_shape[0], self.audio_frame_rate), self.audio_patch)
+        return {"video": v[None], "audio": a[None]}
+
+    @cached_property
+    def first_frame(self) -> np.ndarray:
+        """[N_v] bool: tokens of the first temporal patch (clean under I2VA)."""
+        return patch.first_frame_tokens(self.grid)
+
+    def to_tokens(self, video: jax.Array, audio: jax.Array) -> dict:
+        """video [B, T, H, W, C], audio [B, Ta, Ca] -> {m: [B, N_m, P_m]}."""
+        return {"video": patch.patchify_video(video, self.video_patch), "audio": patch.patchify_audio(audio, self.audio_patch)}
+
+    def from_tokens(self, tokens: dict) -> tuple[jax.Array, jax.Array]:
+        video = patch.unpatchify_video(tokens["video"], self.grid, self.video_patch, self.video_shape[-1])
+        audio = patch.unpatchify_audio(tokens["audio"], self.audio_patch, self.audio_shape[-1])
+        return video, audio
+
+    def denoiser(self, model):
+        """The model as a sampler's `denoise_fn(x, t, text, text_mask, cross_modal)`.
+
+        The module is re-merged at each call so that it belongs to the trace it
+        runs in (the sampler calls it inside `lax.scan`).
+        """
+        pos = {m: jnp.asarray(p) for m, p in self.pos.items()}
+        graphdef, state = nnx.split(model)
+
+        def denoise(x, t, text, text_mask, cross_modal):
+            return nnx.merge(graphdef, state)(x, t, text, text_mask, cross_modal, pos=pos, grid=self.grid)
+
+        return denoise
+
+
+def frames_to_model(frames: np.ndarray) -> np.ndarray:
+    """uint8 RGB -> float32 in [-1, 1]."""
+    return np.asarray(frames, np.float32) / 127.5 - 1.0
+
+
+def model_to_frames(video: np.ndarray) -> np.ndarray:
+    return np.clip(np.round((np.asarray(video, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def mel_params(cfg) -> mel.MelParams:
+    d = cfg.data
+    return mel.MelParams(sample_rate=d.sample_rate, hop=d.mel_hop, n_mels=d.mel_bins)
+
+
+def clip_to_arrays(frames: np.ndarray, wave: np.ndarray, params: mel.MelParams) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's uint8 frames and waveform -> model-space video [T, H, W, 3] and log-mel [Ta, n_mels]."""
+    return frames_to_model(frames), mel.waveform_to_logmel(wave, params)
+
+
+def arrays_to_clip(video: np.ndarray, logmel: np.ndarray, params: mel.MelParams) -> tuple[np.ndarray, np.ndarray]:
+    """Model-space arrays -> uint8 frames and a waveform (Griffin-Lim)."""
+    return model_to_frames(video), mel.logmel_to_waveform(np.asarray(logmel), params)

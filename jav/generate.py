@@ -1,0 +1,78 @@
+"""Jitted generation: captions (and optional conditions) -> video and audio arrays.
+
+One compiled function per sampler, layout and batch size: the model state is an
+argument (not a baked-in constant), the loop is a `lax.scan` inside the sampler.
+Conditioning by clean tokens covers every task of the shared model: I2VA (a
+given first frame), V2A (a given video) and A2V (a given audio track).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jav import flow, samplers
+from jav.clip_tokens import TokenLayout
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu"))
+def _euler(graphdef, state, key, text_ids, text_mask, clean, x_clean, *, layout, num_steps, guidance, mu):
+    model = nnx.merge(graphdef, state)
+    text = model.encode_text(text_ids, text_mask)
+    b = text_ids.shape[0]
+    shapes = {m: (b, n, x_clean[m].shape[-1]) for m, n in layout.num_tokens.items()}
+    return samplers.euler_sample(
+        layout.denoiser(model), key, shapes, text, text_mask,
+        num_steps=num_steps, mu=dict(mu), guidance=guidance, clean=clean, x_clean=x_clean,
+    )
+
+
+def conditions(layout: TokenLayout, batch: int, first_frame=None, video=None, audio=None) -> tuple[dict, dict]:
+    """Clean masks and values for the sampler from optional model-space conditions:
+    `first_frame` [B, pt, H, W, C] (I2VA), `video` [B, T, H, W, C] (V2A), `audio` [B, Ta, Ca] (A2V)."""
+    t, h, w, c = layout.video_shape
+    v = np.zeros((batch, t, h, w, c), np.float32)
+    a = np.zeros((batch,) + layout.audio_shape, np.float32)
+    clean_v = np.zeros((batch, layout.num_tokens["video"]), bool)
+    clean_a = np.zeros((batch, layout.num_tokens["audio"]), bool)
+    if video is not None:
+        v[:] = video
+        clean_v[:] = True
+    elif first_frame is not None:
+        v[:, : first_frame.shape[1]] = first_frame
+        clean_v[:] = layout.first_frame[None]
+    if audio is not None:
+        a[:] = audio
+        clean_a[:] = True
+    x_clean = layout.to_tokens(jnp.asarray(v), jnp.asarray(a))
+    return {"video": jnp.asarray(clean_v), "audio": jnp.asarray(clean_a)}, x_clean
+
+
+def generate(
+    model,
+    layout: TokenLayout,
+    captions: Sequence[str],
+    key: jax.Array,
+    *,
+    num_steps: int,
+    flow_cfg,
+    guidance: samplers.Guidance = samplers.NO_GUIDANCE,
+    first_frame=None,
+    video=None,
+    audio=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """-> model-space video [B, T, H, W, C] and audio [B, Ta, Ca] as NumPy arrays."""
+    ids, mask = model.text_encoder.tokenizer.encode(list(captions))
+    clean, x_clean = conditions(layout, len(captions), first_frame, video, audio)
+    mu = tuple(sorted((m, float(v)) for m, v in flow.sampling_mu(flow_cfg, layout.num_tokens).items()))
+    graphdef, state = nnx.split(model)
+    tokens = _euler(
+        graphdef, state, key, jnp.asarray(ids), jnp.asarray(mask), clean, x_clean,
+        layout=layout, num_steps=num_steps, guidance=guidance, mu=mu,
+    )
+    v, a = layout.from_tokens(tokens)
+    return np.asarray(v), np.asarray(a)

@@ -1,0 +1,447 @@
+"""The dual-branch audio-video diffusion transformer.
+
+A video branch and an audio branch, each a stack of DiT blocks (self-attention,
+text cross-attention, MLP) modulated per token by AdaLN-single from each
+token's own timestep, coupled by a cross-modal module chosen by config:
+
+- `cross_attn`: audio-to-video and video-to-audio attention after the text
+  attention of every k-th layer, each side with its own timestep-driven AdaLN
+  (LTX-2, Ovi);
+- `joint_attn`: in every k-th layer one attention over the concatenated video
+  and audio tokens, with per-modality projections and norms (MMDiT, as
+  Seedance 1.5 pro describes);
+- `none`: the branches share only the text (the ablation).
+
+Cross-modal attention rotates by time only (MM-RoPE with h = w = 0), so
+tokens at the same instant share their phase. A per-sample `cross_modal` flag
+switches the coupling off, which modality guidance contrasts against.
+
+Layers are grouped `joint.every` at a time (the last layer of a group is the
+coupled one) and the groups are scanned, so compile time does not grow with
+depth.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jav.models.attention import Attention, AttentionProjections, dot_product_attention, key_mask
+from jav.models.layers import (
+    MLP,
+    AdaLNSingle,
+    Dense,
+    TimestepEmbedder,
+    dtype_of,
+    layer_norm,
+    modulate,
+    modulation_table,
+    param,
+    zeros,
+)
+from jav.models.rope import rope_angles, temporal_only
+from jav.models.text_encoder import TextEncoder
+from jav.sharding import constrain
+
+MODALITIES = ("video", "audio")
+JOINT_MODES = ("cross_attn", "joint_attn", "none")
+REMAT_POLICIES = ("none", "full", "dots")
+PREDICTIONS = ("velocity", "x0")
+
+_ACT = ("activation_batch", "activation_length", "activation_embed")
+
+
+def modulation_names(cfg, modality: str) -> tuple[str, ...]:
+    """The AdaLN chunks a modality's blocks read, in table order."""
+    names = ["attn_shift", "attn_scale", "attn_gate", "mlp_shift", "mlp_scale", "mlp_gate"]
+    if modality == "video" and cfg.video.decoupled:
+        names += ["temporal_shift", "temporal_scale", "temporal_gate"]
+    if cfg.joint.mode == "cross_attn":
+        names += ["cross_q_shift", "cross_q_scale", "cross_q_gate", "cross_kv_shift", "cross_kv_scale"]
+    return tuple(names)
+
+
+def patch_dim(cfg, modality: str) -> int:
+    b = cfg[modality]
+    if modality == "video":
+        pt, ph, pw = b.patch
+        return pt * ph * pw * b.channels
+    return b.patch * b.channels
+
+
+def validate_config(cfg) -> None:
+    """Checks a model config once, with errors that name the key and the fix."""
+    if cfg.joint.mode not in JOINT_MODES:
+        raise ValueError(f"model.joint.mode={cfg.joint.mode!r} is not one of {JOINT_MODES}")
+    if cfg.prediction not in PREDICTIONS:
+        raise ValueError(f"model.prediction={cfg.prediction!r} is not one of {PREDICTIONS}")
+    if cfg.remat not in REMAT_POLICIES:
+        raise ValueError(f"model.remat={cfg.remat!r} is not one of {REMAT_POLICIES}")
+    for m in MODALITIES:
+        b = cfg[m]
+        if b.width % b.heads:
+            raise ValueError(f"model.{m}.width={b.width} is not divisible by model.{m}.heads={b.heads}")
+        if (b.width // b.heads) % 2:
+            raise ValueError(f"model.{m} head dimension {b.width // b.heads} must be even for RoPE; change model.{m}.heads")
+    if cfg.joint.mode != "none" and cfg.depth % cfg.joint.every:
+        raise ValueError(f"model.depth={cfg.depth} is not divisible by model.joint.every={cfg.joint.every}")
+    if cfg.video.decoupled and cfg.joint.mode == "joint_attn":
+        raise ValueError("model.video.decoupled=True needs model.joint.mode 'cross_attn' or 'none': joint_attn attends over all video tokens")
+    if cfg.text.encoder == "builtin" and cfg.text.dim != cfg.text.width:
+        raise ValueError(f"model.text.dim={cfg.text.dim} must equal model.text.width={cfg.text.width} with the builtin text encoder")
+
+
+class Context(NamedTuple):
+    """Per-call inputs every layer reads (loop-invariant under the layer scan)."""
+
+    mod: dict  # modality -> [B, N, K, D] shared AdaLN projection
+    pos: dict  # modality -> [B or 1, N, 3]
+    mask: dict  # modality -> [B, N] bool or None
+    text: dict  # modality -> [B, L, D] projected caption
+    text_mask: jax.Array  # [B, L]
+    cross_modal: jax.Array  # [B] bool
+    grid: tuple[int, int, int] | None  # video token grid, for decoupled attention
+
+
+def chunk(ctx: Context, table: nnx.Param, names: Sequence[str], modality: str, name: str) -> jax.Array:
+    i = names.index(name)
+    return ctx.mod[modality][:, :, i, :] + table[...][i].astype(ctx.mod[modality].dtype)
+
+
+class BranchBlock(nnx.Module):
+    """One modality's DiT block: self-attention (unless a joint layer owns it),
+    text cross-attention and MLP, with its own modulation table."""
+
+    def __init__(self, cfg, modality: str, own_self_attn: bool, *, rngs: nnx.Rngs):
+        b = cfg[modality]
+        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+        self.modality = modality
+        self.names = modulation_names(cfg, modality)
+        self.table = modulation_table(rngs, len(self.names), b.width, cfg.param_dtype)
+        self.decoupled = modality == "video" and bool(cfg.video.decoupled)
+        self.window = int(cfg.video.temporal_window) if self.decoupled else 0
+        self.rope = (cfg.rope.theta, cfg.rope.time_scale)
+        self.head_dim = b.width // b.heads
+        self.self_attn = Attention(b.width, b.width, b.heads, qk_norm=cfg.qk_norm, **kw) if own_self_attn else None
+        self.temporal_attn = Attention(b.width, b.width, b.heads, qk_norm=cfg.qk_norm, **kw) if (self.decoupled and own_self_attn) else None
+        self.text_attn = Attention(b.width, b.width, b.heads, qk_norm=cfg.qk_norm, **kw)
+        self.mlp = MLP(b.width, int(b.width * b.mlp_ratio), **kw)
+
+    def mod(self, ctx: Context, name: str) -> jax.Array:
+        return chunk(ctx, self.table, self.names, self.modality, name)
+
+    def self_attention(self, x: jax.Array, ctx: Context) -> jax.Array:
+        m = self.modality
+        h = modulate(layer_norm(x), self.mod(ctx, "attn_shift"), self.mod(ctx, "attn_scale"))
+        angles = jnp.broadcast_to(rope_angles(ctx.pos[m], self.head_dim, *self.rope), (x.shape[0], x.shape[1], self.head_dim // 2))
+        if not self.decoupled:
+            out = self.self_attn(h, h, q_angles=angles, k_angles=angles, mask=key_mask(None, ctx.mask[m]))
+            return x + self.mod(ctx, "attn_gate") * out
+        x = x + self.mod(ctx, "attn_gate") * self._factorised(self.self_attn, h, angles, ctx, spatial=True)
+        h = modulate(layer_norm(x), self.mod(ctx, "temporal_shift"), self.mod(ctx, "temporal_scale"))
+        return x + self.mod(ctx, "temporal_gate") * self._factorised(self.temporal_attn, h, angles, ctx, spatial=False)
+
+    def _factorised(self, attn: Attention, h: jax.Array, angles: jax.Array, ctx: Context, spatial: bool) -> jax.Array:
+        """Seedance-style decoupled attention: within a frame, or along time in a window."""
+        b, n, d = h.shape
+        t, hh, ww = ctx.grid
+        hw = hh * ww
+        # [B, T*H*W, ...] -> [B*T, H*W, ...] (spatial) or [B*H*W, T, ...] (temporal)
+        def split(a):
+            a = a.reshape(b, t, hw, a.shape[-1])
+            a = a if spatial else a.transpose(0, 2, 1, 3)
+            return a.reshape(-1, a.shape[2], a.shape[3])
+
+        def merge(a):
+            a = a.reshape(b, t, hw, d) if spatial else a.reshape(b, hw, t, d).transpose(0, 2, 1, 3)
+            return a.reshape(b, n, d)
+
+        mask = None
+        if not spatial:
+            idx = jnp.arange(t)
+            mask = (jnp.abs(idx[:, None] - idx[None, :]) <= self.window)[None, None]
+        if ctx.mask["video"] is not None:
+            km = split(ctx.mask["video"][..., None].astype(h.dtype))[..., 0] > 0
+            mask = km[:, None, None, :] if mask is None else mask & km[:, None, None, :]
+        a = split(angles)
+        return merge(attn(split(h), split(h), q_angles=a, k_angles=a, mask=mask))
+
+    def text_attention(self, x: jax.Array, ctx: Context) -> jax.Array:
+        m = self.modality
+        return x + self.text_attn(layer_norm(x), ctx.text[m], mask=key_mask(ctx.mask[m], ctx.text_mask))
+
+    def feed_forward(self, x: jax.Array, ctx: Context) -> jax.Array:
+        h = modulate(layer_norm(x), self.mod(ctx, "mlp_shift"), self.mod(ctx, "mlp_scale"))
+        return x + self.mod(ctx, "mlp_gate") * self.mlp(h)
+
+
+class CrossModalAttention(nnx.Module):
+    """Audio-to-video and video-to-audio attention, temporal RoPE only; each side's
+    queries and context are modulated by that side's own timesteps."""
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, qk_norm=cfg.qk_norm)
+        v, a = cfg.video, cfg.audio
+        self.a2v = Attention(v.width, a.width, v.heads, **kw)  # video queries audio
+        self.v2a = Attention(a.width, v.width, a.heads, **kw)  # audio queries video
+        self.head_dims = (("video", v.width // v.heads), ("audio", a.width // a.heads))
+        self.rope = (cfg.rope.theta, cfg.rope.time_scale)
+
+    def __call__(self, xv, xa, video: BranchBlock, audio: BranchBlock, ctx: Context):
+        blocks, xs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}
+        q_in = {m: modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "cross_q_shift"), blocks[m].mod(ctx, "cross_q_scale")) for m in MODALITIES}
+        kv_in = {m: modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "cross_kv_shift"), blocks[m].mod(ctx, "cross_kv_scale")) for m in MODALITIES}
+        flag = ctx.cross_modal.astype(xv.dtype)[:, None, None]
+        out = {}
+        for m, other, attn in (("video", "audio", self.a2v), ("audio", "video", self.v2a)):
+            hd = dict(self.head_dims)[m]
+            qa = rope_angles(temporal_only(ctx.pos[m]), hd, *self.rope)
+            ka = rope_angles(temporal_only(ctx.pos[other]), hd, *self.rope)
+            y = attn(q_in[m], kv_in[other], q_angles=qa, k_angles=ka, mask=key_mask(ctx.mask[m], ctx.mask[other]))
+            out[m] = xs[m] + flag * blocks[m].mod(ctx, "cross_q_gate") * y
+        return out["video"], out["audio"]
+
+
+class JointAttention(nnx.Module):
+    """MMDiT attention over [video; audio] with per-modality projections and QK norms.
+
+    Both modalities project into the video branch's heads x head_dim. When a
+    sample's cross_modal flag is off, its attention is block-diagonal.
+    """
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, qk_norm=cfg.qk_norm)
+        heads, head_dim = cfg.video.heads, cfg.video.width // cfg.video.heads
+        self.head_dim = head_dim
+        self.rope = (cfg.rope.theta, cfg.rope.time_scale)
+        self.video = AttentionProjections(cfg.video.width, cfg.video.width, heads, head_dim, **kw)
+        self.audio = AttentionProjections(cfg.audio.width, cfg.audio.width, heads, head_dim, **kw)
+
+    def __call__(self, xv, xa, video: BranchBlock, audio: BranchBlock, ctx: Context):
+        blocks, xs, projs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}, {"video": self.video, "audio": self.audio}
+        q, k, v = [], [], []
+        for m in MODALITIES:
+            h = modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "attn_shift"), blocks[m].mod(ctx, "attn_scale"))
+            angles = jnp.broadcast_to(rope_angles(ctx.pos[m], self.head_dim, *self.rope), (h.shape[0], h.shape[1], self.head_dim // 2))
+            q.append(projs[m].query(h, angles))
+            km, vm = projs[m].key_value(h, angles)
+            k.append(km)
+            v.append(vm)
+        nv, na = xv.shape[1], xa.shape[1]
+        modality_id = jnp.concatenate([jnp.zeros(nv, jnp.int32), jnp.ones(na, jnp.int32)])
+        same = modality_id[:, None] == modality_id[None, :]
+        mask = same[None, None] | ctx.cross_modal[:, None, None, None]  # [B, 1, N, N]
+        valid = [ctx.mask[m] if ctx.mask[m] is not None else jnp.ones(xs[m].shape[:2], bool) for m in MODALITIES]
+        mask = mask & jnp.concatenate(valid, axis=1)[:, None, None, :]
+        o = dot_product_attention(jnp.concatenate(q, 1), jnp.concatenate(k, 1), jnp.concatenate(v, 1), mask)
+        ov, oa = o[:, :nv], o[:, nv:]
+        xv = xv + video.mod(ctx, "attn_gate") * self.video.out(ov)
+        xa = xa + audio.mod(ctx, "attn_gate") * self.audio.out(oa)
+        return xv, xa
+
+
+class LayerPair(nnx.Module):
+    """One layer of both branches: self (or joint) attention, text attention,
+    cross-modal attention if this layer is coupled, then the MLPs."""
+
+    def __init__(self, cfg, coupled: bool, *, rngs: nnx.Rngs):
+        self.mode = cfg.joint.mode if coupled else "none"
+        joint = self.mode == "joint_attn"
+        self.video = BranchBlock(cfg, "video", own_self_attn=not joint, rngs=rngs)
+        self.audio = BranchBlock(cfg, "audio", own_self_attn=not joint, rngs=rngs)
+        self.joint = JointAttention(cfg, rngs=rngs) if joint else None
+        self.cross = CrossModalAttention(cfg, rngs=rngs) if self.mode == "cross_attn" else None
+
+    def __call__(self, xv, xa, ctx: Context):
+        if self.joint is not None:
+            xv, xa = self.joint(xv, xa, self.video, self.audio, ctx)
+        else:
+            xv, xa = self.video.self_attention(xv, ctx), self.audio.self_attention(xa, ctx)
+        xv, xa = self.video.text_attention(xv, ctx), self.audio.text_attention(xa, ctx)
+        if self.cross is not None:
+            xv, xa = self.cross(xv, xa, self.video, self.audio, ctx)
+        xv, xa = self.video.feed_forward(xv, ctx), self.audio.feed_forward(xa, ctx)
+        return constrain(xv, _ACT), constrain(xa, _ACT)
+
+
+class LayerGroup(nnx.Module):
+    """`joint.every` layers, the last one coupled: the unit the layer scan repeats."""
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        size = cfg.joint.every if cfg.joint.mode != "none" else 1
+        coupled = [cfg.joint.mode != "none" and i == size - 1 for i in range(size)]
+        self.layers = nnx.List([LayerPair(cfg, c, rngs=rngs) for c in coupled])
+
+    def __call__(self, xv, xa, ctx: Context):
+        for layer in self.layers:
+            xv, xa = layer(xv, xa, ctx)
+        return xv, xa
+
+
+class FinalLayer(nnx.Module):
+    """AdaLN-modulated norm and a zero-initialised projection back to patch values."""
+
+    def __init__(self, dim: int, out_dim: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str):
+        self.table = modulation_table(rngs, 2, dim, param_dtype)
+        self.proj = Dense(dim, out_dim, ("embed", "patch"), rngs=rngs, init=zeros, dtype=dtype, param_dtype=param_dtype)
+
+    def __call__(self, x: jax.Array, t_emb: jax.Array) -> jax.Array:
+        table = self.table[...].astype(x.dtype)
+        shift, scale = t_emb + table[0], t_emb + table[1]
+        return self.proj(modulate(layer_norm(x), shift, scale))
+
+
+class AbsolutePosition(nnx.Module):
+    """Sinusoidal features of a token's absolute (t, h, w), projected to the width.
+
+    RoPE alone makes attention translation-equivariant; where the frame's edges
+    matter (balls bounce off walls), tokens also need to know where they are.
+    """
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str, num_freqs: int = 8):
+        self.num_freqs = num_freqs
+        self.proj = Dense(3 * 2 * num_freqs, dim, ("norm", "embed"), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+
+    def __call__(self, pos: jax.Array) -> jax.Array:
+        freqs = 2.0 ** jnp.arange(self.num_freqs, dtype=jnp.float32) * 0.1  # periods from ~0.2 to ~60 units
+        args = pos.astype(jnp.float32)[..., None] * freqs  # [B, N, 3, F]
+        feats = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+        return self.proj(feats.reshape(*pos.shape[:-1], -1))
+
+
+class CaptionProjection(nnx.Module):
+    """Text embedding [B, L, Dt] -> a branch's width [B, L, D], shared by its blocks."""
+
+    def __init__(self, text_dim: int, dim: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.fc1 = Dense(text_dim, dim, ("embed", "mlp"), **kw)
+        self.fc2 = Dense(dim, dim, ("mlp", "embed"), **kw)
+
+    def __call__(self, text: jax.Array) -> jax.Array:
+        return self.fc2(jax.nn.gelu(self.fc1(text), approximate=True))
+
+
+def _remat(fn, policy: str):
+    """Rematerialisation of one layer group: 'none', 'full' (save nothing) or
+    'dots' (save matmul outputs, recompute the element-wise work)."""
+    if policy == "none":
+        return fn
+    if policy == "full":
+        return jax.checkpoint(fn)
+    return jax.checkpoint(fn, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+
+
+class AVDiT(nnx.Module):
+    """The joint audio-video denoiser.
+
+    The network predicts velocity directly or, with `prediction='x0'`, the clean
+    tokens, converted to velocity; either way the call returns velocity.
+
+    Call: tokens x[m] [B, N_m, P_m], per-token timesteps t[m] [B, N_m], text
+    embeddings [B, L, Dt] with mask [B, L], per-sample cross_modal [B] bool,
+    positions pos[m] [B or 1, N_m, 3] (t seconds, h, w), optional padding
+    masks token_mask[m] [B, N_m], and the video token grid (needed by decoupled
+    video attention) -> velocities v[m] [B, N_m, P_m] in float32.
+    """
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        validate_config(cfg)
+        cfg = ml_collections.FrozenConfigDict(cfg)  # hashable, so the graphdef can be a jit static
+        self.cfg = cfg
+        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+        self.embed = nnx.Dict({m: Dense(patch_dim(cfg, m), cfg[m].width, ("patch", "embed"), **kw) for m in MODALITIES})
+        self.time = nnx.Dict({m: TimestepEmbedder(cfg[m].width, **kw) for m in MODALITIES})
+        self.abs_pos = nnx.Dict({m: AbsolutePosition(cfg[m].width, **kw) for m in MODALITIES}) if cfg.abs_pos else None
+        self.adaln = nnx.Dict({m: AdaLNSingle(cfg[m].width, len(modulation_names(cfg, m)), **kw) for m in MODALITIES})
+        self.caption = nnx.Dict({m: CaptionProjection(cfg.text.dim, cfg[m].width, **kw) for m in MODALITIES})
+        self.final = nnx.Dict({m: FinalLayer(cfg[m].width, patch_dim(cfg, m), **kw) for m in MODALITIES})
+        self.text_encoder = TextEncoder(cfg.text, **kw) if cfg.text.encoder == "builtin" else None
+        group = cfg.joint.every if cfg.joint.mode != "none" else 1
+        self.num_groups = cfg.depth // group
+        if cfg.scan_layers:
+            @nnx.split_rngs(splits=self.num_groups)
+            @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def make(r):
+                return LayerGroup(cfg, rngs=r)
+
+            self.groups = make(rngs)
+        else:
+            self.groups = nnx.List([LayerGroup(cfg, rngs=rngs) for _ in range(self.num_groups)])
+
+    def encode_text(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
+        if self.text_encoder is None:
+            raise ValueError("model.text.encoder='none': pass precomputed text embeddings instead of token ids")
+        return self.text_encoder(ids, mask)
+
+    def __call__(self, x: dict, t: dict, text: jax.Array, text_mask: jax.Array, cross_modal: jax.Array | None = None, *, pos: dict, token_mask: dict | None = None, grid: tuple[int, int, int] | None = None) -> dict:
+        cfg = self.cfg
+        dtype = dtype_of(cfg.dtype)
+        batch = x["video"].shape[0]
+        if cross_modal is None:
+            cross_modal = jnp.ones((batch,), bool)
+        if cfg.video.decoupled and grid is None:
+            raise ValueError("model.video.decoupled=True needs the video token grid: pass grid=(T', H', W')")
+        token_mask = token_mask or {}
+        h, t_emb, mod = {}, {}, {}
+        for m in MODALITIES:
+            h[m] = self.embed[m](x[m].astype(dtype))  # [B, N, D]
+            if self.abs_pos is not None:
+                h[m] = h[m] + self.abs_pos[m](pos[m] if pos[m].ndim == 3 else pos[m][None])
+            h[m] = constrain(h[m], _ACT)
+            t_emb[m] = self.time[m](t[m])  # [B, N, D]
+            mod[m] = self.adaln[m](t_emb[m])  # [B, N, K, D]
+        ctx = Context(
+            mod=mod,
+            pos={m: jnp.asarray(pos[m], jnp.float32) if pos[m].ndim == 3 else jnp.asarray(pos[m], jnp.float32)[None] for m in MODALITIES},
+            mask={m: token_mask.get(m) for m in MODALITIES},
+            text={m: self.caption[m](text.astype(dtype)) for m in MODALITIES},
+            text_mask=text_mask.astype(bool),
+            cross_modal=cross_modal.astype(bool),
+            grid=tuple(grid) if grid is not None else None,
+        )
+
+        def body(carry, group):
+            return group(carry[0], carry[1], ctx)
+
+        carry = (h["video"], h["audio"])
+        if cfg.scan_layers:
+            # a plain lax.scan over the stacked group state: it nests in any
+            # trace (the samplers call the model inside their own scan)
+            graphdef, state = nnx.split(self.groups)
+
+            def scan_body(carry, group_state):
+                return body(carry, nnx.merge(graphdef, group_state)), None
+
+            carry, _ = jax.lax.scan(_remat(scan_body, cfg.remat), carry, state)
+        else:
+            for group in self.groups:
+                graphdef, state = nnx.split(group)
+                carry = _remat(lambda c, st: body(c, nnx.merge(graphdef, st)), cfg.remat)(carry, state)
+        out = dict(zip(MODALITIES, carry))
+        y = {m: self.final[m](out[m], t_emb[m]).astype(jnp.float32) for m in MODALITIES}
+        if cfg.prediction == "velocity":
+            return y
+        # x0-prediction: the network outputs the clean sample, which lies on a
+        # low-dimensional manifold even when a patch is wider than the model;
+        # velocity = (x_t - x0) / t, with t floored where it would blow up.
+        return {m: (x[m].astype(jnp.float32) - y[m]) / jnp.maximum(t[m], cfg.x0_min_t)[..., None] for m in MODALITIES}
+
+
+def init_model(cfg, key: jax.Array, out_shardings=None) -> AVDiT:
+    """Creates an AVDiT with jitted initialisation.
+
+    Eager creation compiles one kernel per parameter shape; one jitted init is
+    faster, and compiling it without backend optimisation (it runs once) cuts
+    its compile time several-fold on CPU. `out_shardings` (a pytree of
+    shardings matching the state) creates the parameters already sharded.
+    """
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg, rngs=nnx.Rngs(0))))
+
+    def make(k):
+        return nnx.state(AVDiT(cfg, rngs=nnx.Rngs(params=k)))
+
+    compiled = jax.jit(make, out_shardings=out_shardings).lower(key).compile({"xla_backend_optimization_level": 0})
+    return nnx.merge(graphdef, compiled(key))

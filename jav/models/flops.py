@@ -1,0 +1,77 @@
+"""Analytic FLOPs of one AVDiT forward pass: matmuls and attention, counted as
+2 FLOPs per multiply-add, as MFU is conventionally reported. A training step
+costs about 3x the forward (4x with full rematerialisation)."""
+from __future__ import annotations
+
+import jax
+
+from jav.models.av_dit import modulation_names, patch_dim
+
+_FREQ_DIM = 256  # TimestepEmbedder's sinusoid width
+_ABS_POS_FREQS = 8  # AbsolutePosition's frequencies per axis
+
+
+def _dense(n: int, d_in: int, d_out: int) -> int:
+    return 2 * n * d_in * d_out
+
+
+def _attention(nq: int, nk: int, q_dim: int, kv_dim: int, inner: int, self_attn: bool = False) -> int:
+    """Projections plus QK^T and AV for `nq` queries over `nk` keys."""
+    proj = _dense(nq, q_dim, inner) + _dense(nk, kv_dim, 2 * inner) + _dense(nq, inner, q_dim)
+    return proj + 2 * 2 * nq * nk * inner
+
+
+def forward_flops(cfg, num_tokens: dict, text_len: int, batch: int = 1, grid: tuple[int, int, int] | None = None, include_text_encoder: bool = True) -> int:
+    """FLOPs of one forward pass for `num_tokens` {'video': Nv, 'audio': Na}.
+
+    `grid` (T', H', W') is needed for decoupled video attention, whose spatial
+    and temporal attentions cost less than full attention.
+    """
+    total = 0
+    n = num_tokens
+    for m in ("video", "audio"):
+        d, p = cfg[m].width, patch_dim(cfg, m)
+        k = len(modulation_names(cfg, m))
+        total += _dense(n[m], p, d)  # patch embedding
+        if cfg.abs_pos:
+            total += _dense(n[m], 6 * _ABS_POS_FREQS, d)
+        total += _dense(n[m], _FREQ_DIM, d) + _dense(n[m], d, d)  # timestep MLP
+        total += _dense(n[m], d, k * d)  # AdaLN-single
+        total += _dense(text_len, cfg.text.dim, d) + _dense(text_len, d, d)  # caption projection
+        total += _dense(n[m], d, p)  # final projection
+
+    group = cfg.joint.every if cfg.joint.mode != "none" else 1
+    for layer in range(cfg.depth):
+        coupled = cfg.joint.mode != "none" and layer % group == group - 1
+        mode = cfg.joint.mode if coupled else "none"
+        for m in ("video", "audio"):
+            d = cfg[m].width
+            if mode != "joint_attn":
+                if m == "video" and cfg.video.decoupled:
+                    # spatial then temporal attention, each with its own q, k, v, o
+                    # projections over all N tokens; the temporal window is a mask,
+                    # so all T' keys are computed
+                    t, h, w = grid
+                    total += 2 * (4 * _dense(n[m], d, d)) + 2 * 2 * n[m] * (h * w + t) * d
+                else:
+                    total += _attention(n[m], n[m], d, d, d)
+            total += _attention(n[m], text_len, d, d, d)  # text cross-attention
+            total += 2 * _dense(n[m], d, int(d * cfg[m].mlp_ratio))  # MLP
+        dv, da = cfg.video.width, cfg.audio.width
+        if mode == "cross_attn":
+            total += _attention(n["video"], n["audio"], dv, da, dv)
+            total += _attention(n["audio"], n["video"], da, dv, da)
+        elif mode == "joint_attn":
+            nt = n["video"] + n["audio"]
+            total += _dense(n["video"], dv, 3 * dv) + _dense(n["audio"], da, 3 * dv)
+            total += _dense(n["video"], dv, dv) + _dense(n["audio"], dv, da)
+            total += 2 * 2 * nt * nt * dv
+
+    if include_text_encoder and cfg.text.encoder == "builtin":
+        d, length = cfg.text.width, text_len
+        total += cfg.text.depth * (_attention(length, length, d, d, d) + 2 * _dense(length, d, 4 * d))
+    return batch * total
+
+
+def param_count(state) -> int:
+    return sum(x.size for x in jax.tree.leaves(state))

@@ -1,0 +1,146 @@
+"""Small building blocks shared by jav's models: dense layers with logical axis
+names, norms, MLPs, timestep embeddings and AdaLN modulation."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
+
+
+def dtype_of(name: str) -> jnp.dtype:
+    return jnp.dtype(name)
+
+
+def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequence[str | None], dtype) -> nnx.Param:
+    """A parameter carrying its logical axis names (placed later by jav.sharding rules)."""
+    assert len(shape) == len(axes), (shape, axes)
+    return nnx.Param(init(rngs.params(), tuple(shape), dtype), out_sharding=tuple(axes), eager_sharding=False)
+
+
+def fan_in_normal(fan_in: int, scale: float = 1.0) -> Initializer:
+    std = scale / math.sqrt(fan_in)
+    return lambda key, shape, dtype: std * jax.random.normal(key, shape, dtype)
+
+
+def zeros(key, shape, dtype):
+    del key
+    return jnp.zeros(shape, dtype)
+
+
+def ones(key, shape, dtype):
+    del key
+    return jnp.ones(shape, dtype)
+
+
+class Dense(nnx.Module):
+    """y = x . W (+ b), contracting the trailing `in_shape` axes of x into `out_shape`."""
+
+    def __init__(
+        self,
+        in_shape: int | Sequence[int],
+        out_shape: int | Sequence[int],
+        axes: Sequence[str | None],
+        *,
+        rngs: nnx.Rngs,
+        use_bias: bool = True,
+        init: Initializer | None = None,
+        dtype: str = "float32",
+        param_dtype: str = "float32",
+    ):
+        self.in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+        self.out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
+        init = init or fan_in_normal(math.prod(self.in_shape))
+        self.kernel = param(rngs, init, self.in_shape + self.out_shape, axes, dtype_of(param_dtype))
+        out_axes = tuple(axes[len(self.in_shape):])
+        self.bias = param(rngs, zeros, self.out_shape, out_axes, dtype_of(param_dtype)) if use_bias else None
+        self.dtype = dtype_of(dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n = len(self.in_shape)
+        y = jnp.tensordot(x.astype(self.dtype), self.kernel[...].astype(self.dtype), axes=n)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    """RMS norm over the last axis with a learned scale (used for QK-norm and text)."""
+
+    def __init__(self, dim: int, axis_name: str, *, rngs: nnx.Rngs, eps: float = 1e-6, param_dtype: str = "float32"):
+        self.scale = param(rngs, ones, (dim,), (axis_name,), dtype_of(param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """Parameter-free LayerNorm; AdaLN supplies the shift and scale."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.var(x32, axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+    return x * (1 + scale) + shift
+
+
+class MLP(nnx.Module):
+    """Two-layer GELU MLP: [.., D] -> [.., D * ratio] -> [.., D]."""
+
+    def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.up = Dense(dim, hidden, ("embed", "mlp"), **kw)
+        self.down = Dense(hidden, dim, ("mlp", "embed"), **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down(jax.nn.gelu(self.up(x), approximate=True))
+
+
+def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+    """[...] timesteps in [0, 1] -> [..., dim] sin/cos features (t is scaled by 1000)."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = (t.astype(jnp.float32) * 1000.0)[..., None] * freqs
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class TimestepEmbedder(nnx.Module):
+    """Per-token timestep -> [.., D] embedding (sinusoid then a two-layer MLP)."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs, freq_dim: int = 256, dtype: str, param_dtype: str):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.freq_dim = freq_dim
+        self.fc1 = Dense(freq_dim, dim, ("norm", "embed"), **kw)
+        self.fc2 = Dense(dim, dim, ("embed", "embed"), **kw)
+
+    def __call__(self, t: jax.Array) -> jax.Array:
+        return self.fc2(jax.nn.silu(self.fc1(sinusoidal_embedding(t, self.freq_dim))))
+
+
+class AdaLNSingle(nnx.Module):
+    """PixArt-style AdaLN-single: one projection of the timestep embedding shared by
+    all blocks, [B, N, D] -> [B, N, K, D]; each block adds its own learned table."""
+
+    def __init__(self, dim: int, num_chunks: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str):
+        self.num_chunks = num_chunks
+        self.proj = Dense(
+            dim, (num_chunks, dim), ("embed", "modulation", "embed"),
+            rngs=rngs, init=zeros, dtype=dtype, param_dtype=param_dtype,
+        )
+
+    def __call__(self, t_emb: jax.Array) -> jax.Array:
+        return self.proj(jax.nn.silu(t_emb))
+
+
+def modulation_table(rngs: nnx.Rngs, num_chunks: int, dim: int, param_dtype: str) -> nnx.Param:
+    """A block's own [K, D] modulation table, added to the shared AdaLN projection."""
+    return param(rngs, fan_in_normal(dim), (num_chunks, dim), ("modulation", "embed"), dtype_of(param_dtype))

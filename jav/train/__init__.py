@@ -1,0 +1,1 @@
+"""Training: the loss of a batch, the jitted step, and (later) the loop."""

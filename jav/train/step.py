@@ -1,0 +1,54 @@
+"""The loss of one batch and the jitted optimiser step.
+
+A batch is a dict of model-space arrays: `video` [B, T, H, W, C], `audio`
+[B, Ta, Ca], and either `text_ids` [B, L] (the built-in encoder) or
+`text_emb` [B, L, D] (precomputed), with `text_mask` [B, L].
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jav import flow
+from jav.clip_tokens import TokenLayout
+
+
+def batch_loss(model, batch: dict, key: jax.Array, layout: TokenLayout, flow_cfg):
+    """Rectified-flow loss of a batch over the task mixture -> (loss, aux)."""
+    if "text_ids" in batch:
+        text = model.encode_text(batch["text_ids"], batch["text_mask"])
+    else:
+        text = batch["text_emb"]
+    x0 = layout.to_tokens(batch["video"], batch["audio"])
+    return flow.flow_loss(layout.denoiser(model), key, x0, text, batch["text_mask"], jnp.asarray(layout.first_frame), flow_cfg)
+
+
+def optimizer(cfg) -> optax.GradientTransformation:
+    """AdamW with linear warmup, cosine decay and global-norm clipping."""
+    o = cfg.optim
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=o.lr, warmup_steps=o.warmup_steps,
+        decay_steps=max(cfg.train.steps, o.warmup_steps + 1), end_value=o.lr * o.end_lr_fraction,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(o.grad_clip),
+        optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "layout", "flow_cfg"), donate_argnums=(1, 2))
+def train_step(graphdef, params, opt_state, batch, key, *, tx, layout, flow_cfg):
+    """One optimiser step -> (params, opt_state, metrics)."""
+
+    def loss_fn(p):
+        return batch_loss(nnx.merge(graphdef, p), batch, key, layout, flow_cfg)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics = dict(loss=loss, loss_video=aux["loss_video"], loss_audio=aux["loss_audio"], grad_norm=optax.global_norm(grads))
+    return params, opt_state, metrics

@@ -1,0 +1,25 @@
+"""jav: a JAX-native stack for joint audio-video diffusion models."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+requirements = [
+    line.split("#")[0].strip()
+    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
+    if line.split("#")[0].strip() and not line.startswith(("pytest",))
+]
+
+setup(
+    name="jav",
+    version="0.1.0",
+    description="JAX-native training and sampling of joint audio-video diffusion transformers",
+    packages=find_packages(include=["jav", "jav.*", "configs", "data_pipelines", "data_pipelines.*"]),
+    python_requires=">=3.11",
+    install_requires=requirements,
+    extras_require={
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
+        "tpu": ["libtpu"],
+        "beam": ["apache-beam"],
+        "hf": ["transformers", "torch"],
+    },
+)

@@ -1,0 +1,39 @@
+"""Clips to tokens and back; layouts from configs; their errors."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import bounce_demo, test as test_config
+from jav.clip_tokens import TokenLayout, clip_to_arrays, mel_params, model_to_frames
+from jav.data.bounce import generate_clip
+
+
+@pytest.mark.parametrize("get", [test_config.get_config, bounce_demo.get_config])
+def test_tokens_round_trip(get):
+    cfg = get()
+    layout = TokenLayout.from_config(cfg)
+    clip = generate_clip(0)
+    video, audio = clip_to_arrays(clip.frames, clip.audio, mel_params(cfg))
+    assert video.shape == layout.video_shape and audio.shape == layout.audio_shape
+    tokens = layout.to_tokens(jnp.asarray(video)[None], jnp.asarray(audio)[None])
+    for m in tokens:
+        assert tokens[m].shape[1] == layout.num_tokens[m]
+        assert layout.pos[m].shape == (1, layout.num_tokens[m], 3)
+    v, a = layout.from_tokens(tokens)
+    np.testing.assert_array_equal(model_to_frames(np.asarray(v)[0]), clip.frames)
+    np.testing.assert_array_equal(np.asarray(a)[0], audio)
+    # the first-frame mask marks exactly the tokens of the first temporal patch
+    first = layout.first_frame
+    assert first.sum() == layout.grid[1] * layout.grid[2]
+    np.testing.assert_allclose(layout.pos["video"][0, first, 0], layout.pos["video"][0, 0, 0])
+
+
+def test_layout_errors_name_the_key():
+    cfg = test_config.get_config()
+    cfg.model.video.patch = (3, 4, 4)
+    with pytest.raises(ValueError, match="video T=16 is not divisible by its patch size 3"):
+        TokenLayout.from_config(cfg)
+    cfg = test_config.get_config()
+    cfg.model.audio.channels = 80
+    with pytest.raises(ValueError, match="model.audio.channels=80 must equal data.mel_bins=64"):
+        TokenLayout.from_config(cfg)
