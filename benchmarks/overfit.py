@@ -44,7 +44,7 @@ def overfit_config(path: str, steps: int):
     return cfg
 
 
-def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0, sample_steps: int = 32, log=print) -> dict:
+def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0, sample_steps: int = 32, ema_decay: float = 0.99, log=print) -> dict:
     cfg = overfit_config(config, steps)
     layout = TokenLayout.from_config(cfg)
     world = BounceParams(canvas=cfg.data.canvas, fps=cfg.data.fps, duration=cfg.data.duration, sample_rate=cfg.data.sample_rate)
@@ -65,9 +65,12 @@ def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0,
     tx = optimizer(cfg)
     opt_state = tx.init(params)
     flow_cfg = ml_collections.FrozenConfigDict(cfg.flow)
+    ema = jax.tree.map(jnp.copy, params)
+    ema_update = jax.jit(lambda e, p: jax.tree.map(lambda a, b: ema_decay * a + (1 - ema_decay) * b, e, p), donate_argnums=0)
     losses, start = [], time.time()
     for step in range(steps):
         params, opt_state, metrics = train_step(graphdef, params, opt_state, batch, jax.random.key(step), tx=tx, layout=layout, flow_cfg=flow_cfg)
+        ema = ema_update(ema, params)
         losses.append(float(metrics["loss"]))
         if step % 25 == 0 or step == steps - 1:
             log(f"step {step:4d}/{steps}  loss {np.mean(losses[-25:]):.4f}  video {float(metrics['loss_video']):.4f}  "
@@ -76,7 +79,9 @@ def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0,
     first, last = float(np.mean(losses[:10])), float(np.mean(losses[-25:]))
 
     start = time.time()
-    video, audio = generate(nnx.merge(graphdef, params), layout, captions, jax.random.key(seed + 1000), num_steps=sample_steps, flow_cfg=cfg.flow)
+    # sample from the EMA weights: the loss under per-step random timesteps is
+    # noisy, and the average of the last few hundred steps is the better model
+    video, audio = generate(nnx.merge(graphdef, ema), layout, captions, jax.random.key(seed + 1000), num_steps=sample_steps, flow_cfg=cfg.flow)
     sample_time = time.time() - start
     results, references = [], []
     for i, clip in enumerate(clips):
@@ -105,13 +110,14 @@ def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0,
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/test.py")
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--clips", type=int, default=2)
     parser.add_argument("--sample-steps", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ema-decay", type=float, default=0.99)
     parser.add_argument("--out", default=None, help="directory for NNN.mp4 / NNN.wav / NNN.json and summary.json")
     args = parser.parse_args()
-    s = run(args.config, args.steps, args.clips, args.out, args.seed, args.sample_steps, log=lambda msg: print(msg, flush=True))
+    s = run(args.config, args.steps, args.clips, args.out, args.seed, args.sample_steps, args.ema_decay, log=lambda msg: print(msg, flush=True))
     print(f"loss {s['loss_first']:.4f} -> {s['loss_last']:.4f} (fell {100 * s['loss_drop']:.1f}%) in {s['train_seconds']:.0f}s")
     print("samples:   " + "  ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items()))
     print("reference: " + "  ".join(f"{k} {v:.3f}" for k, v in s["reference_metrics"].items()))

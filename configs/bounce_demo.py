@@ -1,6 +1,8 @@
 """The demo: a small joint audio-video model trained on the bounce world on CPU.
 
-    python -m jav.train --config configs/bounce_demo.py --workdir runs/demo
+    python -m benchmarks.model_stats --config configs/bounce_demo.py
+
+(The training CLI, `python -m jav.train`, comes with the training system.)
 
 Pixel-space video (32x32 RGB, 8 fps, patches of 2x4x4) and log-mel audio
 (64 bins, 100 frames/s, patches of 1 frame), cross-attention coupling in every

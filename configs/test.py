@@ -1,9 +1,10 @@
 """The tiny config the test suite trains: a 2-layer model on the bounce world.
 
-    python -m jav.train --config configs/test.py --workdir /tmp/jav_test
+    python -m benchmarks.overfit --config configs/test.py --steps 800 --out runs/overfit
 
-Not meant to produce good clips; it exists so that tests compile and step fast
-on a 2-core CPU.
+Memorises a batch of two clips in about 4 minutes on a 2-core CPU (loss down
+over 90%, samples at about 28 dB PSNR); it exists so that tests compile and
+step fast, not to generalise.
 """
 from configs import common
 
@@ -11,8 +12,11 @@ from configs import common
 def get_config(arg=None):
     del arg
     model = common.model(
-        video_width=64, video_heads=2, audio_width=64, audio_heads=2, depth=2,
-        joint="cross_attn", video_patch=(1, 4, 4), audio_patch=1, text_dim=32,
+        video_width=96, video_heads=2, audio_width=64, audio_heads=2, depth=2,
+        joint="cross_attn", video_patch=(2, 4, 4), audio_patch=1, text_dim=32,
     )
-    cfg = common.experiment(model, batch_size=2, steps=300, lr=2e-3, warmup_steps=20)
+    # x0-prediction: a 96-wide model with 96-value video patches learns far faster
+    # predicting the clean clip than predicting velocity (benchmarks/RESULTS.md)
+    model.prediction = "x0"
+    cfg = common.experiment(model, batch_size=2, steps=800, lr=1e-3, warmup_steps=50)
     return cfg

@@ -33,7 +33,7 @@ def _euler(graphdef, state, key, text_ids, text_mask, clean, x_clean, *, layout,
 
 def conditions(layout: TokenLayout, batch: int, first_frame=None, video=None, audio=None) -> tuple[dict, dict]:
     """Clean masks and values for the sampler from optional model-space conditions:
-    `first_frame` [B, pt, H, W, C] (I2VA), `video` [B, T, H, W, C] (V2A), `audio` [B, Ta, Ca] (A2V)."""
+    `first_frame` [B, pt, H, W, C] (I2VA: the first temporal patch, pt frames), `video` [B, T, H, W, C] (V2A), `audio` [B, Ta, Ca] (A2V)."""
     t, h, w, c = layout.video_shape
     v = np.zeros((batch, t, h, w, c), np.float32)
     a = np.zeros((batch,) + layout.audio_shape, np.float32)
@@ -43,7 +43,11 @@ def conditions(layout: TokenLayout, batch: int, first_frame=None, video=None, au
         v[:] = video
         clean_v[:] = True
     elif first_frame is not None:
-        v[:, : first_frame.shape[1]] = first_frame
+        pt = layout.video_patch[0]
+        if first_frame.shape[1] != pt:
+            raise ValueError(f"I2VA holds the first temporal patch clean: pass first_frame with {pt} frame(s) "
+                             f"(model.video.patch[0]={pt}), got {first_frame.shape[1]}")
+        v[:, :pt] = first_frame
         clean_v[:] = layout.first_frame[None]
     if audio is not None:
         a[:] = audio

@@ -194,3 +194,43 @@ def test_analytic_flops_match_the_compiler(mode):
     ours = forward_flops(cfg, n, text_len=6, batch=B, include_text_encoder=False)
     # XLA also counts element-wise work (norms, softmax, GELU), a few % at these widths
     assert 0.8 < ours / xla <= 1.0, (ours, xla)
+
+
+@pytest.mark.parametrize("mode", ["cross_attn", "joint_attn"])
+def test_every_k_couples_one_layer_in_k(mode):
+    cfg = model_config(video_width=32, video_heads=2, audio_width=16, audio_heads=2, depth=4, joint=mode, every=2, text_dim=16)
+    abstract = nnx.eval_shape(lambda: __import__("jav.models", fromlist=["AVDiT"]).AVDiT(cfg, rngs=nnx.Rngs(0)))
+    assert abstract.num_groups == 2
+    layers = abstract.groups.layers
+    coupled = [(layer.cross if mode == "cross_attn" else layer.joint) is not None for layer in layers]
+    assert coupled == [False, True]
+    x, t, pos, text, text_mask = inputs()
+    graphdef, state = nnx.split(abstract)
+    cost = jax.jit(lambda s, x, t: call(nnx.merge(graphdef, s), x, t, pos, text, text_mask)).lower(state, x, t)
+    assert cost is not None  # traces with the scanned groups of two layers
+
+
+def test_remat_and_bf16_keep_the_function():
+    cfg, model = built("cross_attn")
+    model = randomized(model, scale=0.1)
+    x, t, pos, text, text_mask = inputs()
+    graphdef, state = nnx.split(model)
+
+    def grads_for(remat, dtype="float32"):
+        c = tiny("cross_attn")
+        c.remat, c.dtype = remat, dtype
+        gd = nnx.graphdef(nnx.eval_shape(lambda: __import__("jav.models", fromlist=["AVDiT"]).AVDiT(c, rngs=nnx.Rngs(0))))
+
+        def loss(s):
+            out = nnx.merge(gd, s)(x, t, text, text_mask, pos=pos, grid=GRID)
+            return jnp.mean(out["video"] ** 2) + jnp.mean(out["audio"] ** 2)
+
+        return jax.jit(jax.value_and_grad(loss))(state)
+
+    (l0, g0), (l1, g1) = grads_for("none"), grads_for("dots")
+    assert abs(float(l0) - float(l1)) < 1e-5
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    l2, g2 = grads_for("full", "bfloat16")  # bf16 compute, fp32 parameters and gradients
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(g2))
+    assert abs(float(l2) - float(l0)) < 0.05 * abs(float(l0))

@@ -3,6 +3,8 @@ import functools
 
 import jax
 import numpy as np
+import pytest
+from flax import nnx
 
 from configs import test as test_config
 from jav.clip_tokens import TokenLayout, clip_to_arrays, mel_params
@@ -18,6 +20,12 @@ CAPTIONS = ["a red ball bouncing on a dark background", "a blue ball and a green
 def setup():
     cfg = test_config.get_config()
     model = init_model(cfg.model, jax.random.key(0))
+    # random weights everywhere: the zero-initialised output layer would make
+    # every x0-prediction 0 and every sample identical
+    graphdef, state = nnx.split(model)
+    leaves, treedef = jax.tree.flatten(state)
+    rng = np.random.default_rng(0)
+    model = nnx.merge(graphdef, jax.tree.unflatten(treedef, [np.asarray(0.1 * rng.standard_normal(l.shape), l.dtype) for l in leaves]))
     layout = TokenLayout.from_config(cfg)
     clips = [generate_clip(s) for s in (0, 1)]
     arrays = [clip_to_arrays(c.frames, c.audio, mel_params(cfg)) for c in clips]
@@ -44,9 +52,12 @@ def test_batched_and_deterministic():
 
 def test_conditions_are_held_exactly():
     _, _, layout, video, audio = setup()
-    v, a = run(first_frame=video[:, :1])  # I2VA
-    np.testing.assert_array_equal(v[:, 0], video[:, 0])
-    assert np.abs(v[:, 1:] - video[:, 1:]).mean() > 0.1
+    pt = layout.video_patch[0]
+    v, a = run(first_frame=video[:, :pt])  # I2VA
+    np.testing.assert_array_equal(v[:, :pt], video[:, :pt])
+    assert np.abs(v[:, pt:] - video[:, pt:]).mean() > 0.1
+    with pytest.raises(ValueError, match=f"pass first_frame with {pt} frame"):
+        run(first_frame=video[:, :pt + 1])
     v, a = run(video=video)  # V2A
     np.testing.assert_array_equal(v, video)
     v, a = run(audio=audio)  # A2V

@@ -50,5 +50,5 @@ def train_step(graphdef, params, opt_state, batch, key, *, tx, layout, flow_cfg)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    metrics = dict(loss=loss, loss_video=aux["loss_video"], loss_audio=aux["loss_audio"], grad_norm=optax.global_norm(grads))
+    metrics = dict(loss=loss, loss_video=aux["loss_video"], loss_audio=aux["loss_audio"], grad_norm=optax.tree.norm(grads))
     return params, opt_state, metrics
