@@ -1,0 +1,80 @@
+"""The training data loader: a Grain pipeline from a shard directory to model-ready batches.
+
+shards -> decode (named errors) -> global shuffle, reshuffled each epoch -> repeat
+-> this host's slice -> model arrays + caption tokens -> batch -> iterator.
+
+Every host runs the same shuffle with the same seed and takes every
+`process_count`-th element of the one global stream, so the hosts' slices are
+disjoint and together cover each epoch. The iterator's `get_state()` is a small
+dict (the position in that stream) that goes into the checkpoint;
+`set_state()` on a fresh iterator resumes with exactly the batches an
+uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import grain
+import numpy as np
+from absl import flags
+
+from jav.clip_tokens import frames_to_model
+from jav.data.record import decode_record
+from jav.data.shards import open_shards
+from jav.models.text_encoder import HashTokenizer
+
+
+class _ToModel:
+    """A decoded record -> {video [T, H, W, C] float32 in [-1, 1] (pixels) or as stored (latents),
+    audio [Ta, Ca] float32, text_ids [L] int32, text_mask [L] bool}."""
+
+    def __init__(self, tokenizer: HashTokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, rec: dict) -> dict:
+        video = rec["video"]
+        video = frames_to_model(video) if video.dtype == np.uint8 else video.astype(np.float32)
+        ids, mask = self.tokenizer.encode([rec["caption"]])
+        return {"video": video, "audio": rec["audio"].astype(np.float32), "text_ids": ids[0], "text_mask": mask[0]}
+
+
+def make_dataset(data_dir: str, *, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,
+                 tokenizer_vocab: int = 1024, tokenizer_len: int = 16) -> grain.MapDataset:
+    """The infinite MapDataset of this host's batches (batch_size is per host)."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+    manifest, source = open_shards(data_dir)  # raises on a missing or corrupt shard before any step
+    video_shape, audio_shape = manifest["video_shape"], manifest["audio_shape"]
+
+    def decode(index, data):
+        # index may run past one epoch (repeat passes the global index down); locate within the epoch
+        return decode_record(data, expect_video_shape=video_shape, expect_audio_shape=audio_shape,
+                             source=source.locate(index % len(source)))
+
+    return (grain.MapDataset.source(source)
+            .map_with_index(decode)
+            .shuffle(seed)  # reshuffled each epoch: repeat passes the epoch to shuffle via the index
+            .repeat()
+            [process_index::process_count]
+            .map(_ToModel(HashTokenizer(tokenizer_vocab, tokenizer_len)))
+            .batch(batch_size, drop_remainder=True))
+
+
+def make_loader(data_dir: str, *, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,
+                tokenizer_vocab: int = 1024, tokenizer_len: int = 16, num_workers: int = 0,
+                read_threads: int = 4, prefetch_batches: int = 8) -> grain.DatasetIterator:
+    """An endless iterator of this host's batches: {video [B, T, H, W, C] float32, audio [B, Ta, Ca] float32,
+    text_ids [B, L] int32, text_mask [B, L] bool}, with get_state() / set_state() for checkpoints.
+
+    num_workers > 0 decodes in that many processes (grain mp_prefetch); the batches
+    and their order do not depend on it.
+    """
+    ds = make_dataset(data_dir, batch_size=batch_size, seed=seed, process_index=process_index,
+                      process_count=process_count, tokenizer_vocab=tokenizer_vocab, tokenizer_len=tokenizer_len)
+    # A small thread prefetch: grain's default buffer of 500 batches would hold gigabytes of video.
+    stream = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches))
+    if num_workers > 0:
+        # grain's worker start reads an absl flag, which raises in programs that never
+        # parsed absl flags (google/grain#1355); absl then uses the flags' defaults.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return iter(stream)
