@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) -m benchmarks.overfit --out runs/overfit
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) runs .jax_cache

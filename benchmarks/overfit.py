@@ -66,12 +66,9 @@ def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0,
     opt_state = tx.init(params)
     flow_cfg = ml_collections.FrozenConfigDict(cfg.flow)
     ema = jax.tree.map(jnp.copy, params) if ema_decay else None
-    ema_update = jax.jit(lambda e, p: jax.tree.map(lambda a, b: ema_decay * a + (1 - ema_decay) * b, e, p), donate_argnums=0)
     losses, start = [], time.time()
     for step in range(steps):
-        params, opt_state, metrics = train_step(graphdef, params, opt_state, batch, jax.random.key(step), tx=tx, layout=layout, flow_cfg=flow_cfg)
-        if ema is not None:
-            ema = ema_update(ema, params)
+        params, opt_state, ema, metrics = train_step(graphdef, params, opt_state, ema, batch, jax.random.key(step), tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=ema_decay)
         losses.append(float(metrics["loss"]))
         if step % 25 == 0 or step == steps - 1:
             log(f"step {step:4d}/{steps}  loss {np.mean(losses[-25:]):.4f}  video {float(metrics['loss_video']):.4f}  "

@@ -16,6 +16,7 @@ def bounce_data() -> ml_collections.ConfigDict:
         sample_rate=16000,
         mel_hop=160,
         mel_bins=64,
+        dir="",  # shards from `python -m jav.data.synthetic --out DIR --num N`
     ))
 
 
@@ -62,11 +63,21 @@ def experiment(model_cfg, batch_size, steps, lr=1e-3, warmup_steps=50) -> ml_col
     """A whole experiment on the bounce world: data, model, flow, optimiser, run."""
     from jav.flow import flow_config
 
+    from jav.sharding import DEFAULT_RULES
+
     return ml_collections.ConfigDict(dict(
         data=bounce_data(),
         model=model_cfg,
         flow=flow_config(),
         optim=optim(lr, warmup_steps),
-        train=dict(batch_size=batch_size, steps=steps, seed=0, log_every=25),
+        train=dict(
+            batch_size=batch_size,  # global, over all processes
+            steps=steps, seed=0, log_every=25, checkpoint_every=500, keep_checkpoints=3,
+            ema_decay=0.999,
+            max_nonfinite=5,  # this many non-finite steps in a row stop the run
+            peak_flops_per_device=1e11,  # for the MFU estimate; set to the chip's peak
+        ),
+        mesh=dict(shape=dict(data=1, fsdp=-1, context=1, tensor=1), rules=[list(r) for r in DEFAULT_RULES]),
+        init_from="",  # DIR or DIR:ema: start from another run's checkpoint
         sample=sample(),
     ))

@@ -70,3 +70,87 @@ def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
     if not rules or jax.sharding.get_abstract_mesh().empty:
         return x
     return jax.lax.with_sharding_constraint(x, logical_to_spec(logical, rules))
+
+
+MESH_AXES = ("data", "fsdp", "context", "tensor")
+
+# Where each logical axis goes by default (MaxText-style): parameters are split
+# over fsdp on their model dimension and over tensor on heads / MLP; activations
+# over (data, fsdp) on batch, context on sequence, tensor on heads / MLP.
+DEFAULT_RULES = (
+    ("layers", None),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("mlp", "tensor"),
+    ("vocab", None),
+    ("patch", None),
+    ("modulation", None),
+    ("norm", None),
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", "context"),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_mlp", "tensor"),
+)
+
+
+def mesh_shape(shape: dict, num_devices: int) -> tuple[int, ...]:
+    """Resolves a {axis: size} table, one size may be -1 ("the rest"), into sizes
+    in MESH_AXES order; errors name the key and the fix."""
+    unknown = set(shape) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"mesh.shape has unknown axes {sorted(unknown)}; use {MESH_AXES}")
+    sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
+    if sizes.count(-1) > 1:
+        raise ValueError("mesh.shape may use -1 for one axis only")
+    known = 1
+    for s in sizes:
+        known *= s if s != -1 else 1
+    if -1 in sizes:
+        if num_devices % known:
+            raise ValueError(f"mesh.shape {dict(zip(MESH_AXES, sizes))}: {num_devices} devices are not divisible by the fixed axes' product {known}")
+        sizes[sizes.index(-1)] = num_devices // known
+    total = 1
+    for s in sizes:
+        total *= s
+    if total != num_devices:
+        raise ValueError(f"mesh.shape {dict(zip(MESH_AXES, sizes))} needs {total} devices, but {num_devices} are present; set one axis to -1")
+    return tuple(sizes)
+
+
+def make_mesh(shape: dict, devices=None) -> jax.sharding.Mesh:
+    devices = devices if devices is not None else jax.devices()
+    # Auto axes: GSPMD propagates shardings from the parameters, the batch and
+    # the logical constraints in the model.
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    return jax.make_mesh(mesh_shape(shape, len(devices)), MESH_AXES, devices=devices, axis_types=auto)
+
+
+def param_shardings(abstract_state, mesh: jax.sharding.Mesh, rules: Rules):
+    """NamedShardings for a state of nnx Variables from their logical axis names.
+
+    Checks every sharded dimension divides its mesh axes, naming the parameter,
+    its logical axis and the fix.
+    """
+    from flax import nnx
+
+    def one(path, var):
+        axes = var.get_metadata().get("out_sharding") if isinstance(var, nnx.Variable) else None
+        if axes is None:
+            return jax.sharding.NamedSharding(mesh, jax.P())
+        spec = logical_to_spec(axes, rules)
+        for dim, (size, entry, name) in enumerate(zip(var.shape, spec, axes)):
+            mesh_axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+            parts = 1
+            for a in mesh_axes:
+                parts *= mesh.shape[a]
+            if size % parts:
+                where = ".".join(str(p) for p in path)
+                raise ValueError(
+                    f"parameter {where} dimension {dim} ({name}={size}) is not divisible by mesh "
+                    f"{'x'.join(mesh_axes)}={parts}; change the model width/heads or the rule for '{name}'")
+        return jax.sharding.NamedSharding(mesh, spec)
+
+    return jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))

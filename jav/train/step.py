@@ -40,15 +40,29 @@ def optimizer(cfg) -> optax.GradientTransformation:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "layout", "flow_cfg"), donate_argnums=(1, 2))
-def train_step(graphdef, params, opt_state, batch, key, *, tx, layout, flow_cfg):
-    """One optimiser step -> (params, opt_state, metrics)."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "layout", "flow_cfg", "ema_decay"), donate_argnums=(1, 2, 3))
+def train_step(graphdef, params, opt_state, ema, batch, key, *, tx, layout, flow_cfg, ema_decay=0.0):
+    """One optimiser step -> (params, opt_state, ema, metrics).
+
+    A non-finite loss or gradient leaves params, optimiser state and EMA as they
+    were and reports `skipped` = 1; `ema` may be None (no EMA kept).
+    """
 
     def loss_fn(p):
         return batch_loss(nnx.merge(graphdef, p), batch, key, layout, flow_cfg)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    metrics = dict(loss=loss, loss_video=aux["loss_video"], loss_audio=aux["loss_audio"], grad_norm=optax.tree.norm(grads))
-    return params, opt_state, metrics
+    grad_norm = optax.tree.norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+
+    def keep_if_ok(new, old):
+        return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+    params_out = keep_if_ok(new_params, params)
+    opt_state = keep_if_ok(new_opt_state, opt_state)
+    if ema is not None:
+        ema = keep_if_ok(jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params_out), ema)
+    metrics = dict(loss=loss, loss_video=aux["loss_video"], loss_audio=aux["loss_audio"], grad_norm=grad_norm, skipped=(~ok).astype(jnp.int32))
+    return params_out, opt_state, ema, metrics

@@ -1,0 +1,23 @@
+"""Command line for training.
+
+    python -m jav.train --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
+
+Rerunning the same command resumes from DIR's latest checkpoint.
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+from jav.train.trainer import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py)", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, config.json")
+
+
+def main(argv):
+    del argv
+    train(_CONFIG.value, _WORKDIR.value, log=lambda msg: print(msg, flush=True))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

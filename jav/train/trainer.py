@@ -1,0 +1,168 @@
+"""The training loop: a mesh from the config, parameters created sharded, Grain
+batches made global, the jitted step, metrics, checkpoints and resume.
+
+A run lives in its workdir: rerunning the same command resumes from the latest
+checkpoint (parameters, EMA, optimiser state, step and the data iterator's
+position), so a run killed at any point continues with the batches it would
+have seen. SIGTERM (preemption) saves and exits cleanly.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jav import sharding
+from jav.clip_tokens import TokenLayout
+from jav.data.loader import make_loader
+from jav.flow import validate_flow_config
+from jav.models import AVDiT, init_model, validate_config
+from jav.models.flops import forward_flops
+from jav.train.checkpoint import Checkpointer
+from jav.train.step import optimizer, train_step
+
+
+def validate(cfg, mesh: jax.sharding.Mesh) -> None:
+    """Config checks that need no compile, with errors naming the key and the fix."""
+    validate_config(cfg.model)
+    validate_flow_config(cfg.flow)
+    tensor = mesh.shape["tensor"]
+    for m in ("video", "audio"):
+        if cfg.model[m].heads % tensor:
+            raise ValueError(f"model.{m}.heads={cfg.model[m].heads} is not divisible by mesh tensor={tensor}; change mesh.shape.tensor or the heads")
+    batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.train.batch_size % batch_axes:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by mesh data x fsdp={batch_axes}; change the batch or mesh.shape")
+    if cfg.train.batch_size % jax.process_count():
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {jax.process_count()} processes")
+    if not cfg.data.get("dir"):
+        raise ValueError("data.dir is not set: point it at shards written by `python -m jav.data.synthetic --out DIR --num N`")
+
+
+class Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _global_batch(batch: dict, mesh: jax.sharding.Mesh, rules) -> dict:
+    """Host-local numpy batch -> global arrays sharded over (data, fsdp) on batch."""
+    out = {}
+    for k, v in batch.items():
+        spec = sharding.logical_to_spec(("activation_batch",) + (None,) * (np.ndim(v) - 1), rules)
+        out[k] = jax.make_array_from_process_local_data(jax.sharding.NamedSharding(mesh, spec), np.asarray(v))
+    return out
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
+    """Trains `cfg` in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
+    workdir = pathlib.Path(workdir)
+    mesh = sharding.make_mesh(dict(cfg.mesh.shape))
+    rules = tuple(tuple(r) for r in cfg.mesh.rules)
+    validate(cfg, mesh)
+    is_main = jax.process_index() == 0
+    layout = TokenLayout.from_config(cfg)
+    tx = optimizer(cfg)
+    flow_cfg = ml_collections.FrozenConfigDict(cfg.flow)
+    t = cfg.train
+
+    # The abstract model and the sharded initial parameters are made before the
+    # mesh context: under it, NNX would read the logical names as mesh axes.
+    abstract = nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0)))
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = sharding.param_shardings(abstract_state, mesh, rules)
+    params = nnx.state(init_model(cfg.model, jax.random.key(t.seed), out_shardings=shardings))
+
+    with jax.set_mesh(mesh), sharding.logical_rules(rules):
+        opt_state = jax.jit(tx.init)(params)
+        ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
+
+        loader = make_loader(cfg.data.dir, batch_size=t.batch_size // jax.process_count(), seed=t.seed,
+                             process_index=jax.process_index(), process_count=jax.process_count())
+        ckpt = Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
+        start = 0
+        if ckpt.latest_step() is not None:
+            abstract_of = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)  # noqa: E731
+            restored = ckpt.restore(abstract_params=abstract_of(params), abstract_ema=abstract_of(ema), abstract_opt_state=abstract_of(opt_state))
+            params, ema, opt_state, start = restored["params"], restored["ema"], restored["opt_state"], restored["step"]
+            loader.set_state(restored["data_state"])
+            log(f"resumed from {workdir} at step {start}")
+        elif cfg.get("init_from"):
+            run_dir, _, which = cfg.init_from.partition(":")
+            params = ckpt.restore_params_from(run_dir, use_ema=which == "ema", abstract_params=jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), params))
+            ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
+            log(f"initialised from {cfg.init_from}")
+
+        writer = None
+        if is_main:
+            from tensorboardX import SummaryWriter
+
+            workdir.mkdir(parents=True, exist_ok=True)
+            writer = SummaryWriter(str(workdir / "tensorboard"))
+            (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+        flops_per_step = 3 * forward_flops(cfg.model, layout.num_tokens, cfg.model.text.max_len, batch=t.batch_size, grid=layout.grid)
+        tokens_per_step = t.batch_size * sum(layout.num_tokens.values())
+        preempt = Preemption()
+        base_key = jax.random.key(t.seed + 1)
+        nonfinite_run, skipped_total = 0, 0
+        metrics, window_start, window_steps = {}, time.time(), 0
+        step = start
+        try:
+            while step < t.steps:
+                batch = _global_batch(next(loader), mesh, rules)
+                params, opt_state, ema, m = train_step(graphdef, params, opt_state, ema, batch, jax.random.fold_in(base_key, step),
+                                                       tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=t.ema_decay)
+                step += 1
+                window_steps += 1
+                skipped = int(m["skipped"])
+                skipped_total += skipped
+                nonfinite_run = nonfinite_run + 1 if skipped else 0
+                if nonfinite_run >= t.max_nonfinite:
+                    ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=loader.get_state(), config=cfg, force=True)
+                    ckpt.wait()
+                    raise FloatingPointError(f"{nonfinite_run} steps in a row had a non-finite loss or gradient (step {step}); "
+                                             f"saved a checkpoint in {workdir}. Lower optim.lr or check the data.")
+                if step % t.log_every == 0 or step == t.steps:
+                    elapsed = time.time() - window_start
+                    rate = window_steps / max(elapsed, 1e-9)
+                    metrics = {k: float(v) for k, v in m.items()}
+                    metrics.update(steps_per_s=rate, tokens_per_s=rate * tokens_per_step, skipped_total=skipped_total,
+                                   mfu=rate * flops_per_step / (t.peak_flops_per_device * jax.device_count()))
+                    if is_main:
+                        log(f"step {step:6d}/{t.steps}  loss {metrics['loss']:.4f} (video {metrics['loss_video']:.4f}, audio {metrics['loss_audio']:.4f})  "
+                            f"grad {metrics['grad_norm']:.3f}  {rate:.2f} steps/s  {metrics['tokens_per_s']:.0f} tok/s  MFU {100 * metrics['mfu']:.1f}%  skipped {skipped_total}")
+                        for k, v in metrics.items():
+                            writer.add_scalar(k, v, step)
+                        with open(workdir / "metrics.jsonl", "a") as f:
+                            f.write(json.dumps(dict(metrics, step=step)) + "\n")
+                    window_start, window_steps = time.time(), 0
+                if step % t.checkpoint_every == 0 or step == t.steps or preempt.requested:
+                    ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=loader.get_state(), config=cfg, force=True)
+                if preempt.requested:
+                    log(f"SIGTERM: saved step {step} in {workdir}; rerun the same command to resume")
+                    break
+        finally:
+            ckpt.wait()
+            ckpt.close()
+            preempt.restore()
+            if writer is not None:
+                writer.close()
+    if is_main:
+        (workdir / "last_metrics.json").write_text(json.dumps(dict(metrics, step=step), indent=2))
+    return dict(metrics, step=step)
