@@ -4,7 +4,7 @@
 
 Rerunning the same command resumes from DIR's latest checkpoint.
 """
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jav.train.trainer import train
@@ -15,6 +15,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, Ten
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; keep the progress lines readable
     train(_CONFIG.value, _WORKDIR.value, log=lambda msg: print(msg, flush=True))
 
 

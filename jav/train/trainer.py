@@ -130,6 +130,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                                                        tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=t.ema_decay)
                 step += 1
                 window_steps += 1
+                if step == start + 1:  # the first step compiles: keep it out of the rates
+                    jax.block_until_ready(m)
+                    if is_main:
+                        log(f"compiled and ran step {step} in {time.time() - window_start:.1f}s")
+                    window_start, window_steps = time.time(), 0
                 skipped = int(m["skipped"])
                 skipped_total += skipped
                 nonfinite_run = nonfinite_run + 1 if skipped else 0
@@ -140,7 +145,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                                              f"saved a checkpoint in {workdir}. Lower optim.lr or check the data.")
                 if step % t.log_every == 0 or step == t.steps:
                     elapsed = time.time() - window_start
-                    rate = window_steps / max(elapsed, 1e-9)
+                    rate = window_steps / elapsed if window_steps else float("nan")
                     metrics = {k: float(v) for k, v in m.items()}
                     metrics.update(steps_per_s=rate, tokens_per_s=rate * tokens_per_step, skipped_total=skipped_total,
                                    mfu=rate * flops_per_step / (t.peak_flops_per_device * jax.device_count()))
