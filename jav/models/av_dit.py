@@ -42,6 +42,7 @@ from jav.models.layers import (
     param,
     zeros,
 )
+from jav.models.patch import as_batch_positions
 from jav.models.rope import rope_angles, temporal_only
 from jav.models.text_encoder import TextEncoder
 from jav.sharding import constrain
@@ -385,17 +386,18 @@ class AVDiT(nnx.Module):
         if cfg.video.decoupled and grid is None:
             raise ValueError("model.video.decoupled=True needs the video token grid: pass grid=(T', H', W')")
         token_mask = token_mask or {}
+        pos = {m: as_batch_positions(pos[m]) for m in MODALITIES}  # [B or 1, N, 3]
         h, t_emb, mod = {}, {}, {}
         for m in MODALITIES:
             h[m] = self.embed[m](x[m].astype(dtype))  # [B, N, D]
             if self.abs_pos is not None:
-                h[m] = h[m] + self.abs_pos[m](pos[m] if pos[m].ndim == 3 else pos[m][None])
+                h[m] = h[m] + self.abs_pos[m](pos[m])
             h[m] = constrain(h[m], _ACT)
             t_emb[m] = self.time[m](t[m])  # [B, N, D]
             mod[m] = self.adaln[m](t_emb[m])  # [B, N, K, D]
         ctx = Context(
             mod=mod,
-            pos={m: jnp.asarray(pos[m], jnp.float32) if pos[m].ndim == 3 else jnp.asarray(pos[m], jnp.float32)[None] for m in MODALITIES},
+            pos=pos,
             mask={m: token_mask.get(m) for m in MODALITIES},
             text={m: self.caption[m](text.astype(dtype)) for m in MODALITIES},
             text_mask=text_mask.astype(bool),

@@ -25,7 +25,7 @@ from jav.data.loader import make_loader
 from jav.flow import validate_flow_config
 from jav.models import AVDiT, init_model, validate_config
 from jav.models.flops import forward_flops
-from jav.train.checkpoint import Checkpointer
+from jav.train.checkpoint import Checkpointer, abstract_like
 from jav.train.step import optimizer, train_step
 
 
@@ -98,14 +98,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         ckpt = Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
         start = 0
         if ckpt.latest_step() is not None:
-            abstract_of = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)  # noqa: E731
-            restored = ckpt.restore(abstract_params=abstract_of(params), abstract_ema=abstract_of(ema), abstract_opt_state=abstract_of(opt_state))
+            restored = ckpt.restore(abstract_params=abstract_like(params), abstract_ema=abstract_like(ema), abstract_opt_state=abstract_like(opt_state))
             params, ema, opt_state, start = restored["params"], restored["ema"], restored["opt_state"], restored["step"]
             loader.set_state(restored["data_state"])
             log(f"resumed from {workdir} at step {start}")
         elif cfg.get("init_from"):
             run_dir, _, which = cfg.init_from.partition(":")
-            params = ckpt.restore_params_from(run_dir, use_ema=which == "ema", abstract_params=jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), params))
+            params = ckpt.restore_params_from(run_dir, use_ema=which == "ema", abstract_params=abstract_like(params))
             ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
             log(f"initialised from {cfg.init_from}")
 
