@@ -14,8 +14,16 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) -m benchmarks.overfit --out runs/overfit
+DEMO := runs/demo
+
+# Bounce-world shards (once), training (resumes if interrupted), then samples of
+# held-out captions in $(DEMO)/samples/NNN.mp4 + NNN.json and their metrics.
+demo: $(STAMP) $(DEMO)/data/manifest.json
+	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO)/run --config.data.dir=$(DEMO)/data
+	$(PY) -m jav.evaluate --workdir $(DEMO)/run --num 16 --out $(DEMO)/samples
+
+$(DEMO)/data/manifest.json: | $(STAMP)
+	$(PY) -m jav.data.synthetic --out $(DEMO)/data --num 2000
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2

@@ -72,6 +72,7 @@ def experiment(model_cfg, batch_size, steps, lr=1e-3, warmup_steps=50) -> ml_col
         optim=optim(lr, warmup_steps),
         train=dict(
             batch_size=batch_size,  # global, over all processes
+            grad_accum=1,  # microbatches per step: activation memory of batch_size / grad_accum
             steps=steps, seed=0, log_every=25, checkpoint_every=500, keep_checkpoints=3,
             ema_decay=0.999,
             max_nonfinite=5,  # this many non-finite steps in a row stop the run

@@ -28,5 +28,7 @@ def get_config(arg=None):
         video_latent_shape=(16, 22, 40, 128),  # 121 frames of 704 x 1280
         audio_latent_shape=(125, 128),  # 5 s at 25 latents / s
         text_len=256,
+        fps=3.2,  # latent frames per second (16 over 5 s), RoPE's time axis
+        audio_rate=25.0,  # audio latents per second
     )
     return cfg

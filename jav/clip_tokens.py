@@ -33,6 +33,12 @@ class TokenLayout:
     @classmethod
     def from_config(cls, cfg) -> "TokenLayout":
         d, m = cfg.data, cfg.model
+        if d.get("world") == "latent":  # precomputed latents: shapes and clock rates straight from the config
+            layout = cls(video_shape=tuple(d.video_latent_shape), audio_shape=tuple(d.audio_latent_shape),
+                         video_patch=tuple(m.video.patch), audio_patch=int(m.audio.patch),
+                         fps=float(d.fps), audio_frame_rate=float(d.audio_rate))
+            layout.grid  # noqa: B018 -- raises early if a patch does not divide
+            return layout
         frames = int(round(d.duration * d.fps))
         audio_frames = int(round(d.duration * d.sample_rate)) // d.mel_hop
         layout = cls(

@@ -19,15 +19,15 @@ from jav import flow, samplers
 from jav.clip_tokens import TokenLayout
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu"))
-def _euler(graphdef, state, key, text_ids, text_mask, clean, x_clean, *, layout, num_steps, guidance, mu):
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu", "on_step"))
+def _euler(graphdef, state, key, text_ids, text_mask, clean, x_clean, *, layout, num_steps, guidance, mu, on_step=None):
     model = nnx.merge(graphdef, state)
     text = model.encode_text(text_ids, text_mask)
     b = text_ids.shape[0]
     shapes = {m: (b, n, x_clean[m].shape[-1]) for m, n in layout.num_tokens.items()}
     return samplers.euler_sample(
         layout.denoiser(model), key, shapes, text, text_mask,
-        num_steps=num_steps, mu=dict(mu), guidance=guidance, clean=clean, x_clean=x_clean,
+        num_steps=num_steps, mu=dict(mu), guidance=guidance, clean=clean, x_clean=x_clean, on_step=on_step,
     )
 
 
@@ -68,15 +68,20 @@ def generate(
     first_frame=None,
     video=None,
     audio=None,
+    on_step=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """-> model-space video [B, T, H, W, C] and audio [B, Ta, Ca] as NumPy arrays."""
+    """-> model-space video [B, T, H, W, C] and audio [B, Ta, Ca] as NumPy arrays.
+
+    `on_step(n)` is called on the host after each of the `num_steps` steps (progress
+    display); pass the same function each call to reuse the compiled sampler.
+    """
     ids, mask = model.text_encoder.tokenizer.encode(list(captions))
     clean, x_clean = conditions(layout, len(captions), first_frame, video, audio)
     mu = tuple(sorted((m, float(v)) for m, v in flow.sampling_mu(flow_cfg, layout.num_tokens).items()))
     graphdef, state = nnx.split(model)
     tokens = _euler(
         graphdef, state, key, jnp.asarray(ids), jnp.asarray(mask), clean, x_clean,
-        layout=layout, num_steps=num_steps, guidance=guidance, mu=mu,
+        layout=layout, num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step,
     )
     v, a = layout.from_tokens(tokens)
     return np.asarray(v), np.asarray(a)

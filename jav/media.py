@@ -18,6 +18,44 @@ def write_wav(path, wave: np.ndarray, sample_rate: int) -> None:
     soundfile.write(str(path), np.clip(np.asarray(wave, np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16")
 
 
+def read_wav(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """-> mono float32 waveform (channels averaged), resampled to `sample_rate` if given, and its rate."""
+    try:
+        wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as e:
+        raise ValueError(f"cannot read audio file {path}: {e}") from e
+    wave = wave.mean(axis=1)
+    if sample_rate is not None and rate != sample_rate:
+        import librosa
+
+        wave, rate = librosa.resample(wave, orig_sr=rate, target_sr=sample_rate).astype(np.float32), sample_rate
+    return wave, rate
+
+
+def write_png(path, image: np.ndarray) -> None:
+    """image uint8 [H, W, 3] -> PNG."""
+    image = np.ascontiguousarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+    with av.open(str(path), mode="w", format="image2") as container:
+        stream = container.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def read_image(path) -> np.ndarray:
+    """An image file (PNG, JPEG, ...) -> uint8 RGB [H, W, 3]."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} holds no image (no video stream); pass a PNG or JPEG")
+            frame = next(container.decode(video=0))
+            return frame.to_ndarray(format="rgb24")
+    except (av.error.FFmpegError, StopIteration) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+
+
 def write_mp4(path, frames: np.ndarray, fps: float, wave: np.ndarray | None = None, sample_rate: int = 16000, crf: int = 12) -> None:
     """frames uint8 [T, H, W, 3]; wave float32 [N] mono in [-1, 1] (optional).
 

@@ -177,25 +177,31 @@ def euler_sample(
     guidance: Guidance = NO_GUIDANCE,
     clean: dict | None = None,
     x_clean: dict | None = None,
+    on_step: Callable[[jax.Array], None] | None = None,
 ) -> dict:
     """Euler steps of the probability-flow ODE from t = 1 to 0, in one lax.scan.
 
     x: m -> initial noise [B, N_m, P_m], or m -> shape tuple (noise drawn from key;
     key is unused, may be None, when x holds arrays). text [B, L, D], text_mask [B, L]. mu: scalar or m -> scalar (see
     `jav.flow.sampling_mu`). clean: m -> [B, N_m] (or [N_m]) bool, held at x_clean[m].
-    Returns m -> [B, N_m, P_m].
+    on_step: a host function called with the number of steps done after each step
+    (through `jax.debug.callback`, for progress display). Returns m -> [B, N_m, P_m].
     """
     x = _init_noise(key, x)
     clean_m = _clean_masks(x, clean, x_clean)
     sig = _schedules(num_steps, mu, x)
 
-    def step(x, s):  # s: m -> (t, t_next) scalars
+    def step(x, inputs):  # s: m -> (t, t_next) scalars
+        i, s = inputs
         t = _token_t(clean_m, {m: s[m][0] for m in s})
         v = guided_velocity(denoise_fn, x, t, text, text_mask, guidance)
         x = {m: (x[m] + (s[m][1] - s[m][0]) * v[m]).astype(x[m].dtype) for m in x}
+        if on_step is not None:
+            jax.debug.callback(on_step, i + 1)
         return _hold(x, clean_m, x_clean), None
 
-    x, _ = jax.lax.scan(step, _hold(x, clean_m, x_clean), {m: (sig[m][:-1], sig[m][1:]) for m in sig})
+    xs = (jnp.arange(num_steps), {m: (sig[m][:-1], sig[m][1:]) for m in sig})
+    x, _ = jax.lax.scan(step, _hold(x, clean_m, x_clean), xs)
     return x
 
 

@@ -128,6 +128,23 @@ def make_mesh(shape: dict, devices=None) -> jax.sharding.Mesh:
     return jax.make_mesh(mesh_shape(shape, len(devices)), MESH_AXES, devices=devices, axis_types=auto)
 
 
+def canonical_spec(spec: jax.sharding.PartitionSpec, mesh: jax.sharding.Mesh) -> jax.sharding.PartitionSpec:
+    """`spec` as XLA writes the shardings of a jitted function's outputs: mesh axes
+    of size 1 dropped, single-axis tuples as names, no trailing None.
+
+    Equal placements spelled differently are different cache keys for `jax.jit`:
+    parameters placed with the canonical spelling come back from the train step
+    with the same one, so the step compiles once, not twice.
+    """
+    entries = []
+    for entry in spec:
+        axes = tuple(a for a in ((entry,) if isinstance(entry, str) else tuple(entry or ())) if mesh.shape[a] > 1)
+        entries.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    while entries and entries[-1] is None:
+        entries.pop()
+    return jax.P(*entries)
+
+
 def param_shardings(abstract_state, mesh: jax.sharding.Mesh, rules: Rules):
     """NamedShardings for a state of nnx Variables from their logical axis names.
 
@@ -151,6 +168,6 @@ def param_shardings(abstract_state, mesh: jax.sharding.Mesh, rules: Rules):
                 raise ValueError(
                     f"parameter {where} dimension {dim} ({name}={size}) is not divisible by mesh "
                     f"{'x'.join(mesh_axes)}={parts}; change the model width/heads or the rule for '{name}'")
-        return jax.sharding.NamedSharding(mesh, spec)
+        return jax.sharding.NamedSharding(mesh, canonical_spec(spec, mesh))
 
     return jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -164,3 +164,15 @@ def test_restore_onto_a_different_mesh(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _RESHARD_SCRIPT, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "RESHARD_OK" in proc.stdout, proc.stderr[-4000:]
+
+
+def test_relative_workdir_saves_and_restores(tmp_path, monkeypatch):
+    # `--workdir runs/x` is the usual spelling; the array store needs absolute paths.
+    monkeypatch.chdir(tmp_path)
+    params, ema, opt_state = _save_run("runs/rel", [5], data_state={"i": 1})
+    assert (tmp_path / "runs" / "rel" / "checkpoints" / "5").is_dir()
+    with Checkpointer("runs/rel") as ckpt:
+        out = ckpt.restore(abstract_params=abstract_like(params), abstract_ema=abstract_like(ema),
+                           abstract_opt_state=abstract_like(opt_state))
+    _assert_trees_equal(out["params"], params)
+    _assert_trees_equal(restore_params_from("runs/rel", use_ema=True, abstract_params=abstract_like(ema)), ema)

@@ -57,6 +57,9 @@ def test_config_that_cannot_shard_fails_before_compiling(shards, tmp_path):
     cfg.model.video.width = cfg.model.audio.width = 128
     with pytest.raises(ValueError, match="train.batch_size=2 is not divisible by mesh data x fsdp=4"):
         validate(cfg, mesh)
+    cfg.train.batch_size, cfg.train.grad_accum = 8, 4
+    with pytest.raises(ValueError, match="train.batch_size=8 is not divisible by train.grad_accum=4 x mesh data x fsdp=4"):
+        validate(cfg, mesh)
     cfg = config(shards, 1)
     cfg.data.dir = ""
     with pytest.raises(ValueError, match="data.dir is not set"):
@@ -96,3 +99,36 @@ def test_nan_batch_is_skipped_and_counted():
     params, opt_state, ema, m = train_step(graphdef, params, opt_state, None, batch, jax.random.key(0), tx=tx, layout=layout,
                                            flow_cfg=ml_collections.FrozenConfigDict(cfg.flow))
     assert int(m["skipped"]) == 0 and np.isfinite(float(m["loss"]))
+
+
+def test_gradient_accumulation_averages_microbatches():
+    import ml_collections
+    import optax
+    from flax import nnx
+
+    from jav.clip_tokens import TokenLayout
+    from jav.models import init_model
+    from jav.train.step import loss_and_grads
+
+    cfg = test_config.get_config()
+    layout = TokenLayout.from_config(cfg)
+    graphdef, params = nnx.split(init_model(cfg.model, jax.random.key(0)))
+    ids, mask = nnx.merge(graphdef, params).text_encoder.tokenizer.encode(
+        ["a red ball bouncing on a dark background", "a blue ball and a green ball bouncing on a navy background"] * 2)
+    rng = np.random.default_rng(0)
+    batch = dict(video=rng.uniform(-1, 1, (4,) + layout.video_shape).astype(np.float32),
+                 audio=rng.uniform(-1, 0, (4,) + layout.audio_shape).astype(np.float32), text_ids=ids, text_mask=mask)
+    kw = dict(layout=layout, flow_cfg=ml_collections.FrozenConfigDict(cfg.flow))
+    key = jax.random.key(3)
+    run = jax.jit(loss_and_grads, static_argnames=("graphdef", "layout", "flow_cfg", "accum_steps"))
+    loss, aux, grads = run(graphdef, params, batch, key, accum_steps=2, **kw)
+    # microbatch i holds rows i, i + 2 and draws from fold_in(key, i)
+    parts = [run(graphdef, params, {k: v[i::2] for k, v in batch.items()}, jax.random.fold_in(key, i), accum_steps=1, **kw) for i in range(2)]
+    np.testing.assert_allclose(loss, (parts[0][0] + parts[1][0]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(aux["loss_audio"], (parts[0][1]["loss_audio"] + parts[1][1]["loss_audio"]) / 2, rtol=1e-6)
+    for g, g0, g1 in zip(jax.tree.leaves(grads), jax.tree.leaves(parts[0][2]), jax.tree.leaves(parts[1][2])):
+        np.testing.assert_allclose(g, (g0 + g1) / 2, rtol=1e-5, atol=1e-8)
+    assert float(optax.tree.norm(grads)) > 0
+    with pytest.raises(ValueError, match="not divisible by train.grad_accum=3"):
+        run(graphdef, params, batch, key, accum_steps=3, **kw)
+

@@ -10,6 +10,7 @@ data_state,config}`; another phase starts from it with `restore_params_from`.
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import jax
@@ -98,7 +99,8 @@ class Checkpointer:
 
     def __init__(self, workdir, *, max_to_keep: int | None = 3, save_interval_steps: int = 1,
                  async_save: bool = True):
-        self.directory = epath.Path(workdir) / "checkpoints"
+        # Orbax's array store needs an absolute path; a relative --workdir is the common case.
+        self.directory = epath.Path(os.path.abspath(workdir)) / "checkpoints"
         self._mngr = _manager(self.directory, max_to_keep=max_to_keep,
                               save_interval_steps=save_interval_steps, async_save=async_save)
 
@@ -161,16 +163,19 @@ class Checkpointer:
         )
 
 
-def restore_params_from(run_dir, *, use_ema: bool, abstract_params: PyTree) -> PyTree:
-    """Params (or EMA params) of the latest step of another run, onto `abstract_params`' shardings.
+def restore_params_from(run_dir, *, use_ema: bool, abstract_params: PyTree, with_step: bool = False):
+    """Params (or EMA params) of the latest step of another run, onto `abstract_params`' shardings
+    (-> (params, step) when `with_step`).
 
-    How a phase starts from another (`--config.init_from=DIR[:ema]`): only that
-    one tree is read, so the other run's optimizer state never touches memory.
+    How a phase starts from another (`--config.init_from=DIR[:ema]`) and how the
+    sampler loads a run: only that one tree is read, so the optimizer state never
+    touches memory.
     """
-    directory = epath.Path(run_dir) / "checkpoints"
+    directory = epath.Path(os.path.abspath(run_dir)) / "checkpoints"
     if not directory.exists():
         raise FileNotFoundError(f"no checkpoint in {directory} (init_from={run_dir} is not a run directory)")
     name = "ema" if use_ema else "params"
     with _reader(directory) as mngr:
         step = _require_step(mngr, None, directory)
-        return _restore(mngr, step, directory, **{name: ocp.args.StandardRestore(abstract_params)})[name]
+        params = _restore(mngr, step, directory, **{name: ocp.args.StandardRestore(abstract_params)})[name]
+    return (params, step) if with_step else params

@@ -40,18 +40,71 @@ def optimizer(cfg) -> optax.GradientTransformation:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "layout", "flow_cfg", "ema_decay"), donate_argnums=(1, 2, 3))
-def train_step(graphdef, params, opt_state, ema, batch, key, *, tx, layout, flow_cfg, ema_decay=0.0):
+def init_opt_state(tx: optax.GradientTransformation, params):
+    """The optimizer state, each moment placed like the parameter it mirrors (FSDP
+    shards Adam's moments with the weights) and counters replicated.
+
+    A plain `jax.jit(tx.init)` leaves the placement of the zeros to the compiler,
+    which replicates them: every device would hold the whole optimizer state, and
+    the train step, whose outputs are sharded, would compile a second time.
+    """
+    shardings = jax.tree.map(lambda x: x.sharding, params)
+    mesh = jax.tree.leaves(shardings)[0].mesh
+    replicated = jax.sharding.NamedSharding(mesh, jax.P())
+    out = optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, params), shardings,
+                                transform_non_params=lambda _: replicated)
+    return jax.jit(tx.init, out_shardings=out)(params)
+
+
+_SUMMED_AUX = ("loss_video", "loss_audio")
+
+
+def loss_and_grads(graphdef, params, batch, key, *, layout, flow_cfg, accum_steps=1):
+    """Loss, per-modality losses and gradients of a batch, optionally accumulated
+    over `accum_steps` equal microbatches (a `lax.scan`, so activation memory is
+    that of one microbatch) -> (loss, aux, grads).
+
+    Microbatch i holds rows i, i + k, ... and draws its noise and tasks from
+    `fold_in(key, i)`; the result is the mean of the microbatch losses and
+    gradients.
+    """
+
+    def loss_fn(p, micro, k):
+        return batch_loss(nnx.merge(graphdef, p), micro, k, layout, flow_cfg)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if accum_steps == 1:
+        (loss, aux), grads = grad_fn(params, batch, key)
+        return loss, aux, grads
+    size = jax.tree.leaves(batch)[0].shape[0]
+    if size % accum_steps:
+        raise ValueError(f"batch of {size} is not divisible by train.grad_accum={accum_steps}")
+    # Microbatch i takes rows i, i + k, i + 2k, ...: each keeps a slice on every
+    # device of the batch axes instead of living on 1/k of them.
+    micro = jax.tree.map(lambda x: x.reshape((size // accum_steps, accum_steps) + x.shape[1:]).swapaxes(0, 1), batch)
+
+    def body(carry, inputs):
+        i, mb = inputs
+        (loss, aux), grads = grad_fn(params, mb, jax.random.fold_in(key, i))
+        aux = {k: aux[k] for k in _SUMMED_AUX}
+        return jax.tree.map(jnp.add, carry, (loss, aux, grads)), None
+
+    zero = jnp.zeros((), jnp.float32)
+    init = (zero, {k: zero for k in _SUMMED_AUX}, jax.tree.map(jnp.zeros_like, params))
+    total, _ = jax.lax.scan(body, init, (jnp.arange(accum_steps), micro))
+    return jax.tree.map(lambda x: x / accum_steps, total)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "layout", "flow_cfg", "ema_decay", "accum_steps"), donate_argnums=(1, 2, 3))
+def train_step(graphdef, params, opt_state, ema, batch, key, *, tx, layout, flow_cfg, ema_decay=0.0, accum_steps=1):
     """One optimiser step -> (params, opt_state, ema, metrics).
 
     A non-finite loss or gradient leaves params, optimiser state and EMA as they
-    were and reports `skipped` = 1; `ema` may be None (no EMA kept).
+    were and reports `skipped` = 1; `ema` may be None (no EMA kept). With
+    `accum_steps` > 1 the batch is split into that many microbatches whose
+    gradients are averaged before the one update.
     """
-
-    def loss_fn(p):
-        return batch_loss(nnx.merge(graphdef, p), batch, key, layout, flow_cfg)
-
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    loss, aux, grads = loss_and_grads(graphdef, params, batch, key, layout=layout, flow_cfg=flow_cfg, accum_steps=accum_steps)
     grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt_state = tx.update(grads, opt_state, params)

@@ -26,7 +26,7 @@ from jav.flow import validate_flow_config
 from jav.models import AVDiT, init_model, validate_config
 from jav.models.flops import forward_flops
 from jav.train.checkpoint import Checkpointer, abstract_like
-from jav.train.step import optimizer, train_step
+from jav.train.step import init_opt_state, optimizer, train_step
 
 
 def validate(cfg, mesh: jax.sharding.Mesh) -> None:
@@ -40,6 +40,10 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
     batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
     if cfg.train.batch_size % batch_axes:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by mesh data x fsdp={batch_axes}; change the batch or mesh.shape")
+    accum = cfg.train.get("grad_accum", 1)
+    if accum < 1 or cfg.train.batch_size % (accum * batch_axes):
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by train.grad_accum={accum} x mesh data x fsdp={batch_axes}: "
+                         "each microbatch must spread over every batch shard; change train.grad_accum or the batch")
     if cfg.train.batch_size % jax.process_count():
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {jax.process_count()} processes")
     if not cfg.data.get("dir"):
@@ -90,7 +94,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     params = nnx.state(init_model(cfg.model, jax.random.key(t.seed), out_shardings=shardings))
 
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        opt_state = jax.jit(tx.init)(params)
+        opt_state = init_opt_state(tx, params)
         ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
 
         loader = make_loader(cfg.data.dir, batch_size=t.batch_size // jax.process_count(), seed=t.seed,
@@ -119,14 +123,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         tokens_per_step = t.batch_size * sum(layout.num_tokens.values())
         preempt = Preemption()
         base_key = jax.random.key(t.seed + 1)
-        nonfinite_run, skipped_total = 0, 0
+        nonfinite_run, skipped_total, pending = 0, 0, None
         metrics, window_start, window_steps = {}, time.time(), 0
         step = start
         try:
             while step < t.steps:
                 batch = _global_batch(next(loader), mesh, rules)
                 params, opt_state, ema, m = train_step(graphdef, params, opt_state, ema, batch, jax.random.fold_in(base_key, step),
-                                                       tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=t.ema_decay)
+                                                       tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=t.ema_decay,
+                                                       accum_steps=t.get("grad_accum", 1))
                 step += 1
                 window_steps += 1
                 if step == start + 1:  # the first step compiles: keep it out of the rates
@@ -134,23 +139,27 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                     if is_main:
                         log(f"compiled and ran step {step} in {time.time() - window_start:.1f}s")
                     window_start, window_steps = time.time(), 0
-                skipped = int(m["skipped"])
-                skipped_total += skipped
-                nonfinite_run = nonfinite_run + 1 if skipped else 0
-                if nonfinite_run >= t.max_nonfinite:
-                    ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=loader.get_state(), config=cfg, force=True)
-                    ckpt.wait()
-                    raise FloatingPointError(f"{nonfinite_run} steps in a row had a non-finite loss or gradient (step {step}); "
-                                             f"saved a checkpoint in {workdir}. Lower optim.lr or check the data.")
+                # `skipped` is read one step late, after the next step is queued, so
+                # that the host never waits on the device just to count.
+                pending, previous = m["skipped"], pending
+                if previous is not None:
+                    skipped = int(previous)
+                    skipped_total += skipped
+                    nonfinite_run = nonfinite_run + 1 if skipped else 0
+                    if nonfinite_run >= t.max_nonfinite:
+                        ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=loader.get_state(), config=cfg, force=True)
+                        ckpt.wait()
+                        raise FloatingPointError(f"{nonfinite_run} steps in a row had a non-finite loss or gradient (by step {step}); "
+                                                 f"saved a checkpoint in {workdir}. Lower optim.lr or check the data.")
                 if step % t.log_every == 0 or step == t.steps:
                     elapsed = time.time() - window_start
                     rate = window_steps / elapsed if window_steps else float("nan")
                     metrics = {k: float(v) for k, v in m.items()}
-                    metrics.update(steps_per_s=rate, tokens_per_s=rate * tokens_per_step, skipped_total=skipped_total,
+                    metrics.update(steps_per_s=rate, tokens_per_s=rate * tokens_per_step, skipped_total=skipped_total + int(pending),
                                    mfu=rate * flops_per_step / (t.peak_flops_per_device * jax.device_count()))
                     if is_main:
                         log(f"step {step:6d}/{t.steps}  loss {metrics['loss']:.4f} (video {metrics['loss_video']:.4f}, audio {metrics['loss_audio']:.4f})  "
-                            f"grad {metrics['grad_norm']:.3f}  {rate:.2f} steps/s  {metrics['tokens_per_s']:.0f} tok/s  MFU {100 * metrics['mfu']:.1f}%  skipped {skipped_total}")
+                            f"grad {metrics['grad_norm']:.3f}  {rate:.2f} steps/s  {metrics['tokens_per_s']:.0f} tok/s  MFU {100 * metrics['mfu']:.1f}%  skipped {metrics['skipped_total']}")
                         for k, v in metrics.items():
                             writer.add_scalar(k, v, step)
                         with open(workdir / "metrics.jsonl", "a") as f:

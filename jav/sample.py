@@ -1,0 +1,161 @@
+"""Sampling from a trained run: prompts (and optional conditions) -> mp4 with audio.
+
+    python -m jav.sample --workdir DIR --prompt "a red ball bouncing on a navy background" \
+        [--prompt ...] --out DIR [--steps N] [--seed S] [--image PNG] [--audio WAV]
+
+For each prompt i it writes OUT/iii.mp4 (H.264 video + AAC audio, muxed),
+OUT/iii.wav and OUT/iii.json (the prompt and every setting that made the sample).
+`--image` conditions on a first frame (I2VA), `--audio` on a soundtrack (A2V:
+the video is generated to match it). Sampling is one jitted function per batch
+size; a progress line counts the steps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+from typing import Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from jav import samplers
+from jav.clip_tokens import TokenLayout, arrays_to_clip, frames_to_model, mel_params
+from jav.data import mel
+from jav.generate import generate
+from jav.media import read_image, read_wav, write_mp4, write_wav
+from jav.models import AVDiT
+from jav.train.checkpoint import abstract_like, restore_params_from
+
+
+def load_run(workdir, weights: str = "ema") -> tuple[ml_collections.ConfigDict, nnx.Module, int]:
+    """A run directory's config and model with its latest `weights` ("ema" or "params") -> (cfg, model, step)."""
+    workdir = pathlib.Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} not found: --workdir must be a run directory written by `python -m jav.train`")
+    if weights not in ("ema", "params"):
+        raise ValueError(f"weights must be 'ema' or 'params', got {weights!r}")
+    cfg = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    if weights == "ema" and not cfg.train.ema_decay:
+        weights = "params"  # the run kept no EMA
+    abstract = nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    params, step = restore_params_from(workdir, use_ema=weights == "ema", abstract_params=abstract_like(state, device), with_step=True)
+    return cfg, nnx.merge(graphdef, params), step
+
+
+def progress_printer(label: str, num_steps: int) -> Callable:
+    """A host callback that redraws `label: step n/N` in place."""
+
+    def report(done):
+        done = int(done)
+        end = "\n" if done == num_steps else ""
+        print(f"\r{label}: step {done}/{num_steps}", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
+def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | None, audio: str | None) -> dict:
+    """`--image` / `--audio` files -> model-space `first_frame` / `audio` arrays for `generate`."""
+    out = {}
+    if image:
+        frame = read_image(image)
+        want = layout.video_shape[1:3]
+        if frame.shape[:2] != want:
+            raise ValueError(f"--image {image} is {frame.shape[1]}x{frame.shape[0]}; this model makes {want[1]}x{want[0]} video (data.canvas)")
+        # In pixel space the first temporal patch holds `pt` frames: all start as the image.
+        pt = layout.video_patch[0]
+        out["first_frame"] = np.broadcast_to(frames_to_model(frame)[None, None], (batch, pt) + frame.shape).copy()
+    if audio:
+        wave, _ = read_wav(audio, cfg.data.sample_rate)
+        n = int(round(cfg.data.duration * cfg.data.sample_rate))
+        wave = np.pad(wave[:n], (0, max(0, n - len(wave))))
+        logmel = mel.waveform_to_logmel(wave, mel_params(cfg))[: layout.audio_shape[0]]
+        out["audio"] = np.broadcast_to(logmel[None], (batch,) + logmel.shape).copy()
+    return out
+
+
+def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> samplers.Guidance:
+    s = cfg.get("sample", {})
+    return samplers.Guidance(
+        text_video=text_video if text_video is not None else s.get("text_video", 1.0),
+        text_audio=text_audio if text_audio is not None else s.get("text_audio", 1.0),
+        modality=modality if modality is not None else s.get("modality", 1.0),
+    )
+
+
+def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, batch_size: int,
+                 guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
+                 log=print) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
+    (the last batch padded, so one compile serves all). Batch b uses key fold_in(seed, b)."""
+    layout = TokenLayout.from_config(cfg)
+    mp = mel_params(cfg)
+    cond = conditions_from_files(cfg, layout, batch_size, image, audio)
+    out = []
+    num_batches = -(-len(prompts) // batch_size)
+    for b in range(num_batches):
+        chunk = list(prompts[b * batch_size:(b + 1) * batch_size])
+        padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+        start = time.time()
+        video, wave_mel = generate(model, layout, padded, jax.random.fold_in(jax.random.key(seed), b), num_steps=steps,
+                                   flow_cfg=cfg.flow, guidance=guidance, on_step=progress_printer(f"batch {b + 1}/{num_batches}", steps), **cond)
+        for i in range(len(chunk)):
+            out.append(arrays_to_clip(video[i], wave_mel[i], mp))
+        log(f"batch {b + 1}/{num_batches}: {len(chunk)} clips in {time.time() - start:.1f}s")
+    return out
+
+
+def write_sample(out_dir, index: int, frames: np.ndarray, wave: np.ndarray, cfg, info: dict) -> pathlib.Path:
+    """OUT/iii.mp4, OUT/iii.wav and OUT/iii.json -> the mp4's path."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{index:03d}.mp4"
+    write_mp4(path, frames, cfg.data.fps, wave, cfg.data.sample_rate)
+    write_wav(out_dir / f"{index:03d}.wav", wave, cfg.data.sample_rate)
+    (out_dir / f"{index:03d}.json").write_text(json.dumps(info, indent=2))
+    return path
+
+
+def main(argv: list[str] | None = None) -> list[pathlib.Path]:
+    parser = argparse.ArgumentParser(prog="python -m jav.sample", description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
+    parser.add_argument("--prompt", action="append", required=True, help="caption; repeat for several clips")
+    parser.add_argument("--out", required=True, help="directory for NNN.mp4, NNN.wav, NNN.json")
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the config's sample.steps)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=8, help="clips sampled together")
+    parser.add_argument("--image", default=None, help="first frame to start from (I2VA), at the model's resolution")
+    parser.add_argument("--audio", default=None, help="soundtrack to generate video for (A2V); resampled, cut or padded")
+    parser.add_argument("--weights", default="ema", choices=("ema", "params"), help="EMA or raw weights")
+    parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (1 = off)")
+    parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (1 = off)")
+    parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (1 = off)")
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
+
+    cfg, model, step = load_run(args.workdir, args.weights)
+    steps = args.steps or cfg.sample.steps
+    guidance = guidance_from(cfg, args.cfg_video, args.cfg_audio, args.modality_guidance)
+    print(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(args.prompt)} clip(s), {steps} steps", flush=True)
+    clips = sample_clips(model, cfg, args.prompt, seed=args.seed, steps=steps, batch_size=min(args.batch, len(args.prompt)),
+                         guidance=guidance, image=args.image, audio=args.audio, log=lambda m: print(m, flush=True))
+    paths = []
+    for i, (prompt, (frames, wave)) in enumerate(zip(args.prompt, clips)):
+        info = dict(prompt=prompt, workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=args.seed,
+                    steps=steps, guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
+                    image=args.image, audio=args.audio, fps=cfg.data.fps, sample_rate=cfg.data.sample_rate)
+        paths.append(write_sample(args.out, i, frames, wave, cfg, info))
+        print(f"wrote {paths[-1]}", flush=True)
+    return paths
+
+
+if __name__ == "__main__":
+    main()
