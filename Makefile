@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test bench clean .venv-torch
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,20 @@ $(DEMO)/data/manifest.json: | $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
+
+# The step-time benchmark beside diffusers' LTX-2 transformer (PyTorch, CPU), in
+# its own venv; torch is installed first so that pip takes the CPU build.
+TORCH_STAMP := .venv-torch/.installed
+$(TORCH_STAMP): benchmarks/requirements-torch.txt
+	$(PYTHON) -m venv .venv-torch
+	.venv-torch/bin/python -m pip install -q torch==2.13.0
+	.venv-torch/bin/python -m pip install -q -r benchmarks/requirements-torch.txt
+	touch $(TORCH_STAMP)
+
+.venv-torch: $(TORCH_STAMP)
+
+bench: $(STAMP) $(TORCH_STAMP)
+	$(PY) -m benchmarks.step_time --config configs/ltx2_bench.py --reference --json runs/bench/step_time.jsonl
 
 clean:
 	rm -rf $(VENV) runs .jax_cache

@@ -1,30 +1,37 @@
 """Train-step time, tokens/s and MFU of a config on this machine's devices.
 
-    python -m benchmarks.step_time --config configs/ltx2_bench.py [--batch 2] [--steps 10] [--json OUT]
+    python -m benchmarks.step_time --config configs/ltx2_bench.py [--batch 4] [--steps 5] [--json OUT]
+        [--reference [--torch-python .venv-torch/bin/python]]
 
 Builds the config's model (random init, sharded on the config's mesh), feeds
 random model-space batches (precomputed text embeddings for configs with
 `text.encoder = "none"`), warms the jitted step up, then times `--steps` steps.
 MFU is the analytic training FLOPs (3 x forward, `jav/models/flops.py`) over the
-step time and the peak: `--peak` FLOP/s per device if given, otherwise the peak
-this script measures with a large float32 (or the compute dtype's) matmul, the
-honest ceiling of a CPU. The PyTorch counterpart for diffusers' LTX-2
-transformer is `benchmarks/diffusers_ltx2.py`; results in benchmarks/RESULTS.md.
+step time and the peak: `--peak` FLOP/s per device if given, otherwise
+`jav.perf.peak_flops` (the chip's datasheet peak for the compute dtype on GPU and
+TPU; on a CPU, the measured rate of a large jitted matmul, the honest ceiling).
+
+`--reference` then times diffusers' LTX2VideoTransformer3DModel at the same
+shapes (`benchmarks/diffusers_ltx2.py`, in its own PyTorch venv: `make
+.venv-torch`), one after the other so that neither slows the other, and prints
+both side by side with jav's speed-up (reference step time / jav step time).
+Results in benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import platform
+import subprocess
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from jav import sharding
+from jav import perf, sharding
 from jav.clip_tokens import TokenLayout
 from jav.models import AVDiT, init_model
 from jav.models.flops import forward_flops, param_count
@@ -32,19 +39,6 @@ from jav.train.step import optimizer, train_step
 from jav.train.trainer import _global_batch
 
 from benchmarks.model_stats import load_config
-
-
-def matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
-    """Best FLOP/s of an n x n x n matmul on the default device."""
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, a).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
 
 
 def random_batch(cfg, layout: TokenLayout, batch: int) -> dict:
@@ -90,10 +84,9 @@ def run(config: str, batch: int | None, steps: int, peak: float | None, log=prin
             jax.block_until_ready(m)
             times.append(time.perf_counter() - start)
     step_s = float(np.median(times))
-    measured_peak = None
+    source = "given"
     if peak is None:
-        dtype = jnp.bfloat16 if cfg.model.dtype == "bfloat16" else jnp.float32
-        measured_peak = peak = matmul_peak(dtype=dtype)
+        peak, source = perf.peak_flops(cfg.model.dtype)
     flops = 3 * forward_flops(cfg.model, layout.num_tokens, cfg.data.get("text_len", cfg.model.text.max_len), batch=batch, grid=layout.grid)
     tokens = batch * sum(layout.num_tokens.values())
     devices = jax.device_count()
@@ -103,25 +96,71 @@ def run(config: str, batch: int | None, steps: int, peak: float | None, log=prin
         params=param_count(nnx.state(nnx.merge(graphdef, params), nnx.Param)), tokens_per_sample=layout.num_tokens,
         compile_s=compile_s, step_s_median=step_s, step_s_mean=float(np.mean(times)), tokens_per_s=tokens / step_s,
         train_flops_per_step=flops, achieved_flops_per_s=flops / step_s, peak_flops_per_device=peak,
-        peak_measured=measured_peak is not None, mfu=flops / step_s / (peak * devices),
+        peak_source=source, mfu=flops / step_s / (peak * devices),
     )
     log(f"{config}: {step_s * 1000:.1f} ms/step (median of {steps}), {result['tokens_per_s']:.0f} tokens/s, "
         f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s of {peak / 1e9:.1f} GFLOP/s peak per device "
-        f"({'measured' if measured_peak else 'given'}) -> MFU {100 * result['mfu']:.1f}%")
+        f"({source}) -> MFU {100 * result['mfu']:.1f}%")
     return result
+
+
+def reference_args(cfg, batch: int) -> list[str]:
+    """diffusers_ltx2.py's flags for the shapes of a latent-space config."""
+    m, d = cfg.model, cfg.data
+    if d.get("world") != "latent" or tuple(m.video.patch) != (1, 1, 1) or m.audio.patch != 1:
+        raise SystemExit("--reference needs a latent-space config with patch 1 (as configs/ltx2_bench.py)")
+    if m.video.width != 64 * m.video.heads or m.audio.width != 64 * m.audio.heads:
+        raise SystemExit("--reference needs heads of 64 channels (diffusers' LTX-2 head size)")
+    *grid, channels = d.video_latent_shape
+    audio_tokens, audio_channels = d.audio_latent_shape
+    if audio_channels != channels:
+        raise SystemExit("--reference needs the same latent channels for video and audio")
+    return ["--batch", str(batch), "--layers", str(m.depth), "--video-heads", str(m.video.heads),
+            "--audio-heads", str(m.audio.heads), "--channels", str(channels), "--grid", *map(str, grid),
+            "--audio-tokens", str(audio_tokens), "--text-len", str(d.text_len), "--text-dim", str(m.text.dim),
+            "--fps", str(d.fps)]
+
+
+def run_reference(config: str, batch: int | None, steps: int, python: str, log=print) -> dict:
+    cfg = load_config(config)
+    batch = batch or cfg.train.batch_size
+    if not pathlib.Path(python).exists():
+        raise SystemExit(f"no PyTorch venv at {python}: create it with `make .venv-torch` "
+                         "(or pass --torch-python)")
+    script = pathlib.Path(__file__).with_name("diffusers_ltx2.py")
+    cmd = [python, str(script), "--steps", str(steps), *reference_args(cfg, batch)]
+    log("reference: " + " ".join(cmd))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/ltx2_bench.py")
     parser.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps after two warm-up steps")
-    parser.add_argument("--peak", type=float, default=None, help="peak FLOP/s per device (default: measured matmul peak)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after two warm-up steps")
+    parser.add_argument("--peak", type=float, default=None, help="peak FLOP/s per device (default: jav.perf.peak_flops)")
+    parser.add_argument("--reference", action="store_true",
+                        help="also time diffusers' LTX2VideoTransformer3DModel at the same shapes")
+    parser.add_argument("--torch-python", default=".venv-torch/bin/python", help="python of the PyTorch venv")
     parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args()
-    result = run(args.config, args.batch, args.steps, args.peak, log=lambda m: print(m, flush=True))
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    result = run(args.config, args.batch, args.steps, args.peak, log=log)
+    if args.reference:
+        ref = run_reference(args.config, args.batch, args.steps, args.torch_python, log=log)
+        result["reference"] = ref
+        result["speedup"] = ref["step_s_median"] / result["step_s_median"]
+        log(f"{'':<12} {'params':>12} {'s/step':>8} {'tokens/s':>9} {'fwd GFLOP/sample':>17}")
+        log(f"{'jav':<12} {result['params']:>12,} {result['step_s_median']:>8.3f} {result['tokens_per_s']:>9.0f} "
+            f"{result['train_flops_per_step'] / 3 / result['batch'] / 1e9:>17.1f}")
+        log(f"{'diffusers':<12} {ref['params']:>12,} {ref['step_s_median']:>8.3f} {ref['tokens_per_s']:>9.0f} "
+            f"{ref['forward_flops_per_sample'] / 1e9:>17.1f}")
+        log(f"jav speed-up over diffusers at the same shapes: {result['speedup']:.2f}x; "
+            f"jav MFU {100 * result['mfu']:.1f}% ({result['peak_source']})")
     print(json.dumps(result))
     if args.json:
+        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "a") as f:
             f.write(json.dumps(result) + "\n")
 

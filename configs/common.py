@@ -76,7 +76,7 @@ def experiment(model_cfg, batch_size, steps, lr=1e-3, warmup_steps=50) -> ml_col
             steps=steps, seed=0, log_every=25, checkpoint_every=500, keep_checkpoints=3,
             ema_decay=0.999,
             max_nonfinite=5,  # this many non-finite steps in a row stop the run
-            peak_flops_per_device=1e11,  # for the MFU estimate; set to the chip's peak
+            peak_flops_per_device=0.0,  # for the MFU estimate; 0: jav.perf's datasheet peak of the chip, or a measured matmul peak on CPU
         ),
         mesh=dict(shape=dict(data=1, fsdp=-1, context=1, tensor=1), rules=[list(r) for r in DEFAULT_RULES]),
         init_from="",  # DIR or DIR:ema: start from another run's checkpoint

@@ -52,12 +52,18 @@ def load_run(workdir, weights: str = "ema") -> tuple[ml_collections.ConfigDict, 
 
 
 def progress_printer(label: str, num_steps: int) -> Callable:
-    """A host callback that redraws `label: step n/N` in place."""
+    """A host callback that redraws `label: step n/N` in place on a terminal, and
+    writes a line at every quarter of the steps into a log file."""
+    tty = sys.stderr.isatty()
+    every = max(1, num_steps // 4)
 
     def report(done):
         done = int(done)
-        end = "\n" if done == num_steps else ""
-        print(f"\r{label}: step {done}/{num_steps}", end=end, file=sys.stderr, flush=True)
+        if tty:
+            end = "\n" if done == num_steps else ""
+            print(f"\r{label}: step {done}/{num_steps}", end=end, file=sys.stderr, flush=True)
+        elif done % every == 0 or done == num_steps:
+            print(f"{label}: step {done}/{num_steps}", file=sys.stderr, flush=True)
 
     return report
 

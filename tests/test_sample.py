@@ -1,6 +1,7 @@
 """`python -m jav.sample` and `python -m jav.evaluate` on a run trained for two steps."""
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def run_dir(tmp_path_factory):
     return workdir
 
 
-def test_sample_writes_muxed_mp4_wav_and_settings(run_dir, tmp_path):
+def test_sample_writes_muxed_mp4_wav_and_settings(run_dir, tmp_path, capsys):
     from jav import sample
 
     cfg = test_config.get_config()
@@ -38,6 +39,8 @@ def test_sample_writes_muxed_mp4_wav_and_settings(run_dir, tmp_path):
     paths = sample.main(["--workdir", str(run_dir), "--out", str(out), "--steps", "2", "--seed", "3",
                          "--image", str(tmp_path / "first.png")] + sum((["--prompt", p] for p in PROMPTS), []))
     assert [p.name for p in paths] == ["000.mp4", "001.mp4"]
+    jax.effects_barrier()
+    assert "step 2/2" in capsys.readouterr().err  # the progress line (one per quarter in a log)
     for i, prompt in enumerate(PROMPTS):
         frames, fps, wave, rate = media.read_mp4(out / f"{i:03d}.mp4")
         assert frames.shape == layout.video_shape[:3] + (3,) and fps == cfg.data.fps

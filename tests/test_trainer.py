@@ -43,6 +43,13 @@ def test_resumed_run_sees_the_same_batches_and_losses(shards, tmp_path):
     for step in a:
         assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), (step, a[step], b[step])
 
+    # running a finished run again trains nothing and keeps its last metrics
+    last = json.loads((parted / "last_metrics.json").read_text())
+    again = train(config(shards, 6), str(parted), log=messages.append)
+    assert "nothing to train" in messages[-1]
+    assert again == last and again["step"] == 6 and again["loss"] == pytest.approx(b[6])
+    assert losses(parted) == b
+
 
 def test_config_that_cannot_shard_fails_before_compiling(shards, tmp_path):
     import types
@@ -132,3 +139,16 @@ def test_gradient_accumulation_averages_microbatches():
     with pytest.raises(ValueError, match="not divisible by train.grad_accum=3"):
         run(graphdef, params, batch, key, accum_steps=3, **kw)
 
+
+
+def test_peak_flops_is_measured_on_cpu_and_taken_from_the_table_elsewhere():
+    from jav import perf
+
+    peak, source = perf.peak_flops("float32")
+    assert "measured" in source and 1e8 < peak < 1e14, (peak, source)
+    assert perf.peak_flops("float32") == (peak, source)  # measured once per process
+
+    class FakeDevice:
+        device_kind = "TPU v5p"
+
+    assert perf._peak_flops("bfloat16", FakeDevice()) == (459e12, "TPU v5p bfloat16 datasheet")

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jav import sharding
+from jav import perf, sharding
 from jav.clip_tokens import TokenLayout
 from jav.data.loader import make_loader
 from jav.flow import validate_flow_config
@@ -119,6 +119,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
             workdir.mkdir(parents=True, exist_ok=True)
             writer = SummaryWriter(str(workdir / "tensorboard"))
             (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+        peak = t.peak_flops_per_device
+        if not peak:
+            peak, source = perf.peak_flops(cfg.model.dtype)
+            if is_main:
+                log(f"MFU against {peak / 1e12:.3g} TFLOP/s per device ({source}; set train.peak_flops_per_device to override)")
         flops_per_step = 3 * forward_flops(cfg.model, layout.num_tokens, cfg.model.text.max_len, batch=t.batch_size, grid=layout.grid)
         tokens_per_step = t.batch_size * sum(layout.num_tokens.values())
         preempt = Preemption()
@@ -156,7 +161,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                     rate = window_steps / elapsed if window_steps else float("nan")
                     metrics = {k: float(v) for k, v in m.items()}
                     metrics.update(steps_per_s=rate, tokens_per_s=rate * tokens_per_step, skipped_total=skipped_total + int(pending),
-                                   mfu=rate * flops_per_step / (t.peak_flops_per_device * jax.device_count()))
+                                   mfu=rate * flops_per_step / (peak * jax.device_count()))
                     if is_main:
                         log(f"step {step:6d}/{t.steps}  loss {metrics['loss']:.4f} (video {metrics['loss_video']:.4f}, audio {metrics['loss_audio']:.4f})  "
                             f"grad {metrics['grad_norm']:.3f}  {rate:.2f} steps/s  {metrics['tokens_per_s']:.0f} tok/s  MFU {100 * metrics['mfu']:.1f}%  skipped {metrics['skipped_total']}")
@@ -176,6 +181,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
             preempt.restore()
             if writer is not None:
                 writer.close()
+    last = workdir / "last_metrics.json"
+    if step == start and last.exists():  # a finished run, run again: nothing new to report
+        log(f"{workdir} is already at step {step} of {t.steps}; nothing to train")
+        return json.loads(last.read_text())
     if is_main:
-        (workdir / "last_metrics.json").write_text(json.dumps(dict(metrics, step=step), indent=2))
+        last.write_text(json.dumps(dict(metrics, step=step), indent=2))
     return dict(metrics, step=step)
