@@ -25,7 +25,14 @@ demo: $(STAMP) $(DEMO)/data/manifest.json
 $(DEMO)/data/manifest.json: | $(STAMP)
 	$(PY) -m jav.data.synthetic --out $(DEMO)/data --num 2000
 
-test: $(STAMP)
+# The tests also compile for a TPU slice ahead of time (tests/test_aot.py), which
+# needs libtpu; the demo does not, so only `make test` installs it.
+TPU_STAMP := $(VENV)/.installed-tpu
+$(TPU_STAMP): $(STAMP) requirements-tpu.txt
+	$(PY) -m pip install -q -r requirements-tpu.txt
+	touch $(TPU_STAMP)
+
+test: $(STAMP) $(TPU_STAMP)
 	$(PY) -m pytest -q -n 2
 
 # The step-time benchmark beside diffusers' LTX-2 transformer (PyTorch, CPU), in

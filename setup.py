@@ -18,7 +18,8 @@ setup(
     install_requires=requirements,
     extras_require={
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
-        "tpu": ["libtpu"],
+        # the libtpu release built against the pinned jax (requirements-tpu.txt)
+        "tpu": ["libtpu==0.0.42.1"],
         "beam": ["apache-beam"],
         "hf": ["transformers", "torch"],
     },

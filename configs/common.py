@@ -36,6 +36,11 @@ def model(
         text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2,
                   vocab_size=1024, max_len=16),
         rope=dict(theta=10_000.0, time_scale=25.0),
+        # kernel: "xla" (einsums, any platform), "cudnn" (GPU; computes in bf16),
+        # "splash" (TPU Pallas). context: how attention over video tokens split
+        # over the mesh's context axis runs, "ring" (K/V blocks passed around)
+        # or "ulysses" (all-to-all to heads; video heads divisible by context x tensor)
+        attention=dict(kernel="xla", context="ring"),
         qk_norm=True,
         abs_pos=True,
         prediction="velocity",

@@ -23,6 +23,7 @@ import time
 import numpy as np
 from absl import logging
 
+from jav import distributed
 from jav.clip_tokens import arrays_to_clip, clip_to_arrays, mel_params
 from jav.data.bounce import BounceParams, generate_clip
 from jav.data.bounce_metrics import aggregate, clip_metrics
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (default: the config's sample.text_audio)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (default: the config's sample.modality)")
     args = parser.parse_args(argv)
+    # It loads the weights onto one device and writes every file itself: one process, not one per host.
+    distributed.require_single_process("python -m jav.evaluate")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
     return evaluate(args.workdir, args.num, out=args.out, steps=args.steps, seed=args.seed, sample_seed=args.sample_seed,
                     batch_size=args.batch, weights=args.weights, log=lambda m: print(m, flush=True),

@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from jav import samplers
+from jav import distributed, samplers
 from jav.clip_tokens import TokenLayout, arrays_to_clip, frames_to_model, mel_params
 from jav.data import mel
 from jav.generate import generate
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (1 = off)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (1 = off)")
     args = parser.parse_args(argv)
+    # It loads the weights onto one device and writes every file itself: one process, not one per host.
+    distributed.require_single_process("python -m jav.sample")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
 
     cfg, model, step = load_run(args.workdir, args.weights)

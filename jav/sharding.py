@@ -19,6 +19,7 @@ PARAM_AXES = ("layers", "embed", "heads", "kv", "mlp", "vocab", "patch", "modula
 ACTIVATION_AXES = (
     "activation_batch",
     "activation_length",
+    "activation_audio_length",
     "activation_embed",
     "activation_heads",
     "activation_kv",
@@ -72,11 +73,26 @@ def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, logical_to_spec(logical, rules))
 
 
+def mesh_axes_of(logical: str | None, mesh=None, rules: Rules | None = None) -> tuple[str, ...]:
+    """The axes of `mesh` (default: the current one) of size > 1 that a logical
+    axis is split over under `rules` (default: the active ones); () without
+    rules or a mesh."""
+    mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+    if logical is None or mesh.empty:
+        return ()
+    entry = logical_to_spec((logical,), rules)[0]
+    axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+    return tuple(a for a in axes if a in mesh.shape and mesh.shape[a] > 1)
+
+
 MESH_AXES = ("data", "fsdp", "context", "tensor")
 
 # Where each logical axis goes by default (MaxText-style): parameters are split
 # over fsdp on their model dimension and over tensor on heads / MLP; activations
-# over (data, fsdp) on batch, context on sequence, tensor on heads / MLP.
+# over (data, fsdp) on batch, context on sequence, tensor on heads / MLP. Audio
+# tokens are far fewer than video tokens (LTX-2 at 5 s: 125 vs about 14k), so
+# every context shard keeps the whole audio sequence
+# (jav.models.context_parallel relies on it).
 DEFAULT_RULES = (
     ("layers", None),
     ("embed", "fsdp"),
@@ -89,6 +105,7 @@ DEFAULT_RULES = (
     ("norm", None),
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", "context"),
+    ("activation_audio_length", None),
     ("activation_embed", None),
     ("activation_heads", "tensor"),
     ("activation_kv", None),

@@ -215,27 +215,25 @@ def test_every_k_couples_one_layer_in_k(mode):
     assert 0.8 < ours / xla <= 1.0, (ours, xla)
 
 
-def test_remat_and_bf16_keep_the_function():
+def test_bf16_compute_keeps_the_function_and_fp32_gradients():
+    # the remat policies' equality with `none` is tests/test_remat.py's
     cfg, model = built("cross_attn")
     model = randomized(model, scale=0.1)
     x, t, pos, text, text_mask = inputs()
     graphdef, state = nnx.split(model)
 
-    def grads_for(remat, dtype="float32"):
+    def loss_for(dtype):
         c = tiny("cross_attn")
-        c.remat, c.dtype = remat, dtype
+        c.dtype = dtype
         gd = nnx.graphdef(nnx.eval_shape(lambda: __import__("jav.models", fromlist=["AVDiT"]).AVDiT(c, rngs=nnx.Rngs(0))))
 
         def loss(s):
             out = nnx.merge(gd, s)(x, t, text, text_mask, pos=pos, grid=GRID)
             return jnp.mean(out["video"] ** 2) + jnp.mean(out["audio"] ** 2)
 
-        return jax.jit(jax.value_and_grad(loss))(state)
+        return loss
 
-    (l0, g0), (l1, g1) = grads_for("none"), grads_for("dots")
-    assert abs(float(l0) - float(l1)) < 1e-5
-    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
-    l2, g2 = grads_for("full", "bfloat16")  # bf16 compute, fp32 parameters and gradients
+    l0 = jax.jit(loss_for("float32"))(state)
+    l2, g2 = jax.jit(jax.value_and_grad(loss_for("bfloat16")))(state)  # bf16 compute, fp32 parameters and gradients
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(g2))
     assert abs(float(l2) - float(l0)) < 0.05 * abs(float(l0))

@@ -52,11 +52,10 @@ def test_resumed_run_sees_the_same_batches_and_losses(shards, tmp_path):
 
 
 def test_config_that_cannot_shard_fails_before_compiling(shards, tmp_path):
-    import types
-
     from jav.train.trainer import validate
 
-    mesh = types.SimpleNamespace(shape=dict(data=1, fsdp=4, context=1, tensor=8))
+    # a 32-device mesh described without devices: validate needs only its shape
+    mesh = jax.sharding.AbstractMesh((1, 4, 1, 8), ("data", "fsdp", "context", "tensor"))
     cfg = config(shards, 1)
     with pytest.raises(ValueError, match="model.video.heads=2 is not divisible by mesh tensor=8"):
         validate(cfg, mesh)

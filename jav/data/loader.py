@@ -1,14 +1,16 @@
 """The training data loader: a Grain pipeline from a shard directory to model-ready batches.
 
 shards -> decode (named errors) -> global shuffle, reshuffled each epoch -> repeat
--> this host's slice -> model arrays + caption tokens -> batch -> iterator.
+-> model arrays + caption tokens -> batch -> this host's batches -> iterator.
 
-Every host runs the same shuffle with the same seed and takes every
-`process_count`-th element of the one global stream, so the hosts' slices are
-disjoint and together cover each epoch. The iterator's `get_state()` is a small
-dict (the position in that stream) that goes into the checkpoint;
-`set_state()` on a fresh iterator resumes with exactly the batches an
-uninterrupted run would have seen.
+Every host runs the same shuffle with the same seed, cuts the one global stream
+into batches of `batch_size` (per host) and takes every `process_count`-th,
+starting at its `process_index`: the hosts' slices are disjoint, together cover
+each epoch, and host p's g-th batch is block p of the global batch g that a
+single host loading `process_count * batch_size` clips would see. The
+iterator's `get_state()` is a small dict (the position in that stream) that
+goes into the checkpoint; `set_state()` on a fresh iterator resumes with
+exactly the batches an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
@@ -53,9 +55,11 @@ def make_dataset(data_dir: str, *, batch_size: int, seed: int, process_index: in
             .map_with_index(decode)
             .shuffle(seed)  # reshuffled each epoch: repeat passes the epoch to shuffle via the index
             .repeat()
-            [process_index::process_count]
             .map(_ToModel(HashTokenizer(tokenizer_vocab, tokenizer_len)))
-            .batch(batch_size, drop_remainder=True))
+            .batch(batch_size, drop_remainder=True)
+            # Host p takes every process_count-th batch from offset p: together the hosts'
+            # g-th batches are, in host order, the g-th batch of one host loading them all.
+            [process_index::process_count])
 
 
 def make_loader(data_dir: str, *, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,

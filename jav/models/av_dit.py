@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jav.models.attention import Attention, AttentionProjections, dot_product_attention, key_mask
+from jav.models import context_parallel
+from jav.models.attention import KERNELS, Attention, AttentionProjections, Mask, key_mask
 from jav.models.layers import (
     MLP,
     AdaLNSingle,
@@ -43,16 +44,29 @@ from jav.models.layers import (
     zeros,
 )
 from jav.models.patch import as_batch_positions
+from jav.models.remat import remat, validate_remat
 from jav.models.rope import rope_angles, temporal_only
 from jav.models.text_encoder import TextEncoder
 from jav.sharding import constrain
 
 MODALITIES = ("video", "audio")
 JOINT_MODES = ("cross_attn", "joint_attn", "none")
-REMAT_POLICIES = ("none", "full", "dots")
 PREDICTIONS = ("velocity", "x0")
 
-_ACT = ("activation_batch", "activation_length", "activation_embed")
+# Logical token axes: video tokens may be split over devices (context
+# parallelism); audio tokens, ~1% of them, stay whole on every device.
+LENGTH = {"video": "activation_length", "audio": "activation_audio_length"}
+
+
+def _act(modality: str) -> tuple[str, str, str]:
+    return ("activation_batch", LENGTH[modality], "activation_embed")
+
+
+def attention_options(cfg) -> dict:
+    """`model.attention` as Attention keyword arguments; a config saved before
+    the key existed means its defaults (configs/common.py)."""
+    a = cfg.get("attention") or {}
+    return dict(kernel=a.get("kernel", "xla"), context=a.get("context", "ring"))
 
 
 def modulation_names(cfg, modality: str) -> tuple[str, ...]:
@@ -79,8 +93,7 @@ def validate_config(cfg) -> None:
         raise ValueError(f"model.joint.mode={cfg.joint.mode!r} is not one of {JOINT_MODES}")
     if cfg.prediction not in PREDICTIONS:
         raise ValueError(f"model.prediction={cfg.prediction!r} is not one of {PREDICTIONS}")
-    if cfg.remat not in REMAT_POLICIES:
-        raise ValueError(f"model.remat={cfg.remat!r} is not one of {REMAT_POLICIES}")
+    validate_remat(cfg.remat)
     for m in MODALITIES:
         b = cfg[m]
         if b.width % b.heads:
@@ -91,6 +104,11 @@ def validate_config(cfg) -> None:
         raise ValueError(f"model.depth={cfg.depth} is not divisible by model.joint.every={cfg.joint.every}")
     if cfg.video.decoupled and cfg.joint.mode == "joint_attn":
         raise ValueError("model.video.decoupled=True needs model.joint.mode 'cross_attn' or 'none': joint_attn attends over all video tokens")
+    options = attention_options(cfg)
+    if options["kernel"] not in KERNELS:
+        raise ValueError(f"model.attention.kernel={options['kernel']!r} is not one of {KERNELS}")
+    if options["context"] not in context_parallel.CONTEXT_MODES:
+        raise ValueError(f"model.attention.context={options['context']!r} is not one of {context_parallel.CONTEXT_MODES}")
     if cfg.text.encoder == "builtin" and cfg.text.dim != cfg.text.width:
         raise ValueError(f"model.text.dim={cfg.text.dim} must equal model.text.width={cfg.text.width} with the builtin text encoder")
 
@@ -126,9 +144,10 @@ class BranchBlock(nnx.Module):
         self.window = int(cfg.video.temporal_window) if self.decoupled else 0
         self.rope = (cfg.rope.theta, cfg.rope.time_scale)
         self.head_dim = b.width // b.heads
-        self.self_attn = Attention(b.width, b.width, b.heads, qk_norm=cfg.qk_norm, **kw) if own_self_attn else None
-        self.temporal_attn = Attention(b.width, b.width, b.heads, qk_norm=cfg.qk_norm, **kw) if (self.decoupled and own_self_attn) else None
-        self.text_attn = Attention(b.width, b.width, b.heads, qk_norm=cfg.qk_norm, **kw)
+        akw = dict(kw, qk_norm=cfg.qk_norm, **attention_options(cfg))
+        self.self_attn = Attention(b.width, b.width, b.heads, **akw) if own_self_attn else None
+        self.temporal_attn = Attention(b.width, b.width, b.heads, **akw) if (self.decoupled and own_self_attn) else None
+        self.text_attn = Attention(b.width, b.width, b.heads, **akw)
         self.mlp = MLP(b.width, int(b.width * b.mlp_ratio), **kw)
 
     def mod(self, ctx: Context, name: str) -> jax.Array:
@@ -139,7 +158,7 @@ class BranchBlock(nnx.Module):
         h = modulate(layer_norm(x), self.mod(ctx, "attn_shift"), self.mod(ctx, "attn_scale"))
         angles = jnp.broadcast_to(rope_angles(ctx.pos[m], self.head_dim, *self.rope), (x.shape[0], x.shape[1], self.head_dim // 2))
         if not self.decoupled:
-            out = self.self_attn(h, h, q_angles=angles, k_angles=angles, mask=key_mask(None, ctx.mask[m]))
+            out = self.self_attn(h, h, q_angles=angles, k_angles=angles, mask=key_mask(None, ctx.mask[m]), q_length=LENGTH[m], k_length=LENGTH[m])
             return x + self.mod(ctx, "attn_gate") * out
         x = x + self.mod(ctx, "attn_gate") * self._factorised(self.self_attn, h, angles, ctx, spatial=True)
         h = modulate(layer_norm(x), self.mod(ctx, "temporal_shift"), self.mod(ctx, "temporal_scale"))
@@ -147,6 +166,10 @@ class BranchBlock(nnx.Module):
 
     def _factorised(self, attn: Attention, h: jax.Array, angles: jax.Array, ctx: Context, spatial: bool) -> jax.Array:
         """Seedance-style decoupled attention: within a frame, or along time in a window."""
+        shards = context_parallel.context_size(LENGTH["video"])
+        if shards > 1:
+            raise ValueError(f"model.video.decoupled=True does not support context parallelism (video tokens split over {shards} devices); "
+                             "set mesh.shape.context=1 or model.video.decoupled=False")
         b, n, d = h.shape
         t, hh, ww = ctx.grid
         hw = hh * ww
@@ -160,19 +183,14 @@ class BranchBlock(nnx.Module):
             a = a.reshape(b, t, hw, d) if spatial else a.reshape(b, hw, t, d).transpose(0, 2, 1, 3)
             return a.reshape(b, n, d)
 
-        mask = None
-        if not spatial:
-            idx = jnp.arange(t)
-            mask = (jnp.abs(idx[:, None] - idx[None, :]) <= self.window)[None, None]
-        if ctx.mask["video"] is not None:
-            km = split(ctx.mask["video"][..., None].astype(h.dtype))[..., 0] > 0
-            mask = km[:, None, None, :] if mask is None else mask & km[:, None, None, :]
+        km = None if ctx.mask["video"] is None else split(ctx.mask["video"][..., None].astype(h.dtype))[..., 0] > 0
+        mask = None if spatial and km is None else Mask(None, km, None if spatial else self.window)
         a = split(angles)
         return merge(attn(split(h), split(h), q_angles=a, k_angles=a, mask=mask))
 
     def text_attention(self, x: jax.Array, ctx: Context) -> jax.Array:
         m = self.modality
-        return x + self.text_attn(layer_norm(x), ctx.text[m], mask=key_mask(ctx.mask[m], ctx.text_mask))
+        return x + self.text_attn(layer_norm(x), ctx.text[m], mask=key_mask(ctx.mask[m], ctx.text_mask), q_length=LENGTH[m])
 
     def feed_forward(self, x: jax.Array, ctx: Context) -> jax.Array:
         h = modulate(layer_norm(x), self.mod(ctx, "mlp_shift"), self.mod(ctx, "mlp_scale"))
@@ -184,7 +202,7 @@ class CrossModalAttention(nnx.Module):
     queries and context are modulated by that side's own timesteps."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, qk_norm=cfg.qk_norm)
+        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, qk_norm=cfg.qk_norm, **attention_options(cfg))
         v, a = cfg.video, cfg.audio
         self.a2v = Attention(v.width, a.width, v.heads, **kw)  # video queries audio
         self.v2a = Attention(a.width, v.width, a.heads, **kw)  # audio queries video
@@ -201,7 +219,7 @@ class CrossModalAttention(nnx.Module):
             hd = dict(self.head_dims)[m]
             qa = rope_angles(temporal_only(ctx.pos[m]), hd, *self.rope)
             ka = rope_angles(temporal_only(ctx.pos[other]), hd, *self.rope)
-            y = attn(q_in[m], kv_in[other], q_angles=qa, k_angles=ka, mask=key_mask(ctx.mask[m], ctx.mask[other]))
+            y = attn(q_in[m], kv_in[other], q_angles=qa, k_angles=ka, mask=key_mask(ctx.mask[m], ctx.mask[other]), q_length=LENGTH[m], k_length=LENGTH[other])
             out[m] = xs[m] + flag * blocks[m].mod(ctx, "cross_q_gate") * y
         return out["video"], out["audio"]
 
@@ -218,27 +236,19 @@ class JointAttention(nnx.Module):
         heads, head_dim = cfg.video.heads, cfg.video.width // cfg.video.heads
         self.head_dim = head_dim
         self.rope = (cfg.rope.theta, cfg.rope.time_scale)
+        self.options = tuple(attention_options(cfg).items())  # hashable: part of the graphdef
         self.video = AttentionProjections(cfg.video.width, cfg.video.width, heads, head_dim, **kw)
         self.audio = AttentionProjections(cfg.audio.width, cfg.audio.width, heads, head_dim, **kw)
 
     def __call__(self, xv, xa, video: BranchBlock, audio: BranchBlock, ctx: Context):
         blocks, xs, projs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}, {"video": self.video, "audio": self.audio}
-        q, k, v = [], [], []
+        qkv = {}
         for m in MODALITIES:
             h = modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "attn_shift"), blocks[m].mod(ctx, "attn_scale"))
             angles = jnp.broadcast_to(rope_angles(ctx.pos[m], self.head_dim, *self.rope), (h.shape[0], h.shape[1], self.head_dim // 2))
-            q.append(projs[m].query(h, angles))
-            km, vm = projs[m].key_value(h, angles)
-            k.append(km)
-            v.append(vm)
-        nv, na = xv.shape[1], xa.shape[1]
-        modality_id = jnp.concatenate([jnp.zeros(nv, jnp.int32), jnp.ones(na, jnp.int32)])
-        same = modality_id[:, None] == modality_id[None, :]
-        mask = same[None, None] | ctx.cross_modal[:, None, None, None]  # [B, 1, N, N]
-        valid = [ctx.mask[m] if ctx.mask[m] is not None else jnp.ones(xs[m].shape[:2], bool) for m in MODALITIES]
-        mask = mask & jnp.concatenate(valid, axis=1)[:, None, None, :]
-        o = dot_product_attention(jnp.concatenate(q, 1), jnp.concatenate(k, 1), jnp.concatenate(v, 1), mask)
-        ov, oa = o[:, :nv], o[:, nv:]
+            qkv[m] = (projs[m].query(h, angles, LENGTH[m]), *projs[m].key_value(h, angles))  # 3 x [B, N_m, H, Dh]
+        ov, oa = context_parallel.joint_attention(qkv["video"], qkv["audio"], ctx.mask["video"], ctx.mask["audio"], ctx.cross_modal,
+                                                  video_length=LENGTH["video"], audio_length=LENGTH["audio"], **dict(self.options))
         xv = xv + video.mod(ctx, "attn_gate") * self.video.out(ov)
         xa = xa + audio.mod(ctx, "attn_gate") * self.audio.out(oa)
         return xv, xa
@@ -265,7 +275,7 @@ class LayerPair(nnx.Module):
         if self.cross is not None:
             xv, xa = self.cross(xv, xa, self.video, self.audio, ctx)
         xv, xa = self.video.feed_forward(xv, ctx), self.audio.feed_forward(xa, ctx)
-        return constrain(xv, _ACT), constrain(xa, _ACT)
+        return constrain(xv, _act("video")), constrain(xa, _act("audio"))
 
 
 class LayerGroup(nnx.Module):
@@ -325,16 +335,6 @@ class CaptionProjection(nnx.Module):
         return self.fc2(jax.nn.gelu(self.fc1(text), approximate=True))
 
 
-def _remat(fn, policy: str):
-    """Rematerialisation of one layer group: 'none', 'full' (save nothing) or
-    'dots' (save matmul outputs, recompute the element-wise work)."""
-    if policy == "none":
-        return fn
-    if policy == "full":
-        return jax.checkpoint(fn)
-    return jax.checkpoint(fn, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
-
-
 class AVDiT(nnx.Module):
     """The joint audio-video denoiser.
 
@@ -392,7 +392,7 @@ class AVDiT(nnx.Module):
             h[m] = self.embed[m](x[m].astype(dtype))  # [B, N, D]
             if self.abs_pos is not None:
                 h[m] = h[m] + self.abs_pos[m](pos[m])
-            h[m] = constrain(h[m], _ACT)
+            h[m] = constrain(h[m], _act(m))
             t_emb[m] = self.time[m](t[m])  # [B, N, D]
             mod[m] = self.adaln[m](t_emb[m])  # [B, N, K, D]
         ctx = Context(
@@ -417,11 +417,11 @@ class AVDiT(nnx.Module):
             def scan_body(carry, group_state):
                 return body(carry, nnx.merge(graphdef, group_state)), None
 
-            carry, _ = jax.lax.scan(_remat(scan_body, cfg.remat), carry, state)
+            carry, _ = jax.lax.scan(remat(scan_body, cfg.remat), carry, state)
         else:
             for group in self.groups:
                 graphdef, state = nnx.split(group)
-                carry = _remat(lambda c, st: body(c, nnx.merge(graphdef, st)), cfg.remat)(carry, state)
+                carry = remat(lambda c, st: body(c, nnx.merge(graphdef, st)), cfg.remat)(carry, state)
         out = dict(zip(MODALITIES, carry))
         y = {m: self.final[m](out[m], t_emb[m]).astype(jnp.float32) for m in MODALITIES}
         if cfg.prediction == "velocity":

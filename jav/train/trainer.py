@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from jav import perf, sharding
 from jav.clip_tokens import TokenLayout
@@ -31,8 +32,24 @@ from jav.train.step import init_opt_state, optimizer, train_step
 
 def validate(cfg, mesh: jax.sharding.Mesh) -> None:
     """Config checks that need no compile, with errors naming the key and the fix."""
+    from jav.models.attention import check_kernel
+    from jav.models.av_dit import LENGTH, attention_options
+
     validate_config(cfg.model)
     validate_flow_config(cfg.flow)
+    options = attention_options(cfg.model)
+    abstract = mesh if isinstance(mesh, jax.sharding.AbstractMesh) else mesh.abstract_mesh
+    check_kernel(options["kernel"], abstract.abstract_device.platform if abstract.abstract_device else jax.default_backend())
+    rules = tuple(tuple(r) for r in cfg.mesh.rules)
+    context = int(np.prod([mesh.shape[a] for a in sharding.mesh_axes_of(LENGTH["video"], mesh, rules)]))
+    if context > 1 and cfg.model.video.decoupled:
+        raise ValueError(f"model.video.decoupled=True does not support context parallelism (mesh context={context}); "
+                         "set mesh.shape.context=1 or model.video.decoupled=False")
+    if context > 1 and options["context"] == "ulysses":
+        heads_split = context * int(np.prod([mesh.shape[a] for a in sharding.mesh_axes_of("activation_heads", mesh, rules)]))
+        if cfg.model.video.heads % heads_split:
+            raise ValueError(f"model.attention.context='ulysses' needs model.video.heads={cfg.model.video.heads} divisible by "
+                             f"mesh context x tensor={heads_split}; use model.attention.context='ring' or change the heads or mesh.shape")
     tensor = mesh.shape["tensor"]
     for m in ("video", "audio"):
         if cfg.model[m].heads % tensor:
@@ -51,26 +68,65 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
 
 
 class Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps."""
+    """Turns SIGTERM into a step at which the loop saves and stops.
+
+    With several processes, each must stop at the same step, or the ones still
+    stepping wait forever in a collective for those that left. JAX's
+    preemption service (started by `jax.distributed.initialize`) catches
+    SIGTERM on any process, and every process agrees on the first step that all
+    can still reach; a Python handler here would take the signal from it.
+    """
 
     def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._shared = jax.process_count() > 1
+        self._requested = False
+        if not self._shared:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         del signum, frame
-        self.requested = True
+        self._requested = True
+
+    def stop_at(self, step: int) -> bool:
+        """Whether to save and stop after `step`; call once per step, on every process."""
+        if self._shared:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._requested
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
+        if not self._shared:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
-def _global_batch(batch: dict, mesh: jax.sharding.Mesh, rules) -> dict:
-    """Host-local numpy batch -> global arrays sharded over (data, fsdp) on batch."""
+def _batch_sharding(mesh: jax.sharding.Mesh, rules, ndim: int) -> jax.sharding.NamedSharding:
+    return jax.sharding.NamedSharding(mesh, sharding.logical_to_spec(("activation_batch",) + (None,) * (ndim - 1), rules))
+
+
+def _data_shard(batch_sharding: jax.sharding.Sharding, batch_size: int) -> tuple[int, int]:
+    """Which part of each global batch this process loads -> (index, count).
+
+    The batch's rows are split into `count` disjoint sets, one per group of
+    processes whose devices hold the same rows; this process loads set `index`,
+    `batch_size // count` rows. Processes that hold the same rows (a batch
+    replicated over a mesh axis spanning processes) load the same data, as
+    `jax.make_array_from_process_local_data` requires of replicas.
+    """
+    rows: dict[int, set] = {}
+    for device, index in batch_sharding.devices_indices_map((batch_size,)).items():
+        rows.setdefault(device.process_index, set()).update(range(batch_size)[index[0]])
+    groups = sorted({frozenset(r) for r in rows.values()}, key=min)
+    if sum(map(len, groups)) != batch_size:
+        raise ValueError(f"the processes' devices hold overlapping but unequal rows of the batch ({[sorted(g) for g in groups]}); "
+                         "make mesh.shape split the batch evenly over the processes")
+    return groups.index(frozenset(rows[jax.process_index()])), len(groups)
+
+
+def _global_batch(batch: dict, mesh: jax.sharding.Mesh, rules, batch_size: int) -> dict:
+    """This process's numpy rows -> global arrays of `batch_size` rows, sharded over (data, fsdp)."""
     out = {}
     for k, v in batch.items():
-        spec = sharding.logical_to_spec(("activation_batch",) + (None,) * (np.ndim(v) - 1), rules)
-        out[k] = jax.make_array_from_process_local_data(jax.sharding.NamedSharding(mesh, spec), np.asarray(v))
+        v = np.asarray(v)
+        out[k] = jax.make_array_from_process_local_data(_batch_sharding(mesh, rules, v.ndim), v, (batch_size,) + v.shape[1:])
     return out
 
 
@@ -80,7 +136,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     mesh = sharding.make_mesh(dict(cfg.mesh.shape))
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     validate(cfg, mesh)
+    # Every process runs this loop in step; one writes the log, the events and the JSON files.
     is_main = jax.process_index() == 0
+    say = log if is_main else (lambda _: None)
     layout = TokenLayout.from_config(cfg)
     tx = optimizer(cfg)
     flow_cfg = ml_collections.FrozenConfigDict(cfg.flow)
@@ -97,20 +155,22 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         opt_state = init_opt_state(tx, params)
         ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
 
-        loader = make_loader(cfg.data.dir, batch_size=t.batch_size // jax.process_count(), seed=t.seed,
-                             process_index=jax.process_index(), process_count=jax.process_count())
+        shard, shards = _data_shard(_batch_sharding(mesh, rules, 1), t.batch_size)
+        say(f"{jax.process_count()} process(es) x {jax.local_device_count()} {jax.default_backend()} device(s) = {jax.device_count()}, "
+            f"mesh {dict(mesh.shape)}; each step's {t.batch_size} clips are loaded in {shards} part(s) of {t.batch_size // shards}")
+        loader = make_loader(cfg.data.dir, batch_size=t.batch_size // shards, seed=t.seed, process_index=shard, process_count=shards)
         ckpt = Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
         start = 0
         if ckpt.latest_step() is not None:
             restored = ckpt.restore(abstract_params=abstract_like(params), abstract_ema=abstract_like(ema), abstract_opt_state=abstract_like(opt_state))
             params, ema, opt_state, start = restored["params"], restored["ema"], restored["opt_state"], restored["step"]
             loader.set_state(restored["data_state"])
-            log(f"resumed from {workdir} at step {start}")
+            say(f"resumed from {workdir} at step {start}")
         elif cfg.get("init_from"):
             run_dir, _, which = cfg.init_from.partition(":")
             params = ckpt.restore_params_from(run_dir, use_ema=which == "ema", abstract_params=abstract_like(params))
             ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
-            log(f"initialised from {cfg.init_from}")
+            say(f"initialised from {cfg.init_from}")
 
         writer = None
         if is_main:
@@ -122,8 +182,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         peak = t.peak_flops_per_device
         if not peak:
             peak, source = perf.peak_flops(cfg.model.dtype)
-            if is_main:
-                log(f"MFU against {peak / 1e12:.3g} TFLOP/s per device ({source}; set train.peak_flops_per_device to override)")
+            say(f"MFU against {peak / 1e12:.3g} TFLOP/s per device ({source}; set train.peak_flops_per_device to override)")
         flops_per_step = 3 * forward_flops(cfg.model, layout.num_tokens, cfg.model.text.max_len, batch=t.batch_size, grid=layout.grid)
         tokens_per_step = t.batch_size * sum(layout.num_tokens.values())
         preempt = Preemption()
@@ -133,7 +192,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         step = start
         try:
             while step < t.steps:
-                batch = _global_batch(next(loader), mesh, rules)
+                batch = _global_batch(next(loader), mesh, rules, t.batch_size)
                 params, opt_state, ema, m = train_step(graphdef, params, opt_state, ema, batch, jax.random.fold_in(base_key, step),
                                                        tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=t.ema_decay,
                                                        accum_steps=t.get("grad_accum", 1))
@@ -141,8 +200,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                 window_steps += 1
                 if step == start + 1:  # the first step compiles: keep it out of the rates
                     jax.block_until_ready(m)
-                    if is_main:
-                        log(f"compiled and ran step {step} in {time.time() - window_start:.1f}s")
+                    say(f"compiled and ran step {step} in {time.time() - window_start:.1f}s")
                     window_start, window_steps = time.time(), 0
                 # `skipped` is read one step late, after the next step is queued, so
                 # that the host never waits on the device just to count.
@@ -170,10 +228,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                         with open(workdir / "metrics.jsonl", "a") as f:
                             f.write(json.dumps(dict(metrics, step=step)) + "\n")
                     window_start, window_steps = time.time(), 0
-                if step % t.checkpoint_every == 0 or step == t.steps or preempt.requested:
+                stop = preempt.stop_at(step)
+                if step % t.checkpoint_every == 0 or step == t.steps or stop:
                     ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=loader.get_state(), config=cfg, force=True)
-                if preempt.requested:
-                    log(f"SIGTERM: saved step {step} in {workdir}; rerun the same command to resume")
+                if stop:
+                    say(f"SIGTERM: saved step {step} in {workdir}; rerun the same command to resume")
                     break
         finally:
             ckpt.wait()
@@ -183,7 +242,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                 writer.close()
     last = workdir / "last_metrics.json"
     if step == start and last.exists():  # a finished run, run again: nothing new to report
-        log(f"{workdir} is already at step {step} of {t.steps}; nothing to train")
+        say(f"{workdir} is already at step {step} of {t.steps}; nothing to train")
         return json.loads(last.read_text())
     if is_main:
         last.write_text(json.dumps(dict(metrics, step=step), indent=2))

@@ -1,0 +1,572 @@
+"""Pod-scale planning without a pod: the train step and one sampling step
+compiled ahead of time for a TPU topology, with the TPU compiler's per-chip
+memory, FLOPs and time estimate.
+
+    python -m jav.aot --config configs/ltx2_19b.py --topology v5p-128 [--config.KEY=VALUE ...]
+
+Needs libtpu (`pip install -e .[tpu]`), which compiles for TPUs on any host:
+`jax.experimental.topologies` describes the slice's chips without them, the
+mesh is `config.mesh.shape` over those chips, and the steps are lowered on
+abstract, sharded inputs, so nothing is allocated. Topologies are named as
+Cloud TPU names them (v4-N and v5p-N count TensorCores, two a chip; v5e-N and
+v6e-N count chips) or as libtpu does (`v5p:4x4x8`).
+
+It prints, per chip: arguments (parameters, optimizer state, EMA, batch),
+outputs, temporaries and their total against the chip's HBM (or the TPU
+compiler's own out-of-memory verdict); and when a step does not fit, which
+knob would help. Then FLOPs and time: `jav.models.flops` gives the model FLOPs
+of a step (as MFU counts them) and the executed ones (with remat's
+recompute). The compiler's `cost_analysis()` counts a loop's body once, so
+with scanned layers its FLOPs and its time estimate (`optimal_seconds`) cover
+one layer group, not the step; the step time printed is the executed FLOPs at
+the rate the compiler's estimate implies (its FLOPs over its seconds), and the
+MFU is what that time implies. Where the compiler gives no estimate
+(`optimal_seconds` < 0), it is the executed FLOPs at the chip's peak (from
+`jav.perf`), a lower bound.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import threading
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jav import flow, perf, samplers, sharding
+from jav.clip_tokens import TokenLayout
+from jav.models import AVDiT
+from jav.models.flops import forward_flops, param_count
+from jav.train.step import optimizer, train_step
+
+GiB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    generation: str
+    hbm_bytes: int
+    torus_dims: int
+    cores_per_chip: int  # how many of a Cloud TPU name's count make one chip
+    megacore: bool  # one JAX device drives both TensorCores of a chip
+
+
+CHIPS = {
+    "v4": Chip("v4", 32 * GiB, 3, 2, True),
+    "v5p": Chip("v5p", 95 * GiB, 3, 2, True),
+    "v5e": Chip("v5e", 16 * GiB, 2, 1, False),
+    "v6e": Chip("v6e", 32 * GiB, 2, 1, False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    name: str
+    chip: Chip
+    shape: tuple[int, ...]  # chips along each ICI axis
+
+    @property
+    def num_chips(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def libtpu_name(self) -> str:
+        return f"{self.chip.generation}:{'x'.join(map(str, self.shape))}"
+
+
+def slice_shape(num_chips: int, dims: int) -> tuple[int, ...]:
+    """The ICI shape of a slice of `num_chips` (a power of two), as Cloud TPU
+    lays slices out: 3-D slices from 2x2x1 and 2-D slices from 1x1, doubling
+    the shortest axis (the last of equals) until the slice is full."""
+    shape = [2, 2, 1] if dims == 3 else [1, 1]
+    if num_chips < (4 if dims == 3 else 1) or num_chips & (num_chips - 1):
+        raise ValueError
+    while _prod(shape) < num_chips:
+        i = max(i for i, s in enumerate(shape) if s == min(shape))
+        shape[i] *= 2
+    return tuple(shape)
+
+
+def _prod(xs) -> int:
+    n = 1
+    for x in xs:
+        n *= x
+    return n
+
+
+def parse_topology(name: str) -> Topology:
+    """'v5p-128' (a Cloud TPU name) or 'v5p:4x4x4' (libtpu's) -> Topology."""
+    known = ", ".join(CHIPS)
+    m = re.fullmatch(r"(v\d+[a-z]?)(?:-(\d+)|:(\d+(?:x\d+)+))", name.strip())
+    if not m or m.group(1) not in CHIPS:
+        raise ValueError(f"--topology={name!r}: give a TPU generation ({known}) and a size, e.g. v5p-128, v5e-256 or v5p:4x4x8")
+    chip = CHIPS[m.group(1)]
+    if m.group(3):
+        shape = tuple(int(s) for s in m.group(3).split("x"))
+        if len(shape) != chip.torus_dims:
+            raise ValueError(f"--topology={name!r}: {chip.generation} slices are {chip.torus_dims}-D, e.g. {chip.generation}:{'x'.join(['2'] * chip.torus_dims)}")
+        return Topology(name, chip, shape)
+    count = int(m.group(2))
+    unit = "TensorCores (2 per chip)" if chip.cores_per_chip == 2 else "chips"
+    try:
+        if count % chip.cores_per_chip:
+            raise ValueError
+        return Topology(name, chip, slice_shape(count // chip.cores_per_chip, chip.torus_dims))
+    except ValueError:
+        raise ValueError(f"--topology={name!r}: {chip.generation}-N counts {unit}; N must give a power-of-two number of chips "
+                         f"({'at least 4, ' if chip.torus_dims == 3 else ''}e.g. {chip.generation}-{8 * chip.cores_per_chip}), "
+                         f"or name the shape: {chip.generation}:{'x'.join(['4'] * chip.torus_dims)}") from None
+
+
+def topology_devices(topology: Topology) -> list:
+    """Compile-only devices of the slice, one per chip (megacore on v4 / v5p)."""
+    from jax.experimental import topologies
+
+    kwargs = {"chip_config_name": "megacore"} if topology.chip.megacore else {}
+    # libtpu takes a machine-wide lock for the chips it drives; compiling drives
+    # none, so several compiles (or a test beside a planning run) may share it
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    try:
+        desc = topologies.get_topology_desc(topology.libtpu_name, "tpu", **kwargs)
+    except RuntimeError as e:
+        if "not installed" in str(e):
+            raise RuntimeError("jav.aot compiles with libtpu: pip install -e .[tpu] (libtpu==0.0.42.1 for jax 0.10.2)") from e
+        raise
+    return list(desc.devices)
+
+
+# ---------------------------------------------------------------------------
+# Abstract, sharded inputs.
+
+
+def _abstract(tree, shardings):
+    """ShapeDtypeStructs of `tree` (arrays or structs) placed by `shardings` (a pytree prefix of it)."""
+    return jax.tree.map(lambda s, sub: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sub), shardings, tree)
+
+
+def abstract_params(cfg, mesh: jax.sharding.Mesh, rules):
+    """(graphdef, params as sharded ShapeDtypeStructs), as the trainer places them."""
+    # outside the mesh context: under it NNX would read the logical names as mesh axes
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))
+    return graphdef, _abstract(state, sharding.param_shardings(state, mesh, rules))
+
+
+def abstract_opt_state(tx, params, mesh: jax.sharding.Mesh):
+    """The optimizer state as `jav.train.step.init_opt_state` places it: moments
+    like their parameters, counters replicated."""
+    import optax
+
+    shapes = jax.eval_shape(tx.init, params)
+    replicated = jax.sharding.NamedSharding(mesh, jax.P())
+    placed = optax.tree_map_params(tx, lambda _, s: s, shapes, jax.tree.map(lambda x: x.sharding, params),
+                                   transform_non_params=lambda _: replicated)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, placed)
+
+
+def _batch_struct(shape, dtype, mesh, rules) -> jax.ShapeDtypeStruct:
+    spec = sharding.logical_to_spec(("activation_batch",) + (None,) * (len(shape) - 1), rules)
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=jax.sharding.NamedSharding(mesh, spec))
+
+
+def text_inputs(cfg, batch: int, mesh, rules) -> dict:
+    """The caption part of a batch: token ids (the built-in encoder) or precomputed embeddings."""
+    if cfg.model.text.encoder == "builtin":
+        length = cfg.model.text.max_len
+        return {"text_ids": _batch_struct((batch, length), jnp.int32, mesh, rules), "text_mask": _batch_struct((batch, length), jnp.bool_, mesh, rules)}
+    length = cfg.data.text_len
+    return {"text_emb": _batch_struct((batch, length, cfg.model.text.dim), jnp.float32, mesh, rules),
+            "text_mask": _batch_struct((batch, length), jnp.bool_, mesh, rules)}
+
+
+def text_length(cfg) -> int:
+    return cfg.model.text.max_len if cfg.model.text.encoder == "builtin" else cfg.data.text_len
+
+
+def abstract_batch(cfg, layout: TokenLayout, mesh, rules) -> dict:
+    """A global training batch as the trainer's loader and `_global_batch` deliver it."""
+    b = cfg.train.batch_size
+    return dict(video=_batch_struct((b,) + tuple(layout.video_shape), jnp.float32, mesh, rules),
+                audio=_batch_struct((b,) + tuple(layout.audio_shape), jnp.float32, mesh, rules),
+                **text_inputs(cfg, b, mesh, rules))
+
+
+def _validate(cfg, mesh) -> None:
+    from jav.train.trainer import validate
+
+    # the trainer's checks, less the data directory: nothing is read here
+    checked = ml_collections.ConfigDict(cfg.to_dict())
+    checked.data.dir = checked.data.get("dir") or "(jav.aot reads no data)"
+    validate(checked, mesh)
+
+
+# ---------------------------------------------------------------------------
+# Lowering.
+
+
+def bytes_per_device(tree) -> int:
+    """Bytes one device holds of a pytree of sharded ShapeDtypeStructs."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        if jnp.issubdtype(x.dtype, jax.dtypes.extended):
+            continue  # a PRNG key: a few bytes
+        total += _prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+    return total
+
+
+def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, dict]:
+    """jav.train.step.train_step lowered on abstract inputs placed on `mesh` as
+    the trainer places them -> (lowered, bytes per device of each input)."""
+    rules = tuple(tuple(r) for r in cfg.mesh.rules)
+    _validate(cfg, mesh)
+    layout = TokenLayout.from_config(cfg)
+    tx = optimizer(cfg)
+    # every input is made outside the mesh context: under it, eager work (optax
+    # builds its placements with an init, a key is an array) would run on the
+    # compile-only devices
+    graphdef, params = abstract_params(cfg, mesh, rules)
+    opt_state = abstract_opt_state(tx, params, mesh)
+    ema = params if cfg.train.ema_decay else None
+    batch = abstract_batch(cfg, layout, mesh, rules)
+    key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
+    sizes = {"params": bytes_per_device(params), "opt_state": bytes_per_device(opt_state),
+             "ema": bytes_per_device(ema) if ema is not None else 0, "batch": bytes_per_device(batch)}
+    with jax.set_mesh(mesh), sharding.logical_rules(rules):
+        lowered = train_step.lower(graphdef, params, opt_state, ema, batch, key, tx=tx, layout=layout,
+                                   flow_cfg=ml_collections.FrozenConfigDict(cfg.flow), ema_decay=cfg.train.ema_decay,
+                                   accum_steps=cfg.train.get("grad_accum", 1))
+    return lowered, sizes
+
+
+def guidance_of(cfg) -> samplers.Guidance:
+    s = cfg.sample
+    return samplers.Guidance(text_video=float(s.text_video), text_audio=float(s.text_audio), modality=float(s.modality))
+
+
+def guidance_passes(guidance: samplers.Guidance) -> int:
+    """Denoiser passes per sampling step: conditional, plus unconditional, plus no-cross-modal."""
+    return 1 + (guidance.text_video != 1.0 or guidance.text_audio != 1.0) + (guidance.modality != 1.0)
+
+
+def lower_sample_step(cfg, mesh: jax.sharding.Mesh, batch: int) -> tuple[jax.stages.Lowered, dict]:
+    """One Euler step of `jav.samplers.euler_sample` (one guided denoiser call,
+    its passes batched) lowered on abstract inputs placed on `mesh` -> (lowered,
+    bytes per device of each input)."""
+    rules = tuple(tuple(r) for r in cfg.mesh.rules)
+    layout = TokenLayout.from_config(cfg)
+    guidance = guidance_of(cfg)
+    mu = {m: float(v) for m, v in flow.sampling_mu(cfg.flow, layout.num_tokens).items()}
+    graphdef, params = abstract_params(cfg, mesh, rules)
+    dims = {"video": _prod(layout.video_patch) * layout.video_shape[-1], "audio": layout.audio_patch * layout.audio_shape[-1]}
+
+    def step(state, x, text_in):
+        model = nnx.merge(graphdef, state)
+        text = model.encode_text(text_in["text_ids"], text_in["text_mask"]) if "text_ids" in text_in else text_in["text_emb"]
+        return samplers.euler_sample(layout.denoiser(model), None, x, text, text_in["text_mask"], num_steps=1, mu=mu, guidance=guidance)
+
+    x = {m: _batch_struct((batch, n, dims[m]), jnp.float32, mesh, rules) for m, n in layout.num_tokens.items()}
+    text_in = text_inputs(cfg, batch, mesh, rules)
+    sizes = {"params": bytes_per_device(params), "batch": bytes_per_device((x, text_in))}
+    with jax.set_mesh(mesh), sharding.logical_rules(rules):
+        return jax.jit(step).lower(params, x, text_in), sizes
+
+
+# ---------------------------------------------------------------------------
+# Compiling, and reading the compiler's answers.
+
+
+def compile_with_progress(lowered: jax.stages.Lowered, label: str, say: Callable[[str], None], every: float = 60.0):
+    """`lowered.compile()`, saying every `every` seconds that it is still at it."""
+    done = threading.Event()
+    start = time.time()
+
+    def heartbeat():
+        while not done.wait(every):
+            say(f"still compiling the {label} ({time.time() - start:.0f} s)")
+
+    thread = threading.Thread(target=heartbeat, daemon=True)
+    thread.start()
+    try:
+        return lowered.compile()
+    finally:
+        done.set()
+        thread.join()
+
+
+# The TPU compiler's own estimate of a program's run time, in its cost analysis;
+# negative where its cost model does not cover the program.
+TIME_KEY = "optimal_seconds"
+
+
+@dataclasses.dataclass
+class StepReport:
+    """What the compiler says about one step, per chip (bytes, FLOPs, seconds)."""
+
+    label: str
+    inputs: dict  # bytes per chip of each input (params, opt_state, ema, batch), from their shardings
+    argument_bytes: int = 0
+    output_bytes: int = 0
+    alias_bytes: int = 0  # outputs written into donated arguments
+    temp_bytes: int = 0
+    code_bytes: int = 0
+    host_bytes: int = 0  # pinned host memory (remat 'offload')
+    compiler_flops: float = 0.0  # per chip, as the compiler counts them (a loop's body once)
+    model_flops: float = 0.0  # per step, all chips, as MFU counts them (no recompute)
+    executed_flops: float = 0.0  # per step, all chips, with remat's recompute
+    compiler_seconds: float | None = None
+    compile_seconds: float = 0.0
+    error: str = ""  # the compiler's out-of-memory message, when it gives up
+
+    @property
+    def total_bytes(self) -> int:
+        """Peak HBM of the step: donated arguments share their buffers with the outputs."""
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes + self.code_bytes
+
+    def as_dict(self) -> dict:
+        return dict(dataclasses.asdict(self), total_bytes=self.total_bytes)
+
+
+def read_compiled(report: StepReport, compiled) -> StepReport:
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+    report.argument_bytes, report.output_bytes = mem.argument_size_in_bytes, mem.output_size_in_bytes
+    report.alias_bytes, report.temp_bytes = mem.alias_size_in_bytes, mem.temp_size_in_bytes
+    report.code_bytes = mem.generated_code_size_in_bytes
+    report.host_bytes = mem.host_temp_size_in_bytes + mem.host_argument_size_in_bytes + mem.host_output_size_in_bytes
+    report.compiler_flops = float(cost.get("flops", 0.0))
+    seconds = float(cost.get(TIME_KEY, -1.0))
+    report.compiler_seconds = seconds if seconds > 0 else None
+    return report
+
+
+_OOM = re.compile(r"Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm")
+
+
+def oom_bytes(message: str) -> int | None:
+    """The HBM a program would need, from the TPU compiler's out-of-memory error."""
+    m = _OOM.search(message)
+    if not m:
+        return None
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    return int(float(m.group(1)) * scale[m.group(2)])
+
+
+REMAT_BY_MEMORY = ("none", "dots", "offload", "full")  # most activation memory first
+
+
+def advice(report: StepReport, hbm_bytes: int, cfg, kind: str) -> list[str]:
+    """Which config knobs would bring a step that does not fit under `hbm_bytes`,
+    each with about what it saves, the biggest saving first."""
+    need = report.total_bytes or oom_bytes(report.error) or 0
+    if need and need <= hbm_bytes:
+        return []
+    over = need - hbm_bytes
+    mesh = dict(cfg.mesh.shape)
+    ema = report.inputs.get("ema", 0) if kind == "train" else 0
+    state = report.inputs.get("params", 0) + report.inputs.get("opt_state", 0) + ema
+    activations = max(need - state - report.inputs.get("batch", 0), 0)
+    knobs = []  # (bytes saved, advice)
+    what = "parameters, optimizer state and EMA" if kind == "train" else "parameters"
+    knobs.append((state / 2, f"{what} take {state / GiB:.1f} GiB a chip and split over fsdp x tensor: doubling mesh.shape.fsdp "
+                              f"(now {mesh.get('fsdp')}) or mesh.shape.tensor (now {mesh.get('tensor')}) saves about {state / 2 / GiB:.1f} GiB"))
+    if ema:
+        knobs.append((ema, f"train.ema_decay=0 drops the EMA copy ({ema / GiB:.1f} GiB)"))
+    lines = [f"activations and temporaries take about {activations / GiB:.1f} GiB a chip"]
+    if kind == "train":
+        policy = cfg.model.remat
+        stronger = REMAT_BY_MEMORY[REMAT_BY_MEMORY.index(policy) + 1:] if policy in REMAT_BY_MEMORY else ()
+        if stronger:
+            lines.append(f"model.remat={stronger[-1]!r} keeps the least (now {policy!r})")
+        lines.append(f"train.grad_accum (now {cfg.train.get('grad_accum', 1)}) splits each step into microbatches")
+        lines.append(f"a smaller train.batch_size (now {cfg.train.batch_size}) holds fewer clips a chip")
+    else:
+        lines.append("a smaller --sample_batch holds fewer clips a chip")
+    lines.append(f"mesh.shape.context (now {mesh.get('context', 1)}) splits each clip's tokens over chips")
+    knobs.append((activations / 2, "; ".join(lines)))
+    knobs.sort(key=lambda k: -k[0])
+    return [f"(short by {over / GiB:.1f} GiB) " + knobs[0][1]] + [k[1] for k in knobs[1:]]
+
+
+# ---------------------------------------------------------------------------
+# The plan of one config on one set of devices.
+
+
+def device_mesh(cfg, devices: Sequence, say: Callable[[str], None] = print) -> jax.sharding.Mesh:
+    """`config.mesh.shape` over `devices` as the trainer lays it out; where a mesh
+    axis is not a product of whole torus axes (fsdp=32 on a 4x4x4 slice), with
+    torus axes split, which `jav.sharding.make_mesh` does not do (yet)."""
+    try:
+        return sharding.make_mesh(dict(cfg.mesh.shape), list(devices))
+    except NotImplementedError:
+        from jax.experimental import mesh_utils
+
+        sizes = sharding.mesh_shape(dict(cfg.mesh.shape), len(devices))
+        say(f"mesh {dict(zip(sharding.MESH_AXES, sizes))} splits torus axes: jav.sharding.make_mesh (and so the trainer) "
+            "would refuse it; planned with mesh_utils.create_device_mesh(allow_split_physical_axes=True)")
+        grid = mesh_utils.create_device_mesh(sizes, list(devices), allow_split_physical_axes=True)
+        return jax.sharding.Mesh(grid, sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
+
+
+def plan(cfg, devices: Sequence, *, hbm_bytes: int, steps: Sequence[str] = ("train", "sample"), sample_batch: int | None = None,
+         say: Callable[[str], None] = print) -> dict:
+    """Compiles the train step and / or one sampling step of `cfg` for `devices`
+    (TPU compile-only devices, or any real ones) -> {step: StepReport}."""
+    mesh = device_mesh(cfg, devices, say)
+    layout = TokenLayout.from_config(cfg)
+    num_devices = len(devices)
+    text_len = text_length(cfg)
+    forward = functools.partial(forward_flops, cfg.model, layout.num_tokens, text_len, grid=layout.grid)
+    start = time.time()
+
+    def log(msg):
+        say(f"[{time.time() - start:6.0f} s] {msg}")
+
+    reports = {}
+    for step in steps:
+        if step == "train":
+            log(f"lowering the train step (batch {cfg.train.batch_size}, remat {cfg.model.remat!r})")
+            lowered, inputs = lower_train_step(cfg, mesh)
+            model = 3 * forward(batch=cfg.train.batch_size)
+            # full remat runs each layer's forward twice; the others recompute
+            # only element-wise work and attention's batched products
+            executed = model * 4 / 3 if cfg.model.remat == "full" else model
+            report = StepReport("train step", inputs, model_flops=model, executed_flops=executed)
+        elif step == "sample":
+            batch = sample_batch or mesh.shape["data"] * mesh.shape["fsdp"]
+            passes = guidance_passes(guidance_of(cfg))
+            log(f"lowering one sampling step (batch {batch} x {passes} guidance passes)")
+            lowered, inputs = lower_sample_step(cfg, mesh, batch)
+            model = forward(batch=passes * batch)
+            report = StepReport(f"sampling step (batch {batch} x {passes} passes)", inputs, model_flops=model, executed_flops=model)
+        else:
+            raise ValueError(f"--steps: unknown step {step!r}; use train, sample")
+        log(f"compiling the {report.label} for {num_devices} {devices[0].device_kind} device(s)")
+        t = time.time()
+        try:
+            compiled = compile_with_progress(lowered, report.label, log)
+            read_compiled(report, compiled)
+        except jax.errors.JaxRuntimeError as e:
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            report.error = str(e).splitlines()[0]
+        report.compile_seconds = time.time() - t
+        log(f"compiled in {report.compile_seconds:.0f} s")
+        reports[step] = report
+    return reports
+
+
+def step_seconds(report: StepReport, peak: float, num_devices: int) -> tuple[float, str]:
+    """An estimate of one step's time -> (seconds, how it was made).
+
+    The TPU compiler's estimate covers what its cost analysis counts, which
+    takes a loop's body once: a layer scan's groups count as one. So its
+    FLOPs over its seconds give the rate its cost model expects of this
+    program's work, and the step takes the executed FLOPs at that rate.
+    Without an estimate, the executed FLOPs at the chip's peak bound it below.
+    """
+    if report.compiler_seconds and report.compiler_flops:
+        rate = report.compiler_flops / report.compiler_seconds  # per chip
+        return (report.executed_flops / (rate * num_devices),
+                f"the compiler's {TIME_KEY!r} ({report.compiler_seconds:.3g} s for the {report.compiler_flops:.3g} FLOPs it counts a chip, "
+                f"{100 * rate / peak:.0f}% of peak) applied to the executed FLOPs")
+    return (report.executed_flops / (peak * num_devices),
+            f"no estimate from the compiler ({TIME_KEY!r} < 0); the executed FLOPs at the chip's peak, a lower bound")
+
+
+def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, cfg, kind: str) -> list[str]:
+    """The human-readable lines of one step's report."""
+    g = lambda b: f"{b / GiB:8.2f} GiB"  # noqa: E731
+    lines = [f"{report.label}, per chip:"]
+    need = report.total_bytes or oom_bytes(report.error)
+    if report.error:
+        lines.append(f"  the compiler ran out of memory: {report.error}")
+    else:
+        inputs = ", ".join(f"{k} {v / GiB:.2f}" for k, v in report.inputs.items() if v)
+        lines += [f"  arguments   {g(report.argument_bytes)}  ({inputs} GiB)",
+                  f"  outputs     {g(report.output_bytes)}  ({report.alias_bytes / GiB:.2f} GiB of them in donated arguments)",
+                  f"  temporaries {g(report.temp_bytes)}"]
+        if report.host_bytes:
+            lines.append(f"  host memory {g(report.host_bytes)}  (offloaded activations)")
+    if need:
+        verdict = f"fits, {(hbm_bytes - need) / GiB:.1f} GiB free" if need <= hbm_bytes else f"DOES NOT FIT by {(need - hbm_bytes) / GiB:.1f} GiB"
+        lines.append(f"  total       {g(need)}  of {hbm_bytes / GiB:.0f} GiB HBM: {verdict}")
+    for tip in advice(report, hbm_bytes, cfg, kind):
+        lines.append(f"  to fit: {tip}")
+    if report.error:
+        return lines
+    lines.append(f"  FLOPs       model {report.model_flops:.3e} per step ({'3x forward' if kind == 'train' else 'forward'}, jav.models.flops), "
+                 f"{report.executed_flops:.3e} with remat's recompute; the compiler counts {report.compiler_flops:.3e} per chip "
+                 f"({'the layer scan once: not a per-step total' if cfg.model.scan_layers else 'all layers'})")
+    seconds, how = step_seconds(report, peak, num_devices)
+    mfu = 100 * report.model_flops / (seconds * peak * num_devices)
+    if report.compiler_seconds:
+        lines.append(f"  time        {how}: {seconds:.3f} s per step, MFU {mfu:.1f}%")
+    else:
+        lines.append(f"  time        {how}: at least {seconds:.3f} s per step, MFU at most {mfu:.1f}%")
+    return lines
+
+
+def summary(cfg, devices) -> str:
+    params = nnx.state(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))), nnx.Param)
+    layout = TokenLayout.from_config(cfg)
+    n = layout.num_tokens
+    sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(dict(cfg.mesh.shape), len(devices))))
+    shards = sizes["data"] * sizes["fsdp"]
+    return (f"model {param_count(params) / 1e9:.2f}B parameters ({cfg.model.dtype} compute, {cfg.model.param_dtype} parameters), "
+            f"{n['video']} video + {n['audio']} audio tokens per clip, train.batch_size {cfg.train.batch_size} "
+            f"({cfg.train.batch_size / shards:g} clips on each of the data x fsdp = {shards} batch shards), "
+            f"grad_accum {cfg.train.get('grad_accum', 1)}, remat {cfg.model.remat!r}, attention kernel {cfg.model.get('attention', {}).get('kernel', 'xla')!r}")
+
+
+def main(argv) -> None:
+    del argv
+    import json
+
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    cfg = FLAGS.config
+    topology = parse_topology(FLAGS.topology)
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    say(f"jav.aot: {FLAGS['config'].config_filename} on {topology.name} = {topology.libtpu_name} "
+        f"({topology.num_chips} chips, {topology.chip.hbm_bytes / GiB:.0f} GiB HBM each)")
+    devices = topology_devices(topology)
+    mesh_sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(dict(cfg.mesh.shape), len(devices))))
+    say(f"mesh {mesh_sizes}; {summary(cfg, devices)}")
+    reports = plan(cfg, devices, hbm_bytes=topology.chip.hbm_bytes, steps=FLAGS.steps, sample_batch=FLAGS.sample_batch, say=say)
+    peak, source = perf.peak_flops(cfg.model.dtype, devices[0])
+    say(f"peak {peak / 1e12:.0f} TFLOP/s per chip ({source})")
+    for kind, report in reports.items():
+        say("\n".join(describe(report, topology.chip.hbm_bytes, len(devices), peak, cfg, kind)))
+    if FLAGS.json:
+        record = dict(config=FLAGS["config"].config_filename, topology=topology.name, libtpu_topology=topology.libtpu_name,
+                      chips=len(devices), hbm_bytes=topology.chip.hbm_bytes, peak_flops=peak, mesh=mesh_sizes,
+                      batch_size=cfg.train.batch_size, grad_accum=cfg.train.get("grad_accum", 1), remat=cfg.model.remat,
+                      reports={k: r.as_dict() for k, r in reports.items()})
+        with open(FLAGS.json, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py[:ARG])", lock_config=True)
+    flags.DEFINE_string("topology", None, "TPU slice: v4-N, v5p-N, v5e-N, v6e-N (e.g. v5p-128), or libtpu's v5p:4x4x8")
+    flags.DEFINE_list("steps", ["train", "sample"], "which steps to compile: train, sample")
+    flags.DEFINE_integer("sample_batch", None, "clips per sampling step (default: one per batch shard, mesh data x fsdp)")
+    flags.DEFINE_string("json", None, "append the reports to this JSON-lines file")
+    flags.mark_flags_as_required(["config", "topology"])
+    # compile-only: the host backend runs nothing, and libtpu must not try to own this machine's devices
+    if "JAX_PLATFORMS" not in os.environ:
+        jax.config.update("jax_platforms", "cpu")
+    app.run(main)

@@ -1,0 +1,108 @@
+"""jav.aot: TPU topology names, the advice for a step that does not fit, the
+sampling step's plan on this host's CPU, and the CLI compiling the train step
+of a toy LTX-2-shaped config (tests/aot_tiny.py) ahead of time for a v5e-4
+slice with libtpu (skipped where libtpu is not installed)."""
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from jav import aot
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name, generation, shape", [
+    ("v5p-128", "v5p", (4, 4, 4)),  # TensorCores: 64 chips
+    ("v5p-8", "v5p", (2, 2, 1)),
+    ("v4-256", "v4", (4, 4, 8)),
+    ("v5e-256", "v5e", (16, 16)),  # chips
+    ("v6e-256", "v6e", (16, 16)),
+    ("v6e-8", "v6e", (2, 4)),
+    ("v5e-1", "v5e", (1, 1)),
+    ("v5p:4x4x8", "v5p", (4, 4, 8)),  # libtpu's own spelling
+])
+def test_topology_names(name, generation, shape):
+    t = aot.parse_topology(name)
+    assert (t.chip.generation, t.shape) == (generation, shape)
+    assert t.libtpu_name == f"{generation}:{'x'.join(map(str, shape))}"
+
+
+def test_bad_topology_names_say_what_is_accepted():
+    with pytest.raises(ValueError, match=r"--topology='v7-8'.*v4, v5p, v5e, v6e"):
+        aot.parse_topology("v7-8")
+    with pytest.raises(ValueError, match=r"--topology='v5p-12'.*counts TensorCores \(2 per chip\)"):
+        aot.parse_topology("v5p-12")
+    with pytest.raises(ValueError, match=r"v5e slices are 2-D"):
+        aot.parse_topology("v5e:4x4x4")
+
+
+def _tiny_config():
+    spec = importlib.util.spec_from_file_location("aot_tiny", ROOT / "tests" / "aot_tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def test_advice_names_the_knobs_biggest_saving_first():
+    cfg = _tiny_config()
+    cfg.model.remat = "dots"
+    gib = aot.GiB
+    state_bound = aot.StepReport("train step", {"params": 4 * gib, "opt_state": 8 * gib, "ema": 4 * gib, "batch": 0},
+                                 argument_bytes=16 * gib, temp_bytes=2 * gib)
+    tips = aot.advice(state_bound, 16 * gib, cfg, "train")
+    assert tips[0].startswith("(short by 2.0 GiB) parameters, optimizer state and EMA take 16.0 GiB")
+    assert "doubling mesh.shape.fsdp (now -1)" in tips[0] and "train.ema_decay=0 drops the EMA copy (4.0 GiB)" in tips[1]
+    activation_bound = aot.StepReport("train step", {"params": gib, "opt_state": 2 * gib, "ema": 0, "batch": 0},
+                                      argument_bytes=3 * gib, temp_bytes=20 * gib)
+    tips = aot.advice(activation_bound, 16 * gib, cfg, "train")
+    assert tips[0].startswith("(short by 7.0 GiB) activations and temporaries take about 20.0 GiB")
+    assert "model.remat='full' keeps the least (now 'dots')" in tips[0] and "train.grad_accum (now 1)" in tips[0]
+    assert "mesh.shape.context (now 1)" in tips[0]
+    oom = aot.StepReport("train step", {"params": gib, "opt_state": 2 * gib, "ema": 0, "batch": 0},
+                         error="RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 40.5G of 15.75G hbm.")
+    assert aot.oom_bytes(oom.error) == int(40.5 * gib) and aot.advice(oom, 16 * gib, cfg, "train")[0].startswith("(short by 24.5 GiB) activations")
+    fits = aot.StepReport("train step", {"params": gib}, argument_bytes=gib, temp_bytes=gib)
+    assert aot.advice(fits, 16 * gib, cfg, "train") == []
+
+
+def test_sampling_step_plan_on_cpu():
+    # the same lowering the CLI compiles for a TPU slice, here on this host's CPU
+    import jax
+
+    cfg = _tiny_config()
+    (report,) = aot.plan(cfg, jax.devices()[:1], hbm_bytes=aot.GiB, steps=["sample"], sample_batch=2, say=lambda _: None).values()
+    assert report.label == "sampling step (batch 2 x 3 passes)"
+    params = aot.bytes_per_device(aot.abstract_params(cfg, aot.device_mesh(cfg, jax.devices()[:1]), tuple(map(tuple, cfg.mesh.rules)))[1])
+    assert report.inputs["params"] == params and report.argument_bytes >= params + report.inputs["batch"]
+    # one forward of the 2 clips x 3 guidance passes
+    assert report.model_flops == report.executed_flops > 0 and report.compiler_flops > 0
+    lines = "\n".join(aot.describe(report, aot.GiB, 1, 1e12, cfg, "sample"))
+    # XLA:CPU gives no time estimate: the executed FLOPs at the peak bound the step
+    assert "of 1 GiB HBM: fits" in lines and "no estimate from the compiler" in lines and "MFU at most 100.0%" in lines
+
+
+def test_cli_compiles_the_train_step_for_a_tpu_slice(tmp_path):
+    pytest.importorskip("libtpu", reason="jav.aot compiles with libtpu: pip install -e .[tpu]")
+    out = tmp_path / "aot.jsonl"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "jav.aot", "--config", str(ROOT / "tests" / "aot_tiny.py"), "--topology", "v5e-4",
+                           "--steps", "train", "--json", str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
+    assert "v5e-4 = v5e:2x2 (4 chips, 16 GiB HBM each)" in text and "mesh {'data': 1, 'fsdp': 4, 'context': 1, 'tensor': 1}" in text
+    assert "compiling the train step for 4 TPU v5 lite device(s)" in text and "of 16 GiB HBM: fits" in text
+    (train,) = json.loads(out.read_text().splitlines()[-1])["reports"].values()
+    state = train["inputs"]["params"] + train["inputs"]["opt_state"] + train["inputs"]["ema"]
+    # the TPU pads small arrays to its tiles, so the compiler's arguments are at
+    # least the inputs as placed (fsdp=4 splits weights, moments and EMA)
+    assert train["argument_bytes"] >= state + train["inputs"]["batch"]
+    # parameters, optimizer state and EMA are donated: the step updates them in place
+    assert state <= train["alias_bytes"] <= train["argument_bytes"]
+    # remat 'offload' puts the saved matmul outputs in host memory on a TPU
+    assert train["host_bytes"] > 0
+    assert train["total_bytes"] < 16 * aot.GiB and train["compiler_flops"] > 0 and train["compiler_seconds"] > 0

@@ -1,0 +1,38 @@
+"""Per-device parameter and optimizer-state memory falls as 1/N with fsdp = N,
+read from the compiler's memory analysis of the train step on 8 simulated CPU
+devices (tests/memory_scaling_check.py, in a subprocess: the device count is
+fixed when JAX starts). Compile only, no steps."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# backend optimisation and the fusion emitters change no buffer sizes here, and
+# halve the compile time
+FLAGS = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+
+def test_parameter_and_optimizer_memory_falls_as_one_over_fsdp():
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), XLA_FLAGS=FLAGS)
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "memory_scaling_check.py")], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {int(n): r for n, r in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    # what the compiler holds per device beyond the batch (the same clip per device at every N) and the key
+    state = {n: r["argument_bytes"] - r["inputs"]["batch"] for n, r in runs.items()}
+    for n, r in runs.items():
+        expected = r["inputs"]["params"] + r["inputs"]["opt_state"]
+        assert expected <= state[n] <= expected + 64, (n, state[n], expected)  # + the PRNG key
+    # state(N) = sharded / N + replicated: each halving of N frees half of what the last one freed
+    freed = [state[n] - state[2 * n] for n in (1, 2, 4)]
+    for a, b in zip(freed, freed[1:]):
+        assert abs(a - 2 * b) <= 64, freed
+    sharded = 2 * freed[0]
+    replicated = state[1] - sharded
+    assert 0 <= replicated < 0.03 * state[1], (replicated, state[1])  # norm scales and Adam's step counters
+    for n in (2, 4, 8):
+        assert abs(state[n] - (sharded / n + replicated)) <= 64, (n, state)
+    # the parameters really are updated in place: donated state comes back as the outputs
+    assert all(r["alias_bytes"] >= state[n] - 64 for n, r in runs.items())
