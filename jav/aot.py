@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 from flax import nnx
 
 from jav import flow, perf, samplers, sharding
@@ -73,10 +74,7 @@ class Topology:
 
     @property
     def num_chips(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return _prod(self.shape)
 
     @property
     def libtpu_name(self) -> str:
@@ -132,6 +130,8 @@ def topology_devices(topology: Topology) -> list:
     from jax.experimental import topologies
 
     kwargs = {"chip_config_name": "megacore"} if topology.chip.megacore else {}
+    if _prod(topology.shape[:2]) < 4:  # a slice smaller than libtpu's default host of 2x2 chips
+        kwargs["chips_per_host_bounds"] = (*(min(s, 2) for s in topology.shape[:2]), 1)
     # libtpu takes a machine-wide lock for the chips it drives; compiling drives
     # none, so several compiles (or a test beside a planning run) may share it
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
@@ -163,8 +163,6 @@ def abstract_params(cfg, mesh: jax.sharding.Mesh, rules):
 def abstract_opt_state(tx, params, mesh: jax.sharding.Mesh):
     """The optimizer state as `jav.train.step.init_opt_state` places it: moments
     like their parameters, counters replicated."""
-    import optax
-
     shapes = jax.eval_shape(tx.init, params)
     replicated = jax.sharding.NamedSharding(mesh, jax.P())
     placed = optax.tree_map_params(tx, lambda _, s: s, shapes, jax.tree.map(lambda x: x.sharding, params),
@@ -261,6 +259,9 @@ def lower_sample_step(cfg, mesh: jax.sharding.Mesh, batch: int) -> tuple[jax.sta
     its passes batched) lowered on abstract inputs placed on `mesh` -> (lowered,
     bytes per device of each input)."""
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch % shards:
+        raise ValueError(f"--sample_batch={batch} is not divisible by mesh data x fsdp={shards}; give a multiple of {shards}")
     layout = TokenLayout.from_config(cfg)
     guidance = guidance_of(cfg)
     mu = {m: float(v) for m, v in flow.sampling_mu(cfg.flow, layout.num_tokens).items()}
@@ -503,8 +504,9 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
         lines.append(f"  to fit: {tip}")
     if report.error:
         return lines
+    recompute = f"{report.executed_flops:.3e} with remat's recompute; " if report.executed_flops != report.model_flops else ""
     lines.append(f"  FLOPs       model {report.model_flops:.3e} per step ({'3x forward' if kind == 'train' else 'forward'}, jav.models.flops), "
-                 f"{report.executed_flops:.3e} with remat's recompute; the compiler counts {report.compiler_flops:.3e} per chip "
+                 f"{recompute}the compiler counts {report.compiler_flops:.3e} per chip "
                  f"({'the layer scan once: not a per-step total' if cfg.model.scan_layers else 'all layers'})")
     seconds, how = step_seconds(report, peak, num_devices)
     mfu = 100 * report.model_flops / (seconds * peak * num_devices)
