@@ -17,7 +17,7 @@ number of seconds) at 24 fps, comma-separated:
     1080p              16 x 34 x 60 = 32,640 + 125
     1080p,10s          31 x 34 x 60 = 63,240 + 250
 
-Placing it needs fsdp and remat: runs/aot_table.md lists, per TPU topology,
+Placing it needs fsdp and remat: benchmarks/RESULTS.md ("Pod-scale plan") lists, per TPU topology,
 the mesh, remat and batch settings that fit (jav.aot); bf16 compute. Sampling
 uses LTX-2's guidance (CFG video 3 / audio 7, modality guidance 3, 40 steps).
 """

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import re
 import threading
@@ -349,29 +350,38 @@ def read_compiled(report: StepReport, compiled) -> StepReport:
     return report
 
 
-_OOM = re.compile(r"Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm")
+# The TPU compiler's out-of-memory verdicts: the whole program's HBM, or its
+# temporaries alone (the arguments come on top).
+_OOM_TOTAL = re.compile(r"Used ([\d.]+)([KMGT]?) of [\d.]+[KMGT]? hbm")
+_OOM_TEMPORARIES = re.compile(r"HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds")
+_SCALE = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def oom_bytes(message: str) -> int | None:
-    """The HBM a program would need, from the TPU compiler's out-of-memory error."""
-    m = _OOM.search(message)
-    if not m:
-        return None
-    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    return int(float(m.group(1)) * scale[m.group(2)])
+def needed_bytes(report: StepReport) -> int | None:
+    """Per-chip HBM of a step: from the memory analysis, or from the compiler's
+    out-of-memory error when it gave up."""
+    if report.total_bytes:
+        return report.total_bytes
+    for pattern, plus_inputs in ((_OOM_TOTAL, False), (_OOM_TEMPORARIES, True)):
+        m = pattern.search(report.error)
+        if m:
+            return int(float(m.group(1)) * _SCALE[m.group(2)]) + (sum(report.inputs.values()) if plus_inputs else 0)
+    return None
 
 
 REMAT_BY_MEMORY = ("none", "dots", "offload", "full")  # most activation memory first
 
 
-def advice(report: StepReport, hbm_bytes: int, cfg, kind: str) -> list[str]:
+def advice(report: StepReport, hbm_bytes: int, cfg, kind: str, num_devices: int | None = None) -> list[str]:
     """Which config knobs would bring a step that does not fit under `hbm_bytes`,
     each with about what it saves, the biggest saving first."""
-    need = report.total_bytes or oom_bytes(report.error) or 0
+    need = needed_bytes(report) or 0
     if need and need <= hbm_bytes:
         return []
     over = need - hbm_bytes
     mesh = dict(cfg.mesh.shape)
+    if num_devices:  # the sizes a -1 resolves to
+        mesh = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(mesh, num_devices)))
     ema = report.inputs.get("ema", 0) if kind == "train" else 0
     state = report.inputs.get("params", 0) + report.inputs.get("opt_state", 0) + ema
     activations = max(need - state - report.inputs.get("batch", 0), 0)
@@ -487,7 +497,7 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
     """The human-readable lines of one step's report."""
     g = lambda b: f"{b / GiB:8.2f} GiB"  # noqa: E731
     lines = [f"{report.label}, per chip:"]
-    need = report.total_bytes or oom_bytes(report.error)
+    need = needed_bytes(report)
     if report.error:
         lines.append(f"  the compiler ran out of memory: {report.error}")
     else:
@@ -500,7 +510,7 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
     if need:
         verdict = f"fits, {(hbm_bytes - need) / GiB:.1f} GiB free" if need <= hbm_bytes else f"DOES NOT FIT by {(need - hbm_bytes) / GiB:.1f} GiB"
         lines.append(f"  total       {g(need)}  of {hbm_bytes / GiB:.0f} GiB HBM: {verdict}")
-    for tip in advice(report, hbm_bytes, cfg, kind):
+    for tip in advice(report, hbm_bytes, cfg, kind, num_devices):
         lines.append(f"  to fit: {tip}")
     if report.error:
         return lines
@@ -531,8 +541,6 @@ def summary(cfg, devices) -> str:
 
 def main(argv) -> None:
     del argv
-    import json
-
     from absl import flags
 
     FLAGS = flags.FLAGS
@@ -553,6 +561,7 @@ def main(argv) -> None:
         record = dict(config=FLAGS["config"].config_filename, topology=topology.name, libtpu_topology=topology.libtpu_name,
                       chips=len(devices), hbm_bytes=topology.chip.hbm_bytes, peak_flops=peak, mesh=mesh_sizes,
                       batch_size=cfg.train.batch_size, grad_accum=cfg.train.get("grad_accum", 1), remat=cfg.model.remat,
+                      attention=cfg.model.get("attention", {}).get("kernel", "xla"),
                       reports={k: r.as_dict() for k, r in reports.items()})
         with open(FLAGS.json, "a") as f:
             f.write(json.dumps(record) + "\n")

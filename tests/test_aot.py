@@ -63,9 +63,13 @@ def test_advice_names_the_knobs_biggest_saving_first():
     assert tips[0].startswith("(short by 7.0 GiB) activations and temporaries take about 20.0 GiB")
     assert "model.remat='full' keeps the least (now 'dots')" in tips[0] and "train.grad_accum (now 1)" in tips[0]
     assert "mesh.shape.context (now 1)" in tips[0]
+    # the TPU compiler's two out-of-memory verdicts: the whole program, or its temporaries
     oom = aot.StepReport("train step", {"params": gib, "opt_state": 2 * gib, "ema": 0, "batch": 0},
                          error="RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 40.5G of 15.75G hbm.")
-    assert aot.oom_bytes(oom.error) == int(40.5 * gib) and aot.advice(oom, 16 * gib, cfg, "train")[0].startswith("(short by 24.5 GiB) activations")
+    assert aot.needed_bytes(oom) == int(40.5 * gib) and aot.advice(oom, 16 * gib, cfg, "train")[0].startswith("(short by 24.5 GiB) activations")
+    oom.error = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (218.65G) "
+                 "exceeds available HBM (95.74G).")
+    assert aot.needed_bytes(oom) == int(218.65 * gib) + 3 * gib
     fits = aot.StepReport("train step", {"params": gib}, argument_bytes=gib, temp_bytes=gib)
     assert aot.advice(fits, 16 * gib, cfg, "train") == []
 
