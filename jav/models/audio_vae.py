@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jav.models.layers import RMSNorm, dtype_of, fan_in_normal, param, zeros
+from jav.models.layers import RMSNorm, dtype_of, fan_in_normal, jit_init, param, zeros
 
 # exp(logvar) stays finite and its gradient alive at both ends.
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -162,19 +162,9 @@ class AudioVAE(nnx.Module):
 
 
 def init_vae(cfg: ml_collections.ConfigDict, key: jax.Array, out_shardings=None) -> AudioVAE:
-    """An AudioVAE created by one jitted initialisation (as jav.models.av_dit.init_model).
-
-    Eager creation compiles one kernel per parameter shape, tens of seconds on a
-    busy CPU; one jitted init compiled without backend optimisation takes about one.
-    """
+    """An AudioVAE created by one jitted initialisation (`layers.jit_init`)."""
     validate_config(cfg)
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: AudioVAE(cfg, rngs=nnx.Rngs(0))))
-
-    def make(k):
-        return nnx.state(AudioVAE(cfg, rngs=nnx.Rngs(params=k)))
-
-    compiled = jax.jit(make, out_shardings=out_shardings).lower(key).compile({"xla_backend_optimization_level": 0})
-    return nnx.merge(graphdef, compiled(key))
+    return jit_init(AudioVAE, cfg, key, out_shardings)
 
 
 def sample_latent(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:

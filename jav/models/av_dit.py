@@ -37,6 +37,7 @@ from jav.models.layers import (
     Dense,
     TimestepEmbedder,
     dtype_of,
+    jit_init,
     layer_norm,
     modulate,
     modulation_table,
@@ -433,17 +434,6 @@ class AVDiT(nnx.Module):
 
 
 def init_model(cfg, key: jax.Array, out_shardings=None) -> AVDiT:
-    """Creates an AVDiT with jitted initialisation.
-
-    Eager creation compiles one kernel per parameter shape; one jitted init is
-    faster, and compiling it without backend optimisation (it runs once) cuts
-    its compile time several-fold on CPU. `out_shardings` (a pytree of
-    shardings matching the state) creates the parameters already sharded.
-    """
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg, rngs=nnx.Rngs(0))))
-
-    def make(k):
-        return nnx.state(AVDiT(cfg, rngs=nnx.Rngs(params=k)))
-
-    compiled = jax.jit(make, out_shardings=out_shardings).lower(key).compile({"xla_backend_optimization_level": 0})
-    return nnx.merge(graphdef, compiled(key))
+    """Creates an AVDiT with one jitted initialisation (`layers.jit_init`),
+    its parameters placed by `out_shardings` if given."""
+    return jit_init(AVDiT, cfg, key, out_shardings)

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jav.models.layers import RMSNorm, dtype_of, fan_in_normal, param, zeros
+from jav.models.layers import RMSNorm, dtype_of, fan_in_normal, jit_init, param, zeros
 
 
 def _log2(n: int) -> int | None:
@@ -422,13 +422,5 @@ def decode_tiled(vae: VideoVAE, z: jax.Array, tile_latents: int | None = None, o
 
 
 def init_vae(cfg, key: jax.Array) -> VideoVAE:
-    """Creates a VideoVAE with one jitted initialisation, compiled without backend
-    optimisation (it runs once): far faster than eager creation, which compiles
-    one kernel per parameter shape."""
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: VideoVAE(cfg, rngs=nnx.Rngs(0))))
-
-    def make(k):
-        return nnx.state(VideoVAE(cfg, rngs=nnx.Rngs(params=k)))
-
-    compiled = jax.jit(make).lower(key).compile({"xla_backend_optimization_level": 0})
-    return nnx.merge(graphdef, compiled(key))
+    """A VideoVAE created by one jitted initialisation (`layers.jit_init`)."""
+    return jit_init(VideoVAE, cfg, key)
