@@ -25,14 +25,20 @@ demo: $(STAMP) $(DEMO)/data/manifest.json
 $(DEMO)/data/manifest.json: | $(STAMP)
 	$(PY) -m jav.data.synthetic --out $(DEMO)/data --num 2000
 
-# The tests also compile for a TPU slice ahead of time (tests/test_aot.py), which
-# needs libtpu; the demo does not, so only `make test` installs it.
-TPU_STAMP := $(VENV)/.installed-tpu
-$(TPU_STAMP): $(STAMP) requirements-tpu.txt
+# The tests also cover the optional extras, which the demo does not need, so only
+# `make test` installs them: libtpu (tests/test_aot.py compiles for a TPU slice
+# ahead of time), transformers with the CPU build of torch (the T5 / UMT5 text
+# encoders against their PyTorch reference; torch first, so that pip takes the
+# CPU build) and Apache Beam (data_pipelines on the DirectRunner).
+EXTRAS_STAMP := $(VENV)/.installed-extras
+$(EXTRAS_STAMP): $(STAMP) requirements-tpu.txt requirements-hf.txt requirements-beam.txt
 	$(PY) -m pip install -q -r requirements-tpu.txt
-	touch $(TPU_STAMP)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements-hf.txt
+	$(PY) -m pip install -q -r requirements-beam.txt
+	touch $(EXTRAS_STAMP)
 
-test: $(STAMP) $(TPU_STAMP)
+test: $(STAMP) $(EXTRAS_STAMP)
 	$(PY) -m pytest -q -n 2
 
 # The step-time benchmark beside diffusers' LTX-2 transformer (PyTorch, CPU), in

@@ -5,7 +5,7 @@
 
 Builds the config's model (random init, sharded on the config's mesh), feeds
 random model-space batches (precomputed text embeddings for configs with
-`text.encoder = "none"`), warms the jitted step up, then times `--steps` steps.
+`text.encoder = "precomputed"`), warms the jitted step up, then times `--steps` steps.
 MFU is the analytic training FLOPs (3 x forward, `jav/models/flops.py`) over the
 step time and the peak: `--peak` FLOP/s per device if given, otherwise
 `jav.perf.peak_flops` (the chip's datasheet peak for the compute dtype on GPU and
@@ -47,7 +47,7 @@ def random_batch(cfg, layout: TokenLayout, batch: int) -> dict:
                audio=rng.uniform(-1, 1, (batch,) + layout.audio_shape).astype(np.float32))
     length = cfg.data.get("text_len", cfg.model.text.max_len)
     out["text_mask"] = np.ones((batch, length), bool)
-    if cfg.model.text.encoder == "none":
+    if cfg.model.text.encoder != "builtin":
         out["text_emb"] = rng.standard_normal((batch, length, cfg.model.text.dim)).astype(np.float32)
     else:
         out["text_ids"] = rng.integers(1, cfg.model.text.vocab_size, (batch, length)).astype(np.int32)

@@ -52,7 +52,7 @@ def get_config(arg=None):
     model = common.model(
         video_width=4096, video_heads=32, audio_width=2048, audio_heads=32, depth=48,
         joint="cross_attn", video_patch=(1, 1, 1), video_channels=128,
-        audio_patch=1, audio_channels=128, text_dim=4096, text_encoder="none",
+        audio_patch=1, audio_channels=128, text_dim=4096, text_encoder="precomputed",
     )
     model.abs_pos = False  # RoPE only, as LTX-2
     model.dtype = "bfloat16"

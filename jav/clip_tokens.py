@@ -29,14 +29,31 @@ class TokenLayout:
     audio_patch: int
     fps: float
     audio_frame_rate: float  # audio frames (mel hops) per second
+    # > 0: video frames are a causal VAE's latents with this time compression, and
+    # fps is the pixel frame rate (the first latent is frame 0 alone; jav.models.video_vae)
+    video_causal_compression: int = 0
+
+    @classmethod
+    def from_batch(cls, cfg, video_shape, audio_shape) -> "TokenLayout":
+        """The layout of one shape bucket: the config's patches and clock rates, the batch's clip shapes
+        (video [T, H, W, C], audio [Ta, Ca], without the batch axis)."""
+        layout = dataclasses.replace(cls.from_config(cfg), video_shape=tuple(int(n) for n in video_shape),
+                                     audio_shape=tuple(int(n) for n in audio_shape))
+        layout.grid  # noqa: B018 -- raises early, naming the axis, if a patch does not divide
+        if layout.audio_shape[0] % layout.audio_patch:
+            raise ValueError(f"{layout.audio_shape[0]} audio frames are not divisible by model.audio.patch={layout.audio_patch}; "
+                             "re-pack the bucket with an audio length the patch divides")
+        return layout
 
     @classmethod
     def from_config(cls, cfg) -> "TokenLayout":
         d, m = cfg.data, cfg.model
         if d.get("world") == "latent":  # precomputed latents: shapes and clock rates straight from the config
+            causal = int(d.get("video_time_compression", 0))
             layout = cls(video_shape=tuple(d.video_latent_shape), audio_shape=tuple(d.audio_latent_shape),
                          video_patch=tuple(m.video.patch), audio_patch=int(m.audio.patch),
-                         fps=float(d.fps), audio_frame_rate=float(d.audio_rate))
+                         fps=float(d.pixel_fps if causal else d.fps), audio_frame_rate=float(d.audio_rate),
+                         video_causal_compression=causal)
             layout.grid  # noqa: B018 -- raises early if a patch does not divide
             return layout
         frames = int(round(d.duration * d.fps))
@@ -68,7 +85,9 @@ class TokenLayout:
     def pos(self) -> dict:
         """m -> [1, N_m, 3] positions (t seconds, h, w)."""
         t, h, w, _ = self.video_shape
-        v = patch.video_positions(patch.uniform_frame_times(t, self.fps), (h, w), self.video_patch)
+        c = self.video_causal_compression
+        times = patch.causal_latent_frame_times(t, c, self.fps) if c else patch.uniform_frame_times(t, self.fps)
+        v = patch.video_positions(times, (h, w), self.video_patch)
         a = patch.audio_positions(patch.uniform_frame_times(self.audio_shape[0], self.audio_frame_rate), self.audio_patch)
         return {"video": v[None], "audio": a[None]}
 
@@ -108,6 +127,11 @@ def frames_to_model(frames: np.ndarray) -> np.ndarray:
 
 def model_to_frames(video: np.ndarray) -> np.ndarray:
     return np.clip(np.round((np.asarray(video, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def pixel_fps(cfg) -> float:
+    """Frames per second of the clips a run makes (in latent space data.fps counts latent frames)."""
+    return float(cfg.data.get("pixel_fps", cfg.data.fps))
 
 
 def mel_params(cfg) -> mel.MelParams:

@@ -11,7 +11,7 @@ Writes OUT/NNN.mp4, NNN.wav, NNN.json (prompt, settings, metrics) and
 OUT/summary.json (default OUT: WORKDIR/samples); prints one line per clip and
 the means. The same metrics on the real clips of those seeds (through the
 log-mel and Griffin-Lim path the model's audio takes) are printed beside them
-as the ceiling.
+as the ceiling; in latent space they also pass through the VAEs' round trip.
 """
 from __future__ import annotations
 
@@ -24,17 +24,32 @@ import numpy as np
 from absl import logging
 
 from jav import distributed
-from jav.clip_tokens import arrays_to_clip, clip_to_arrays, mel_params
+from jav.clip_tokens import arrays_to_clip, clip_to_arrays, mel_params, pixel_fps
 from jav.data.bounce import BounceParams, generate_clip
 from jav.data.bounce_metrics import aggregate, clip_metrics
-from jav.sample import guidance_from, load_run, sample_clips, write_sample
+from jav.sample import clip_decoder, guidance_from, load_run, sample_clips, write_sample
 
 HELD_OUT_SEED = 1_000_000
 
 
 def world_params(cfg) -> BounceParams:
+    """The bounce world a run was trained on."""
     d = cfg.data
-    return BounceParams(canvas=d.canvas, fps=d.fps, duration=d.duration, sample_rate=d.sample_rate)
+    return BounceParams(canvas=d.canvas, fps=pixel_fps(cfg), duration=d.duration, sample_rate=d.sample_rate)
+
+
+def reference_clips(cfg, clips) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The real clips through the model's own output path, the ceiling of what sampling can score:
+    log-mel and Griffin-Lim in pixel space; the VAEs' encode and decode as well in latent space."""
+    mp = mel_params(cfg)
+    arrays = [clip_to_arrays(c.frames, c.audio, mp) for c in clips]
+    if cfg.data.get("world") != "latent":
+        return [arrays_to_clip(v, a, mp) for v, a in arrays]
+    from jav.latents import codec_from_config
+
+    codec, stats = codec_from_config(cfg)
+    zv, za = codec.encode(np.stack([v for v, _ in arrays]), np.stack([a for _, a in arrays]), stats)
+    return clip_decoder(cfg)(zv, za)
 
 
 def _line(metrics: dict) -> str:
@@ -48,7 +63,6 @@ def evaluate(workdir, num: int, *, out=None, steps: int | None = None, seed: int
     cfg, model, step = load_run(workdir, weights)
     steps = steps or cfg.sample.steps
     world = world_params(cfg)
-    mp = mel_params(cfg)
     clips = [generate_clip(seed + i, world) for i in range(num)]
     captions = [c.caption for c in clips]
     guidance = guidance_from(cfg, **(guidance or {}))
@@ -56,10 +70,10 @@ def evaluate(workdir, num: int, *, out=None, steps: int | None = None, seed: int
     samples = sample_clips(model, cfg, captions, seed=sample_seed, steps=steps, batch_size=min(batch_size, num), guidance=guidance, log=log)
     out = pathlib.Path(out) if out else pathlib.Path(workdir) / "samples"
     results, references = [], []
-    for i, (clip, (frames, wave)) in enumerate(zip(clips, samples)):
+    for i, (clip, (frames, wave), reference) in enumerate(zip(clips, samples, reference_clips(cfg, clips))):
         m = clip_metrics(frames, wave, clip.caption, world)
         results.append(m)
-        references.append(clip_metrics(*arrays_to_clip(*clip_to_arrays(clip.frames, clip.audio, mp), mp), clip.caption, world))
+        references.append(clip_metrics(*reference, clip.caption, world))
         info = dict(prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed, steps=steps,
                     caption_seed=seed + i, guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                     metrics=m)

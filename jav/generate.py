@@ -20,10 +20,11 @@ from jav.clip_tokens import TokenLayout
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu", "on_step"))
-def _euler(graphdef, state, key, text_ids, text_mask, clean, x_clean, *, layout, num_steps, guidance, mu, on_step=None):
+def _euler(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout, num_steps, guidance, mu, on_step=None):
     model = nnx.merge(graphdef, state)
-    text = model.encode_text(text_ids, text_mask)
-    b = text_ids.shape[0]
+    # token ids [B, L] for the built-in encoder, else precomputed embeddings [B, L, D]
+    text = model.encode_text(text_in, text_mask) if jnp.issubdtype(text_in.dtype, jnp.integer) else text_in
+    b = text_in.shape[0]
     shapes = {m: (b, n, x_clean[m].shape[-1]) for m, n in layout.num_tokens.items()}
     return samplers.euler_sample(
         layout.denoiser(model), key, shapes, text, text_mask,
@@ -69,18 +70,27 @@ def generate(
     video=None,
     audio=None,
     on_step=None,
+    text_encoder=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> model-space video [B, T, H, W, C] and audio [B, Ta, Ca] as NumPy arrays.
 
     `on_step(n)` is called on the host after each of the `num_steps` steps (progress
     display); pass the same function each call to reuse the compiled sampler.
+    A model trained on precomputed text (model.text.encoder 'precomputed') needs the
+    frozen encoder that made its embeddings: `text_encoder` (jav.models.text_encoder.load_text_encoder).
     """
-    ids, mask = model.text_encoder.tokenizer.encode(list(captions))
+    if model.text_encoder is not None:
+        text_in, mask = model.text_encoder.tokenizer.encode(list(captions))
+    elif text_encoder is None:
+        raise ValueError("this model reads precomputed text embeddings: pass text_encoder= the frozen encoder "
+                         "that embedded its training captions (load_text_encoder('hf:DIR'); jav.sample --text-encoder)")
+    else:
+        text_in, mask = text_encoder.encode(list(captions))
     clean, x_clean = conditions(layout, len(captions), first_frame, video, audio)
     mu = tuple(sorted((m, float(v)) for m, v in flow.sampling_mu(flow_cfg, layout.num_tokens).items()))
     graphdef, state = nnx.split(model)
     tokens = _euler(
-        graphdef, state, key, jnp.asarray(ids), jnp.asarray(mask), clean, x_clean,
+        graphdef, state, key, jnp.asarray(text_in), jnp.asarray(mask), clean, x_clean,
         layout=layout, num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step,
     )
     v, a = layout.from_tokens(tokens)

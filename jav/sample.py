@@ -25,7 +25,7 @@ from absl import logging
 from flax import nnx
 
 from jav import distributed, samplers
-from jav.clip_tokens import TokenLayout, arrays_to_clip, frames_to_model, mel_params
+from jav.clip_tokens import TokenLayout, arrays_to_clip, frames_to_model, mel_params, pixel_fps
 from jav.data import mel
 from jav.generate import generate
 from jav.media import read_image, read_wav, write_mp4, write_wav
@@ -69,23 +69,53 @@ def progress_printer(label: str, num_steps: int) -> Callable:
 
 
 def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | None, audio: str | None) -> dict:
-    """`--image` / `--audio` files -> model-space `first_frame` / `audio` arrays for `generate`."""
+    """`--image` / `--audio` files -> model-space `first_frame` / `audio` arrays for `generate`
+    (through the shards' VAEs in latent space)."""
     out = {}
+    latent = cfg.data.get("world") == "latent"
+    if latent and (image or audio):
+        from jav.latents import codec_from_config
+
+        codec, stats = codec_from_config(cfg)
+    pt = layout.video_patch[0]
     if image:
         frame = read_image(image)
-        want = layout.video_shape[1:3]
-        if frame.shape[:2] != want:
+        want = (cfg.data.canvas, cfg.data.canvas) if latent else layout.video_shape[1:3]
+        if frame.shape[:2] != tuple(want):
             raise ValueError(f"--image {image} is {frame.shape[1]}x{frame.shape[0]}; this model makes {want[1]}x{want[0]} video (data.canvas)")
+        x = frames_to_model(frame)[None, None]  # [1, 1, H, W, 3]
+        if latent:
+            if pt != 1:
+                raise ValueError(f"I2VA in latent space needs model.video.patch[0]=1 (the image is the first latent frame), got {pt}")
+            x = codec.encode_video(x, stats)  # a causal VAE encodes the first frame on its own
         # In pixel space the first temporal patch holds `pt` frames: all start as the image.
-        pt = layout.video_patch[0]
-        out["first_frame"] = np.broadcast_to(frames_to_model(frame)[None, None], (batch, pt) + frame.shape).copy()
+        out["first_frame"] = np.broadcast_to(x, (batch, pt) + x.shape[2:]).copy()
     if audio:
         wave, _ = read_wav(audio, cfg.data.sample_rate)
         n = int(round(cfg.data.duration * cfg.data.sample_rate))
         wave = np.pad(wave[:n], (0, max(0, n - len(wave))))
-        logmel = mel.waveform_to_logmel(wave, mel_params(cfg))[: layout.audio_shape[0]]
-        out["audio"] = np.broadcast_to(logmel[None], (batch,) + logmel.shape).copy()
+        logmel = mel.waveform_to_logmel(wave, mel_params(cfg))
+        a = codec.encode_audio(logmel[None], stats)[0] if latent else logmel[: layout.audio_shape[0]]
+        out["audio"] = np.broadcast_to(a[None], (batch,) + a.shape).copy()
     return out
+
+
+def clip_decoder(cfg) -> Callable:
+    """The model's output space -> clips: a function from model-space video [B, ...] and
+    audio [B, ...] to [(uint8 frames [T, H, W, 3], waveform)]. In pixel space that is
+    rescaling and Griffin-Lim; in latent space the shards' VAEs decode first (jav.latents)."""
+    mp = mel_params(cfg)
+    if cfg.data.get("world") != "latent":
+        return lambda video, logmel: [arrays_to_clip(v, a, mp) for v, a in zip(video, logmel)]
+    from jav.latents import codec_from_config
+
+    codec, stats = codec_from_config(cfg)
+
+    def decode(zv, za):
+        video, logmel = codec.decode(zv, za, stats)
+        return [arrays_to_clip(v, a, mp) for v, a in zip(video, logmel)]
+
+    return decode
 
 
 def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> samplers.Guidance:
@@ -99,11 +129,12 @@ def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> sampl
 
 def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, batch_size: int,
                  guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
-                 log=print) -> list[tuple[np.ndarray, np.ndarray]]:
+                 log=print, text_encoder=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
-    (the last batch padded, so one compile serves all). Batch b uses key fold_in(seed, b)."""
+    (the last batch padded, so one compile serves all). Batch b uses key fold_in(seed, b).
+    `text_encoder`: the frozen encoder of a model trained on precomputed text (see generate)."""
     layout = TokenLayout.from_config(cfg)
-    mp = mel_params(cfg)
+    to_clips = clip_decoder(cfg)
     cond = conditions_from_files(cfg, layout, batch_size, image, audio)
     out = []
     num_batches = -(-len(prompts) // batch_size)
@@ -112,9 +143,9 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
         padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
         start = time.time()
         video, wave_mel = generate(model, layout, padded, jax.random.fold_in(jax.random.key(seed), b), num_steps=steps,
-                                   flow_cfg=cfg.flow, guidance=guidance, on_step=progress_printer(f"batch {b + 1}/{num_batches}", steps), **cond)
-        for i in range(len(chunk)):
-            out.append(arrays_to_clip(video[i], wave_mel[i], mp))
+                                   flow_cfg=cfg.flow, guidance=guidance, on_step=progress_printer(f"batch {b + 1}/{num_batches}", steps),
+                                   text_encoder=text_encoder, **cond)
+        out.extend(to_clips(video[:len(chunk)], wave_mel[:len(chunk)]))
         log(f"batch {b + 1}/{num_batches}: {len(chunk)} clips in {time.time() - start:.1f}s")
     return out
 
@@ -124,7 +155,7 @@ def write_sample(out_dir, index: int, frames: np.ndarray, wave: np.ndarray, cfg,
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{index:03d}.mp4"
-    write_mp4(path, frames, cfg.data.fps, wave, cfg.data.sample_rate)
+    write_mp4(path, frames, pixel_fps(cfg), wave, cfg.data.sample_rate)
     write_wav(out_dir / f"{index:03d}.wav", wave, cfg.data.sample_rate)
     (out_dir / f"{index:03d}.json").write_text(json.dumps(info, indent=2))
     return path
@@ -144,22 +175,31 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (1 = off)")
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (1 = off)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (1 = off)")
+    parser.add_argument("--text-encoder", default=None, help="frozen text encoder of a model trained on precomputed "
+                        "embeddings: the spec its shards were embedded with (hf:DIR, builtin:RUN)")
+    parser.add_argument("--text-len", type=int, default=None, help="caption tokens for --text-encoder (default: the config's data.text_len, else 128)")
     args = parser.parse_args(argv)
     # It loads the weights onto one device and writes every file itself: one process, not one per host.
     distributed.require_single_process("python -m jav.sample")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
 
     cfg, model, step = load_run(args.workdir, args.weights)
+    text_encoder = None
+    if args.text_encoder:
+        from jav.models.text_encoder import load_text_encoder
+
+        text_encoder = load_text_encoder(args.text_encoder, max_len=args.text_len or cfg.data.get("text_len", 128))
     steps = args.steps or cfg.sample.steps
     guidance = guidance_from(cfg, args.cfg_video, args.cfg_audio, args.modality_guidance)
     print(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(args.prompt)} clip(s), {steps} steps", flush=True)
     clips = sample_clips(model, cfg, args.prompt, seed=args.seed, steps=steps, batch_size=min(args.batch, len(args.prompt)),
-                         guidance=guidance, image=args.image, audio=args.audio, log=lambda m: print(m, flush=True))
+                         guidance=guidance, image=args.image, audio=args.audio, log=lambda m: print(m, flush=True),
+                         text_encoder=text_encoder)
     paths = []
     for i, (prompt, (frames, wave)) in enumerate(zip(args.prompt, clips)):
         info = dict(prompt=prompt, workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=args.seed,
                     steps=steps, guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
-                    image=args.image, audio=args.audio, fps=cfg.data.fps, sample_rate=cfg.data.sample_rate)
+                    image=args.image, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
         paths.append(write_sample(args.out, i, frames, wave, cfg, info))
         print(f"wrote {paths[-1]}", flush=True)
     return paths

@@ -19,7 +19,7 @@ FSDP = (1, 2, 4, 8)
 
 def config(fsdp: int):
     model = common.model(video_width=32, video_heads=2, audio_width=16, audio_heads=2, depth=2, joint="none",
-                         video_patch=(1, 2, 2), video_channels=4, audio_patch=1, audio_channels=8, text_dim=16, text_encoder="none")
+                         video_patch=(1, 2, 2), video_channels=4, audio_patch=1, audio_channels=8, text_dim=16, text_encoder="precomputed")
     cfg = common.experiment(model, batch_size=8, steps=10)
     cfg.data = dict(world="latent", video_latent_shape=(2, 4, 4, 4), audio_latent_shape=(8, 8), text_len=4, fps=4.0, audio_rate=16.0)
     cfg.train.ema_decay = 0.0  # parameters and optimizer state only

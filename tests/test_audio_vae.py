@@ -1,6 +1,7 @@
-"""The audio VAE: token shapes, causality, logical axis names, its KL term
-against NumPy, and that a few Adam steps on bounce-world log-mels cut the
-reconstruction error."""
+"""The audio VAE: token shapes (also for the 212-frame demo clips), causality,
+logical axis names, its KL term against NumPy, that the loss weighs bursts above
+the noise floor and sharp onsets, the autoencoder phase's contract, and that a
+few Adam steps on bounce-world log-mels cut the reconstruction error."""
 import time
 
 import jax
@@ -18,7 +19,7 @@ from jav.sharding import LOGICAL_AXES
 
 
 def test_default_config_gives_ltx2_token_shapes_and_named_axes():
-    cfg = audio_vae_configs.get_config()
+    cfg = audio_vae_configs.vae()
     assert audio_vae.reduction(cfg) == (4, 4) and audio_vae.token_dim(cfg) == 128
     abstract = nnx.eval_shape(lambda: audio_vae.AudioVAE(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
@@ -27,6 +28,10 @@ def test_default_config_gives_ltx2_token_shapes_and_named_axes():
     assert mean.shape == logvar.shape == (2, 50, 128)  # 25 tokens per second
     out = jax.eval_shape(lambda s, z: nnx.merge(graphdef, s).decode(z), state, mean)
     assert out.shape == (2, 200, 64)
+    demo = jax.ShapeDtypeStruct((2, 212, 64), jnp.float32)  # 2.125 s, the latent demo's clips
+    mean, _ = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s).encode(x), state, demo)
+    assert mean.shape == (2, 53, 128)
+    assert jax.eval_shape(lambda s, z: nnx.merge(graphdef, s).decode(z), state, mean).shape == (2, 212, 64)
 
     params = nnx.state(abstract, nnx.Param)
     for path, var in jax.tree_util.tree_leaves_with_path(params, is_leaf=lambda v: isinstance(v, nnx.Variable)):
@@ -36,19 +41,19 @@ def test_default_config_gives_ltx2_token_shapes_and_named_axes():
 
 
 def test_errors_name_the_key_and_the_fix():
-    cfg = audio_vae_configs.get_config()
+    cfg = audio_vae_configs.vae()
     cfg.channels = (32, 64)
     with pytest.raises(ValueError, match="audio_vae.channels"):
         audio_vae.validate_config(cfg)
-    cfg = audio_vae_configs.get_config()
+    cfg = audio_vae_configs.vae()
     cfg.downsample = ((4, 4), (1, 1))
     with pytest.raises(ValueError, match="stride must be 1 to 3"):
         audio_vae.validate_config(cfg)
-    cfg = audio_vae_configs.get_config()
+    cfg = audio_vae_configs.vae()
     cfg.n_mels = 66
     with pytest.raises(ValueError, match="n_mels=66 is not divisible"):
         audio_vae.validate_config(cfg)
-    abstract = nnx.eval_shape(lambda: audio_vae.AudioVAE(audio_vae_configs.get_config(), rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: audio_vae.AudioVAE(audio_vae_configs.vae(), rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="length 202 is not divisible .* pad or crop"):
         abstract.encode(jnp.zeros((1, 202, 64)))
 
@@ -62,9 +67,42 @@ def test_kl_matches_numpy_formula():
     assert float(kl(np.zeros((3, 5, 16), np.float32), np.zeros((3, 5, 16), np.float32))) == 0.0
 
 
+def test_loss_weighs_bursts_above_the_floor_and_onsets():
+    target = np.full((1, 40, 8), -0.6, np.float32)  # the noise floor ...
+    target[:, 20:30, 2:4] = 0.8  # ... and one burst: 10 frames in 2 bins
+    terms = audio_vae.reconstruction_terms
+    on_burst = target.copy()
+    on_burst[:, 22:26, 2] += 0.1
+    on_floor = target.copy()
+    on_floor[:, 2:6, 6] += 0.1  # the same error on the same number of floor bins
+    burst, floor = terms(on_burst, target, burst_gain=8.0), terms(on_floor, target, burst_gain=8.0)
+    assert float(burst["l1"]) == pytest.approx(float(floor["l1"]))
+    assert float(burst["weighted_l1"]) > 5 * float(floor["weighted_l1"])
+    plain_burst, plain_floor = terms(on_burst, target, burst_gain=0.0), terms(on_floor, target, burst_gain=0.0)
+    assert float(plain_burst["weighted_l1"]) == pytest.approx(float(plain_floor["weighted_l1"]))
+    # A level offset keeps every onset (no flux error); the burst one frame late does not.
+    late = np.concatenate([target[:, :1], target[:, :-1]], axis=1)
+    assert float(terms(target + 0.05, target, burst_gain=8.0)["flux_l1"]) < 1e-6
+    assert float(terms(late, target, burst_gain=8.0)["flux_l1"]) > 0.05
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
-    return audio_vae.init_vae(audio_vae_configs.get_config("tiny"), jax.random.key(0))
+    return audio_vae.init_model(audio_vae_configs.get_config("tiny"), jax.random.key(0))
+
+
+def test_autoencoder_phase_contract(tiny_model):
+    cfg = audio_vae_configs.get_config("tiny")
+    assert cfg.phase == "autoencoder" and cfg.model.kind == "audio_vae"
+    assert isinstance(tiny_model, audio_vae.AudioVAE)
+    batch = {"logmel": jax.ShapeDtypeStruct((2, 64, 64), jnp.float32)}
+    graphdef, state = nnx.split(tiny_model)
+    loss, metrics = jax.eval_shape(
+        lambda s, b: audio_vae.training_loss(nnx.merge(graphdef, s), b, jax.random.key(0), cfg), state, batch)
+    assert loss.shape == () and set(metrics) == {"l1", "weighted_l1", "flux_l1", "kl"}
+    assert all(m.shape == () for m in metrics.values())
+    with pytest.raises(ValueError, match="batch\\['logmel'\\]"):
+        audio_vae.training_loss(tiny_model, {"wave": np.zeros((1, 100))}, jax.random.key(0), cfg)
 
 
 def test_encoder_and_decoder_are_causal_in_time(tiny_model):
@@ -82,15 +120,16 @@ def test_encoder_and_decoder_are_causal_in_time(tiny_model):
 
 def test_few_adam_steps_cut_reconstruction_l1(tiny_model):
     start = time.perf_counter()
-    cfg = audio_vae_configs.get_config("tiny")
+    cfg = audio_vae_configs.tiny()
     model = tiny_model
-    waves = np.stack([bounce.generate_clip(seed).audio[:10240] for seed in range(4)])  # 0.64 s each
-    logmel = log_mel.waveform_to_logmel(waves)  # [4, 64, 64]
+    waves = np.stack([bounce.generate_clip(seed).audio[:5120] for seed in (0, 3)])  # 0.32 s each, bursts in both
+    logmel = log_mel.waveform_to_logmel(waves)  # [2, 32, 64]
     graphdef, params = nnx.split(model)
     tx = optax.adam(1e-2)
 
     def step(params, opt_state, key):
-        loss = lambda p: audio_vae.vae_loss(nnx.merge(graphdef, p), logmel, key, cfg.kl_weight)
+        loss = lambda p: audio_vae.vae_loss(nnx.merge(graphdef, p), logmel, key, cfg.kl_weight, cfg.burst_gain,
+                                            cfg.flux_weight)
         (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms
@@ -105,3 +144,13 @@ def test_few_adam_steps_cut_reconstruction_l1(tiny_model):
     print(f"audio VAE L1 {history[0]:.3f} -> {history[-1]:.3f} in 40 steps, {time.perf_counter() - start:.1f} s")
     assert np.isfinite(history).all()
     assert np.mean(history[-5:]) < 0.25 * history[0]
+
+
+def test_saved_params_load_back(tiny_model, tmp_path):
+    audio_vae.save_params(str(tmp_path), tiny_model)
+    loaded = audio_vae.load_params(str(tmp_path))
+    assert loaded.cfg.to_dict() == tiny_model.cfg.to_dict()
+    for a, b in zip(jax.tree.leaves(nnx.state(tiny_model, nnx.Param)), jax.tree.leaves(nnx.state(loaded, nnx.Param))):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match="train one first"):
+        audio_vae.load_params(str(tmp_path / "missing"))

@@ -151,3 +151,19 @@ def test_peak_flops_is_measured_on_cpu_and_taken_from_the_table_elsewhere():
         device_kind = "TPU v5p"
 
     assert perf._peak_flops("bfloat16", FakeDevice()) == (459e12, "TPU v5p bfloat16 datasheet")
+
+
+def test_shape_buckets_train_one_compiled_step_per_shape(shards, tmp_path):
+    # a second bucket of 1 s clips (8 frames, 100 log-mel frames) beside the 2 s clips
+    root = tmp_path / "buckets"
+    root.mkdir()
+    (root / "long").symlink_to(shards)
+    synthetic.main(["--out", str(root / "short"), "--num", "4", "--duration", "1.0"])
+    cfg = config(str(root), 8)
+    cfg.data.buckets = [(2, {"short": 1.0}), (None, {"short": 1.0, "long": 1.0})]  # short clips first
+    lines = []
+    metrics = train(cfg, str(tmp_path / "run"), log=lines.append)
+    buckets = [line for line in lines if line.startswith("shape bucket")]
+    assert len(buckets) == 2, lines
+    assert "video (8, 32, 32, 3) audio (100, 64)" in buckets[0] and "video (16, 32, 32, 3) audio (200, 64)" in buckets[1]
+    assert metrics["step"] == 8 and np.isfinite(metrics["loss"])

@@ -165,12 +165,12 @@ def test_shapes_default_and_ltx2_like():
         out = jax.eval_shape(lambda s, z: nnx.merge(graphdef, s).decode(z), state, mean)
         return mean.shape, logvar.shape, out.shape
 
-    default = vae_configs.get_config("bounce")
+    default = vae_configs.get_config("bounce").model
     assert V.latent_shape(default, (17, 64, 96)) == (5, 8, 12, 16)
     assert shapes(default, (17, 64, 96)) == ((1, 5, 8, 12, 16), (1, 5, 8, 12, 16), (1, 17, 64, 96, 3))
     assert shapes(default, (1, 64, 96))[0] == (1, 1, 8, 12, 16)  # still image
 
-    ltx2 = vae_configs.get_config("ltx2")
+    ltx2 = vae_configs.get_config("ltx2").model
     ltx2.widths = (4, 4, 8, 8)  # shapes only: tiny widths, same compression
     assert V.latent_shape(ltx2, (17, 64, 96)) == (3, 2, 3, 128)
     assert shapes(ltx2, (17, 64, 96)) == ((1, 3, 2, 3, 128), (1, 3, 2, 3, 128), (1, 17, 64, 96, 3))

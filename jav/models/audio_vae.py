@@ -9,17 +9,27 @@ symmetric in frequency. Norms are per position over channels (RMSNorm), which
 keeps causality that a group norm over time would break. Parameters carry
 logical axis names like the rest of jav: channel axes `embed` / `mlp` (as in
 jav.models.video_vae), kernel axes unnamed.
+
+The loss (`reconstruction_terms`) weighs each bin by its level above the clip's
+floor and adds an L1 on frame-to-frame differences, so the world's short, sparse
+bursts and their onsets count for more than the noise floor that fills most of
+the spectrogram. `init_model` / `training_loss` / `evaluate` are the autoencoder
+phase's hooks (jav.train.autoencoder); `save_params` / `load_params` the
+lightweight checkpoint of benchmarks/audio_vae.py's own training loop.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from typing import Sequence
 
 import einops
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
+import numpy as np
+from flax import nnx, serialization
 
 from jav.models.layers import RMSNorm, dtype_of, fan_in_normal, jit_init, param, zeros
 
@@ -177,9 +187,114 @@ def kl_divergence(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     return 0.5 * jnp.mean(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
 
 
-def vae_loss(model: AudioVAE, logmel: jax.Array, key: jax.Array, kl_weight: float) -> tuple[jax.Array, dict]:
-    """Mean L1 reconstruction + kl_weight * KL per latent value, and both terms for logging."""
+def burst_weights(target: jax.Array, gain: float) -> jax.Array:
+    """1 + gain * (the target's level above its own floor), [B, Ta, n_mels].
+
+    The floor is each clip's per-bin median over time: in the bounce world most
+    frames are noise, so the median is the noise level and what rises above it is
+    a burst. Bins at the floor weigh 1; a burst's peak (about 1.4 above the
+    -50 dBFS floor in normalised log-mel) weighs about 1 + 1.4 * gain.
+    """
+    floor = jnp.median(target, axis=1, keepdims=True)  # [B, 1, n_mels]
+    return 1.0 + gain * jax.nn.relu(target - floor)
+
+
+def reconstruction_terms(reconstruction: jax.Array, target: jax.Array, burst_gain: float) -> dict:
+    """{"l1": plain mean L1, "weighted_l1": L1 weighted by burst_weights, "flux_l1": weighted L1 of the
+    frame-to-frame differences} of log-mels [B, Ta, n_mels].
+
+    The weighted means divide by the weights' mean, so the terms stay on the plain
+    L1's scale while a burst bin counts up to 1 + 1.4 * burst_gain times a floor bin.
+    The difference term compares time derivatives, so an onset smeared over two
+    frames costs even where the levels' L1 is small.
+    """
+    weights = jax.lax.stop_gradient(burst_weights(target, burst_gain))
+    error = jnp.abs(reconstruction - target)
+    flux_error = jnp.abs(jnp.diff(reconstruction, axis=1) - jnp.diff(target, axis=1))  # [B, Ta - 1, n_mels]
+    flux_weights = jnp.maximum(weights[:, 1:], weights[:, :-1])  # an onset's frame or the one before it
+    return {"l1": jnp.mean(error),
+            "weighted_l1": jnp.mean(weights * error) / jnp.mean(weights),
+            "flux_l1": jnp.mean(flux_weights * flux_error) / jnp.mean(flux_weights)}
+
+
+def vae_loss(model: AudioVAE, logmel: jax.Array, key: jax.Array, kl_weight: float, burst_gain: float = 0.0,
+             flux_weight: float = 0.0) -> tuple[jax.Array, dict]:
+    """Weighted L1 + flux_weight * flux L1 + kl_weight * KL per latent value, and each term for logging.
+
+    With burst_gain = flux_weight = 0 this is the plain mean L1 + KL.
+    """
     reconstruction, mean, logvar = model(logmel, key)
-    l1 = jnp.mean(jnp.abs(reconstruction - logmel))
-    kl = kl_divergence(mean, logvar)
-    return l1 + kl_weight * kl, {"l1": l1, "kl": kl}
+    terms = reconstruction_terms(reconstruction, logmel, burst_gain)
+    terms["kl"] = kl_divergence(mean, logvar)
+    loss = terms["weighted_l1"] + flux_weight * terms["flux_l1"] + kl_weight * terms["kl"]
+    return loss, terms
+
+
+def model_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The audio VAE's keys: cfg itself, or cfg.model of an experiment config."""
+    return cfg.model if "model" in cfg else cfg
+
+
+def init_model(cfg: ml_collections.ConfigDict, key: jax.Array, out_shardings=None) -> AudioVAE:
+    """The autoencoder phase's constructor (cfg: the VAE's keys or an experiment with them in cfg.model)."""
+    return init_vae(model_config(cfg), key, out_shardings)
+
+
+def training_loss(model: AudioVAE, batch: dict, key: jax.Array, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
+    """The autoencoder phase's loss on batch["logmel"] [B, Ta, n_mels]: vae_loss with the config's weights
+    (burst_gain and flux_weight from the model's keys, kl_weight from cfg.loss in an experiment config)."""
+    if "logmel" not in batch:
+        raise ValueError(f"the audio VAE trains on batch['logmel'] but the batch has {sorted(batch)}; "
+                         "use a data source that yields log-mels (cfg.data.source='bounce')")
+    m = model_config(cfg)
+    kl_weight = cfg.loss.kl_weight if "loss" in cfg else m.kl_weight  # an experiment's loss section wins
+    return vae_loss(model, batch["logmel"], key, kl_weight, m.get("burst_gain", 0.0), m.get("flux_weight", 0.0))
+
+
+def save_params(workdir: str, model: nnx.Module) -> None:
+    """Writes workdir/model_config.json (the model's keys) and workdir/params.msgpack (its parameters).
+
+    The lightweight checkpoint of benchmarks' own training loops; `load_params` reads it back.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "model_config.json"), "w") as f:
+        f.write(ml_collections.ConfigDict(model.cfg.to_dict()).to_json_best_effort(indent=1))
+    state = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    with open(os.path.join(workdir, "params.msgpack.tmp"), "wb") as f:
+        f.write(serialization.msgpack_serialize(state))
+    os.replace(os.path.join(workdir, "params.msgpack.tmp"), os.path.join(workdir, "params.msgpack"))
+
+
+def load_params(workdir: str, init=None) -> nnx.Module:
+    """The model saved by `save_params` in workdir, rebuilt by init(cfg, key) (default: init_vae)."""
+    path = os.path.join(workdir, "params.msgpack")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; train one first (python -m benchmarks.audio_vae --workdir "
+                                f"{workdir}) or pass the workdir that holds params.msgpack")
+    config_path = os.path.join(workdir, "model_config.json")
+    if not os.path.exists(config_path):  # runs saved before model_config.json kept the model's keys in config.json
+        config_path = os.path.join(workdir, "config.json")
+    with open(config_path) as f:
+        cfg = ml_collections.ConfigDict(json.load(f))
+    cfg = _tuples(cfg.model if "model" in cfg else cfg)
+    model = (init or init_vae)(cfg, jax.random.key(0))
+    with open(path, "rb") as f:
+        state = serialization.msgpack_restore(f.read())
+    nnx.replace_by_pure_dict(params := nnx.state(model, nnx.Param), state)
+    nnx.update(model, params)
+    return model
+
+
+def _tuples(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """JSON turns tuples into lists; the configs use (nested) tuples."""
+    for key, value in cfg.items():
+        if isinstance(value, list):
+            cfg[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return cfg
+
+
+def evaluate(model: AudioVAE, batch: dict, cfg: ml_collections.ConfigDict) -> dict:
+    """Held-out scores for the autoencoder phase: reconstruction_terms of the posterior mean's decoding."""
+    del cfg
+    reconstruction = model.decode(model.encode(batch["logmel"])[0])
+    return reconstruction_terms(reconstruction, batch["logmel"], burst_gain=8.0)

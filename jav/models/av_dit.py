@@ -47,7 +47,7 @@ from jav.models.layers import (
 from jav.models.patch import as_batch_positions
 from jav.models.remat import remat, validate_remat
 from jav.models.rope import rope_angles, temporal_only
-from jav.models.text_encoder import TextEncoder
+from jav.models.text_encoder import MODEL_TEXT_ENCODERS, TextEncoder
 from jav.sharding import constrain
 
 MODALITIES = ("video", "audio")
@@ -110,6 +110,9 @@ def validate_config(cfg) -> None:
         raise ValueError(f"model.attention.kernel={options['kernel']!r} is not one of {KERNELS}")
     if options["context"] not in context_parallel.CONTEXT_MODES:
         raise ValueError(f"model.attention.context={options['context']!r} is not one of {context_parallel.CONTEXT_MODES}")
+    if cfg.text.encoder not in MODEL_TEXT_ENCODERS:
+        raise ValueError(f"model.text.encoder={cfg.text.encoder!r} is not one of {MODEL_TEXT_ENCODERS} "
+                         "('builtin': trained here from caption ids; 'precomputed': embeddings from the records)")
     if cfg.text.encoder == "builtin" and cfg.text.dim != cfg.text.width:
         raise ValueError(f"model.text.dim={cfg.text.dim} must equal model.text.width={cfg.text.width} with the builtin text encoder")
 
@@ -375,7 +378,7 @@ class AVDiT(nnx.Module):
 
     def encode_text(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
         if self.text_encoder is None:
-            raise ValueError("model.text.encoder='none': pass precomputed text embeddings instead of token ids")
+            raise ValueError("model.text.encoder='precomputed': pass precomputed text embeddings (batch['text_emb']) instead of token ids")
         return self.text_encoder(ids, mask)
 
     def __call__(self, x: dict, t: dict, text: jax.Array, text_mask: jax.Array, cross_modal: jax.Array | None = None, *, pos: dict, token_mask: dict | None = None, grid: tuple[int, int, int] | None = None) -> dict:

@@ -78,3 +78,10 @@ def uniform_frame_times(num_frames: int, rate: float) -> np.ndarray:
 def as_batch_positions(pos: np.ndarray | jax.Array) -> jax.Array:
     pos = jnp.asarray(pos, jnp.float32)
     return pos[None] if pos.ndim == 2 else pos
+
+
+def causal_latent_frame_times(num_latents: int, compression: int, fps: float) -> np.ndarray:
+    """Centre times of a causal video VAE's latent frames: the first holds frame 0
+    alone, latent i >= 1 the `compression` frames ending at frame i * compression."""
+    i = np.arange(num_latents, dtype=np.float64)
+    return np.where(i == 0, 0.0, (compression * i - (compression - 1) / 2) / fps)

@@ -264,7 +264,7 @@ class VideoVAE(nnx.Module):
         check_video(self.cfg, x.shape, first_chunk=cache.first)
         h = self.encoder(x, cache).astype(jnp.float32)
         mean, logvar = jnp.split(h, 2, axis=-1)
-        return mean, jnp.clip(logvar, *self.cfg.logvar_range)
+        return mean, jnp.clip(logvar + self.cfg.get("logvar_offset", 0.0), *self.cfg.logvar_range)
 
     def decode(self, z: jax.Array, cache: FrameCache | None = None) -> jax.Array:
         """Latents [B, T', H', W', C] -> pixels [B, 1 + ct (T' - 1), H, W, 3] float32
@@ -424,3 +424,50 @@ def decode_tiled(vae: VideoVAE, z: jax.Array, tile_latents: int | None = None, o
 def init_vae(cfg, key: jax.Array) -> VideoVAE:
     """A VideoVAE created by one jitted initialisation (`layers.jit_init`)."""
     return jit_init(VideoVAE, cfg, key)
+
+
+# ---- The autoencoder phase's contract (jav/train/autoencoder.py): build the model and score a batch.
+
+def init_model(cfg, key: jax.Array, out_shardings=None) -> VideoVAE:
+    """The VAE of model config `cfg` (experiment `cfg.model`), created already
+    sharded when `out_shardings` is given."""
+    return jit_init(VideoVAE, cfg, key, out_shardings)
+
+
+def training_outputs(model: VideoVAE, batch: dict, key: jax.Array, cfg) -> tuple[jax.Array, dict, tuple[jax.Array, jax.Array]]:
+    """Loss of a batch {"video": [B, 1 + 4k, H, W, 3]} through a sampled latent ->
+    (loss, metrics, (target, reconstruction)); `cfg.loss` weighs L1, L2, KL and
+    the structure term."""
+    from jav.train.ae_losses import psnr, structure_loss
+
+    x = batch["video"]
+    recon, mean, logvar = model(x, key)
+    w = cfg.loss
+    err = recon - x
+    l1, l2, kl = jnp.mean(jnp.abs(err)), jnp.mean(err * err), kl_divergence(mean, logvar)
+    loss = w.l1 * l1 + w.l2 * l2 + w.kl_weight * kl
+    metrics = dict(l1=l1, l2=l2, kl=kl, psnr=psnr(x, recon), latent_std=jnp.std(mean))
+    if w.structure:
+        structure = structure_loss(x, recon, diff_axes=(1, 2, 3), pool_axes=(2, 3))
+        loss = loss + w.structure * structure
+        metrics["structure"] = structure
+    return loss, metrics, (x, recon)
+
+
+def training_loss(model: VideoVAE, batch: dict, key: jax.Array, cfg) -> tuple[jax.Array, dict]:
+    """(loss, scalar metrics) of a batch; see `training_outputs`."""
+    loss, metrics, _ = training_outputs(model, batch, key, cfg)
+    return loss, metrics
+
+
+def evaluate(model: VideoVAE, batch: dict, cfg) -> dict:
+    """Held-out scores through the posterior mean: PSNR of the whole clip and of
+    its first frame, L1, and the latents' mean and standard deviation."""
+    from jav.train.ae_losses import psnr
+
+    del cfg
+    x = batch["video"]
+    mean, _ = model.encode(x)
+    recon = model.decode(mean)
+    return dict(psnr=psnr(x, recon), psnr_first_frame=psnr(x[:, :1], recon[:, :1]), l1=jnp.mean(jnp.abs(recon - x)),
+                latent_mean=jnp.mean(mean), latent_std=jnp.std(mean))

@@ -2,6 +2,8 @@
 
     python -m jav.train --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
 
+`cfg.phase` picks the phase: "diffusion" (the default, jav/train/trainer.py)
+or "autoencoder" (jav/train/autoencoder.py: video VAE, audio VAE, vocoder).
 Rerunning the same command resumes from DIR's latest checkpoint. Started once
 per host (launch/), it joins the other processes first (jav/distributed.py).
 """
@@ -10,10 +12,22 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jav import distributed
-from jav.train.trainer import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, config.json")
+PHASES = ("diffusion", "autoencoder")
+
+
+def phase_train(cfg):
+    """The train function of the config's phase."""
+    phase = cfg.get("phase", "diffusion")
+    if phase == "diffusion":
+        from jav.train.trainer import train
+    elif phase == "autoencoder":
+        from jav.train.autoencoder import train
+    else:
+        raise ValueError(f"phase={phase!r} is not a training phase; use one of {PHASES}")
+    return train
 
 
 def main(argv):
@@ -22,6 +36,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; keep the progress lines readable
     if jax.process_index() == 0:
         print(f"jav.train: {joined}", flush=True)
+    train = phase_train(_CONFIG.value)
     train(_CONFIG.value, _WORKDIR.value, log=lambda msg: print(msg, flush=True))
 
 

@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 
 from jav import perf, sharding
 from jav.clip_tokens import TokenLayout
-from jav.data.loader import make_loader
+from jav.data.loader import make_loader, text_input_for
 from jav.flow import validate_flow_config
 from jav.models import AVDiT, init_model, validate_config
 from jav.models.flops import forward_flops
@@ -98,6 +98,14 @@ class Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _curriculum(buckets):
+    """data.buckets from a config -> jav.data.buckets' curriculum: a {bucket: weight} dict as is, or a
+    list of [until_step, {bucket: weight}] stages (JSON and ConfigDict turn tuples into lists)."""
+    if hasattr(buckets, "items"):
+        return dict(buckets.items())
+    return [(until, dict(weights.items())) for until, weights in buckets]
+
+
 def _batch_sharding(mesh: jax.sharding.Mesh, rules, ndim: int) -> jax.sharding.NamedSharding:
     return jax.sharding.NamedSharding(mesh, sharding.logical_to_spec(("activation_batch",) + (None,) * (ndim - 1), rules))
 
@@ -158,7 +166,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         shard, shards = _data_shard(_batch_sharding(mesh, rules, 1), t.batch_size)
         say(f"{jax.process_count()} process(es) x {jax.local_device_count()} {jax.default_backend()} device(s) = {jax.device_count()}, "
             f"mesh {dict(mesh.shape)}; each step's {t.batch_size} clips are loaded in {shards} part(s) of {t.batch_size // shards}")
-        loader = make_loader(cfg.data.dir, batch_size=t.batch_size // shards, seed=t.seed, process_index=shard, process_count=shards)
+        loader_kw = dict(batch_size=t.batch_size // shards, seed=t.seed, process_index=shard, process_count=shards,
+                         tokenizer_vocab=cfg.model.text.vocab_size, tokenizer_len=cfg.model.text.max_len,
+                         text_input=text_input_for(cfg.model.text), text_dim=cfg.model.text.dim)
+        if cfg.data.get("buckets"):  # every process draws the same shape bucket at each step
+            from jav.data.buckets import make_bucket_loader
+
+            loader = make_bucket_loader(cfg.data.dir, _curriculum(cfg.data.buckets), **loader_kw)
+        else:
+            loader = make_loader(cfg.data.dir, **loader_kw)
         ckpt = Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
         start = 0
         if ckpt.latest_step() is not None:
@@ -183,8 +199,19 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         if not peak:
             peak, source = perf.peak_flops(cfg.model.dtype)
             say(f"MFU against {peak / 1e12:.3g} TFLOP/s per device ({source}; set train.peak_flops_per_device to override)")
-        flops_per_step = 3 * forward_flops(cfg.model, layout.num_tokens, cfg.model.text.max_len, batch=t.batch_size, grid=layout.grid)
-        tokens_per_step = t.batch_size * sum(layout.num_tokens.values())
+        text_len = cfg.model.text.max_len if cfg.model.text.encoder == "builtin" else cfg.data.get("text_len", cfg.model.text.max_len)
+        layouts = {}  # clip shapes -> (layout, FLOPs per step, tokens per step); one per shape bucket
+
+        def layout_of(batch):
+            shapes = (batch["video"].shape[1:], batch["audio"].shape[1:])
+            if shapes not in layouts:
+                lay = layout if shapes == (layout.video_shape, layout.audio_shape) else TokenLayout.from_batch(cfg, *shapes)
+                layouts[shapes] = (lay, 3 * forward_flops(cfg.model, lay.num_tokens, text_len, batch=t.batch_size, grid=lay.grid),
+                                   t.batch_size * sum(lay.num_tokens.values()))
+                if cfg.data.get("buckets"):
+                    say(f"shape bucket {len(layouts)}: video {lay.video_shape} audio {lay.audio_shape} -> "
+                        f"{lay.num_tokens['video']} + {lay.num_tokens['audio']} tokens (compiles the step for this shape)")
+            return layouts[shapes]
         preempt = Preemption()
         base_key = jax.random.key(t.seed + 1)
         nonfinite_run, skipped_total, pending = 0, 0, None
@@ -193,8 +220,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         try:
             while step < t.steps:
                 batch = _global_batch(next(loader), mesh, rules, t.batch_size)
+                step_layout, flops_per_step, tokens_per_step = layout_of(batch)
                 params, opt_state, ema, m = train_step(graphdef, params, opt_state, ema, batch, jax.random.fold_in(base_key, step),
-                                                       tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=t.ema_decay,
+                                                       tx=tx, layout=step_layout, flow_cfg=flow_cfg, ema_decay=t.ema_decay,
                                                        accum_steps=t.get("grad_accum", 1))
                 step += 1
                 window_steps += 1

@@ -1,0 +1,86 @@
+"""An endless, deterministic stream of bounce-world batches made on the fly, for
+training autoencoders without writing shards.
+
+Global batch g holds the clips of seeds `seed + g * B + i` (i < B); each process
+makes only its own rows. The stream's state is the next batch's index, so a
+resumed run sees exactly the batches an uninterrupted one would. Held-out
+clips (`heldout_batch`) use seeds from HELDOUT_SEED up, a range no training
+stream reaches before 10^9 clips, so evaluation never sees a training clip.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jav.data import bounce, mel
+
+HELDOUT_SEED = 1_000_000_000
+FIELDS = ("video", "logmel", "wave")
+
+
+def bounce_params(data_cfg) -> bounce.BounceParams:
+    """BounceParams with the config's overrides (canvas, fps, duration, sample_rate)."""
+    keys = ("canvas", "fps", "duration", "sample_rate")
+    return dataclasses.replace(bounce.BounceParams(), **{k: data_cfg[k] for k in keys if k in data_cfg})
+
+
+def clip_arrays(seed: int, params: bounce.BounceParams, fields=FIELDS, mel_params: mel.MelParams | None = None) -> dict:
+    """One clip's arrays: video [T, H, W, 3] float32 in [-1, 1], logmel [Ta, n_mels]
+    (jav.data.mel's normalisation), wave [S] float32; only the `fields` asked for."""
+    clip = bounce.generate_clip(seed, params)
+    out = {}
+    if "video" in fields:
+        out["video"] = clip.frames.astype(np.float32) / 127.5 - 1.0
+    if "logmel" in fields:
+        out["logmel"] = mel.waveform_to_logmel(clip.audio, mel_params or mel.MelParams(sample_rate=params.sample_rate))
+    if "wave" in fields:
+        out["wave"] = clip.audio
+    return out
+
+
+def stack(seeds, params: bounce.BounceParams, fields=FIELDS) -> dict:
+    clips = [clip_arrays(int(s), params, fields) for s in seeds]
+    return {k: np.stack([c[k] for c in clips]) for k in fields}
+
+
+def heldout_batch(data_cfg, num: int, start: int = 0) -> dict:
+    """`num` held-out clips (seeds HELDOUT_SEED + start ...), fields as the config asks."""
+    fields = tuple(data_cfg.get("fields", FIELDS))
+    return stack(range(HELDOUT_SEED + start, HELDOUT_SEED + start + num), bounce_params(data_cfg), fields)
+
+
+class BounceStream:
+    """Iterator of this process's rows of each global batch, as numpy dicts.
+
+    `batch_size` is global; this process makes rows [index * n, (index + 1) * n)
+    with n = batch_size / count. get_state() / set_state() carry the position.
+    """
+
+    def __init__(self, data_cfg, batch_size: int, *, index: int = 0, count: int = 1):
+        fields = tuple(data_cfg.get("fields", FIELDS))
+        unknown = [f for f in fields if f not in FIELDS]
+        if unknown or not fields:
+            raise ValueError(f"data.fields={fields}: each must be one of {FIELDS}")
+        if batch_size % count:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {count} data shards")
+        if not 0 <= data_cfg.seed < HELDOUT_SEED // 2:
+            raise ValueError(f"data.seed={data_cfg.seed} must be in [0, {HELDOUT_SEED // 2}) so training never meets the held-out clips")
+        self.params = bounce_params(data_cfg)
+        self.fields, self.seed, self.batch_size = fields, int(data_cfg.seed), batch_size
+        self.rows = range(index * (batch_size // count), (index + 1) * (batch_size // count))
+        self.next_batch = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        base = self.seed + self.next_batch * self.batch_size
+        self.next_batch += 1
+        return stack([base + r for r in self.rows], self.params, self.fields)
+
+    def get_state(self) -> dict:
+        return {"next_batch": self.next_batch}
+
+    def set_state(self, state: dict) -> None:
+        self.next_batch = int(state["next_batch"])
