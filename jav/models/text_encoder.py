@@ -6,6 +6,7 @@ returning [B, L, D] embeddings and a mask. Frozen ones, behind one interface
 precomputes (jav.data.text_embeddings) for models with model.text.encoder = "precomputed"."""
 from __future__ import annotations
 
+import abc
 import re
 import zlib
 from typing import Sequence
@@ -97,15 +98,16 @@ def uses_token_ids(text_cfg) -> bool:
     return text_cfg.encoder == "builtin"
 
 
-class FrozenTextEncoder:
+class FrozenTextEncoder(abc.ABC):
     """Captions -> (embeddings float32 [B, max_len, dim] NumPy, mask bool [B, max_len]),
     padding positions zeroed. Made by `load_text_encoder`."""
 
     dim: int
     max_len: int
 
+    @abc.abstractmethod
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """The interface every frozen encoder implements (built-in, T5 / UMT5)."""
 
 
 class BuiltinFrozenEncoder(FrozenTextEncoder):

@@ -38,7 +38,7 @@ from jav.train import ae_losses
 from jav.train.checkpoint import Checkpointer, abstract_like, restore_params_from
 from jav.train.discriminator import PatchDiscriminator, as_images
 from jav.train.step import init_opt_state, optimizer
-from jav.train.trainer import Preemption, _batch_sharding, _data_shard, _global_batch
+from jav.train.trainer import Preemption, _batch_sharding, _data_shard, _global_batch, final_metrics
 
 MODELS = {
     "video_vae": "jav.models.video_vae",
@@ -308,13 +308,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
             preempt.restore()
             if writer is not None:
                 writer.close()
-    last = workdir / "last_metrics.json"
-    if step == start and last.exists():
-        say(f"{workdir} is already at step {step} of {t.steps}; nothing to train")
-        return json.loads(last.read_text())
-    if is_main:
-        last.write_text(json.dumps(dict(metrics, step=step), indent=2))
-    return dict(metrics, step=step)
+    return final_metrics(workdir, metrics, step=step, start=start, total=t.steps, is_main=is_main, say=say)
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:

@@ -268,9 +268,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
             preempt.restore()
             if writer is not None:
                 writer.close()
+    return final_metrics(workdir, metrics, step=step, start=start, total=t.steps, is_main=is_main, say=say)
+
+
+def final_metrics(workdir: pathlib.Path, metrics: dict, *, step: int, start: int, total: int, is_main: bool, say) -> dict:
+    """A run's last metrics, kept in workdir/last_metrics.json; a finished run started again
+    (nothing trained) reports the ones it kept."""
     last = workdir / "last_metrics.json"
-    if step == start and last.exists():  # a finished run, run again: nothing new to report
-        say(f"{workdir} is already at step {step} of {t.steps}; nothing to train")
+    if step == start and last.exists():
+        say(f"{workdir} is already at step {step} of {total}; nothing to train")
         return json.loads(last.read_text())
     if is_main:
         last.write_text(json.dumps(dict(metrics, step=step), indent=2))
