@@ -74,34 +74,68 @@ def train(args, cfg, workdir: str) -> nnx.Module:
         return params, opt_state, ema, dict(terms, loss=total)
 
     rng = np.random.default_rng(args.seed)
-    budget, start, last_save, i = 60 * args.minutes, time.perf_counter(), time.perf_counter(), 0
-    log = open(os.path.join(workdir, "train_log.jsonl"), "a")
-    while True:
-        elapsed = time.perf_counter() - start
-        if elapsed > budget or (args.steps and i >= args.steps):
-            break
-        frac = elapsed / budget if not args.steps else i / args.steps
-        lr = args.lr * min(1.0, (i + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+    def one_step(i, lr):
+        nonlocal params, opt_state, ema
         rows = rng.choice(len(train_mel), args.batch)
         offsets = rng.integers(0, train_mel.shape[1] - args.crop + 1, args.batch) // 4 * 4
         batch = np.stack([train_mel[r, o:o + args.crop] for r, o in zip(rows, offsets)])
         params, opt_state, ema, terms = step(params, opt_state, ema, batch, jax.random.fold_in(jax.random.key(1), i),
                                              jnp.float32(lr))
-        if i % 50 == 0:
-            terms = {k: float(v) for k, v in terms.items()}
-            line = dict(step=i, seconds=round(time.perf_counter() - start, 1), lr=lr, **terms)
-            print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()), flush=True)
-            log.write(json.dumps(line) + "\n")
-            log.flush()
-        if time.perf_counter() - last_save > 300:
-            audio_vae.save_params(workdir, nnx.merge(graphdef, ema))
-            last_save = time.perf_counter()
-        i += 1
+        return terms
+
+    start = time.perf_counter()
+    i = timed_loop(args, workdir, 100, one_step, lambda: audio_vae.save_params(workdir, nnx.merge(graphdef, ema)))
     model = nnx.merge(graphdef, ema)
     audio_vae.save_params(workdir, model)
     print(f"trained {i} steps in {time.perf_counter() - start:.0f} s; saved {workdir}/params.msgpack", flush=True)
     export_phase_run(workdir, model, audio_vae_configs.get_config(args.config), i)
     return model
+
+
+def timed_loop(args, workdir: str, warmup: int, one_step, save) -> int:
+    """Runs `one_step(i, lr) -> terms` for `args.steps` steps, or `args.minutes` of wall
+    clock when steps is 0, at a learning rate warmed up over `warmup` steps then
+    cosine-decayed to a tenth of `args.lr`; logs every 50 steps to stdout and
+    workdir/train_log.jsonl, calls `save()` every 5 minutes; returns the steps run."""
+    budget, start, last_save, i = 60 * args.minutes, time.perf_counter(), time.perf_counter(), 0
+    with open(os.path.join(workdir, "train_log.jsonl"), "a") as log:
+        while True:
+            elapsed = time.perf_counter() - start
+            if elapsed > budget or (args.steps and i >= args.steps):
+                return i
+            frac = i / args.steps if args.steps else elapsed / budget
+            lr = args.lr * min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+            terms = one_step(i, lr)
+            if i % 50 == 0:
+                line = dict(step=i, seconds=round(time.perf_counter() - start, 1), lr=lr,
+                            **{k: float(v) for k, v in terms.items()})
+                print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()), flush=True)
+                log.write(json.dumps(line) + "\n")
+                log.flush()
+            if time.perf_counter() - last_save > 300:
+                save()
+                last_save = time.perf_counter()
+            i += 1
+
+
+def training_arguments(description: str, workdir: str, config: str, config_file: str, minutes: float,
+                       train_clips: int) -> argparse.ArgumentParser:
+    """The command line this benchmark and benchmarks/vocoder.py share."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default=workdir)
+    parser.add_argument("--config", default=config, help=f"{config_file} variant")
+    parser.add_argument("--eval_only", action="store_true")
+    parser.add_argument("--export_steps", type=int, default=0,
+                        help="with --eval_only: first export the saved run as an autoencoder-phase run at this step")
+    parser.add_argument("--minutes", type=float, default=minutes, help="training wall-clock budget")
+    parser.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: only the time budget)")
+    parser.add_argument("--train_clips", type=int, default=train_clips)
+    parser.add_argument("--test_clips", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=64, help="training crop in log-mel frames (a multiple of 4)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    return parser
 
 
 def export_phase_run(workdir: str, model: nnx.Module, experiment: ml_collections.ConfigDict, steps: int) -> None:
@@ -186,19 +220,7 @@ def report(result: dict) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default="runs/vae/audio")
-    parser.add_argument("--config", default="ltx2", help="configs/audio_vae.py variant")
-    parser.add_argument("--eval_only", action="store_true")
-    parser.add_argument("--export_steps", type=int, default=0,
-                        help="with --eval_only: first export the saved run as an autoencoder-phase run at this step")
-    parser.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
-    parser.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: only the time budget)")
-    parser.add_argument("--train_clips", type=int, default=512)
-    parser.add_argument("--test_clips", type=int, default=16)
-    parser.add_argument("--crop", type=int, default=64, help="training crop in log-mel frames (a multiple of 4)")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser = training_arguments(__doc__, "runs/vae/audio", "ltx2", "configs/audio_vae.py", minutes=30.0, train_clips=512)
     parser.add_argument("--ema", type=float, default=0.995)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init_from", default="", help="a workdir whose params.msgpack to continue from (its config wins)")

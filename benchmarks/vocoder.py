@@ -18,9 +18,7 @@ train_log.jsonl and eval.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import time
 
@@ -31,7 +29,7 @@ import optax
 from flax import nnx
 
 from benchmarks.audio_inversion import score
-from benchmarks.audio_vae import HELD_OUT_SEED, export_phase_run, logmel_errors
+from benchmarks.audio_vae import HELD_OUT_SEED, export_phase_run, logmel_errors, timed_loop, training_arguments
 from configs import vocoder as vocoder_configs
 from jav.audio import griffin_lim, log_mel
 from jav.data import bounce
@@ -56,29 +54,18 @@ def train(args, cfg, workdir: str) -> vocoder.Vocoder:
         return optax.apply_updates(params, updates), opt_state, dict(terms, loss=total)
 
     rng, hop = np.random.default_rng(args.seed), cfg.hop
-    budget, start, last_save, i = 60 * args.minutes, time.perf_counter(), time.perf_counter(), 0
-    log = open(os.path.join(workdir, "train_log.jsonl"), "a")
-    while True:
-        elapsed = time.perf_counter() - start
-        if elapsed > budget or (args.steps and i >= args.steps):
-            break
-        frac = i / args.steps if args.steps else elapsed / budget
-        lr = args.lr * min(1.0, (i + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+    def one_step(i, lr):
+        nonlocal params, opt_state
         rows = rng.choice(len(mels), args.batch)
         offsets = rng.integers(0, mels.shape[1] - args.crop + 1, args.batch)
         logmel = np.stack([mels[r, o:o + args.crop] for r, o in zip(rows, offsets)])
         wave = np.stack([waves[r, o * hop:(o + args.crop) * hop] for r, o in zip(rows, offsets)])
         params, opt_state, terms = step(params, opt_state, logmel, wave, jnp.float32(lr))
-        if i % 50 == 0:
-            line = dict(step=i, seconds=round(time.perf_counter() - start, 1), lr=lr,
-                        **{k: float(v) for k, v in terms.items()})
-            print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()), flush=True)
-            log.write(json.dumps(line) + "\n")
-            log.flush()
-        if time.perf_counter() - last_save > 300:
-            audio_vae.save_params(workdir, nnx.merge(graphdef, params))
-            last_save = time.perf_counter()
-        i += 1
+        return terms
+
+    start = time.perf_counter()
+    i = timed_loop(args, workdir, 50, one_step, lambda: audio_vae.save_params(workdir, nnx.merge(graphdef, params)))
     model = nnx.merge(graphdef, params)
     audio_vae.save_params(workdir, model)
     print(f"trained {i} steps in {time.perf_counter() - start:.0f} s; saved {workdir}/params.msgpack", flush=True)
@@ -135,20 +122,8 @@ def report(result: dict) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default="runs/vocoder")
-    parser.add_argument("--config", default="default", help="configs/vocoder.py variant")
-    parser.add_argument("--eval_only", action="store_true")
-    parser.add_argument("--export_steps", type=int, default=0,
-                        help="with --eval_only: first export the saved run as an autoencoder-phase run at this step")
+    parser = training_arguments(__doc__, "runs/vocoder", "default", "configs/vocoder.py", minutes=12.0, train_clips=256)
     parser.add_argument("--vae", default=None, help="an audio VAE run: also vocode its reconstructions")
-    parser.add_argument("--minutes", type=float, default=12.0, help="training wall-clock budget")
-    parser.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: only the time budget)")
-    parser.add_argument("--train_clips", type=int, default=256)
-    parser.add_argument("--test_clips", type=int, default=16)
-    parser.add_argument("--crop", type=int, default=64, help="training crop in log-mel frames")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

@@ -20,7 +20,7 @@ import ml_collections
 from configs import autoencoder
 
 
-def vae(compression=(4, 8, 8), patch=1, latent_channels=16, widths=(64, 128, 256, 256), blocks=2) -> ml_collections.ConfigDict:
+def vae(compression=(4, 8, 8), patch=1, latent_channels=16, widths=(64, 128, 256, 256), blocks=2, shortcut=False) -> ml_collections.ConfigDict:
     """Keys:
       compression: (time, height, width) factors, each a power of two; clips
         need 1 + time * k frames and sides divisible by the spatial factor.
@@ -30,6 +30,9 @@ def vae(compression=(4, 8, 8), patch=1, latent_channels=16, widths=(64, 128, 256
       widths: channels at each resolution level, full resolution first; one
         entry per level, so log2(height factor / patch) + 1 of them.
       blocks: residual blocks per level, in the encoder and in the decoder.
+      shortcut: parameter-free paths beside every resolution change (pooling
+        and channel averaging down, repetition up), so a fresh VAE starts near
+        a block-average codec (DC-AE's residual autoencoding).
       logvar_range: clip on the encoder's log-variance, so exp() stays finite.
       logvar_offset: added to the encoder's log-variance; the `bounce`
         experiment sets -6 so a fresh VAE's posterior noise is small (std
@@ -46,6 +49,7 @@ def vae(compression=(4, 8, 8), patch=1, latent_channels=16, widths=(64, 128, 256
         latent_channels=latent_channels,
         widths=tuple(widths),
         blocks=blocks,
+        shortcut=shortcut,
         logvar_range=(-30.0, 20.0),
         logvar_offset=0.0,
         chunk_latents=4,
@@ -61,10 +65,12 @@ def get_config(arg=None):
     if arg in (None, "", "bounce"):
         # a 2 x 2 patch first: the full-resolution level runs at 16 x 16, which
         # makes a step about 4x cheaper than patch 1 on a CPU
-        model = vae(patch=2, widths=(32, 64, 96), blocks=1)
+        # shortcuts: without them this VAE sat on a plain-background plateau (19.9 dB
+        # held-out after 2,000 steps); with them it left it within 300 steps
+        model = vae(patch=2, widths=(32, 64, 96), blocks=1, shortcut=True)
         model.logvar_offset = -6.0
         # mostly L2: the target is PSNR, and a small L1 keeps edges sharp
-        return autoencoder.experiment(model, "video_vae", batch_size=4, steps=2000, lr=1e-3, warmup_steps=50, data=data,
+        return autoencoder.experiment(model, "video_vae", batch_size=4, steps=4000, lr=1e-3, warmup_steps=50, data=data,
                                       loss_cfg=autoencoder.loss(kl_weight=1e-6, l1=0.2, l2=1.0), log_every=10,
                                       checkpoint_every=100, eval_every=100, ema_decay=0.99)
     if arg == "ltx2":

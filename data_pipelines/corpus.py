@@ -11,6 +11,9 @@ background), at a canvas of 32, 48 or 64 px (some 32 px ones upscaled x2), 8, 12
 fps, audio at 8, 16, 44.1 or 48 kHz, mono or stereo. Half the files are clean; the rest
 carry one planted fault each (FAULTS; a duplicate is an earlier clean file re-encoded at a
 lower quality, crf 28 for 16). Cut times are frame-exact (frame k starts at k / fps).
+`--formats demo --lossless` writes the control corpus instead: every file at the demo's 32 px,
+8 fps, 16 kHz mono, its video lossless RGB H.264, so that its curated clips hold the very
+pixels (and, but for 16-bit rounding, the audio) of directly generated ones.
 Matroska with FLAC is used because FLAC has no encoder priming delay: the decoded audio
 starts exactly at the first frame, so a clean file has no audio-video offset to explain.
 """
@@ -31,6 +34,9 @@ FAULTS = ("zero_byte", "truncated", "no_audio", "no_video", "silent", "frozen", 
           "offset_plus", "offset_minus", "duplicate")
 OFFSET = 0.3  # seconds the audio of an offset file runs late (offset_plus) or early (offset_minus)
 CANVASES, FPS, RATES = (32, 48, 64), (8, 12, 24), (8000, 16000, 44100, 48000)
+# "mixed": the varied formats above; "demo": every file in the demo's own format (32 px,
+# 8 fps, 16 kHz mono), the control that separates curation from resampling
+FORMATS = ("mixed", "demo")
 
 
 def fault_schedule(num: int, seed: int) -> list[str]:
@@ -45,12 +51,15 @@ def fault_schedule(num: int, seed: int) -> list[str]:
     return kinds
 
 
-def file_spec(index: int, seed: int, fault: str) -> dict:
+def file_spec(index: int, seed: int, fault: str, formats: str = "mixed") -> dict:
     """Format and shots of one file: {canvas, upscale, fps, sample_rate, channels, shots: [(seed, frames)]}."""
     rng = np.random.default_rng([seed, index])
     canvas, fps = int(rng.choice(CANVASES)), int(rng.choice(FPS))
     spec = {"canvas": canvas, "upscale": 2 if canvas == 32 and rng.random() < 0.3 else 1, "fps": fps,
             "sample_rate": int(rng.choice(RATES)), "channels": int(rng.choice([1, 2]))}
+    if formats == "demo":
+        spec = {"canvas": 32, "upscale": 1, "fps": 8, "sample_rate": 16000, "channels": 1}
+        fps = 8
     num_shots = 1 if fault in ("frozen", "single_frame") else int(rng.integers(1, 5))
     low = 2.5 if fault.startswith("offset") else 0.8   # offset files: long enough shots to hold contacts
     frames = [max(1, int(round(rng.uniform(low, 3.5) * fps))) for _ in range(num_shots)]
@@ -109,16 +118,17 @@ def plant(fault: str, video: np.ndarray, wave: np.ndarray, rate: int, rng) -> tu
     return video, wave, 0.0
 
 
-def _write_file(out: pathlib.Path, seed: int, index: int, fault: str, clean_before: list[int]) -> dict:
+def _write_file(out: pathlib.Path, seed: int, index: int, fault: str, clean_before: list[int], formats: str = "mixed",
+                lossless: bool = False) -> dict:
     """Write file `index` (and its sidecar) -> its truth entry."""
     name = f"clip_{index:04d}.mkv"
     rng = np.random.default_rng([seed, index, 1])
     original = None
     if fault == "duplicate":
         original = clean_before[int(rng.integers(len(clean_before)))]
-        spec = file_spec(original, seed, "clean")
+        spec = file_spec(original, seed, "clean", formats)
     else:
-        spec = file_spec(index, seed, fault)
+        spec = file_spec(index, seed, fault, formats)
     fps, rate = spec["fps"], spec["sample_rate"]
     video, wave, captions = render(spec)
     video, wave, offset = plant(fault, video, wave, rate, rng)
@@ -126,7 +136,9 @@ def _write_file(out: pathlib.Path, seed: int, index: int, fault: str, clean_befo
     if fault == "zero_byte":
         path.write_bytes(b"")
     else:
-        media.write_av(path, video, fps, wave, rate, crf=28 if fault == "duplicate" else 16)
+        # a duplicate is a lower-quality copy, lossy even in a lossless corpus
+        media.write_av(path, video, fps, wave, rate, crf=28 if fault == "duplicate" else 16,
+                       lossless=lossless and fault != "duplicate")
         if fault == "truncated":
             data = path.read_bytes()
             path.write_bytes(data[:int(len(data) * rng.uniform(0.3, 0.7))])
@@ -140,10 +152,15 @@ def _write_file(out: pathlib.Path, seed: int, index: int, fault: str, clean_befo
             "duration": float(bounds[-1] / fps), "shots": shots, "spec": spec}
 
 
-def write_corpus(out, num: int = 200, seed: int = 0, kinds: list[str] | None = None, workers: int = 1) -> dict:
+def write_corpus(out, num: int = 200, seed: int = 0, kinds: list[str] | None = None, workers: int = 1,
+                 formats: str = "mixed", lossless: bool = False) -> dict:
     """Write `num` files, sidecars and truth.json into `out`; returns the truth. `kinds`
     (one of "clean" or FAULTS per file) replaces the shuffled schedule, e.g. for tests.
-    `workers` > 1 writes files in parallel processes (the same bytes as one worker)."""
+    `workers` > 1 writes files in parallel processes (the same bytes as one worker).
+    `formats` is "mixed" (varied canvas, fps, sample rate, channels) or "demo" (all in the
+    demo's format); `lossless` writes the video as lossless RGB H.264 (libx264rgb, qp 0)."""
+    if formats not in FORMATS:
+        raise ValueError(f"formats={formats!r}: use one of {FORMATS}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if kinds is not None:
@@ -155,14 +172,16 @@ def write_corpus(out, num: int = 200, seed: int = 0, kinds: list[str] | None = N
         num = len(kinds)
     else:
         kinds = fault_schedule(num, seed)
-    tasks = [(out, seed, i, fault, [j for j in range(i) if kinds[j] == "clean"]) for i, fault in enumerate(kinds)]
+    tasks = [(out, seed, i, fault, [j for j in range(i) if kinds[j] == "clean"], formats, lossless)
+             for i, fault in enumerate(kinds)]
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             entries = pool.starmap(_write_file, tasks, chunksize=4)
     else:
         entries = [_write_file(*task) for task in tasks]
     files = {f"clip_{i:04d}.mkv": entry for i, entry in enumerate(entries)}
-    truth = {"version": 1, "seed": seed, "num": num, "offset_seconds": OFFSET, "files": files}
+    truth = {"version": 1, "seed": seed, "num": num, "offset_seconds": OFFSET, "formats": formats, "lossless": lossless,
+             "files": files}
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
 
@@ -173,11 +192,14 @@ def main(argv=None) -> None:
     parser.add_argument("--num", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
+    parser.add_argument("--formats", choices=FORMATS, default="mixed",
+                        help="mixed: 32-64 px, 8-24 fps, 8-48 kHz, mono or stereo; demo: all 32 px, 8 fps, 16 kHz mono")
+    parser.add_argument("--lossless", action="store_true", help="lossless RGB video (libx264rgb, qp 0) instead of crf 16 4:2:0")
     args = parser.parse_args(argv)
     if args.num < 1:
         raise SystemExit(f"--num={args.num}: pass at least 1 file")
     t0 = time.time()
-    truth = write_corpus(args.out, args.num, args.seed, workers=args.workers)
+    truth = write_corpus(args.out, args.num, args.seed, workers=args.workers, formats=args.formats, lossless=args.lossless)
     counts = {}
     for f in truth["files"].values():
         counts[f["fault"]] = counts.get(f["fault"], 0) + 1

@@ -188,8 +188,9 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def write_av(path, frames: np.ndarray | None, fps: float, audio: np.ndarray | None = None, sample_rate: int = 16000,
-             crf: int = 16, title: str | None = None) -> None:
+             crf: int = 16, title: str | None = None, lossless: bool = False) -> None:
     """Matroska file: H.264 video of frames uint8 [T, H, W, 3] (even H, W) and FLAC audio [S] or [S, C] in [-1, 1].
+    The video is 4:2:0 at `crf`, or with `lossless` RGB at qp 0 (libx264rgb: decodes to the same pixels).
 
     Either track may be None (a file without video or without audio)."""
     path = pathlib.Path(path)
@@ -202,9 +203,10 @@ def write_av(path, frames: np.ndarray | None, fps: float, audio: np.ndarray | No
             if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] % 2 or frames.shape[2] % 2:
                 raise ValueError(f"frames must be uint8 [T, H, W, 3] with even H, W; got {frames.dtype} {frames.shape}")
             rate = fractions.Fraction(fps).limit_denominator(1001)
-            vs = container.add_stream("libx264", rate=rate)
-            vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            vs.options = {"crf": str(crf), "preset": "veryfast", "bf": "0"}
+            vs = container.add_stream("libx264rgb" if lossless else "libx264", rate=rate)
+            vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "rgb24" if lossless else "yuv420p"
+            vs.options = {"qp": "0"} if lossless else {"crf": str(crf)}
+            vs.options |= {"preset": "veryfast", "bf": "0"}
         if audio is not None:
             audio = np.asarray(audio, np.float32)
             audio = audio[:, None] if audio.ndim == 1 else audio

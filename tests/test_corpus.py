@@ -100,6 +100,21 @@ def test_corpus_bytes_are_reproducible(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
+def test_demo_format_lossless_corpus_decodes_to_the_rendered_clip(tmp_path):
+    """The control corpus: every file in the demo's format, its video lossless; the
+    duplicate stays a lossy copy."""
+    info = corpus.write_corpus(tmp_path, seed=2, kinds=["clean", "duplicate"], formats="demo", lossless=True)
+    assert info["formats"] == "demo" and info["lossless"]
+    for name, f in info["files"].items():
+        assert (f["fps"], f["canvas"], f["sample_rate"], f["channels"]) == (8, 32, 16000, 1)
+        frames, _ = corpus.render(f["spec"])[:2]
+        decoded = media.read_video(tmp_path / name)
+        error = np.abs(decoded.astype(int) - frames.astype(int)).max()
+        assert (error == 0) == (f["fault"] == "clean"), (name, error)
+    with pytest.raises(ValueError, match="formats='wide'"):
+        corpus.write_corpus(tmp_path / "x", kinds=["clean"], formats="wide")
+
+
 def test_command_lines(built, tmp_path, capsys):
     """`python -m data_pipelines.stages.local` and `python -m data_pipelines.truth`, in process."""
     from data_pipelines.stages import local

@@ -3,6 +3,7 @@ clip, still images, shapes at the default and LTX-2-like compressions, config
 errors, and a few Adam steps on bounce-world clips."""
 import functools
 
+import einops
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,6 +118,36 @@ def test_temporal_chunks_equal_the_whole_clip(vae):
     np.testing.assert_allclose(mean_c, mean, atol=2e-5 * float(jnp.abs(mean).max()))
     np.testing.assert_allclose(logvar_c, logvar, atol=2e-5 * float(jnp.abs(logvar).max()))
     np.testing.assert_allclose(out_c, out, atol=2e-5)
+
+
+def test_shortcuts_keep_causality_and_chunking():
+    """The parameter-free shortcuts (pooling down, repetition up) on a fresh VAE, whose
+    residual branches are still zero, so these paths carry most of the signal: causal,
+    chunked = whole, and close to a block-average codec from the first step."""
+    vae = V.init_vae(vae_configs.vae(widths=(8, 8, 16, 16), blocks=1, shortcut=True), jax.random.key(1))
+    x = clips(2)
+    k = 5
+    mean, _ = encode(vae, x)
+    mean2, _ = encode(vae, x.at[:, k].set(-x[:, k]))
+    block = -(-k // CT)
+    np.testing.assert_array_equal(np.asarray(mean[:, :block]), np.asarray(mean2[:, :block]))
+    assert float(jnp.abs(mean[:, block] - mean2[:, block]).max()) > 1e-3
+    out, out2 = decode(vae, mean), decode(vae, mean.at[:, 2].add(1.0))
+    np.testing.assert_array_equal(np.asarray(out[:, :5]), np.asarray(out2[:, :5]))
+    mean_c, _ = V.encode_chunked(vae, x, chunk_latents=1)
+    np.testing.assert_allclose(mean_c, mean, atol=2e-5 * float(jnp.abs(mean).max()))
+    np.testing.assert_allclose(V.decode_chunked(vae, mean, chunk_latents=1), out, atol=2e-5 * float(jnp.abs(out).max()))
+    # the shortcut chain alone (every conv zeroed) is a block average: each
+    # decoded frame repeats its latent block's mean colour
+    graphdef, state = nnx.split(vae)
+    names = lambda path: {getattr(k, "key", None) for k in path}  # noqa: E731
+    zeroed = jax.tree_util.tree_map_with_path(lambda path, v: jnp.zeros_like(v) if names(path) & {"kernel", "bias"} else v, state)
+    bare = nnx.merge(graphdef, zeroed)
+    x1 = x[:, 1:5]  # latent block 1
+    blocks = einops.reduce(x1, "b t (h ph) (w pw) c -> b h w c", "mean", ph=8, pw=8)
+    got = decode(bare, encode(bare, x)[0])[:, 1:5]
+    want = einops.repeat(blocks, "b h w c -> b t (h ph) (w pw) c", t=4, ph=8, pw=8)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_still_image_is_a_one_frame_clip(vae):

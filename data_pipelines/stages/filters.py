@@ -141,50 +141,41 @@ def filter_fps(clip: Clip, min_fps: float = 8.0, max_fps: float = 120.0) -> list
     return [clip]
 
 
-def filter_frozen(clip: Clip, tolerance: float = 0.5, max_fraction: float = 0.5) -> list:
-    clip, drop = _loaded(clip, "filter_frozen")
+def _video_filter(clip: Clip, stage: str, reason: str, score: str, measure, fails, message) -> list:
+    """Loads the clip's frames, records `score` = measure(frames) and drops the clip
+    for `reason` when fails(score), explaining with message(score)."""
+    clip, drop = _loaded(clip, stage)
     if drop:
         return [drop]
-    frac = frozen_fraction(clip.video, tolerance)
-    clip = _scored(clip, frozen_fraction=frac)
-    if frac > max_fraction:
-        return [Drop(clip.without_media(), "filter_frozen", "frozen_video",
-                     f"{frac:.2f} of frame pairs unchanged (mean |diff| < {tolerance}) > max_fraction={max_fraction}")]
+    value = measure(clip.video)
+    clip = _scored(clip, **{score: value})
+    if fails(value):
+        return [Drop(clip.without_media(), stage, reason, message(value))]
     return [clip]
+
+
+def filter_frozen(clip: Clip, tolerance: float = 0.5, max_fraction: float = 0.5) -> list:
+    return _video_filter(
+        clip, "filter_frozen", "frozen_video", "frozen_fraction", lambda v: frozen_fraction(v, tolerance),
+        lambda f: f > max_fraction,
+        lambda f: f"{f:.2f} of frame pairs unchanged (mean |diff| < {tolerance}) > max_fraction={max_fraction}")
 
 
 def filter_motion(clip: Clip, min_motion: float = 0.002) -> list:
-    clip, drop = _loaded(clip, "filter_motion")
-    if drop:
-        return [drop]
-    m = motion_score(clip.video)
-    clip = _scored(clip, motion=m)
-    if m < min_motion:
-        return [Drop(clip.without_media(), "filter_motion", "static_video", f"motion {m:.5f} < min_motion={min_motion}")]
-    return [clip]
+    return _video_filter(clip, "filter_motion", "static_video", "motion", motion_score, lambda m: m < min_motion,
+                         lambda m: f"motion {m:.5f} < min_motion={min_motion}")
 
 
 def filter_black(clip: Clip, max_luma: float = 16.0, max_fraction: float = 0.5) -> list:
-    clip, drop = _loaded(clip, "filter_black")
-    if drop:
-        return [drop]
-    frac = black_fraction(clip.video, max_luma)
-    clip = _scored(clip, black_fraction=frac)
-    if frac > max_fraction:
-        return [Drop(clip.without_media(), "filter_black", "black_frames",
-                     f"{frac:.2f} of frames have mean luma <= {max_luma} > max_fraction={max_fraction}")]
-    return [clip]
+    return _video_filter(
+        clip, "filter_black", "black_frames", "black_fraction", lambda v: black_fraction(v, max_luma),
+        lambda f: f > max_fraction,
+        lambda f: f"{f:.2f} of frames have mean luma <= {max_luma} > max_fraction={max_fraction}")
 
 
 def filter_blur(clip: Clip, min_sharpness: float = 5.0) -> list:
-    clip, drop = _loaded(clip, "filter_blur")
-    if drop:
-        return [drop]
-    s = sharpness(clip.video)
-    clip = _scored(clip, sharpness=s)
-    if s < min_sharpness:
-        return [Drop(clip.without_media(), "filter_blur", "blurry", f"Laplacian variance {s:.2f} < min_sharpness={min_sharpness}")]
-    return [clip]
+    return _video_filter(clip, "filter_blur", "blurry", "sharpness", sharpness, lambda s: s < min_sharpness,
+                         lambda s: f"Laplacian variance {s:.2f} < min_sharpness={min_sharpness}")
 
 
 def filter_audio_track(clip: Clip, require: bool = True) -> list:

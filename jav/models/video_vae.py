@@ -13,6 +13,14 @@ the receptive field reaches past the tile into zero padding instead of the
 neighbour's pixels. The bottleneck is a diagonal Gaussian (mean, log-variance)
 with a KL penalty, as in Wan and LTX-2.
 
+With `shortcut` on, every resolution change also has a parameter-free path
+beside its convolution, as in DC-AE's residual autoencoding: the encoder's
+downsamplings add the input average-pooled (causally in time) with its
+channels averaged or repeated to the new width, the decoder's upsamplings add
+it nearest-neighbour upsampled, and the same channel maps bridge pixels,
+latents and features. A fresh VAE then starts near a block-average codec,
+not at a plain background, and the convolutions learn the residual.
+
 Norms are RMS over channels at each position, never GroupNorm: statistics
 over time or space would leak later frames and far pixels into every output
 and break causality, chunking and tiling.
@@ -187,6 +195,40 @@ class Upsample(nnx.Module):
         return y[:, st - 1:] if first else y
 
 
+def channel_map(x: jax.Array, channels: int) -> jax.Array:
+    """[..., C] -> [..., channels], parameter-free: input channel i feeds output
+    i * channels // C, averaged when narrowing; output k repeats input k * C // channels
+    when widening."""
+    cin = x.shape[-1]
+    if cin == channels:
+        return x
+    m = np.zeros((cin, channels), np.float32)
+    if cin > channels:
+        m[np.arange(cin), np.arange(cin) * channels // cin] = 1.0
+        m /= m.sum(0, keepdims=True)
+    else:
+        m[np.arange(channels) * cin // channels, np.arange(channels)] = 1.0
+    return x @ jnp.asarray(m, x.dtype)
+
+
+def pool_shortcut(x: jax.Array, time_stride: int, first: bool, channels: int) -> jax.Array:
+    """The encoder's parameter-free downsampling by (time_stride, 2, 2): output frame
+    j averages the input frames of the strided convolution's last step (2j - 1 and 2j
+    of a first chunk, whose frame 0 stands alone), so it is as causal as the conv."""
+    if time_stride == 2 and first:
+        x = jnp.concatenate([x[:, :1], x], axis=1)
+    x = einops.reduce(x, "b (t pt) (h ph) (w pw) c -> b t h w c", "mean", pt=time_stride, ph=2, pw=2)
+    return channel_map(x, channels)
+
+
+def upsample_shortcut(x: jax.Array, time_stride: int, first: bool, channels: int) -> jax.Array:
+    """The decoder's parameter-free upsampling, `Upsample`'s shape: channels mapped,
+    then each position repeated (time_stride, 2, 2) times; a first chunk's first
+    latent frame gives one frame."""
+    y = einops.repeat(channel_map(x, channels), "b t h w c -> b (t pt) (h ph) (w pw) c", pt=time_stride, ph=2, pw=2)
+    return y[:, time_stride - 1:] if first else y
+
+
 def _levels(cfg, rngs: nnx.Rngs) -> nnx.List:
     kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     return nnx.List([nnx.List([ResBlock(w, **kw) for _ in range(cfg.blocks)]) for w in cfg.widths])
@@ -206,17 +248,24 @@ class Encoder(nnx.Module):
             for i, halves in enumerate(halves_time(cfg))])
         self.norm_out = RMSNorm(w[-1], "norm", rngs=rngs, param_dtype=cfg.param_dtype)
         self.conv_out = CausalConv3d(w[-1], 2 * cfg.latent_channels, (3, 3, 3), ("embed", "patch"), **kw)
+        self.shortcut, self.widths = cfg.get("shortcut", False), tuple(w)
+        self.time_strides = tuple(2 if halves else 1 for halves in halves_time(cfg))
 
     def __call__(self, x: jax.Array, cache: FrameCache) -> jax.Array:
-        p = self.patch
+        p, first, w = self.patch, cache.first, self.widths
         h = einops.rearrange(x, "b t (h ph) (w pw) c -> b t h w (ph pw c)", ph=p, pw=p)  # [B, T, H/p, W/p, p p 3]
-        h = self.conv_in(h, cache)
+        h = self.conv_in(h, cache) + (channel_map(h, w[0]) if self.shortcut else 0.0)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
                 h = block(h, cache)
             if i < len(self.down):
-                h = self.down[i](h, cache)  # [B, T/2 or T (1 + (T-1)/2 on a first chunk), H/2, W/2, widths[i+1]]
-        return self.conv_out(jax.nn.silu(self.norm_out(h)), cache)
+                skip = pool_shortcut(h, self.time_strides[i], first, w[i + 1]) if self.shortcut else 0.0
+                h = self.down[i](h, cache) + skip  # [B, T/2 or T (1 + (T-1)/2 on a first chunk), H/2, W/2, widths[i+1]]
+        out = self.conv_out(jax.nn.silu(self.norm_out(h)), cache)  # [..., 2 C]: mean, log-variance
+        if self.shortcut:
+            c = out.shape[-1] // 2
+            out = out + jnp.concatenate([channel_map(h, c), jnp.zeros_like(out[..., c:])], axis=-1)
+        return out
 
 
 class Decoder(nnx.Module):
@@ -232,15 +281,20 @@ class Decoder(nnx.Module):
         self.up = nnx.List([Upsample(w[i + 1], w[i], 2 if halves else 1, **kw) for i, halves in enumerate(halves_time(cfg))])
         self.norm_out = RMSNorm(w[0], "norm", rngs=rngs, param_dtype=cfg.param_dtype)
         self.conv_out = CausalConv3d(w[0], cfg.in_channels * p * p, (3, 3, 3), ("embed", "patch"), **kw)
+        self.shortcut, self.widths = cfg.get("shortcut", False), tuple(w)
 
     def __call__(self, z: jax.Array, cache: FrameCache) -> jax.Array:
-        h = self.conv_in(z, cache)
+        first, w = cache.first, self.widths
+        h = self.conv_in(z, cache) + (channel_map(z, w[-1]) if self.shortcut else 0.0)
         for i in reversed(range(len(self.levels))):
             for block in self.levels[i]:
                 h = block(h, cache)
             if i > 0:
-                h = self.up[i - 1](h, cache)  # [B, 2T or T (2T - 1 on a first chunk), 2H, 2W, widths[i-1]]
-        h = self.conv_out(jax.nn.silu(self.norm_out(h)), cache)
+                up = self.up[i - 1]
+                skip = upsample_shortcut(h, up.time_stride, first, w[i - 1]) if self.shortcut else 0.0
+                h = up(h, cache) + skip  # [B, 2T or T (2T - 1 on a first chunk), 2H, 2W, widths[i-1]]
+        skip = channel_map(h, self.channels * self.patch ** 2) if self.shortcut else 0.0
+        h = self.conv_out(jax.nn.silu(self.norm_out(h)), cache) + skip
         p = self.patch
         return einops.rearrange(h, "b t h w (ph pw c) -> b t (h ph) (w pw) c", ph=p, pw=p, c=self.channels)  # [B, T, H, W, 3]
 
