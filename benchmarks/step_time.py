@@ -69,7 +69,7 @@ def run(config: str, batch: int | None, steps: int, peak: float | None, log=prin
     kw = dict(tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=0.0, accum_steps=cfg.train.get("grad_accum", 1))
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
         opt_state = jax.jit(tx.init)(params)
-        data = _global_batch(random_batch(cfg, layout, batch), mesh, rules)
+        data = _global_batch(random_batch(cfg, layout, batch), mesh, rules, batch)
         start = time.perf_counter()
         params, opt_state, _, m = train_step(graphdef, params, opt_state, None, data, jax.random.key(0), **kw)
         jax.block_until_ready(m)
