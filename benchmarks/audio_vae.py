@@ -138,6 +138,24 @@ def training_arguments(description: str, workdir: str, config: str, config_file:
     return parser
 
 
+def load_or_train(args, load_params, experiment: ml_collections.ConfigDict, train_model) -> nnx.Module:
+    """With --eval_only the saved model of args.workdir (first exported as an autoencoder-phase
+    run at --export_steps when given), else train_model()."""
+    os.makedirs(args.workdir, exist_ok=True)
+    if not args.eval_only:
+        return train_model()
+    model = load_params(args.workdir)
+    if args.export_steps:
+        export_phase_run(args.workdir, model, experiment, args.export_steps)
+    return model
+
+
+def save_eval(workdir: str, result: dict) -> None:
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {workdir}/eval.json")
+
+
 def export_phase_run(workdir: str, model: nnx.Module, experiment: ml_collections.ConfigDict, steps: int) -> None:
     """Makes workdir an autoencoder-phase run too: config.json (the experiment, with the trained model's
     keys) and an Orbax checkpoint at `steps` whose params and EMA are the model's, so that
@@ -226,19 +244,14 @@ def main():
     parser.add_argument("--init_from", default="", help="a workdir whose params.msgpack to continue from (its config wins)")
     args = parser.parse_args()
 
-    os.makedirs(args.workdir, exist_ok=True)
-    if args.eval_only:
-        model = audio_vae.load_params(args.workdir)
-        if args.export_steps:
-            export_phase_run(args.workdir, model, audio_vae_configs.get_config(args.config), args.export_steps)
-    else:
+    def train_model():
         cfg = audio_vae.load_params(args.init_from).cfg if args.init_from else audio_vae_configs.get_config(args.config).model
-        model = train(args, ml_collections.ConfigDict(cfg.to_dict()), args.workdir)
+        return train(args, ml_collections.ConfigDict(cfg.to_dict()), args.workdir)
+
+    model = load_or_train(args, audio_vae.load_params, audio_vae_configs.get_config(args.config), train_model)
     result = evaluate(model, args.test_clips)
     report(result)
-    with open(os.path.join(args.workdir, "eval.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {args.workdir}/eval.json")
+    save_eval(args.workdir, result)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ train_log.jsonl and eval.json.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import jax
@@ -29,7 +27,8 @@ import optax
 from flax import nnx
 
 from benchmarks.audio_inversion import score
-from benchmarks.audio_vae import HELD_OUT_SEED, export_phase_run, logmel_errors, timed_loop, training_arguments
+from benchmarks.audio_vae import (HELD_OUT_SEED, export_phase_run, load_or_train, logmel_errors, save_eval, timed_loop,
+                                  training_arguments)
 from configs import vocoder as vocoder_configs
 from jav.audio import griffin_lim, log_mel
 from jav.data import bounce
@@ -127,18 +126,11 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    os.makedirs(args.workdir, exist_ok=True)
-    if args.eval_only:
-        model = vocoder.load_params(args.workdir)
-        if args.export_steps:
-            export_phase_run(args.workdir, model, vocoder_configs.get_config(args.config), args.export_steps)
-    else:
-        model = train(args, vocoder_configs.get_config(args.config).model, args.workdir)
+    experiment = vocoder_configs.get_config(args.config)
+    model = load_or_train(args, vocoder.load_params, experiment, lambda: train(args, experiment.model, args.workdir))
     result = evaluate(model, args.test_clips, args.vae)
     report(result)
-    with open(os.path.join(args.workdir, "eval.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {args.workdir}/eval.json")
+    save_eval(args.workdir, result)
 
 
 if __name__ == "__main__":

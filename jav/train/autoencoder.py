@@ -38,7 +38,8 @@ from jav.train import ae_losses
 from jav.train.checkpoint import Checkpointer, abstract_like, restore_params_from
 from jav.train.discriminator import PatchDiscriminator, as_images
 from jav.train.step import init_opt_state, optimizer
-from jav.train.trainer import Preemption, _batch_sharding, _data_shard, _global_batch, final_metrics
+from jav.train.trainer import (Preemption, _batch_sharding, _data_shard, _global_batch, close_run, final_metrics,
+                               nonfinite_error, record_metrics)
 
 MODELS = {
     "video_vae": "jav.models.video_vae",
@@ -273,9 +274,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                 if nonfinite_run >= t.max_nonfinite:
                     ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=stream.get_state(), config=cfg,
                               extra=dict(disc=disc, disc_opt=disc_opt) if adversarial else None, force=True)
-                    ckpt.wait()
-                    raise FloatingPointError(f"{nonfinite_run} steps in a row had a non-finite loss or gradient (by step {step}); "
-                                             f"saved a checkpoint in {workdir}. Lower optim.lr or check the data.")
+                    raise nonfinite_error(ckpt, nonfinite_run, step, workdir)
                 evaluated = {}
                 if heldout is not None and (step % t.eval_every == 0 or step == t.steps):
                     scores = eval_step(graphdef, ema if ema is not None else params, heldout, module_name=module_name, cfg=frozen)
@@ -289,11 +288,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                         parts = "  ".join(f"{k} {metrics[k]:.4g}" for k in m if k not in ("loss", "skipped"))
                         held = f"  held-out PSNR {metrics['eval_psnr']:.2f} dB" if "eval_psnr" in metrics else ""
                         log(f"step {step:6d}/{t.steps}  loss {metrics['loss']:.4f}  {parts}{held}  {rate:.2f} steps/s")
-                        for k, v in metrics.items():
-                            if np.isfinite(v):  # a rate is NaN when the step after a resume is the last
-                                writer.add_scalar(k, v, step)
-                        with open(workdir / "metrics.jsonl", "a") as f:
-                            f.write(json.dumps(dict(metrics, step=step)) + "\n")
+                        record_metrics(writer, workdir, metrics, step)
                     window_start, window_steps = time.time(), 0
                 stop = preempt.stop_at(step)
                 if step % t.checkpoint_every == 0 or step == t.steps or stop:
@@ -303,11 +298,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                     say(f"SIGTERM: saved step {step} in {workdir}; rerun the same command to resume")
                     break
         finally:
-            ckpt.wait()
-            ckpt.close()
-            preempt.restore()
-            if writer is not None:
-                writer.close()
+            close_run(ckpt, preempt, writer)
     return final_metrics(workdir, metrics, step=step, start=start, total=t.steps, is_main=is_main, say=say)
 
 

@@ -239,9 +239,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                     nonfinite_run = nonfinite_run + 1 if skipped else 0
                     if nonfinite_run >= t.max_nonfinite:
                         ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=loader.get_state(), config=cfg, force=True)
-                        ckpt.wait()
-                        raise FloatingPointError(f"{nonfinite_run} steps in a row had a non-finite loss or gradient (by step {step}); "
-                                                 f"saved a checkpoint in {workdir}. Lower optim.lr or check the data.")
+                        raise nonfinite_error(ckpt, nonfinite_run, step, workdir)
                 if step % t.log_every == 0 or step == t.steps:
                     elapsed = time.time() - window_start
                     rate = window_steps / elapsed if window_steps else float("nan")
@@ -251,10 +249,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                     if is_main:
                         log(f"step {step:6d}/{t.steps}  loss {metrics['loss']:.4f} (video {metrics['loss_video']:.4f}, audio {metrics['loss_audio']:.4f})  "
                             f"grad {metrics['grad_norm']:.3f}  {rate:.2f} steps/s  {metrics['tokens_per_s']:.0f} tok/s  MFU {100 * metrics['mfu']:.1f}%  skipped {metrics['skipped_total']}")
-                        for k, v in metrics.items():
-                            writer.add_scalar(k, v, step)
-                        with open(workdir / "metrics.jsonl", "a") as f:
-                            f.write(json.dumps(dict(metrics, step=step)) + "\n")
+                        record_metrics(writer, workdir, metrics, step)
                     window_start, window_steps = time.time(), 0
                 stop = preempt.stop_at(step)
                 if step % t.checkpoint_every == 0 or step == t.steps or stop:
@@ -263,12 +258,36 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
                     say(f"SIGTERM: saved step {step} in {workdir}; rerun the same command to resume")
                     break
         finally:
-            ckpt.wait()
-            ckpt.close()
-            preempt.restore()
-            if writer is not None:
-                writer.close()
+            close_run(ckpt, preempt, writer)
     return final_metrics(workdir, metrics, step=step, start=start, total=t.steps, is_main=is_main, say=say)
+
+
+def nonfinite_error(ckpt, run: int, step: int, workdir) -> FloatingPointError:
+    """Once the last checkpoint is written: the error that stops a run after `run` steps
+    in a row had a non-finite loss or gradient."""
+    ckpt.wait()
+    return FloatingPointError(f"{run} steps in a row had a non-finite loss or gradient (by step {step}); "
+                              f"saved a checkpoint in {workdir}. Lower optim.lr or check the data.")
+
+
+def record_metrics(writer, workdir: pathlib.Path, metrics: dict, step: int) -> None:
+    """One logged step's metrics into TensorBoard (finite values: a rate is NaN when the
+    step after a resume is the last) and as a line of workdir/metrics.jsonl."""
+    for k, v in metrics.items():
+        if np.isfinite(v):
+            writer.add_scalar(k, v, step)
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(dict(metrics, step=step)) + "\n")
+
+
+def close_run(ckpt, preempt, writer) -> None:
+    """End of a training loop, however it ends: finish the last checkpoint write, give
+    SIGTERM back, close the TensorBoard writer (None on processes that log nothing)."""
+    ckpt.wait()
+    ckpt.close()
+    preempt.restore()
+    if writer is not None:
+        writer.close()
 
 
 def final_metrics(workdir: pathlib.Path, metrics: dict, *, step: int, start: int, total: int, is_main: bool, say) -> dict:
