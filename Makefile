@@ -1,11 +1,12 @@
 # The two entry points of a fresh machine: `make demo` and `make test`.
 # Each creates .venv from the pinned requirements on first use.
 PYTHON ?= python3
+SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean .venv-torch
+.PHONY: demo demo-vae-video demo-vae-audio demo-pixel test bench clean .venv-torch
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -15,15 +16,41 @@ $(STAMP): requirements.txt setup.py
 	touch $(STAMP)
 
 DEMO := runs/demo
+DEMO_PIXEL := runs/demo_pixel
 
-# Bounce-world shards (once), training (resumes if interrupted), then samples of
-# held-out captions in $(DEMO)/samples/NNN.mp4 + NNN.json and their metrics.
-demo: $(STAMP) $(DEMO)/data/manifest.json
-	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO)/run --config.data.dir=$(DEMO)/data
+# The demo in latent space (configs/bounce_latent.py), each stage resuming if
+# interrupted: the causal video VAE and the audio VAE trained on the bounce world,
+# 2,000 clips encoded to latent shards (once), the joint model trained on them,
+# then samples of held-out captions decoded through the VAEs and Griffin-Lim to
+# $(DEMO)/samples/NNN.mp4 + NNN.json, and their metrics. About an hour on 2 CPU cores.
+demo: $(STAMP)
+	$(MAKE) --no-print-directory -j2 demo-vae-video demo-vae-audio
+	$(MAKE) --no-print-directory $(DEMO)/latents/manifest.json
+	$(PY) -m jav.train --config configs/bounce_latent.py --workdir $(DEMO)/run --config.data.dir=$(DEMO)/latents
 	$(PY) -m jav.evaluate --workdir $(DEMO)/run --num 16 --out $(DEMO)/samples
 
-$(DEMO)/data/manifest.json: | $(STAMP)
-	$(PY) -m jav.data.synthetic --out $(DEMO)/data --num 2000
+# The two VAEs train side by side (each keeps about one core busy), their lines
+# prefixed with the model's name.
+demo-vae-video: $(STAMP)
+	set -o pipefail; $(PY) -m jav.train --config configs/video_vae.py:demo --workdir $(DEMO)/vae/video 2>&1 \
+		| sed -u 's/^/[video VAE] /'
+
+demo-vae-audio: $(STAMP)
+	set -o pipefail; $(PY) -m jav.train --config configs/audio_vae.py:demo --workdir $(DEMO)/vae/audio 2>&1 \
+		| sed -u 's/^/[audio VAE] /'
+
+$(DEMO)/latents/manifest.json: | $(STAMP)
+	$(PY) -m jav.data.synthetic --out $(DEMO)/latents --num 2000 --duration 2.125 --latent \
+		--video-vae $(DEMO)/vae/video --audio-vae $(DEMO)/vae/audio
+
+# The same world in pixel / log-mel space (configs/bounce_demo.py, about 12 min):
+# no VAEs, the model patchifies frames and log-mel spectrograms directly.
+demo-pixel: $(STAMP) $(DEMO_PIXEL)/data/manifest.json
+	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO_PIXEL)/run --config.data.dir=$(DEMO_PIXEL)/data
+	$(PY) -m jav.evaluate --workdir $(DEMO_PIXEL)/run --num 16 --out $(DEMO_PIXEL)/samples
+
+$(DEMO_PIXEL)/data/manifest.json: | $(STAMP)
+	$(PY) -m jav.data.synthetic --out $(DEMO_PIXEL)/data --num 2000
 
 # The tests also cover the optional extras, which the demo does not need, so only
 # `make test` installs them: libtpu (tests/test_aot.py compiles for a TPU slice

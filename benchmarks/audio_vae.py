@@ -6,6 +6,7 @@ measures for the original log-mel; plus the latents' mean/std and the 212-frame
 
     python -m benchmarks.audio_vae --workdir runs/vae/audio --minutes 30     # train, save, evaluate
     python -m benchmarks.audio_vae --workdir runs/vae/audio --eval_only      # evaluate a saved run
+    python -m benchmarks.audio_vae --workdir runs/demo/vae/audio --eval_only # or a `python -m jav.train` run
     python -m benchmarks.audio_vae --workdir runs/vae/audio2 --init_from runs/vae/audio --minutes 20  # continue
 
 Training: random 64-frame crops (0.64 s, most hold a burst) of 512 clips (seeds
@@ -140,10 +141,15 @@ def training_arguments(description: str, workdir: str, config: str, config_file:
 
 def load_or_train(args, load_params, experiment: ml_collections.ConfigDict, train_model) -> nnx.Module:
     """With --eval_only the saved model of args.workdir (first exported as an autoencoder-phase
-    run at --export_steps when given), else train_model()."""
+    run at --export_steps when given; the EMA weights of its latest checkpoint when the workdir is
+    a `python -m jav.train` run, such as `make demo`'s runs/demo/vae/audio), else train_model()."""
     os.makedirs(args.workdir, exist_ok=True)
     if not args.eval_only:
         return train_model()
+    if not os.path.exists(os.path.join(args.workdir, "params.msgpack")) and os.path.isdir(
+            os.path.join(args.workdir, "checkpoints")):
+        from jav.train.autoencoder import load_autoencoder
+        return load_autoencoder(args.workdir)[1]
     model = load_params(args.workdir)
     if args.export_steps:
         export_phase_run(args.workdir, model, experiment, args.export_steps)

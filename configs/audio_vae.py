@@ -59,13 +59,24 @@ def get_config(arg=None):
         return autoencoder.experiment(model, "audio_vae", batch_size=8, steps=3000, lr=2e-3, warmup_steps=100,
                                       data=data, loss_cfg=autoencoder.loss(kl_weight=model.kl_weight), log_every=25,
                                       checkpoint_every=250, eval_every=250, ema_decay=0.995)
+    if arg == "demo":
+        # `make demo`'s audio VAE: the model of record trained on short clips (0.64 s
+        # = 64 log-mel frames, most hold a burst; the VAE is convolutional, so it
+        # encodes the demo's 2.125 s clips as well), as benchmarks/audio_vae.py trains
+        # its crops; 700 steps, 14 min beside the video VAE on 2 CPU cores (9 min
+        # alone), log-mel L1 0.041 held-out (benchmarks/RESULTS.md, "The demo")
+        model = vae()
+        data.duration, data.eval_clips = 0.64, 32
+        return autoencoder.experiment(model, "audio_vae", batch_size=16, steps=700, lr=2e-3, warmup_steps=50,
+                                      data=data, loss_cfg=autoencoder.loss(kl_weight=model.kl_weight), log_every=50,
+                                      checkpoint_every=100, eval_every=350, ema_decay=0.99)
     if arg == "tiny":
         model = tiny()
         data.duration, data.eval_clips = 0.64, 2  # 64 log-mel frames
         return autoencoder.experiment(model, "audio_vae", batch_size=2, steps=6, lr=3e-3, warmup_steps=1, data=data,
                                       loss_cfg=autoencoder.loss(kl_weight=model.kl_weight), log_every=2,
                                       checkpoint_every=3, eval_every=3, ema_decay=0.9)
-    raise ValueError(f"configs/audio_vae.py: unknown arg {arg!r}; use 'ltx2' or 'tiny'")
+    raise ValueError(f"configs/audio_vae.py: unknown arg {arg!r}; use 'ltx2', 'demo' or 'tiny'")
 
 
 def tiny() -> ml_collections.ConfigDict:

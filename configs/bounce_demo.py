@@ -1,12 +1,13 @@
-"""The demo: a small joint audio-video model trained on the bounce world on CPU.
+"""The demo in pixel / log-mel space: a small joint audio-video model trained on the
+bounce world on CPU without VAEs (`make demo` runs configs/bounce_latent.py).
 
-    make demo    # shards, this config, samples of held-out captions, their metrics
+    make demo-pixel    # shards, this config, samples of held-out captions, their metrics
 
 or step by step:
 
-    python -m jav.data.synthetic --out runs/demo/data --num 2000
-    python -m jav.train --config configs/bounce_demo.py --workdir runs/demo/run --config.data.dir=runs/demo/data
-    python -m jav.evaluate --workdir runs/demo/run --num 16 --out runs/demo/samples
+    python -m jav.data.synthetic --out runs/demo_pixel/data --num 2000
+    python -m jav.train --config configs/bounce_demo.py --workdir runs/demo_pixel/run --config.data.dir=runs/demo_pixel/data
+    python -m jav.evaluate --workdir runs/demo_pixel/run --num 16 --out runs/demo_pixel/samples
 
 Pixel-space video (32x32 RGB, 8 fps, patches of 2x8x8: 128 tokens) and log-mel
 audio (64 bins, 100 frames/s, patches of 4 frames: 50 tokens), cross-attention

@@ -85,11 +85,25 @@ class LatentCodec:
         z = np.asarray(_encode(*nnx.split(self.audio_vae), jnp.asarray(logmel, jnp.float32)))
         return z if stats is None else _normalise(z, stats["audio"])
 
-    def fit_stats(self, video, logmel) -> dict:
-        """Per-channel mean and standard deviation of the latents of these clips."""
-        stat = lambda z: {"mean": z.reshape(-1, z.shape[-1]).mean(0).tolist(),
-                          "std": np.maximum(z.reshape(-1, z.shape[-1]).std(0), 1e-6).tolist()}
-        return {"video": stat(self.encode_video(video)), "audio": stat(self.encode_audio(logmel))}
+    def fit_stats(self, video, logmel, norm: dict | None = None) -> dict:
+        """Per-channel mean and scale of the latents of these clips. norm[modality] picks the
+        scale: "channel" (the default) each channel's standard deviation, "shared" one
+        standard deviation over all channels (about the mean of each), so channels keep
+        their relative sizes and a quiet channel's rare large values are not magnified."""
+        norm = {"video": "channel", "audio": "channel", **(norm or {})}
+
+        def stat(z, kind):
+            z = z.reshape(-1, z.shape[-1])
+            mean = z.mean(0)
+            if kind == "channel":
+                std = z.std(0)
+            elif kind == "shared":
+                std = np.full_like(mean, np.sqrt(((z - mean) ** 2).mean()))
+            else:
+                raise ValueError(f"latent normalisation {kind!r}: use 'channel' or 'shared'")
+            return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist(), "norm": kind}
+
+        return {"video": stat(self.encode_video(video), norm["video"]), "audio": stat(self.encode_audio(logmel), norm["audio"])}
 
     def encode(self, video, logmel, stats: dict) -> tuple[np.ndarray, np.ndarray]:
         return self.encode_video(video, stats), self.encode_audio(logmel, stats)

@@ -95,3 +95,57 @@ def test_samples_decode_through_the_shards_vaes(latent_shards):
     video, _ = codec.decode(zv, za, stats)
     direct = np.asarray(codec.video_vae.decode(codec.video_vae.encode(pixels)[0]))
     np.testing.assert_allclose(video, np.clip(direct, -1, 1), atol=1e-4)
+
+
+def test_make_demo_configs_fit_together():
+    """`make demo` trains configs/video_vae.py:demo and configs/audio_vae.py:demo, encodes
+    2.125 s clips with them and trains configs/bounce_latent.py on the latents: the latent
+    shapes that config declares are the ones the two VAEs make (shapes only, no weights)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from configs import bounce_latent
+    from jav.data.mel import MelParams
+    from jav.models import audio_vae, video_vae
+
+    cfg = bounce_latent.get_config()
+    frames = int(cfg.data.duration * cfg.data.pixel_fps)  # 17 = 1 + 4 * 4
+    vcfg = video_vae_config.get_config("demo")
+    assert vcfg.data.duration == cfg.data.duration and vcfg.data.canvas == cfg.data.canvas
+    assert video_vae.latent_shape(vcfg.model, (frames, cfg.data.canvas, cfg.data.canvas)) == cfg.data.video_latent_shape
+
+    acfg = audio_vae_config.get_config("demo")
+    mel = MelParams()
+    assert (mel.n_mels, mel.hop) == (cfg.data.mel_bins, cfg.data.mel_hop) == (acfg.model.n_mels, 160)
+    vae = nnx.eval_shape(lambda: audio_vae.AudioVAE(acfg.model, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(vae)
+    logmel = jax.ShapeDtypeStruct((1, int(cfg.data.duration * cfg.data.sample_rate) // mel.hop, mel.n_mels), jnp.float32)
+    mean, _ = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s).encode(x), state, logmel)
+    assert mean.shape[1:] == cfg.data.audio_latent_shape
+
+
+def test_latent_normalisation_per_channel_or_shared():
+    from jav.latents import LatentCodec, _normalise
+
+    rng = np.random.default_rng(0)
+    scales, means = np.array([0.1, 1.0, 2.0, 0.5]), np.array([1.0, 0.0, -1.0, 0.0])
+    z = rng.normal(size=(64, 10, 4)) * scales + means
+
+    class Fixed(LatentCodec):
+        def encode_video(self, video, stats=None):
+            return z
+
+        encode_audio = encode_video
+
+    codec = Fixed(None, None)
+    stats = codec.fit_stats(None, None, {"audio": "shared"})
+    per_channel = _normalise(z, stats["video"]).reshape(-1, 4)
+    shared = _normalise(z, stats["audio"]).reshape(-1, 4)
+    np.testing.assert_allclose(per_channel.std(0), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.abs(shared.mean(0)), 0.0, atol=1e-6)
+    assert abs(shared.std() - 1.0) < 1e-5  # one scale: unit variance over all channels together
+    np.testing.assert_allclose(shared.std(0) / shared.std(0)[1], z.reshape(-1, 4).std(0) / z.reshape(-1, 4).std(0)[1], rtol=1e-6)
+    assert (stats["video"]["norm"], stats["audio"]["norm"]) == ("channel", "shared")
+    with pytest.raises(ValueError, match="use 'channel' or 'shared'"):
+        codec.fit_stats(None, None, {"audio": "global"})

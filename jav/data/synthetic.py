@@ -61,7 +61,7 @@ def latent_records(args, params: bounce.BounceParams, log=print):
         return recs, np.stack([frames_to_model(r["video"]) for r in recs]), np.stack([r["audio"] for r in recs])
 
     _, video, logmel = arrays(range(args.seed, args.seed + min(args.num, args.stats_clips)))
-    stats = codec.fit_stats(video, logmel)
+    stats = codec.fit_stats(video, logmel, {"video": args.video_norm, "audio": args.audio_norm})
     zv, za = codec.latent_shapes(video.shape[1:], logmel.shape[1:])
     pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
     write_latent_json(args.out, codec, stats, video_latent_shape=zv, audio_latent_shape=za, stats_clips=min(args.num, args.stats_clips),
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--video-vae", default=None, help="trained video VAE run (python -m jav.train --config configs/video_vae.py)")
     parser.add_argument("--audio-vae", default=None, help="trained audio VAE run (python -m jav.train --config configs/audio_vae.py)")
     parser.add_argument("--stats-clips", type=int, default=256, help="clips the latent statistics are measured on")
+    parser.add_argument("--video-norm", default="channel", choices=("channel", "shared"),
+                        help="--latent: scale each video latent channel to unit variance, or all by one shared scale")
+    parser.add_argument("--audio-norm", default="channel", choices=("channel", "shared"), help="--latent: the same for audio")
     parser.add_argument("--batch", type=int, default=32, help="clips encoded together (--latent, --text-encoder)")
     parser.add_argument("--text-encoder", default=None,
                         help="precompute caption embeddings into the records: hf:DIR (a T5 / UMT5 directory) or builtin:RUN")
