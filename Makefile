@@ -22,7 +22,7 @@ DEMO_PIXEL := runs/demo_pixel
 # interrupted: the causal video VAE and the audio VAE trained on the bounce world,
 # 2,000 clips encoded to latent shards (once), the joint model trained on them,
 # then samples of held-out captions decoded through the VAEs and Griffin-Lim to
-# $(DEMO)/samples/NNN.mp4 + NNN.json, and their metrics. About an hour on 2 CPU cores.
+# $(DEMO)/samples/NNN.mp4 + NNN.json, and their metrics. About 24 min on 2 CPU cores.
 demo: $(STAMP)
 	$(MAKE) --no-print-directory -j2 demo-vae-video demo-vae-audio
 	$(MAKE) --no-print-directory $(DEMO)/latents/manifest.json
@@ -43,7 +43,7 @@ $(DEMO)/latents/manifest.json: | $(STAMP)
 	$(PY) -m jav.data.synthetic --out $(DEMO)/latents --num 2000 --duration 2.125 --latent \
 		--video-vae $(DEMO)/vae/video --audio-vae $(DEMO)/vae/audio
 
-# The same world in pixel / log-mel space (configs/bounce_demo.py, about 12 min):
+# The same world in pixel / log-mel space (configs/bounce_demo.py, about 15 min):
 # no VAEs, the model patchifies frames and log-mel spectrograms directly.
 demo-pixel: $(STAMP) $(DEMO_PIXEL)/data/manifest.json
 	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO_PIXEL)/run --config.data.dir=$(DEMO_PIXEL)/data
