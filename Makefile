@@ -31,13 +31,9 @@ demo: $(STAMP)
 
 # The two VAEs train side by side (each keeps about one core busy), their lines
 # prefixed with the model's name.
-demo-vae-video: $(STAMP)
-	set -o pipefail; $(PY) -m jav.train --config configs/video_vae.py:demo --workdir $(DEMO)/vae/video 2>&1 \
-		| sed -u 's/^/[video VAE] /'
-
-demo-vae-audio: $(STAMP)
-	set -o pipefail; $(PY) -m jav.train --config configs/audio_vae.py:demo --workdir $(DEMO)/vae/audio 2>&1 \
-		| sed -u 's/^/[audio VAE] /'
+demo-vae-video demo-vae-audio: demo-vae-%: $(STAMP)
+	set -o pipefail; $(PY) -m jav.train --config configs/$*_vae.py:demo --workdir $(DEMO)/vae/$* 2>&1 \
+		| sed -u 's/^/[$* VAE] /'
 
 $(DEMO)/latents/manifest.json: | $(STAMP)
 	$(PY) -m jav.data.synthetic --out $(DEMO)/latents --num 2000 --duration 2.125 --latent \

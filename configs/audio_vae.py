@@ -65,11 +65,12 @@ def get_config(arg=None):
         # encodes the demo's 2.125 s clips as well), as benchmarks/audio_vae.py trains
         # its crops; 700 steps, 14 min beside the video VAE on 2 CPU cores (9 min
         # alone), log-mel L1 0.041 held-out (benchmarks/RESULTS.md, "The demo")
-        model = vae()
-        data.duration, data.eval_clips = 0.64, 32
-        return autoencoder.experiment(model, "audio_vae", batch_size=16, steps=700, lr=2e-3, warmup_steps=50,
-                                      data=data, loss_cfg=autoencoder.loss(kl_weight=model.kl_weight), log_every=50,
-                                      checkpoint_every=100, eval_every=350, ema_decay=0.99)
+        cfg = get_config("ltx2")
+        cfg.data.duration, cfg.data.eval_clips = 0.64, 32
+        cfg.optim.warmup_steps = 50
+        t = cfg.train
+        t.batch_size, t.steps, t.ema_decay, t.log_every, t.checkpoint_every, t.eval_every = 16, 700, 0.99, 50, 100, 350
+        return cfg
     if arg == "tiny":
         model = tiny()
         data.duration, data.eval_clips = 0.64, 2  # 64 log-mel frames
