@@ -22,12 +22,12 @@ DEMO_PIXEL := runs/demo_pixel
 # interrupted: the causal video VAE and the audio VAE trained on the bounce world,
 # 2,000 clips encoded to latent shards (once), the joint model trained on them,
 # then samples of held-out captions decoded through the VAEs and Griffin-Lim to
-# $(DEMO)/samples/NNN.mp4 + NNN.json, and their metrics. About 24 min on 2 CPU cores.
+# $(DEMO)/samples/TASK/NNN.mp4 + NNN.json, and their metrics. About 24 min on 2 CPU cores.
 demo: $(STAMP)
 	$(MAKE) --no-print-directory -j2 demo-vae-video demo-vae-audio
 	$(MAKE) --no-print-directory $(DEMO)/latents/manifest.json
 	$(PY) -m jav.train --config configs/bounce_latent.py --workdir $(DEMO)/run --config.data.dir=$(DEMO)/latents
-	$(PY) -m jav.evaluate --workdir $(DEMO)/run --num 16 --out $(DEMO)/samples
+	$(PY) -m jav.evaluate --workdir $(DEMO)/run --num 16 --task t2va,v2a --out $(DEMO)/samples
 
 # The two VAEs train side by side (each keeps about one core busy), their lines
 # prefixed with the model's name.
@@ -43,7 +43,7 @@ $(DEMO)/latents/manifest.json: | $(STAMP)
 # no VAEs, the model patchifies frames and log-mel spectrograms directly.
 demo-pixel: $(STAMP) $(DEMO_PIXEL)/data/manifest.json
 	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO_PIXEL)/run --config.data.dir=$(DEMO_PIXEL)/data
-	$(PY) -m jav.evaluate --workdir $(DEMO_PIXEL)/run --num 16 --out $(DEMO_PIXEL)/samples
+	$(PY) -m jav.evaluate --workdir $(DEMO_PIXEL)/run --num 16 --task t2va,v2a --out $(DEMO_PIXEL)/samples
 
 $(DEMO_PIXEL)/data/manifest.json: | $(STAMP)
 	$(PY) -m jav.data.synthetic --out $(DEMO_PIXEL)/data --num 2000

@@ -32,7 +32,11 @@ def model(
         audio=dict(width=audio_width, heads=audio_heads, mlp_ratio=4.0, patch=audio_patch,
                    channels=audio_channels),
         depth=depth,
-        joint=dict(mode=joint, every=every),
+        # time_bias: cross_attn logits fall by this much per second between a query
+        # and a key in the sharpest head, halving per head (0: off); aligned: cross_attn
+        # also adds the other modality's features at each token's instant through a
+        # fixed interpolation kernel in time (jav.models.av_dit.CrossModalAttention)
+        joint=dict(mode=joint, every=every, time_bias=0.0, aligned=False, frame_tokens=0),
         text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2,
                   vocab_size=1024, max_len=16),
         rope=dict(theta=10_000.0, time_scale=25.0),

@@ -1,17 +1,28 @@
-"""Evaluation on the bounce world: sample held-out captions, score the samples.
+"""Evaluation on the bounce world: sample held-out clips for each task, score the samples.
 
-    python -m jav.evaluate --workdir DIR --num N [--out DIR] [--steps S] [--seed 1000000]
+    python -m jav.evaluate --workdir DIR --num N [--task t2va,i2va,v2a,a2v] [--out DIR] [--steps S] [--seed 1000000]
 
-Takes the captions of N bounce-world clips whose seeds start at `--seed`
-(default 1,000,000: clips no training set made by `python -m jav.data.synthetic`
-with fewer than a million clips contains), samples one clip per caption from
-the run's latest checkpoint, and scores each with the world's metrics (colour
-accuracy, pitch agreement, sync error, event F1; ../shared/SYNTHETIC_WORLD.md).
-Writes OUT/NNN.mp4, NNN.wav, NNN.json (prompt, settings, metrics) and
-OUT/summary.json (default OUT: WORKDIR/samples); prints one line per clip and
-the means. The same metrics on the real clips of those seeds (through the
-log-mel and Griffin-Lim path the model's audio takes) are printed beside them
-as the ceiling; in latent space they also pass through the VAEs' round trip.
+Takes N bounce-world clips whose seeds start at `--seed` (default 1,000,000:
+clips no training set made by `python -m jav.data.synthetic` with fewer than a
+million clips contains) and, for each task, samples one clip per caption from the
+run's latest checkpoint:
+
+- t2va: video and audio from the caption;
+- i2va: the same, the real clip's first frame (first temporal patch) given;
+- v2a: audio for the real video (given clean, held at t = 0);
+- a2v: video for the real soundtrack.
+
+Each sample is scored with the world's metrics (colour accuracy, pitch
+agreement, sync error, event F1; ../shared/SYNTHETIC_WORLD.md) on what a viewer
+gets: in v2a the real frames with the generated audio, in a2v the generated
+frames with the real audio. Two references are printed beside them: the real
+clips through the model's own output path (log-mel and Griffin-Lim in pixel
+space, the VAEs' round trip as well in latent space), the ceiling; and each
+real video with the real soundtrack of the next clip ("unrelated"), what sound
+that ignores the picture scores, the floor for sync error and event F1.
+Writes OUT/TASK/NNN.mp4, NNN.wav, NNN.json (prompt, settings, metrics) and
+OUT/TASK/summary.json (default OUT: WORKDIR/samples); prints one line per clip
+and the means.
 """
 from __future__ import annotations
 
@@ -24,11 +35,12 @@ import numpy as np
 from absl import logging
 
 from jav import distributed
-from jav.clip_tokens import arrays_to_clip, clip_to_arrays, mel_params, pixel_fps
+from jav.clip_tokens import TokenLayout, arrays_to_clip, clip_to_arrays, mel_params, pixel_fps
 from jav.data.bounce import BounceParams, generate_clip
 from jav.data.bounce_metrics import aggregate, clip_metrics
 from jav.sample import clip_decoder, guidance_from, load_run, sample_clips, write_sample
 
+TASKS = ("t2va", "i2va", "v2a", "a2v")
 HELD_OUT_SEED = 1_000_000
 
 
@@ -38,60 +50,99 @@ def world_params(cfg) -> BounceParams:
     return BounceParams(canvas=d.canvas, fps=pixel_fps(cfg), duration=d.duration, sample_rate=d.sample_rate)
 
 
-def reference_clips(cfg, clips) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The real clips through the model's own output path, the ceiling of what sampling can score:
-    log-mel and Griffin-Lim in pixel space; the VAEs' encode and decode as well in latent space."""
+def real_arrays(cfg, clips) -> tuple[np.ndarray, np.ndarray]:
+    """The real clips in the model's space -> video [N, ...], audio [N, ...]: pixels in [-1, 1]
+    and log-mel, encoded by the shards' VAEs and normalised in latent space."""
     mp = mel_params(cfg)
     arrays = [clip_to_arrays(c.frames, c.audio, mp) for c in clips]
+    video, audio = np.stack([v for v, _ in arrays]), np.stack([a for _, a in arrays])
     if cfg.data.get("world") != "latent":
-        return [arrays_to_clip(v, a, mp) for v, a in arrays]
+        return video, audio[:, :TokenLayout.from_config(cfg).audio_shape[0]]
     from jav.latents import codec_from_config
 
     codec, stats = codec_from_config(cfg)
-    zv, za = codec.encode(np.stack([v for v, _ in arrays]), np.stack([a for _, a in arrays]), stats)
-    return clip_decoder(cfg)(zv, za)
+    return codec.encode(video, audio, stats)
+
+
+def task_conditions(cfg, task: str, video: np.ndarray, audio: np.ndarray) -> dict:
+    """Model-space real clips -> `sample_clips(conditions=...)` for a task."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not one of {TASKS}")
+    if task == "i2va":
+        return {"first_frame": video[:, :TokenLayout.from_config(cfg).video_patch[0]]}
+    return {"v2a": {"video": video}, "a2v": {"audio": audio}}.get(task, {})
+
+
+def scored_clip(task: str, clip, sample: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """What a viewer of a task's output sees and hears: the given modality as it was given."""
+    frames, wave = sample
+    if task == "v2a":
+        return clip.frames, wave
+    if task == "a2v":
+        return frames, clip.audio
+    return frames, wave
 
 
 def _line(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
 
 
-def evaluate(workdir, num: int, *, out=None, steps: int | None = None, seed: int = HELD_OUT_SEED, sample_seed: int = 0,
-             batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, log=print) -> dict:
-    """Samples and scores `num` held-out captions -> summary dict (also written to OUT/summary.json)."""
-    start = time.time()
+def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
+             sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, log=print) -> dict:
+    """Samples and scores `num` held-out clips for each task -> {task: summary} (also written to OUT/TASK/summary.json)."""
+    for task in tasks:
+        if task not in TASKS:
+            raise ValueError(f"--task {task!r} is not one of {', '.join(TASKS)}")
     cfg, model, step = load_run(workdir, weights)
     steps = steps or cfg.sample.steps
     world = world_params(cfg)
     clips = [generate_clip(seed + i, world) for i in range(num)]
     captions = [c.caption for c in clips]
     guidance = guidance_from(cfg, **(guidance or {}))
-    log(f"loaded {workdir} step {step} ({weights}); sampling {num} held-out captions (seeds {seed}..{seed + num - 1}), {steps} steps")
-    samples = sample_clips(model, cfg, captions, seed=sample_seed, steps=steps, batch_size=min(batch_size, num), guidance=guidance, log=log)
     out = pathlib.Path(out) if out else pathlib.Path(workdir) / "samples"
-    results, references = [], []
-    for i, (clip, (frames, wave), reference) in enumerate(zip(clips, samples, reference_clips(cfg, clips))):
-        m = clip_metrics(frames, wave, clip.caption, world)
-        results.append(m)
-        references.append(clip_metrics(*reference, clip.caption, world))
-        info = dict(prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed, steps=steps,
-                    caption_seed=seed + i, guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
-                    metrics=m)
-        write_sample(out, i, frames, wave, cfg, info)
-        log(f"{i:03d} {clip.caption!r}: {_line(m)}")
-    summary = dict(workdir=str(workdir), checkpoint_step=step, weights=weights, num=num, caption_seed=seed, steps=steps,
-                   metrics=aggregate(results), reference_metrics=aggregate(references), seconds=time.time() - start)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(f"samples   ({num}): {_line(summary['metrics'])}")
-    log(f"real clips ({num}): {_line(summary['reference_metrics'])}")
-    log(f"wrote {out}/NNN.mp4 and summary.json in {summary['seconds']:.0f}s")
-    return summary
+    log(f"loaded {workdir} step {step} ({weights}); {num} held-out clips (seeds {seed}..{seed + num - 1}), {steps} steps, tasks {', '.join(tasks)}")
+    video, audio = real_arrays(cfg, clips)
+    to_clips = clip_decoder(cfg)
+    references = [clip_metrics(*ref, clip.caption, world) for clip, ref in zip(clips, to_clips(video, audio))]
+    # each real video with the next clip's real soundtrack: sound that ignores the picture
+    unrelated = [clip_metrics(clip.frames, clips[(i + 1) % num].audio, clip.caption, world) for i, clip in enumerate(clips)]
+    summaries = {}
+    for task in tasks:
+        start = time.time()
+        log(f"[{task}] sampling")
+        samples = sample_clips(model, cfg, captions, seed=sample_seed, steps=steps, batch_size=min(batch_size, num), guidance=guidance,
+                               conditions=task_conditions(cfg, task, video, audio), log=log)
+        task_out = out / task
+        results = []
+        for i, (clip, sample) in enumerate(zip(clips, samples)):
+            m = clip_metrics(*scored_clip(task, clip, sample), clip.caption, world)
+            results.append(m)
+            info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed,
+                        batch_size=min(batch_size, num), steps=steps, caption_seed=seed + i,
+                        guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
+                        metrics=m)
+            write_sample(task_out, i, *scored_clip(task, clip, sample), cfg, info)
+            log(f"[{task}] {i:03d} {clip.caption!r}: {_line(m)}")
+        summary = dict(task=task, workdir=str(workdir), checkpoint_step=step, weights=weights, num=num, caption_seed=seed,
+                       sample_seed=sample_seed, steps=steps, metrics=aggregate(results), reference_metrics=aggregate(references),
+                       unrelated_metrics=aggregate(unrelated), seconds=time.time() - start)
+        (task_out / "summary.json").write_text(json.dumps(summary, indent=2))
+        summaries[task] = summary
+    log(f"{'':>22}  " + "  ".join(f"{k:>10}" for k in ("colour", "pitch", "sync ms", "event F1")))
+    rows = [(f"{t} samples", s["metrics"]) for t, s in summaries.items()]
+    rows += [("real clips", aggregate(references)), ("unrelated sound", aggregate(unrelated))]
+    for name, m in rows:
+        log(f"{name + f' ({num})':>22}  " + "  ".join(f"{m[k]:>10.3f}" for k in ("colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1")))
+    log(f"wrote {out}/TASK/NNN.mp4 and summary.json")
+    return summaries
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """-> {task: summary}."""
     parser = argparse.ArgumentParser(prog="python -m jav.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
-    parser.add_argument("--num", type=int, default=16, help="number of held-out captions")
+    parser.add_argument("--num", type=int, default=16, help="number of held-out clips")
+    parser.add_argument("--task", default="t2va", help=f"comma-separated tasks among {','.join(TASKS)} (default t2va)")
     parser.add_argument("--out", default=None, help="where samples go (default WORKDIR/samples)")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the config's sample.steps)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="bounce-world seed of the first held-out caption")
@@ -105,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     # It loads the weights onto one device and writes every file itself: one process, not one per host.
     distributed.require_single_process("python -m jav.evaluate")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
-    return evaluate(args.workdir, args.num, out=args.out, steps=args.steps, seed=args.seed, sample_seed=args.sample_seed,
+    tasks = tuple(t.strip() for t in args.task.split(",") if t.strip())
+    return evaluate(args.workdir, args.num, tasks=tasks, out=args.out, steps=args.steps, seed=args.seed, sample_seed=args.sample_seed,
                     batch_size=args.batch, weights=args.weights, log=lambda m: print(m, flush=True),
                     guidance=dict(text_video=args.cfg_video, text_audio=args.cfg_audio, modality=args.modality_guidance))
 

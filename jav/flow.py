@@ -22,6 +22,7 @@ MODALITIES = ("video", "audio")
 # Index order of the task ids that `sample_flow_inputs` draws.
 TASKS = ("t2va", "i2va", "t2v", "v2a", "a2v")
 AUDIO_SIGMA_MODES = ("shared", "tokens", "fixed")
+LOSS_SPACES = ("velocity", "x0")
 
 DenoiseFn = Callable[..., dict]
 
@@ -43,6 +44,10 @@ def flow_config() -> ml_collections.ConfigDict:
         "fixed" (own draw with mu = sigma.audio_mu).
       sigma.audio_mu: audio's mu when sigma.audio == "fixed".
       video_weight, audio_weight: weights of the per-modality mean losses.
+      loss_space: "velocity" (the squared velocity error) or "x0" (the squared error
+        of the clean estimate x_t - t v, which is t^2 times the velocity error: every
+        noise level counts alike, where "velocity" weighs a token at t by 1 / t^2 in
+        clean-sample terms and so is dominated by nearly clean tokens).
     """
     return ml_collections.ConfigDict(
         dict(
@@ -61,6 +66,7 @@ def flow_config() -> ml_collections.ConfigDict:
             ),
             video_weight=1.0,
             audio_weight=1.0,
+            loss_space="velocity",
         )
     )
 
@@ -97,6 +103,8 @@ def validate_flow_config(cfg: ml_collections.ConfigDict, prefix: str = "flow") -
         )
     if s.audio not in AUDIO_SIGMA_MODES:
         raise ValueError(f"{prefix}.sigma.audio={s.audio!r}; choose one of {AUDIO_SIGMA_MODES}.")
+    if cfg.get("loss_space", "velocity") not in LOSS_SPACES:
+        raise ValueError(f"{prefix}.loss_space={cfg.loss_space!r}; choose one of {LOSS_SPACES}.")
     for key in ("video_weight", "audio_weight"):
         if not cfg[key] >= 0:
             raise ValueError(f"{prefix}.{key}={cfg[key]} must be >= 0.")
@@ -299,8 +307,9 @@ def flow_loss(
     """Rectified-flow loss over the task mixture; returns (loss, aux).
 
     x0: m -> [B, N_m, P_m] clean tokens; text [B, L, D]; text_mask [B, L] bool.
-    The loss per modality is the mean squared error over the elements of tokens in
-    the loss mask (noisy, present, not padding); loss = video_weight * loss_video
+    The loss per modality is the mean squared velocity error (times t^2 per token
+    with cfg.loss_space == "x0", the clean-estimate error) over the elements of
+    tokens in the loss mask (noisy, present, not padding); loss = video_weight * loss_video
     + audio_weight * loss_audio. A modality with no counted tokens in the batch
     contributes 0. aux: loss_video, loss_audio, the per-sample sigma_video,
     sigma_audio and task, and the kept fractions of text and cross-modal.
@@ -313,6 +322,8 @@ def flow_loss(
     for m in MODALITIES:
         target = velocity_target(x0[m].astype(jnp.float32), d.eps[m].astype(jnp.float32))
         se = jnp.square(v[m].astype(jnp.float32) - target).mean(-1)  # [B, N_m]
+        if cfg.get("loss_space", "velocity") == "x0":
+            se = se * jnp.square(d.t[m].astype(jnp.float32))
         mask = d.loss_mask[m].astype(jnp.float32)
         losses[m] = (se * mask).sum() / jnp.maximum(mask.sum(), 1.0)
     loss = cfg.video_weight * losses["video"] + cfg.audio_weight * losses["audio"]

@@ -51,21 +51,26 @@ def load_run(workdir, weights: str = "ema") -> tuple[ml_collections.ConfigDict, 
     return cfg, nnx.merge(graphdef, params), step
 
 
-def progress_printer(label: str, num_steps: int) -> Callable:
+class ProgressPrinter:
     """A host callback that redraws `label: step n/N` in place on a terminal, and
-    writes a line at every quarter of the steps into a log file."""
-    tty = sys.stderr.isatty()
-    every = max(1, num_steps // 4)
+    writes a line at every quarter of the steps into a log file.
 
-    def report(done):
-        done = int(done)
-        if tty:
-            end = "\n" if done == num_steps else ""
-            print(f"\r{label}: step {done}/{num_steps}", end=end, file=sys.stderr, flush=True)
-        elif done % every == 0 or done == num_steps:
-            print(f"{label}: step {done}/{num_steps}", file=sys.stderr, flush=True)
+    The sampler's `on_step` is a static argument of its jitted function, so one
+    printer serves every batch (only its `label` changes) and the sampler
+    compiles once, not once per batch.
+    """
 
-    return report
+    def __init__(self, label: str, num_steps: int):
+        self.label, self.num_steps = label, num_steps
+        self.tty = sys.stderr.isatty()
+        self.every = max(1, num_steps // 4)
+
+    def __call__(self, done):
+        done, n = int(done), self.num_steps
+        if self.tty:
+            print(f"\r{self.label}: step {done}/{n}", end="\n" if done == n else "", file=sys.stderr, flush=True)
+        elif done % self.every == 0 or done == n:
+            print(f"{self.label}: step {done}/{n}", file=sys.stderr, flush=True)
 
 
 def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | None, audio: str | None) -> dict:
@@ -129,21 +134,31 @@ def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> sampl
 
 def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, batch_size: int,
                  guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
-                 log=print, text_encoder=None) -> list[tuple[np.ndarray, np.ndarray]]:
+                 conditions: dict | None = None, log=print, text_encoder=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
     (the last batch padded, so one compile serves all). Batch b uses key fold_in(seed, b).
-    `text_encoder`: the frozen encoder of a model trained on precomputed text (see generate)."""
+    `image` / `audio`: one condition file for every prompt; `conditions`: per-prompt
+    model-space arrays, {"first_frame" | "video" | "audio": [len(prompts), ...]} (see
+    `generate.conditions`). `text_encoder`: the frozen encoder of a model trained on
+    precomputed text (see generate)."""
     layout = TokenLayout.from_config(cfg)
     to_clips = clip_decoder(cfg)
     cond = conditions_from_files(cfg, layout, batch_size, image, audio)
     out = []
     num_batches = -(-len(prompts) // batch_size)
+    progress = ProgressPrinter("batch", steps)
     for b in range(num_batches):
-        chunk = list(prompts[b * batch_size:(b + 1) * batch_size])
-        padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+        rows = slice(b * batch_size, (b + 1) * batch_size)
+        chunk = list(prompts[rows])
+        pad = batch_size - len(chunk)
+        padded = chunk + [chunk[-1]] * pad
+        for name, value in (conditions or {}).items():
+            value = np.asarray(value[rows])
+            cond[name] = np.concatenate([value, np.repeat(value[-1:], pad, axis=0)]) if pad else value
         start = time.time()
+        progress.label = f"batch {b + 1}/{num_batches}"
         video, wave_mel = generate(model, layout, padded, jax.random.fold_in(jax.random.key(seed), b), num_steps=steps,
-                                   flow_cfg=cfg.flow, guidance=guidance, on_step=progress_printer(f"batch {b + 1}/{num_batches}", steps),
+                                   flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
                                    text_encoder=text_encoder, **cond)
         out.extend(to_clips(video[:len(chunk)], wave_mel[:len(chunk)]))
         log(f"batch {b + 1}/{num_batches}: {len(chunk)} clips in {time.time() - start:.1f}s")

@@ -156,6 +156,66 @@ def test_padded_tokens_do_not_leak(mode):
     np.testing.assert_allclose(np.asarray(a["audio"])[:, :3], np.asarray(b["audio"])[:, :3], atol=1e-5)
 
 
+def aligned_module(frame_tokens):
+    """A cross-modal attention with the aligned path, its context and the video / audio features."""
+    from jav.models.av_dit import Context, CrossModalAttention
+
+    cfg = tiny("cross_attn")
+    cfg.joint.update(aligned=True, frame_tokens=frame_tokens)
+    module = randomized(CrossModalAttention(cfg, rngs=nnx.Rngs(0)))
+    x, _, pos, _, _ = inputs()
+    pos = {m: patch.as_batch_positions(p) for m, p in pos.items()}
+    ctx = Context(mod=None, pos=pos, mask={"video": None, "audio": None}, text=None, text_mask=None, cross_modal=None, grid=GRID)
+    rng = np.random.default_rng(3)
+    kv = {"video": jnp.asarray(rng.normal(size=(B, x["video"].shape[1], 32)), jnp.float32),
+          "audio": jnp.asarray(rng.normal(size=(B, x["audio"].shape[1], 16)), jnp.float32)}
+    return module, ctx, kv
+
+
+def test_aligned_path_reads_the_other_modality_at_the_same_instant():
+    module, ctx, kv = aligned_module(frame_tokens=GRID[1] * GRID[2])
+    t, hw = GRID[0], GRID[1] * GRID[2]
+    audio_t = np.asarray(ctx.pos["audio"][0, :, 0])  # 0.00, 0.04, 0.08, 0.12 s; frames every 0.125 s
+    base = np.asarray(module._aligned("audio", kv, ctx))
+    # the last frame (0.375 s) is more than one frame interval from every audio token
+    late = dict(kv, video=kv["video"].at[:, (t - 1) * hw:].add(3.0))
+    np.testing.assert_allclose(np.asarray(module._aligned("audio", late, ctx)), base, atol=1e-5)
+    # the first frame feeds the first audio token
+    early = dict(kv, video=kv["video"].at[:, :hw].add(3.0))
+    assert np.abs(np.asarray(module._aligned("audio", early, ctx)) - base)[:, 0].max() > 1e-2
+    # frame_tokens keeps each token in its place: swapping two tokens of a frame is seen
+    frame0 = kv["video"][:, :hw]
+    swapped = dict(kv, video=kv["video"].at[:, :hw].set(frame0[:, ::-1]))
+    assert np.abs(np.asarray(module._aligned("audio", swapped, ctx)) - base)[:, 0].max() > 1e-2
+    # the video side gets, per frame, the sound within one frame interval: frame 3 none of it
+    video_side = np.asarray(module._aligned("video", dict(kv, audio=kv["audio"] + 3.0), ctx))
+    np.testing.assert_allclose(video_side[:, (t - 1) * hw:], np.asarray(module._aligned("video", kv, ctx))[:, (t - 1) * hw:], atol=1e-5)
+    assert audio_t.max() < (t - 2) / 8
+
+
+def test_aligned_mean_path_ignores_where_in_the_frame():
+    module, ctx, kv = aligned_module(frame_tokens=0)
+    hw = GRID[1] * GRID[2]
+    base = np.asarray(module._aligned("audio", kv, ctx))
+    swapped = dict(kv, video=kv["video"].at[:, :hw].set(kv["video"][:, :hw][:, ::-1]))
+    np.testing.assert_allclose(np.asarray(module._aligned("audio", swapped, ctx)), base, atol=1e-5)
+
+
+def test_time_bias_attention():
+    from jav.models.av_dit import biased_attention, time_bias, time_bias_slopes
+
+    np.testing.assert_allclose(time_bias_slopes(32.0, 3), [32.0, 16.0, 8.0])
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, n, 2, 8)), jnp.float32) for n in (5, 7, 7))
+    zero = jnp.zeros((1, 2, 5, 7))
+    np.testing.assert_allclose(biased_attention(q, k, v, zero, None), jax.nn.dot_product_attention(q, k, v), atol=1e-5)
+    # a steep bias makes each query read the key nearest in time
+    qt, kt = jnp.asarray([[0.0, 0.09, 0.21, 0.31, 0.41]]), jnp.asarray([[0.0, 0.07, 0.13, 0.2, 0.27, 0.33, 0.4]])
+    out = biased_attention(q, k, v, time_bias(qt, kt, time_bias_slopes(1e4, 2)), None)
+    nearest = np.abs(np.asarray(qt)[0, :, None] - np.asarray(kt)[0, None]).argmin(-1)
+    np.testing.assert_allclose(out[:, :, 0], np.asarray(v)[:, nearest, 0], atol=1e-4)
+
+
 def test_decoupled_video_attention_runs_and_changes_the_function():
     _, model_full = built("cross_attn")
     _, model_dec = built("cross_attn", decoupled=True)
@@ -175,6 +235,17 @@ def test_config_errors_name_the_key():
         validate_config(cfg)
     cfg = tiny("bogus")
     with pytest.raises(ValueError, match="model.joint.mode='bogus'"):
+        validate_config(cfg)
+    cfg = tiny("joint_attn")
+    cfg.joint.aligned = True
+    with pytest.raises(ValueError, match="model.joint.aligned=True is part of model.joint.mode='cross_attn'"):
+        validate_config(cfg)
+    cfg = tiny("cross_attn")
+    cfg.joint.frame_tokens = 16
+    with pytest.raises(ValueError, match="set model.joint.aligned=True or frame_tokens=0"):
+        validate_config(cfg)
+    cfg.joint.update(frame_tokens=0, time_bias=-1.0)
+    with pytest.raises(ValueError, match="model.joint.time_bias=-1.0 must be >= 0"):
         validate_config(cfg)
 
 

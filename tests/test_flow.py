@@ -210,6 +210,8 @@ def _np_loss(params, d, x0, text, cfg):
     out = {}
     for m in x0:
         se = ((v[m] - (eps[m] - x0n[m])) ** 2).mean(-1)
+        if cfg.loss_space == "x0":  # the error of x0_hat = x_t - t v
+            se = ((xt[m] - t[m][..., None] * v[m] - x0n[m]) ** 2).mean(-1)
         mask = np.asarray(d.loss_mask[m], np.float64)
         out[m] = (se * mask).sum() / max(mask.sum(), 1.0)
     return cfg.video_weight * out["video"] + cfg.audio_weight * out["audio"], out
@@ -241,6 +243,25 @@ def test_flow_loss_matches_numpy_and_grad_is_finite():
     np.testing.assert_array_equal(aux["sigma_audio"], aux["sigma_video"])  # sigma.audio = "shared"
     for g in jax.tree.leaves(grads):
         assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).sum() > 0
+
+
+def test_x0_loss_space_is_the_clean_estimate_error():
+    x0, text, text_mask = _batch(seed=3)
+    params = _toy_params()
+    cfg = flow.flow_config()
+    cfg.loss_space = "x0"
+    first = jnp.asarray(FIRST)
+    key = jax.random.key(11)
+    loss, aux = jax.jit(lambda p: flow.flow_loss(_toy_denoise(p), key, x0, text, text_mask, first, cfg))(params)
+    d = flow.sample_flow_inputs(key, x0, text_mask, first, cfg)
+    want, _ = _np_loss(params, d, x0, text, cfg)
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    cfg.loss_space = "velocity"
+    velocity, _ = jax.jit(lambda p: flow.flow_loss(_toy_denoise(p), key, x0, text, text_mask, first, cfg))(params)
+    assert float(loss) < float(velocity)  # t^2 < 1 on every noisy token
+    cfg.loss_space = "eps"
+    with pytest.raises(ValueError, match="flow.loss_space='eps'"):
+        flow.validate_flow_config(cfg)
 
 
 def test_config_validation_names_key():

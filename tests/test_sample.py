@@ -84,13 +84,42 @@ def test_bad_inputs_name_the_problem(run_dir, tmp_path):
 def test_evaluate_scores_held_out_captions(run_dir, tmp_path):
     from jav import evaluate
 
-    s = evaluate.main(["--workdir", str(run_dir), "--num", "2", "--steps", "2", "--out", str(tmp_path), "--batch", "2"])
-    assert s["num"] == 2 and s["checkpoint_step"] == 2
+    s = evaluate.main(["--workdir", str(run_dir), "--num", "2", "--steps", "2", "--out", str(tmp_path), "--batch", "2"])["t2va"]
+    assert s["num"] == 2 and s["checkpoint_step"] == 2 and s["task"] == "t2va"
     assert set(s["metrics"]) >= {"colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1"}
     # the ceiling is the real clips of the same seeds, which the metrics must pass
     assert s["reference_metrics"]["colour_accuracy"] == 1.0 and s["reference_metrics"]["pitch_agreement"] == 1.0
-    infos = [json.loads((tmp_path / f"{i:03d}.json").read_text()) for i in range(2)]
+    infos = [json.loads((tmp_path / "t2va" / f"{i:03d}.json").read_text()) for i in range(2)]
     assert [i["caption_seed"] for i in infos] == [evaluate.HELD_OUT_SEED, evaluate.HELD_OUT_SEED + 1]
     assert all("colour_accuracy" in i["metrics"] for i in infos)
-    written = json.loads((tmp_path / "summary.json").read_text())["metrics"]
+    written = json.loads((tmp_path / "t2va" / "summary.json").read_text())["metrics"]
     np.testing.assert_equal(written, s["metrics"])  # NaN-aware: a 2-step sample may hear no burst
+
+
+def test_evaluate_conditional_tasks_keep_the_given_modality(run_dir, tmp_path):
+    """V2A is scored on the real frames, A2V on the real soundtrack, I2VA starts from the real first
+    frame; the unrelated-sound floor pairs each real video with another clip's real audio."""
+    from jav import evaluate
+    from jav.data.bounce import generate_clip
+
+    cfg = test_config.get_config()
+    world = evaluate.world_params(cfg)
+    out = tmp_path / "eval"
+    s = evaluate.main(["--workdir", str(run_dir), "--num", "3", "--steps", "2", "--out", str(out), "--batch", "2",
+                       "--task", "i2va,v2a,a2v"])
+    assert list(s) == ["i2va", "v2a", "a2v"]
+    clips = [generate_clip(evaluate.HELD_OUT_SEED + i, world) for i in range(3)]
+    for i, clip in enumerate(clips):
+        frames, _, wave, _ = media.read_mp4(out / "v2a" / f"{i:03d}.mp4")
+        assert np.abs(frames.astype(float) - clip.frames).mean() < 4.0  # the given video, up to H.264
+        a2v_wave, _ = media.read_wav(out / "a2v" / f"{i:03d}.wav")
+        np.testing.assert_allclose(a2v_wave, clip.audio, atol=1e-4)  # the given soundtrack, as 16-bit PCM
+        first, *_ = media.read_mp4(out / "i2va" / f"{i:03d}.mp4")
+        pt = cfg.model.video.patch[0]
+        assert np.abs(first[:pt].astype(float) - clip.frames[:pt]).mean() < 6.0
+    for task in s:
+        assert s[task]["task"] == task and json.loads((out / task / "001.json").read_text())["task"] == task
+    # real clips sync to their own video far better than to another clip's
+    assert s["v2a"]["reference_metrics"]["event_f1"] > 0.9 > s["v2a"]["unrelated_metrics"]["event_f1"]
+    with pytest.raises(ValueError, match="not one of"):
+        evaluate.main(["--workdir", str(run_dir), "--num", "1", "--task", "x2y"])

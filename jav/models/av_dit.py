@@ -103,6 +103,14 @@ def validate_config(cfg) -> None:
             raise ValueError(f"model.{m} head dimension {b.width // b.heads} must be even for RoPE; change model.{m}.heads")
     if cfg.joint.mode != "none" and cfg.depth % cfg.joint.every:
         raise ValueError(f"model.depth={cfg.depth} is not divisible by model.joint.every={cfg.joint.every}")
+    if cfg.joint.get("time_bias", 0.0) < 0:
+        raise ValueError(f"model.joint.time_bias={cfg.joint.time_bias} must be >= 0 (0: off)")
+    if cfg.joint.get("aligned", False) and cfg.joint.mode != "cross_attn":
+        raise ValueError("model.joint.aligned=True is part of model.joint.mode='cross_attn'; set it to False for other modes")
+    if cfg.joint.get("frame_tokens", 0) and not cfg.joint.get("aligned", False):
+        raise ValueError(f"model.joint.frame_tokens={cfg.joint.frame_tokens} shapes the aligned path; set model.joint.aligned=True or frame_tokens=0")
+    if cfg.joint.get("time_bias", 0.0) > 0 and cfg.joint.mode == "joint_attn":
+        raise ValueError("model.joint.time_bias applies to model.joint.mode='cross_attn'; set it to 0 with joint_attn")
     if cfg.video.decoupled and cfg.joint.mode == "joint_attn":
         raise ValueError("model.video.decoupled=True needs model.joint.mode 'cross_attn' or 'none': joint_attn attends over all video tokens")
     options = attention_options(cfg)
@@ -201,9 +209,45 @@ class BranchBlock(nnx.Module):
         return x + self.mod(ctx, "mlp_gate") * self.mlp(h)
 
 
+def time_bias_slopes(sharpest: float, heads: int) -> jax.Array:
+    """Per head, the logit penalty per second of time between query and key: `sharpest`
+    for head 0, halving from head to head (ALiBi's geometric slopes), so some heads
+    look at the same instant and others further around it."""
+    return sharpest / 2.0 ** jnp.arange(heads, dtype=jnp.float32)
+
+
+def time_bias(q_times: jax.Array, k_times: jax.Array, slopes: jax.Array) -> jax.Array:
+    """[B or 1, Nq], [B or 1, Nk] seconds, [H] slopes -> [B or 1, H, Nq, Nk] logit bias -slope |t_q - t_k|."""
+    dt = jnp.abs(q_times[:, :, None] - k_times[:, None, :])
+    return -slopes[None, :, None, None] * dt[:, None]
+
+
+def biased_attention(q, k, v, bias, mask: Mask | None) -> jax.Array:
+    """Attention with an additive logit bias: q [B, Nq, H, Dh], k/v [B, Nk, H, Dh], bias
+    [B or 1, H, Nq, Nk] -> [B, Nq, H, Dh]. Einsums: the cross-modal attention it serves
+    spans the audio tokens on one side, about 1% of the video's."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+    logits = logits + bias
+    dense = None if mask is None else mask.dense(q.shape[1], k.shape[1])
+    if dense is not None:
+        logits = jnp.where(dense, logits, -1e30)
+    weights = jax.nn.softmax(logits, axis=-1)
+    if dense is not None:
+        weights = jnp.where(jnp.any(dense, axis=-1, keepdims=True), weights, 0.0)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+
+
 class CrossModalAttention(nnx.Module):
     """Audio-to-video and video-to-audio attention, temporal RoPE only; each side's
-    queries and context are modulated by that side's own timesteps."""
+    queries and context are modulated by that side's own timesteps.
+
+    With `joint.time_bias` > 0 each head's logits also fall linearly with the time
+    between query and key (`time_bias_slopes`), so from the first step a sound
+    token reads the frames around its own instant and a frame the sound around
+    its own, instead of an average over the clip that no gradient can sharpen
+    until the other branch's features carry timing (benchmarks/RESULTS.md,
+    "Synchrony").
+    """
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, qk_norm=cfg.qk_norm, **attention_options(cfg))
@@ -212,6 +256,17 @@ class CrossModalAttention(nnx.Module):
         self.v2a = Attention(a.width, v.width, a.heads, **kw)  # audio queries video
         self.head_dims = (("video", v.width // v.heads), ("audio", a.width // a.heads))
         self.rope = (cfg.rope.theta, cfg.rope.time_scale)
+        self.time_bias = float(cfg.joint.get("time_bias", 0.0))
+        self.heads = (("video", v.heads), ("audio", a.heads))
+        self.aligned = bool(cfg.joint.get("aligned", False))
+        self.frame_tokens = int(cfg.joint.get("frame_tokens", 0))
+        if self.aligned:
+            dkw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+            if self.frame_tokens:  # each token of the frame in its place: where the disc is, not just that it is
+                self.frames_to_audio = Dense((self.frame_tokens, v.width), a.width, (None, "embed", "embed"), **dkw)
+            else:  # the frame's tokens averaged over space
+                self.frames_to_audio = Dense(v.width, a.width, ("embed", "embed"), **dkw)
+            self.audio_to_frames = Dense(a.width, v.width, ("embed", "embed"), **dkw)
 
     def __call__(self, xv, xa, video: BranchBlock, audio: BranchBlock, ctx: Context):
         blocks, xs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}
@@ -223,9 +278,50 @@ class CrossModalAttention(nnx.Module):
             hd = dict(self.head_dims)[m]
             qa = rope_angles(temporal_only(ctx.pos[m]), hd, *self.rope)
             ka = rope_angles(temporal_only(ctx.pos[other]), hd, *self.rope)
-            y = attn(q_in[m], kv_in[other], q_angles=qa, k_angles=ka, mask=key_mask(ctx.mask[m], ctx.mask[other]), q_length=LENGTH[m], k_length=LENGTH[other])
+            mask = key_mask(ctx.mask[m], ctx.mask[other])
+            if self.time_bias > 0:
+                q = attn.proj.query(q_in[m], qa, LENGTH[m])
+                k, v = attn.proj.key_value(kv_in[other], ka)
+                bias = time_bias(ctx.pos[m][..., 0], ctx.pos[other][..., 0], time_bias_slopes(self.time_bias, dict(self.heads)[m]))
+                y = attn.proj.out(biased_attention(q, k, v, bias, mask))
+            else:
+                y = attn(q_in[m], kv_in[other], q_angles=qa, k_angles=ka, mask=mask, q_length=LENGTH[m], k_length=LENGTH[other])
+            if self.aligned:
+                y = y + self._aligned(m, kv_in, ctx)
             out[m] = xs[m] + flag * blocks[m].mod(ctx, "cross_q_gate") * y
         return out["video"], out["audio"]
+
+
+    def _aligned(self, m: str, kv_in: dict, ctx: Context) -> jax.Array:
+        """The other modality's features at this token's instant, read through a fixed
+        linear-interpolation kernel in time instead of a learned softmax: a sound token
+        gets the frames either side of it (each frame's tokens averaged over space), a
+        frame's tokens get the sound tokens within one frame interval of it."""
+        if ctx.grid is None:
+            raise ValueError("model.joint.aligned=True needs the video token grid: pass grid=(T', H', W')")
+        t, hh, ww = ctx.grid
+        b = kv_in["video"].shape[0]
+        frame_t = jnp.broadcast_to(ctx.pos["video"][..., 0], (b, t * hh * ww)).reshape(b, t, hh * ww)[:, :, 0]  # [B, T']
+        audio_t = jnp.broadcast_to(ctx.pos["audio"][..., 0], kv_in["audio"].shape[:2])  # [B, N_a]
+        spacing = (frame_t[:, -1:] - frame_t[:, :1]) / max(t - 1, 1)  # [B, 1] seconds between frames
+        kernel = jnp.maximum(0.0, 1.0 - jnp.abs(audio_t[:, :, None] - frame_t[:, None, :]) / spacing[:, :, None])  # [B, N_a, T']
+        if m == "audio":
+            video = kv_in["video"].reshape(b, t, hh * ww, -1)
+            valid = None if ctx.mask["video"] is None else ctx.mask["video"].reshape(b, t, hh * ww, 1).astype(video.dtype)
+            if self.frame_tokens:
+                if hh * ww != self.frame_tokens:
+                    raise ValueError(f"model.joint.frame_tokens={self.frame_tokens} but frames have {hh * ww} tokens")
+                frames = video if valid is None else video * valid  # [B, T', H'W', Dv]: where each token is kept
+            else:
+                frames = video.mean(2) if valid is None else (video * valid).sum(2) / jnp.maximum(valid.sum(2), 1.0)  # [B, T', Dv]
+            weights = kernel / jnp.maximum(kernel.sum(-1, keepdims=True), 1e-6)
+            return self.frames_to_audio(jnp.einsum("baf,bf...->ba...", weights, frames))  # [B, N_a, Da]
+        audio = kv_in["audio"]
+        if ctx.mask["audio"] is not None:
+            kernel = kernel * ctx.mask["audio"][:, :, None].astype(kernel.dtype)
+        weights = kernel / jnp.maximum(kernel.sum(1, keepdims=True), 1e-6)  # each frame averages the sound around it
+        per_frame = self.audio_to_frames(jnp.einsum("baf,bad->bfd", weights, audio))  # [B, T', Dv]
+        return jnp.repeat(per_frame, hh * ww, axis=1)  # [B, N_v, Dv], token order (t, h, w)
 
 
 class JointAttention(nnx.Module):
