@@ -35,8 +35,11 @@ def model(
         # time_bias: cross_attn logits fall by this much per second between a query
         # and a key in the sharpest head, halving per head (0: off); aligned: cross_attn
         # also adds the other modality's features at each token's instant through a
-        # fixed interpolation kernel in time (jav.models.av_dit.CrossModalAttention)
-        joint=dict(mode=joint, every=every, time_bias=0.0, aligned=False, frame_tokens=0),
+        # fixed interpolation kernel in time (jav.models.av_dit.CrossModalAttention);
+        # frame_tokens: keep each of a frame's H'W' tokens in place on that path (0: mean
+        # over space); aligned_read: "mix" the two frames around a sound token's instant,
+        # or read them apart with the phase between them ("pair")
+        joint=dict(mode=joint, every=every, time_bias=0.0, aligned=False, frame_tokens=0, aligned_read="mix"),
         text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2,
                   vocab_size=1024, max_len=16),
         rope=dict(theta=10_000.0, time_scale=25.0),

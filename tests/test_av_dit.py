@@ -156,12 +156,12 @@ def test_padded_tokens_do_not_leak(mode):
     np.testing.assert_allclose(np.asarray(a["audio"])[:, :3], np.asarray(b["audio"])[:, :3], atol=1e-5)
 
 
-def aligned_module(frame_tokens):
+def aligned_module(frame_tokens, read="mix"):
     """A cross-modal attention with the aligned path, its context and the video / audio features."""
     from jav.models.av_dit import Context, CrossModalAttention
 
     cfg = tiny("cross_attn")
-    cfg.joint.update(aligned=True, frame_tokens=frame_tokens)
+    cfg.joint.update(aligned=True, frame_tokens=frame_tokens, aligned_read=read)
     module = randomized(CrossModalAttention(cfg, rngs=nnx.Rngs(0)))
     x, _, pos, _, _ = inputs()
     pos = {m: patch.as_batch_positions(p) for m, p in pos.items()}
@@ -172,8 +172,9 @@ def aligned_module(frame_tokens):
     return module, ctx, kv
 
 
-def test_aligned_path_reads_the_other_modality_at_the_same_instant():
-    module, ctx, kv = aligned_module(frame_tokens=GRID[1] * GRID[2])
+@pytest.mark.parametrize("read", ["mix", "pair"])
+def test_aligned_path_reads_the_other_modality_at_the_same_instant(read):
+    module, ctx, kv = aligned_module(frame_tokens=GRID[1] * GRID[2], read=read)
     t, hw = GRID[0], GRID[1] * GRID[2]
     audio_t = np.asarray(ctx.pos["audio"][0, :, 0])  # 0.00, 0.04, 0.08, 0.12 s; frames every 0.125 s
     base = np.asarray(module._aligned("audio", kv, ctx))
@@ -193,8 +194,9 @@ def test_aligned_path_reads_the_other_modality_at_the_same_instant():
     assert audio_t.max() < (t - 2) / 8
 
 
-def test_aligned_mean_path_ignores_where_in_the_frame():
-    module, ctx, kv = aligned_module(frame_tokens=0)
+@pytest.mark.parametrize("read", ["mix", "pair"])
+def test_aligned_mean_path_ignores_where_in_the_frame(read):
+    module, ctx, kv = aligned_module(frame_tokens=0, read=read)
     hw = GRID[1] * GRID[2]
     base = np.asarray(module._aligned("audio", kv, ctx))
     swapped = dict(kv, video=kv["video"].at[:, :hw].set(kv["video"][:, :hw][:, ::-1]))
@@ -244,7 +246,10 @@ def test_config_errors_name_the_key():
     cfg.joint.frame_tokens = 16
     with pytest.raises(ValueError, match="set model.joint.aligned=True or frame_tokens=0"):
         validate_config(cfg)
-    cfg.joint.update(frame_tokens=0, time_bias=-1.0)
+    cfg.joint.update(frame_tokens=0, aligned_read="nearest")
+    with pytest.raises(ValueError, match="model.joint.aligned_read='nearest'"):
+        validate_config(cfg)
+    cfg.joint.update(aligned_read="mix", time_bias=-1.0)
     with pytest.raises(ValueError, match="model.joint.time_bias=-1.0 must be >= 0"):
         validate_config(cfg)
 

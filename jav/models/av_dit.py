@@ -52,6 +52,7 @@ from jav.sharding import constrain
 
 MODALITIES = ("video", "audio")
 JOINT_MODES = ("cross_attn", "joint_attn", "none")
+ALIGNED_READS = ("mix", "pair")  # joint.aligned_read: how a sound token reads the frames around its instant
 PREDICTIONS = ("velocity", "x0")
 
 # Logical token axes: video tokens may be split over devices (context
@@ -109,6 +110,8 @@ def validate_config(cfg) -> None:
         raise ValueError("model.joint.aligned=True is part of model.joint.mode='cross_attn'; set it to False for other modes")
     if cfg.joint.get("frame_tokens", 0) and not cfg.joint.get("aligned", False):
         raise ValueError(f"model.joint.frame_tokens={cfg.joint.frame_tokens} shapes the aligned path; set model.joint.aligned=True or frame_tokens=0")
+    if cfg.joint.get("aligned_read", "mix") not in ALIGNED_READS:
+        raise ValueError(f"model.joint.aligned_read={cfg.joint.aligned_read!r}; choose one of {ALIGNED_READS}")
     if cfg.joint.get("time_bias", 0.0) > 0 and cfg.joint.mode == "joint_attn":
         raise ValueError("model.joint.time_bias applies to model.joint.mode='cross_attn'; set it to 0 with joint_attn")
     if cfg.video.decoupled and cfg.joint.mode == "joint_attn":
@@ -209,6 +212,9 @@ class BranchBlock(nnx.Module):
         return x + self.mod(ctx, "mlp_gate") * self.mlp(h)
 
 
+PHASE_FREQS = 4  # sinusoids of a sound token's phase between two frames (aligned_read="pair")
+
+
 def time_bias_slopes(sharpest: float, heads: int) -> jax.Array:
     """Per head, the logit penalty per second of time between query and key: `sharpest`
     for head 0, halving from head to head (ALiBi's geometric slopes), so some heads
@@ -262,11 +268,15 @@ class CrossModalAttention(nnx.Module):
         self.frame_tokens = int(cfg.joint.get("frame_tokens", 0))
         if self.aligned:
             dkw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
-            if self.frame_tokens:  # each token of the frame in its place: where the disc is, not just that it is
-                self.frames_to_audio = Dense((self.frame_tokens, v.width), a.width, (None, "embed", "embed"), **dkw)
-            else:  # the frame's tokens averaged over space
-                self.frames_to_audio = Dense(v.width, a.width, ("embed", "embed"), **dkw)
+            # each token of the frame in its place (where the disc is, not just that it is),
+            # or the frame's tokens averaged over space
+            frame_in, frame_axes = ((self.frame_tokens, v.width), (None, "embed", "embed")) if self.frame_tokens else (v.width, ("embed", "embed"))
+            self.frames_to_audio = Dense(frame_in, a.width, frame_axes, **dkw)
             self.audio_to_frames = Dense(a.width, v.width, ("embed", "embed"), **dkw)
+            self.read = cfg.joint.get("aligned_read", "mix")
+            if self.read == "pair":  # the frames before and after apart, and where between them the instant falls
+                self.next_frame_to_audio = Dense(frame_in, a.width, frame_axes, **dkw)
+                self.phase_to_audio = Dense(2 * PHASE_FREQS, a.width, (None, "embed"), **dkw)
 
     def __call__(self, xv, xa, video: BranchBlock, audio: BranchBlock, ctx: Context):
         blocks, xs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}
@@ -314,6 +324,8 @@ class CrossModalAttention(nnx.Module):
                 frames = video if valid is None else video * valid  # [B, T', H'W', Dv]: where each token is kept
             else:
                 frames = video.mean(2) if valid is None else (video * valid).sum(2) / jnp.maximum(valid.sum(2), 1.0)  # [B, T', Dv]
+            if self.read == "pair":
+                return self._pair(frames, frame_t, audio_t, spacing)
             weights = kernel / jnp.maximum(kernel.sum(-1, keepdims=True), 1e-6)
             return self.frames_to_audio(jnp.einsum("baf,bf...->ba...", weights, frames))  # [B, N_a, Da]
         audio = kv_in["audio"]
@@ -322,6 +334,22 @@ class CrossModalAttention(nnx.Module):
         weights = kernel / jnp.maximum(kernel.sum(1, keepdims=True), 1e-6)  # each frame averages the sound around it
         per_frame = self.audio_to_frames(jnp.einsum("baf,bad->bfd", weights, audio))  # [B, T', Dv]
         return jnp.repeat(per_frame, hh * ww, axis=1)  # [B, N_v, Dv], token order (t, h, w)
+
+    def _pair(self, frames, frame_t, audio_t, spacing) -> jax.Array:
+        """joint.aligned_read="pair": a sound token at time tau between frames n and n + 1
+        gets frame n through one projection, frame n + 1 through another and the phase
+        (tau - t_n) / spacing as sinusoids: a contact between two frames is where the
+        disc's distances to the wall in the two frames say, which a mix of the two
+        frames (aligned_read="mix") blurs."""
+        t = frames.shape[1]
+        if t < 2:
+            raise ValueError('model.joint.aligned_read="pair" needs clips of at least 2 latent frames; use aligned_read="mix"')
+        rel = (audio_t - frame_t[:, :1]) / spacing  # [B, N_a] frames since the first
+        idx = jnp.clip(jnp.floor(rel), 0, t - 2).astype(jnp.int32)
+        phase = jnp.clip(rel - idx, 0.0, 1.0)[..., None] * jnp.pi * jnp.arange(1, PHASE_FREQS + 1, dtype=jnp.float32)
+        before = jnp.take_along_axis(self.frames_to_audio(frames), idx[..., None], axis=1)  # [B, N_a, Da]
+        after = jnp.take_along_axis(self.next_frame_to_audio(frames), idx[..., None] + 1, axis=1)
+        return before + after + self.phase_to_audio(jnp.concatenate([jnp.sin(phase), jnp.cos(phase)], -1).astype(before.dtype))
 
 
 class JointAttention(nnx.Module):
