@@ -14,7 +14,7 @@ Training: random 64-frame crops (0.64 s, most hold a burst) of 512 clips (seeds
 weights (the saved and evaluated ones). Held-out clips are seeds 10000.. . The
 run's workdir gets model_config.json + params.msgpack (audio_vae.load_params
 reads them), the same weights as an autoencoder-phase run (config.json +
-checkpoints/, for jav.train.autoencoder.load_autoencoder), train_log.jsonl and
+checkpoints/, for jav.runs.load_autoencoder), train_log.jsonl and
 eval.json (the printed table's numbers).
 """
 from __future__ import annotations
@@ -148,7 +148,7 @@ def load_or_train(args, load_params, experiment: ml_collections.ConfigDict, trai
         return train_model()
     if not os.path.exists(os.path.join(args.workdir, "params.msgpack")) and os.path.isdir(
             os.path.join(args.workdir, "checkpoints")):
-        from jav.train.autoencoder import load_autoencoder
+        from jav.runs import load_autoencoder
         return load_autoencoder(args.workdir)[1]
     model = load_params(args.workdir)
     if args.export_steps:
@@ -165,7 +165,7 @@ def save_eval(workdir: str, result: dict) -> None:
 def export_phase_run(workdir: str, model: nnx.Module, experiment: ml_collections.ConfigDict, steps: int) -> None:
     """Makes workdir an autoencoder-phase run too: config.json (the experiment, with the trained model's
     keys) and an Orbax checkpoint at `steps` whose params and EMA are the model's, so that
-    jav.train.autoencoder.load_autoencoder (and jav.latents.LatentCodec) load it, and
+    jav.runs.load_autoencoder (and jav.latents.LatentCodec) load it, and
     `python -m jav.train --config ... --workdir` resumes it (with fresh Adam moments)."""
     from jav.train.autoencoder import make_stream
     from jav.train.checkpoint import Checkpointer

@@ -23,7 +23,7 @@ from flax import nnx
 from jav.clip_tokens import TokenLayout
 from jav.data.loader import make_dataset, text_input_for
 from jav.data.shards import open_shards
-from jav.sample import load_run
+from jav.runs import load_run
 from jav.train.step import batch_loss
 
 

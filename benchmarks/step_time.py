@@ -36,7 +36,6 @@ from jav.clip_tokens import TokenLayout
 from jav.models import AVDiT, init_model
 from jav.models.flops import forward_flops, param_count
 from jav.train.step import optimizer, train_step
-from jav.train.trainer import _global_batch
 
 from benchmarks.model_stats import load_config
 
@@ -69,7 +68,7 @@ def run(config: str, batch: int | None, steps: int, peak: float | None, log=prin
     kw = dict(tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=0.0, accum_steps=cfg.train.get("grad_accum", 1))
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
         opt_state = jax.jit(tx.init)(params)
-        data = _global_batch(random_batch(cfg, layout, batch), mesh, rules, batch)
+        data = sharding.global_batch(random_batch(cfg, layout, batch), mesh, rules, batch)
         start = time.perf_counter()
         params, opt_state, _, m = train_step(graphdef, params, opt_state, None, data, jax.random.key(0), **kw)
         jax.block_until_ready(m)

@@ -28,7 +28,7 @@ from flax import nnx
 from jav.data import bounce, bounce_metrics
 from jav.data.bounce_stream import HELDOUT_SEED, bounce_params
 from jav.models import video_vae as V
-from jav.train.autoencoder import load_autoencoder
+from jav.runs import load_autoencoder
 
 
 def to_uint8(x) -> np.ndarray:

@@ -13,7 +13,7 @@ Training: random 64-frame crops (0.64 s) of 256 clips (seeds 0..255) with the
 matching waveform span, batch 16, Adam with a cosine decay over the time budget.
 Held-out clips are seeds 10000.. . The workdir gets model_config.json +
 params.msgpack (vocoder.load_params reads them), the same weights as an
-autoencoder-phase run (config.json + checkpoints/, for load_autoencoder),
+autoencoder-phase run (config.json + checkpoints/, for jav.runs.load_autoencoder),
 train_log.jsonl and eval.json.
 """
 from __future__ import annotations

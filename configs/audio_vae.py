@@ -23,7 +23,7 @@ from configs import autoencoder
 def vae(n_mels=64, channels=(32, 64, 128), downsample=((2, 2), (2, 2)), blocks=1, latent_channels=8,
         kl_weight=1e-4, burst_gain=8.0, flux_weight=1.0) -> ml_collections.ConfigDict:
     """Keys:
-      n_mels: mel bins of the input (jav.data.mel.MelParams.n_mels).
+      n_mels: mel bins of the input (jav.audio.mel_params.MelParams.n_mels).
       channels: width at each resolution, full resolution first; one more entry than downsample.
       downsample: (time, frequency) stride between consecutive resolutions; their
         products are the latent's time and frequency reduction.

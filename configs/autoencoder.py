@@ -4,7 +4,7 @@ vocoder): the phase jav/train/autoencoder.py runs when `cfg.phase == "autoencode
 A config file builds its model config and returns
 `experiment(model_cfg, kind, batch_size=..., steps=..., lr=...)`; the model
 config gains `kind`, which picks the model module (see
-jav.train.autoencoder.MODELS). Run it with
+jav.models.autoencoders.MODELS). Run it with
 
     python -m jav.train --config configs/FILE.py --workdir DIR
 """

@@ -7,7 +7,7 @@ import ml_collections
 
 
 def bounce_data() -> ml_collections.ConfigDict:
-    """The bounce world in pixel / log-mel space (see ../shared/SYNTHETIC_WORLD.md)."""
+    """The bounce world in pixel / log-mel space (see docs/bounce_world.md)."""
     return ml_collections.ConfigDict(dict(
         world="bounce",
         canvas=32,

@@ -48,7 +48,7 @@ def get_config(arg=None):
         # must be a length the VAE takes (a causal VAE of time stride 4: 1 + 4k, e.g. 17)
         "video_vae_dir": "",
         "audio_vae_dir": "",   # a trained audio VAE run directory: store latents instead of log-mel
-        "text_encoder": "",    # a text encoder spec (jav.models.text_encoder.load_text_encoder): store embeddings
+        "text_encoder": "",    # a text encoder spec (jav.frozen_text_encoder.load_text_encoder): store embeddings
     })
     cfg.pack = ml_collections.ConfigDict({"records_per_shard": 256})
     # Beam's DirectRunner defaults; pipeline options on the command line win.

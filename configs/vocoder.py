@@ -21,7 +21,7 @@ from configs import autoencoder
 
 def vocoder(channels=128, hidden=384, blocks=6, kernel=7, mel_weight=1.0) -> ml_collections.ConfigDict:
     """Keys:
-      sample_rate, n_fft, hop, n_mels: the log-mel's features (jav.data.mel.MelParams); the
+      sample_rate, n_fft, hop, n_mels: the log-mel's features (jav.audio.mel_params.MelParams); the
         vocoder's STFT frames are the log-mel's frames.
       channels, hidden, blocks, kernel: width, MLP width, number and convolution size of the
         ConvNeXt blocks over time.

@@ -3,8 +3,9 @@
 Default: pixels (uint8 frames resampled to the bucket's fps, area-resized and centre-cropped to
 its height x width) and the normalised log-mel of `jav.data.mel` (audio mixed to mono and
 resampled to the mel rate). Optional, when the config names them: latents through a trained
-video / audio VAE run directory (`jav.train.autoencoder.load_autoencoder`) and text embeddings
-(`jav.models.text_encoder.load_text_encoder`).
+video / audio VAE run directory (`jav.runs.load_autoencoder`) and text embeddings
+(`jav.frozen_text_encoder.load_text_encoder`). Those pull in JAX and the models, so they are
+imported only when a config uses them.
 
 A shape bucket is "FRAMESxHEIGHTxWIDTH" at the config's fps; its audio length follows from the
 duration. Its name, e.g. "v16x32x32_a200", names the shard directory it is packed into.
@@ -160,9 +161,9 @@ class Encoders:
         enc, out = self.cfg.encode, {}
         if enc.video_vae_dir or enc.audio_vae_dir:
             try:
-                from jav.train.autoencoder import load_autoencoder
+                from jav.runs import load_autoencoder
             except ImportError as e:
-                raise ImportError(f"encode.video_vae_dir / audio_vae_dir need jav.train.autoencoder.load_autoencoder "
+                raise ImportError(f"encode.video_vae_dir / audio_vae_dir need jav.runs.load_autoencoder "
                                   f"({e}); leave them empty to store pixels and log-mel") from e
             if enc.video_vae_dir:
                 out["video"] = _JittedEncode(load_autoencoder(enc.video_vae_dir)[1])
@@ -170,9 +171,9 @@ class Encoders:
                 out["audio"] = _JittedEncode(load_autoencoder(enc.audio_vae_dir)[1])
         if enc.text_encoder:
             try:
-                from jav.models.text_encoder import load_text_encoder
+                from jav.frozen_text_encoder import load_text_encoder
             except ImportError as e:
-                raise ImportError(f"encode.text_encoder needs jav.models.text_encoder.load_text_encoder ({e}); "
+                raise ImportError(f"encode.text_encoder needs jav.frozen_text_encoder.load_text_encoder ({e}); "
                                   f"leave it empty to store captions only") from e
             out["text"] = load_text_encoder(enc.text_encoder)
         return out

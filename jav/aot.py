@@ -46,6 +46,7 @@ from jav.clip_tokens import TokenLayout
 from jav.models import AVDiT
 from jav.models.flops import forward_flops, param_count
 from jav.train.step import optimizer, train_step
+from jav.train.trainer import validate
 
 GiB = 1024**3
 
@@ -172,8 +173,7 @@ def abstract_opt_state(tx, params, mesh: jax.sharding.Mesh):
 
 
 def _batch_struct(shape, dtype, mesh, rules) -> jax.ShapeDtypeStruct:
-    spec = sharding.logical_to_spec(("activation_batch",) + (None,) * (len(shape) - 1), rules)
-    return jax.ShapeDtypeStruct(shape, dtype, sharding=jax.sharding.NamedSharding(mesh, spec))
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, rules, len(shape)))
 
 
 def text_inputs(cfg, batch: int, mesh, rules) -> dict:
@@ -191,7 +191,7 @@ def text_length(cfg) -> int:
 
 
 def abstract_batch(cfg, layout: TokenLayout, mesh, rules) -> dict:
-    """A global training batch as the trainer's loader and `_global_batch` deliver it."""
+    """A global training batch as the trainer's loader and `sharding.global_batch` deliver it."""
     b = cfg.train.batch_size
     return dict(video=_batch_struct((b,) + tuple(layout.video_shape), jnp.float32, mesh, rules),
                 audio=_batch_struct((b,) + tuple(layout.audio_shape), jnp.float32, mesh, rules),
@@ -199,8 +199,6 @@ def abstract_batch(cfg, layout: TokenLayout, mesh, rules) -> dict:
 
 
 def _validate(cfg, mesh) -> None:
-    from jav.train.trainer import validate
-
     # the trainer's checks, less the data directory: nothing is read here
     checked = ml_collections.ConfigDict(cfg.to_dict())
     checked.data.dir = checked.data.get("dir") or "(jav.aot reads no data)"

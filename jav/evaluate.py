@@ -13,7 +13,7 @@ run's latest checkpoint:
 - a2v: video for the real soundtrack.
 
 Each sample is scored with the world's metrics (colour accuracy, pitch
-agreement, sync error, event F1; ../shared/SYNTHETIC_WORLD.md) on what a viewer
+agreement, sync error, event F1; docs/bounce_world.md) on what a viewer
 gets: in v2a the real frames with the generated audio, in a2v the generated
 frames with the real audio. Two references are printed beside them: the real
 clips through the model's own output path (log-mel and Griffin-Lim in pixel
@@ -35,10 +35,12 @@ import numpy as np
 from absl import logging
 
 from jav import distributed
-from jav.clip_tokens import TokenLayout, arrays_to_clip, clip_to_arrays, mel_params, pixel_fps
+from jav.clip_tokens import TokenLayout, clip_to_arrays, mel_params, pixel_fps
 from jav.data.bounce import BounceParams, generate_clip
 from jav.data.bounce_metrics import aggregate, clip_metrics
-from jav.sample import clip_decoder, guidance_from, load_run, sample_clips, write_sample
+from jav.latents import codec_from_config
+from jav.runs import load_run
+from jav.sample import clip_decoder, guidance_from, sample_clips, write_sample
 
 TASKS = ("t2va", "i2va", "v2a", "a2v")
 HELD_OUT_SEED = 1_000_000
@@ -58,8 +60,6 @@ def real_arrays(cfg, clips) -> tuple[np.ndarray, np.ndarray]:
     video, audio = np.stack([v for v, _ in arrays]), np.stack([a for _, a in arrays])
     if cfg.data.get("world") != "latent":
         return video, audio[:, :TokenLayout.from_config(cfg).audio_shape[0]]
-    from jav.latents import codec_from_config
-
     codec, stats = codec_from_config(cfg)
     return codec.encode(video, audio, stats)
 

@@ -22,7 +22,7 @@ MODALITIES = ("video", "audio")
 # Index order of the task ids that `sample_flow_inputs` draws.
 TASKS = ("t2va", "i2va", "t2v", "v2a", "a2v")
 AUDIO_SIGMA_MODES = ("shared", "tokens", "fixed")
-LOSS_SPACES = ("velocity", "x0")
+LOSS_SPACES = ("velocity", "x0", "geometric")
 
 DenoiseFn = Callable[..., dict]
 
@@ -47,7 +47,8 @@ def flow_config() -> ml_collections.ConfigDict:
       loss_space: "velocity" (the squared velocity error) or "x0" (the squared error
         of the clean estimate x_t - t v, which is t^2 times the velocity error: every
         noise level counts alike, where "velocity" weighs a token at t by 1 / t^2 in
-        clean-sample terms and so is dominated by nearly clean tokens).
+        clean-sample terms and so is dominated by nearly clean tokens), or "geometric"
+        (the velocity error times t: the geometric mean of the two weightings).
     """
     return ml_collections.ConfigDict(
         dict(
@@ -308,7 +309,7 @@ def flow_loss(
 
     x0: m -> [B, N_m, P_m] clean tokens; text [B, L, D]; text_mask [B, L] bool.
     The loss per modality is the mean squared velocity error (times t^2 per token
-    with cfg.loss_space == "x0", the clean-estimate error) over the elements of
+    with cfg.loss_space == "x0", the clean-estimate error; times t with "geometric") over the elements of
     tokens in the loss mask (noisy, present, not padding); loss = video_weight * loss_video
     + audio_weight * loss_audio. A modality with no counted tokens in the batch
     contributes 0. aux: loss_video, loss_audio, the per-sample sigma_video,
@@ -322,8 +323,10 @@ def flow_loss(
     for m in MODALITIES:
         target = velocity_target(x0[m].astype(jnp.float32), d.eps[m].astype(jnp.float32))
         se = jnp.square(v[m].astype(jnp.float32) - target).mean(-1)  # [B, N_m]
-        if cfg.get("loss_space", "velocity") == "x0":
-            se = se * jnp.square(d.t[m].astype(jnp.float32))
+        space = cfg.get("loss_space", "velocity")
+        if space != "velocity":
+            tm = d.t[m].astype(jnp.float32)
+            se = se * (jnp.square(tm) if space == "x0" else tm)
         mask = d.loss_mask[m].astype(jnp.float32)
         losses[m] = (se * mask).sum() / jnp.maximum(mask.sum(), 1.0)
     loss = cfg.video_weight * losses["video"] + cfg.audio_weight * losses["audio"]

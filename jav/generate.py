@@ -77,7 +77,7 @@ def generate(
     `on_step(n)` is called on the host after each of the `num_steps` steps (progress
     display); pass the same function each call to reuse the compiled sampler.
     A model trained on precomputed text (model.text.encoder 'precomputed') needs the
-    frozen encoder that made its embeddings: `text_encoder` (jav.models.text_encoder.load_text_encoder).
+    frozen encoder that made its embeddings: `text_encoder` (jav.frozen_text_encoder.load_text_encoder).
     """
     if model.text_encoder is not None:
         text_in, mask = model.text_encoder.tokenizer.encode(list(captions))

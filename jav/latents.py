@@ -1,5 +1,5 @@
 """The latent space the diffusion model works in: a trained video VAE and audio
-VAE (runs of the autoencoder phase, `jav.train.autoencoder`) that turn pixels
+VAE (runs of the autoencoder phase, loaded by `jav.runs`) that turn pixels
 and log-mel into latents and back, and the per-channel normalisation that gives
 the diffusion model latents of about zero mean and unit variance.
 
@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from jav.runs import load_autoencoder
 
 LATENT_JSON = "latent.json"
 
@@ -55,8 +57,6 @@ class LatentCodec:
     @classmethod
     def load(cls, video_dir, audio_dir) -> "LatentCodec":
         """The EMA weights of two autoencoder-phase runs."""
-        from jav.train.autoencoder import load_autoencoder
-
         kinds = {}
         for name, run in (("video", video_dir), ("audio", audio_dir)):
             if not (pathlib.Path(run) / "config.json").exists():

@@ -19,36 +19,17 @@ import time
 from typing import Callable, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
-from flax import nnx
 
 from jav import distributed, samplers
 from jav.clip_tokens import TokenLayout, arrays_to_clip, frames_to_model, mel_params, pixel_fps
 from jav.data import mel
+from jav.frozen_text_encoder import load_text_encoder
 from jav.generate import generate
+from jav.latents import codec_from_config
 from jav.media import read_image, read_wav, write_mp4, write_wav
-from jav.models import AVDiT
-from jav.train.checkpoint import abstract_like, restore_params_from
-
-
-def load_run(workdir, weights: str = "ema") -> tuple[ml_collections.ConfigDict, nnx.Module, int]:
-    """A run directory's config and model with its latest `weights` ("ema" or "params") -> (cfg, model, step)."""
-    workdir = pathlib.Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} not found: --workdir must be a run directory written by `python -m jav.train`")
-    if weights not in ("ema", "params"):
-        raise ValueError(f"weights must be 'ema' or 'params', got {weights!r}")
-    cfg = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    if weights == "ema" and not cfg.train.ema_decay:
-        weights = "params"  # the run kept no EMA
-    abstract = nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    params, step = restore_params_from(workdir, use_ema=weights == "ema", abstract_params=abstract_like(state, device), with_step=True)
-    return cfg, nnx.merge(graphdef, params), step
+from jav.runs import load_run
 
 
 class ProgressPrinter:
@@ -79,8 +60,6 @@ def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | Non
     out = {}
     latent = cfg.data.get("world") == "latent"
     if latent and (image or audio):
-        from jav.latents import codec_from_config
-
         codec, stats = codec_from_config(cfg)
     pt = layout.video_patch[0]
     if image:
@@ -112,8 +91,6 @@ def clip_decoder(cfg) -> Callable:
     mp = mel_params(cfg)
     if cfg.data.get("world") != "latent":
         return lambda video, logmel: [arrays_to_clip(v, a, mp) for v, a in zip(video, logmel)]
-    from jav.latents import codec_from_config
-
     codec, stats = codec_from_config(cfg)
 
     def decode(zv, za):
@@ -201,8 +178,6 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     cfg, model, step = load_run(args.workdir, args.weights)
     text_encoder = None
     if args.text_encoder:
-        from jav.models.text_encoder import load_text_encoder
-
         text_encoder = load_text_encoder(args.text_encoder, max_len=args.text_len or cfg.data.get("text_len", 128))
     steps = args.steps or cfg.sample.steps
     guidance = guidance_from(cfg, args.cfg_video, args.cfg_audio, args.modality_guidance)

@@ -4,6 +4,10 @@ Model code names the axes of every parameter and large activation with
 logical names (`embed`, `heads`, `mlp`, ...). A rules table from the config
 maps each logical name to a mesh axis (`data`, `fsdp`, `context`, `tensor`)
 or to nothing; model code never names a mesh axis.
+
+A global batch is sharded over the mesh by its logical batch axis
+(`batch_sharding`); each process loads only the rows its devices hold
+(`data_shard`) and `global_batch` assembles the global arrays from them.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import threading
 from typing import Sequence
 
 import jax
+import numpy as np
+from flax import nnx
 
 # Logical names used by jav's modules. Kept in one place so that a rules table
 # can be checked for typos against it.
@@ -168,8 +174,6 @@ def param_shardings(abstract_state, mesh: jax.sharding.Mesh, rules: Rules):
     Checks every sharded dimension divides its mesh axes, naming the parameter,
     its logical axis and the fix.
     """
-    from flax import nnx
-
     def one(path, var):
         axes = var.get_metadata().get("out_sharding") if isinstance(var, nnx.Variable) else None
         if axes is None:
@@ -188,3 +192,37 @@ def param_shardings(abstract_state, mesh: jax.sharding.Mesh, rules: Rules):
         return jax.sharding.NamedSharding(mesh, canonical_spec(spec, mesh))
 
     return jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh, rules: Rules, ndim: int) -> jax.sharding.NamedSharding:
+    """The sharding of a batch array of rank `ndim`: rows over the mesh axes of `activation_batch`."""
+    return jax.sharding.NamedSharding(mesh, logical_to_spec(("activation_batch",) + (None,) * (ndim - 1), rules))
+
+
+def data_shard(placement: jax.sharding.Sharding, batch_size: int) -> tuple[int, int]:
+    """Which part of each global batch placed by `placement` (`batch_sharding(mesh, rules, 1)`)
+    this process loads -> (index, count).
+
+    The batch's rows are split into `count` disjoint sets, one per group of
+    processes whose devices hold the same rows; this process loads set `index`,
+    `batch_size // count` rows. Processes that hold the same rows (a batch
+    replicated over a mesh axis spanning processes) load the same data, as
+    `jax.make_array_from_process_local_data` requires of replicas.
+    """
+    rows: dict[int, set] = {}
+    for device, index in placement.devices_indices_map((batch_size,)).items():
+        rows.setdefault(device.process_index, set()).update(range(batch_size)[index[0]])
+    groups = sorted({frozenset(r) for r in rows.values()}, key=min)
+    if sum(map(len, groups)) != batch_size:
+        raise ValueError(f"the processes' devices hold overlapping but unequal rows of the batch ({[sorted(g) for g in groups]}); "
+                         "make mesh.shape split the batch evenly over the processes")
+    return groups.index(frozenset(rows[jax.process_index()])), len(groups)
+
+
+def global_batch(batch: dict, mesh: jax.sharding.Mesh, rules: Rules, batch_size: int) -> dict:
+    """This process's numpy rows -> global arrays of `batch_size` rows, sharded over (data, fsdp)."""
+    out = {}
+    for k, v in batch.items():
+        v = np.asarray(v)
+        out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v, (batch_size,) + v.shape[1:])
+    return out

@@ -28,7 +28,7 @@ from flax import nnx  # noqa: E402
 
 from jav import sharding  # noqa: E402
 from jav.models import context_parallel as cp  # noqa: E402
-from jav.models.attention import Mask, dot_product_attention  # noqa: E402
+from jav.models.attention_kernels import Mask, dot_product_attention  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 

@@ -8,8 +8,8 @@ import pytest
 
 from configs import test as test_config
 from jav import sharding
-from jav.models import attention, validate_config
-from jav.models.attention import Mask, attend, check_kernel, dot_product_attention, key_mask
+from jav.models import attention_kernels, validate_config
+from jav.models.attention_kernels import Mask, attend, check_kernel, dot_product_attention, key_mask
 
 B, NQ, NK, H, DH = 3, 40, 24, 2, 8
 
@@ -78,7 +78,7 @@ def test_cudnn_wrapper_matches_xla_in_bf16():
     """The cuDNN call's inputs (bf16, keys reordered valid-first, key lengths)
     through jax's XLA implementation of the same API: cuDNN itself needs a GPU."""
     q, k, v = qkv()
-    out = attention._cudnn(q, k, v, Mask(None, K_VALID), implementation="xla")
+    out = attention_kernels._cudnn(q, k, v, Mask(None, K_VALID), implementation="xla")
     ref = dot_product_attention(q, k, v, Mask(None, K_VALID).dense())
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(out)[:2], np.asarray(ref)[:2], atol=1e-2)  # sample 2 has no keys: attend zeroes it

@@ -1,6 +1,6 @@
 """The autoencoder phase (jav/train/autoencoder.py) on a tiny video VAE: loss
 falls, SIGTERM saves and a rerun resumes to exactly the uninterrupted run's
-parameters and losses, load_autoencoder gives back the trained model, the
+parameters and losses, jav.runs.load_autoencoder gives back the trained model, the
 registry names its kinds, and the bounce stream is deterministic and resumable."""
 import json
 import os
@@ -14,8 +14,10 @@ from flax import nnx
 
 from configs import video_vae as vae_configs
 from jav.data import bounce_stream
+from jav.models.ae_losses import psnr, structure_loss
+from jav.models.autoencoders import model_module
+from jav.runs import load_autoencoder, load_run
 from jav.train import autoencoder
-from jav.train.ae_losses import psnr, structure_loss
 
 
 def losses(workdir):
@@ -50,15 +52,15 @@ def test_sigterm_then_resume_matches_the_uninterrupted_run(runs):
     _, whole, split, first = runs
     assert first["step"] == 2  # the SIGTERM stopped the first run after step 2
     assert losses(split) == losses(whole)
-    _, a = autoencoder.load_autoencoder(whole, use_ema=False)
-    _, b = autoencoder.load_autoencoder(split, use_ema=False)
+    _, a = load_autoencoder(whole, weights="params")
+    _, b = load_autoencoder(split, weights="params")
     for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b))):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_load_autoencoder_gives_back_the_trained_ema_model(runs):
     cfg, whole, _, _ = runs
-    loaded_cfg, vae = autoencoder.load_autoencoder(whole)
+    loaded_cfg, vae = load_autoencoder(whole)
     assert loaded_cfg.model.kind == "video_vae" and tuple(loaded_cfg.model.widths) == tuple(cfg.model.widths)
     logged = json.loads((whole / "last_metrics.json").read_text())
     batch = bounce_stream.heldout_batch(cfg.data, cfg.data.eval_clips)
@@ -68,17 +70,37 @@ def test_load_autoencoder_gives_back_the_trained_ema_model(runs):
     assert logged["eval_psnr"] > 10.0
 
 
+def test_runs_load_a_given_step_and_name_a_wrong_request(runs):
+    _, whole, split, _ = runs
+
+    def leaves(model):
+        return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
+
+    _, whole_3 = load_autoencoder(whole, weights="params", step=3)
+    _, split_3 = load_autoencoder(split, weights="params", step=3)
+    _, last = load_autoencoder(whole, weights="params")
+    for x, y in zip(leaves(whole_3), leaves(split_3)):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for x, y in zip(leaves(whole_3), leaves(last)))
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 5 .*saved steps: \[3, 6\]"):
+        load_autoencoder(whole, step=5)
+    with pytest.raises(ValueError, match=r"weights must be one of \('ema', 'params'\), got 'raw'"):
+        load_autoencoder(whole, weights="raw")
+    with pytest.raises(ValueError, match="is a run of the autoencoder phase; load it with jav.runs.load_autoencoder"):
+        load_run(whole)
+
+
 def test_registry_and_phase_errors_name_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"model.kind='gan'.*valid kinds: \['audio_vae', 'video_vae', 'vocoder'\]"):
-        autoencoder.model_module("gan")
+        model_module("gan")
     from jav.train.__main__ import phase_train
 
     cfg = vae_configs.get_config("tiny")
     cfg.phase = "pretrain"
     with pytest.raises(ValueError, match=r"phase='pretrain'.*\('diffusion', 'autoencoder'\)"):
         phase_train(cfg)
-    with pytest.raises(FileNotFoundError, match="not an autoencoder run directory"):
-        autoencoder.load_autoencoder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is not a run directory"):
+        load_autoencoder(tmp_path)
 
 
 def test_bounce_stream_is_deterministic_resumable_and_disjoint_from_heldout():

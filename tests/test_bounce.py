@@ -1,4 +1,4 @@
-"""The bounce-world generator against shared/SYNTHETIC_WORLD.md."""
+"""The bounce-world generator against its spec, docs/bounce_world.md."""
 import re
 import time
 

@@ -212,6 +212,8 @@ def _np_loss(params, d, x0, text, cfg):
         se = ((v[m] - (eps[m] - x0n[m])) ** 2).mean(-1)
         if cfg.loss_space == "x0":  # the error of x0_hat = x_t - t v
             se = ((xt[m] - t[m][..., None] * v[m] - x0n[m]) ** 2).mean(-1)
+        if cfg.loss_space == "geometric":
+            se = se * t[m]
         mask = np.asarray(d.loss_mask[m], np.float64)
         out[m] = (se * mask).sum() / max(mask.sum(), 1.0)
     return cfg.video_weight * out["video"] + cfg.audio_weight * out["audio"], out
@@ -256,9 +258,12 @@ def test_x0_loss_space_is_the_clean_estimate_error():
     d = flow.sample_flow_inputs(key, x0, text_mask, first, cfg)
     want, _ = _np_loss(params, d, x0, text, cfg)
     np.testing.assert_allclose(loss, want, rtol=1e-5)
+    cfg.loss_space = "geometric"
+    geometric, _ = jax.jit(lambda p: flow.flow_loss(_toy_denoise(p), key, x0, text, text_mask, first, cfg))(params)
+    np.testing.assert_allclose(geometric, _np_loss(params, d, x0, text, cfg)[0], rtol=1e-5)
     cfg.loss_space = "velocity"
     velocity, _ = jax.jit(lambda p: flow.flow_loss(_toy_denoise(p), key, x0, text, text_mask, first, cfg))(params)
-    assert float(loss) < float(velocity)  # t^2 < 1 on every noisy token
+    assert float(loss) < float(geometric) < float(velocity)  # t^2 < t < 1 on every noisy token
     cfg.loss_space = "eps"
     with pytest.raises(ValueError, match="flow.loss_space='eps'"):
         flow.validate_flow_config(cfg)

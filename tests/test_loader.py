@@ -10,7 +10,7 @@ from jav.data import bounce, mel, synthetic
 from jav.data.loader import make_loader
 from jav.data.record import RecordError, decode_record
 from jav.data.shards import open_shards
-from jav.models.text_encoder import HashTokenizer
+from jav.tokenizer import HashTokenizer
 
 NUM, FIRST_SEED = 12, 100
 

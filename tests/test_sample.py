@@ -81,6 +81,19 @@ def test_bad_inputs_name_the_problem(run_dir, tmp_path):
         media.read_image(tmp_path / "bad.png")
 
 
+def test_a_runs_builtin_text_encoder_loads_as_a_frozen_encoder(run_dir):
+    from jav.frozen_text_encoder import load_text_encoder
+    from jav.runs import load_run
+
+    cfg, model, step = load_run(run_dir, step=2)
+    assert step == 2 and cfg.model.text.encoder == "builtin"
+    emb, mask = load_text_encoder(f"builtin:{run_dir}").encode(PROMPTS)
+    want, want_mask = model.text_encoder.encode(PROMPTS)
+    np.testing.assert_allclose(emb, np.asarray(want), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mask, np.asarray(want_mask))
+    assert emb.shape == (len(PROMPTS), cfg.model.text.max_len, cfg.model.text.width)
+
+
 def test_evaluate_scores_held_out_captions(run_dir, tmp_path):
     from jav import evaluate
 

@@ -12,8 +12,8 @@ transformers = pytest.importorskip(
     "transformers", reason="Hugging Face text encoders are optional: pip install -r requirements-hf.txt")
 torch = pytest.importorskip("torch", reason="the reference models need torch: pip install -r requirements-hf.txt")
 
+from jav.frozen_text_encoder import load_text_encoder  # noqa: E402
 from jav.models import t5  # noqa: E402
-from jav.models.text_encoder import load_text_encoder  # noqa: E402
 
 WORDS = ["<pad>", "</s>", "<unk>", "a", "red", "blue", "ball", "disc", "bouncing", "on", "navy", "background", "beep"]
 # max_distance 8 < the test length: the logarithmic bins and the last bin are exercised

@@ -16,9 +16,11 @@ from jav.data.loader import _ToModel, make_loader, text_input_for
 from jav.data.record import decode_record, encode_record
 from jav.data.shards import open_shards, write_shards
 from jav.data.text_embeddings import add_text_embeddings, embed_captions
+from jav.frozen_text_encoder import BuiltinFrozenEncoder, load_text_encoder
 from jav.models.av_dit import validate_config
 from jav.models.layers import jit_init
-from jav.models.text_encoder import BuiltinFrozenEncoder, HashTokenizer, TextEncoder, load_text_encoder
+from jav.models.text_encoder import TextEncoder
+from jav.tokenizer import HashTokenizer
 
 TEXT = ml_collections.ConfigDict(dict(encoder="builtin", vocab_size=64, max_len=8, width=16, dim=16, depth=1, heads=2))
 CAPTIONS = ["a red ball", "a blue disc bouncing", "beep", "a red ball", "navy background", "beep"]

@@ -50,6 +50,15 @@ def test_resumed_run_sees_the_same_batches_and_losses(shards, tmp_path):
     assert again == last and again["step"] == 6 and again["loss"] == pytest.approx(b[6])
     assert losses(parted) == b
 
+    # a new phase starts from the finished run's weights: its first batch is the
+    # straight run's first batch, seen by the weights of step 6
+    cfg = config(shards, 1)
+    cfg.init_from = str(straight)
+    messages = []
+    train(cfg, str(tmp_path / "next"), log=messages.append)
+    assert f"initialised from {straight}" in messages
+    assert losses(tmp_path / "next")[1] < a[1] - 0.01, (losses(tmp_path / "next"), a)
+
 
 def test_config_that_cannot_shard_fails_before_compiling(shards, tmp_path):
     from jav.train.trainer import validate

@@ -17,11 +17,11 @@ import numpy as np
 from jav.audio.log_mel import logmel_to_power
 from jav.audio.mel_filters import mel_filterbank
 from jav.audio.stft import istft, stft
-from jav.data.mel import MelParams
+from jav.audio.mel_params import MelParams
 
 
 @functools.lru_cache(maxsize=16)
-def _inverse_filters(params: MelParams) -> tuple[np.ndarray, float]:
+def inverse_filters(params: MelParams) -> tuple[np.ndarray, float]:
     """(pseudo-inverse [bins, n_mels], gradient step 1 / ||M||^2) of params' filterbank M."""
     weights = mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax).astype(np.float64)
     step = 1.0 / np.linalg.norm(weights, 2) ** 2
@@ -42,7 +42,7 @@ def mel_to_linear_power(mel: jax.Array, params: MelParams = MelParams(), nnls_st
     earlier) is lost in 3 of 8 phase draws with clipping alone, 1 of 8 with 10
     steps, 2 of 8 on librosa's path.
     """
-    pinv, step = _inverse_filters(params)
+    pinv, step = inverse_filters(params)
     filters = jnp.asarray(mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax))
     hi = jax.lax.Precision.HIGHEST
     linear = jnp.maximum(jnp.einsum("...tm,fm->...tf", mel, pinv, precision=hi), 0)

@@ -1,4 +1,4 @@
-"""Mel power and the normalised log-mel of jav.data.mel.MelParams, in JAX.
+"""Mel power and the normalised log-mel of MelParams (jav.audio.mel_params), in JAX.
 
 The same features as jav.data.mel.waveform_to_logmel (librosa), jittable and
 batched: wave [..., N] -> [..., Ta, n_mels] with Ta = N // hop, frame j centred
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from jav.audio.mel_filters import mel_filterbank
 from jav.audio.stft import stft
-from jav.data.mel import MelParams
+from jav.audio.mel_params import MelParams
 
 
 def filterbank(params: MelParams) -> jax.Array:

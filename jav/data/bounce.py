@@ -1,6 +1,6 @@
 """The bounce world: procedural audio-video clips of discs that beep when they hit a wall.
 
-Implements shared/SYNTHETIC_WORLD.md (spec v1). Every clip is a pure function of
+Implements docs/bounce_world.md (spec v1). Every clip is a pure function of
 (seed, BounceParams); trajectories and contact times are exact and analytic, so
 the metrics in `bounce_metrics` can be checked against ground truth.
 

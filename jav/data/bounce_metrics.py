@@ -2,7 +2,7 @@
 
 Every function here reads frames, a waveform and a caption (never the
 generator's metadata), so the same code scores generator clips and
-model-generated ones; shared/SYNTHETIC_WORLD.md defines the four metrics.
+model-generated ones; docs/bounce_world.md defines the four metrics.
 """
 import math
 

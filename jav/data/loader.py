@@ -21,7 +21,8 @@ from absl import flags
 from jav.clip_tokens import frames_to_model
 from jav.data.record import decode_record
 from jav.data.shards import open_shards
-from jav.models.text_encoder import HashTokenizer, uses_token_ids
+from jav.models.text_encoder import uses_token_ids
+from jav.tokenizer import HashTokenizer
 
 
 TEXT_INPUTS = ("ids", "embeddings")

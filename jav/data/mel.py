@@ -4,36 +4,10 @@ Until jav has a learned audio VAE, audio tokens are frames of a normalised log-m
 spectrogram (16 kHz, hop 160, 64 bins, as LTX-2's audio VAE takes in); Griffin-Lim
 turns generated spectrograms back into waveforms. NumPy and librosa for now.
 """
-import dataclasses
-
 import librosa
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class MelParams:
-    """Spectrogram settings and the fixed constants that map log power to about [-1, 1].
-
-    n_fft = 400 (a 25 ms window, as Whisper uses) rather than 1024: Griffin-Lim from
-    64 ms windows smears burst onsets by up to 7 ms and invents extra ones, and is
-    3x slower; from 25 ms windows onsets come back within about 3 ms. Its 40 Hz bins
-    still give each of the 64 mel bands at least two bins.
-
-    Normalisation: mel power in dB (librosa's Slaney-normalised filters, power 2,
-    unnormalised STFT), floored at db_floor, then (db - db_centre) / db_half_range.
-    With the defaults digital silence maps to -1, the bounce world's -50 dBFS noise
-    to about -0.6, a 0.4-amplitude burst's peak to about 0.85 and a full-scale sine
-    to about 1.05.
-    """
-    sample_rate: int = 16000
-    n_fft: int = 400
-    hop: int = 160
-    n_mels: int = 64
-    fmin: float = 0.0
-    fmax: float = 8000.0
-    db_floor: float = -60.0
-    db_centre: float = -20.0
-    db_half_range: float = 40.0
+from jav.audio.mel_params import MelParams
 
 
 def waveform_to_logmel(wave: np.ndarray, params: MelParams = MelParams()) -> np.ndarray:

@@ -21,7 +21,11 @@ import time
 
 import numpy as np
 
+from jav.clip_tokens import frames_to_model
 from jav.data import bounce, mel, shards
+from jav.data.text_embeddings import add_text_embeddings
+from jav.frozen_text_encoder import load_text_encoder
+from jav.latents import LatentCodec, write_latent_json
 
 
 def _jsonable(x):
@@ -50,9 +54,6 @@ def clip_record(seed: int, params: bounce.BounceParams = bounce.BounceParams(),
 
 def latent_records(args, params: bounce.BounceParams, log=print):
     """Bounce clips encoded by the two VAEs; writes DIR/latent.json (runs and statistics) first."""
-    from jav.clip_tokens import frames_to_model
-    from jav.latents import LatentCodec, write_latent_json
-
     codec = LatentCodec.load(args.video_vae, args.audio_vae)
     mp = mel.MelParams(sample_rate=params.sample_rate)
 
@@ -111,9 +112,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     recs = records()
     if args.text_encoder:
-        from jav.data.text_embeddings import add_text_embeddings
-        from jav.models.text_encoder import load_text_encoder
-
         recs = add_text_embeddings(recs, load_text_encoder(args.text_encoder, max_len=args.text_len), batch_size=args.batch)
     manifest = shards.write_shards(recs, args.out, args.records_per_shard)
     print(f"wrote {manifest['num_records']} records in {len(manifest['shards'])} shards to {args.out}")

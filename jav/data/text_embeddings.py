@@ -3,7 +3,7 @@ trained on precomputed text (model.text.encoder = "precomputed") never runs its
 frozen text encoder inside the training step.
 
     from jav.data.text_embeddings import add_text_embeddings
-    from jav.models.text_encoder import load_text_encoder
+    from jav.frozen_text_encoder import load_text_encoder
     records = add_text_embeddings(records, load_text_encoder("hf:/models/t5_base", max_len=64))
 
 Each record then carries text_emb [max_len, D] (float16 by default) and

@@ -30,7 +30,8 @@ import ml_collections
 from flax import nnx
 
 from jav.models import context_parallel
-from jav.models.attention import KERNELS, Attention, AttentionProjections, Mask, key_mask
+from jav.models.attention import Attention, AttentionProjections
+from jav.models.attention_kernels import KERNELS, Mask, key_mask
 from jav.models.layers import (
     MLP,
     AdaLNSingle,

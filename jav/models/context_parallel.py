@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jav.models.attention import Mask, attend
+from jav.models.attention_kernels import Mask, attend
 from jav.sharding import logical_to_spec, mesh_axes_of
 
 CONTEXT_MODES = ("ring", "ulysses")

@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from jav.models.ae_losses import psnr, structure_loss
 from jav.models.layers import RMSNorm, dtype_of, fan_in_normal, jit_init, param, zeros
 
 
@@ -492,8 +493,6 @@ def training_outputs(model: VideoVAE, batch: dict, key: jax.Array, cfg) -> tuple
     """Loss of a batch {"video": [B, 1 + 4k, H, W, 3]} through a sampled latent ->
     (loss, metrics, (target, reconstruction)); `cfg.loss` weighs L1, L2, KL and
     the structure term."""
-    from jav.train.ae_losses import psnr, structure_loss
-
     x = batch["video"]
     recon, mean, logvar = model(x, key)
     w = cfg.loss
@@ -517,8 +516,6 @@ def training_loss(model: VideoVAE, batch: dict, key: jax.Array, cfg) -> tuple[ja
 def evaluate(model: VideoVAE, batch: dict, cfg) -> dict:
     """Held-out scores through the posterior mean: PSNR of the whole clip and of
     its first frame, L1, and the latents' mean and standard deviation."""
-    from jav.train.ae_losses import psnr
-
     del cfg
     x = batch["video"]
     mean, _ = model.encode(x)

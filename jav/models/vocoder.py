@@ -25,9 +25,10 @@ import numpy as np
 from flax import nnx
 
 from jav.audio import log_mel, stft_loss
-from jav.audio.griffin_lim import _inverse_filters
+from jav.audio.griffin_lim import inverse_filters
+from jav.audio.mel_params import MelParams
 from jav.audio.stft import istft
-from jav.data.mel import MelParams
+from jav.models import audio_vae
 from jav.models.layers import Dense, RMSNorm, dtype_of, fan_in_normal, jit_init, param, zeros
 
 
@@ -96,7 +97,7 @@ class Vocoder(nnx.Module):
             raise ValueError(f"log-mel has {logmel.shape[-1]} bins but vocoder.n_mels={cfg.n_mels}")
         # One more frame, a copy of the last, centred on the clip's end (as Griffin-Lim's inversion does).
         logmel = jnp.concatenate([logmel, logmel[:, -1:]], axis=1).astype(jnp.float32)  # [B, Ta + 1, n_mels]
-        pinv, _ = _inverse_filters(params)
+        pinv, _ = inverse_filters(params)
         prior = jnp.maximum(jnp.einsum("btm,fm->btf", log_mel.logmel_to_power(logmel, params), pinv), 0)
         log_prior = 0.5 * jnp.log(prior + cfg.prior_floor)  # [B, Ta + 1, bins]
 
@@ -163,8 +164,8 @@ def training_loss(model: Vocoder, batch: dict, key: jax.Array, cfg: ml_collectio
 
 
 def load_params(workdir: str) -> Vocoder:
-    """The vocoder saved in workdir by benchmarks/vocoder.py (config.json + params.msgpack)."""
-    from jav.models import audio_vae  # the shared msgpack checkpoint format
+    """The vocoder saved in workdir by benchmarks/vocoder.py (config.json + params.msgpack,
+    the audio VAE's format)."""
     return audio_vae.load_params(workdir, init=init_model)
 
 

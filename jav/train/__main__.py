@@ -12,22 +12,19 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jav import distributed
+from jav.train import autoencoder, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, config.json")
-PHASES = ("diffusion", "autoencoder")
+PHASES = {"diffusion": trainer.train, "autoencoder": autoencoder.train}
 
 
 def phase_train(cfg):
     """The train function of the config's phase."""
     phase = cfg.get("phase", "diffusion")
-    if phase == "diffusion":
-        from jav.train.trainer import train
-    elif phase == "autoencoder":
-        from jav.train.autoencoder import train
-    else:
-        raise ValueError(f"phase={phase!r} is not a training phase; use one of {PHASES}")
-    return train
+    if phase not in PHASES:
+        raise ValueError(f"phase={phase!r} is not a training phase; use one of {tuple(PHASES)}")
+    return PHASES[phase]
 
 
 def main(argv):

@@ -3,8 +3,8 @@ diffusion trainer's machinery (mesh, sharded parameters, Orbax checkpoints with
 the data stream's position, resume, SIGTERM save-and-exit, metrics.jsonl and
 TensorBoard). `python -m jav.train` runs it when `cfg.phase == "autoencoder"`.
 
-`cfg.model.kind` names the model's module in MODELS, imported when needed. A
-module provides
+`cfg.model.kind` names the model's module (jav.models.autoencoders.MODELS),
+imported when needed. A module provides
   init_model(model_cfg, key, out_shardings=None) -> nnx.Module
       (model_cfg is the experiment's cfg.model),
   training_loss(model, batch, key, cfg) -> (scalar loss, dict of scalar metrics)
@@ -16,13 +16,12 @@ and optionally
   evaluate(model, batch, cfg) -> dict of scalars, scored on held-out clips
       with the EMA weights every train.eval_every steps ("eval_" prefixed).
 
-`load_autoencoder(workdir)` gives back a trained run's config and model.
+`jav.runs.load_autoencoder(workdir)` gives back a trained run's config and model.
 """
 from __future__ import annotations
 
 import functools
 import importlib
-import json
 import pathlib
 import time
 
@@ -34,29 +33,13 @@ import optax
 from flax import nnx
 
 from jav import sharding
-from jav.train import ae_losses
+from jav.data.bounce_stream import BounceStream, heldout_batch
+from jav.data.loader import make_loader
+from jav.models.autoencoders import MODELS, model_module
 from jav.train.checkpoint import Checkpointer, abstract_like, restore_params_from
-from jav.train.discriminator import PatchDiscriminator, as_images
+from jav.train.discriminator import PatchDiscriminator, as_images, hinge_discriminator, hinge_generator
 from jav.train.step import init_opt_state, optimizer
-from jav.train.trainer import (Preemption, _batch_sharding, _data_shard, _global_batch, close_run, final_metrics,
-                               nonfinite_error, record_metrics)
-
-MODELS = {
-    "video_vae": "jav.models.video_vae",
-    "audio_vae": "jav.models.audio_vae",
-    "vocoder": "jav.models.vocoder",
-}
-
-
-def model_module(kind: str):
-    """The module registered for `kind` (imported on first use)."""
-    if kind not in MODELS:
-        raise ValueError(f"model.kind={kind!r} is not an autoencoder kind; valid kinds: {sorted(MODELS)}")
-    module = importlib.import_module(MODELS[kind])
-    missing = [f for f in ("init_model", "training_loss") if not hasattr(module, f)]
-    if missing:
-        raise ValueError(f"{MODELS[kind]} (model.kind={kind!r}) lacks {missing}, which the autoencoder phase needs")
-    return module
+from jav.train.trainer import Preemption, close_run, final_metrics, nonfinite_error, record_metrics
 
 
 def validate(cfg, mesh: jax.sharding.Mesh) -> None:
@@ -79,8 +62,6 @@ class _ShardStream:
     frames, the record's audio (a normalised log-mel) as "logmel"."""
 
     def __init__(self, data_cfg, batch_size: int, seed: int, index: int, count: int):
-        from jav.data.loader import make_loader
-
         self.loader = make_loader(data_cfg.dir, batch_size=batch_size // count, seed=seed, process_index=index, process_count=count)
         self.time_factor = int(data_cfg.get("time_factor", 4))
 
@@ -99,8 +80,6 @@ class _ShardStream:
 def make_stream(cfg, index: int = 0, count: int = 1):
     """The training stream this process reads (its rows of each global batch)."""
     if cfg.data.source == "bounce":
-        from jav.data.bounce_stream import BounceStream
-
         return BounceStream(cfg.data, cfg.train.batch_size, index=index, count=count)
     if not cfg.data.get("dir"):
         raise ValueError("data.source='shards' needs data.dir (shards from `python -m jav.data.synthetic`)")
@@ -131,7 +110,7 @@ def train_step(graphdef, params, opt_state, ema, disc, disc_opt, batch, key, *, 
             loss, metrics = module.training_loss(model, batch, key, cfg)
             return loss, (metrics, None)
         loss, metrics, (target, output) = module.training_outputs(model, batch, key, cfg)
-        gen = ae_losses.hinge_generator(nnx.merge(disc_graphdef, disc)(as_images(output)))
+        gen = hinge_generator(nnx.merge(disc_graphdef, disc)(as_images(output)))
         metrics = dict(metrics, adv_generator=gen)
         return loss + cfg.loss.adv_weight * gen, (metrics, (target, output))
 
@@ -149,7 +128,7 @@ def train_step(graphdef, params, opt_state, ema, disc, disc_opt, batch, key, *, 
 
         def disc_loss_fn(dp):
             d = nnx.merge(disc_graphdef, dp)
-            return ae_losses.hinge_discriminator(d(as_images(target)), d(as_images(jax.lax.stop_gradient(output))))
+            return hinge_discriminator(d(as_images(target)), d(as_images(jax.lax.stop_gradient(output))))
 
         d_loss, d_grads = jax.value_and_grad(disc_loss_fn)(disc)
         d_updates, new_disc_opt = disc_tx.update(d_grads, disc_opt, disc)
@@ -202,7 +181,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
         opt_state = init_opt_state(tx, params)
         ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
-        index, count = _data_shard(_batch_sharding(mesh, rules, 1), t.batch_size)
+        index, count = sharding.data_shard(sharding.batch_sharding(mesh, rules, 1), t.batch_size)
         stream = make_stream(cfg, index, count)
         disc = disc_opt = disc_graphdef = disc_tx = None
         if adversarial:
@@ -231,9 +210,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
 
         heldout = None
         if t.get("eval_every") and hasattr(module, "evaluate") and cfg.data.source == "bounce":
-            from jav.data.bounce_stream import heldout_batch
-
-            heldout = {k: jax.device_put(v, _batch_sharding(mesh, rules, v.ndim) if len(v) % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0
+            heldout = {k: jax.device_put(v, sharding.batch_sharding(mesh, rules, v.ndim) if len(v) % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0
                                          else jax.sharding.NamedSharding(mesh, jax.P()))
                        for k, v in heldout_batch(cfg.data, cfg.data.eval_clips).items()}
 
@@ -254,7 +231,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         step = start
         try:
             while step < t.steps:
-                batch = _global_batch(next(stream), mesh, rules, t.batch_size)
+                batch = sharding.global_batch(next(stream), mesh, rules, t.batch_size)
                 use_disc = adversarial and step >= cfg.loss.adv_start
                 params, opt_state, ema, new_disc, new_disc_opt, m = train_step(
                     graphdef, params, opt_state, ema, disc if use_disc else None, disc_opt if use_disc else None,
@@ -300,24 +277,3 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         finally:
             close_run(ckpt, preempt, writer)
     return final_metrics(workdir, metrics, step=step, start=start, total=t.steps, is_main=is_main, say=say)
-
-
-def load_config(workdir) -> ml_collections.ConfigDict:
-    """The config a run was trained with (workdir/config.json)."""
-    path = pathlib.Path(workdir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: {workdir} is not an autoencoder run directory")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def load_autoencoder(workdir, use_ema: bool = True) -> tuple[ml_collections.ConfigDict, nnx.Module]:
-    """(config, model) of a run: the model rebuilt from workdir/config.json with the
-    (EMA) parameters of its latest checkpoint, on the default device."""
-    cfg = load_config(workdir)
-    module = model_module(cfg.model.get("kind", None))
-    model = module.init_model(cfg.model, jax.random.key(0))
-    graphdef, state = nnx.split(model)
-    if use_ema and not cfg.train.get("ema_decay"):
-        raise ValueError(f"{workdir} was trained without EMA (train.ema_decay=0); load it with use_ema=False")
-    state = restore_params_from(workdir, use_ema=use_ema, abstract_params=abstract_like(state))
-    return cfg, nnx.merge(graphdef, state)

@@ -163,19 +163,20 @@ class Checkpointer:
         )
 
 
-def restore_params_from(run_dir, *, use_ema: bool, abstract_params: PyTree, with_step: bool = False):
-    """Params (or EMA params) of the latest step of another run, onto `abstract_params`' shardings
-    (-> (params, step) when `with_step`).
+def restore_params_from(run_dir, *, use_ema: bool, abstract_params: PyTree, step: int | None = None,
+                        with_step: bool = False):
+    """Params (or EMA params) of step `step` (default: the latest) of another run, onto
+    `abstract_params`' shardings (-> (params, step) when `with_step`).
 
-    How a phase starts from another (`--config.init_from=DIR[:ema]`) and how the
-    sampler loads a run: only that one tree is read, so the optimizer state never
+    How a phase starts from another (`--config.init_from=DIR[:ema]`) and how
+    jav.runs loads a run: only that one tree is read, so the optimizer state never
     touches memory.
     """
     directory = epath.Path(os.path.abspath(run_dir)) / "checkpoints"
     if not directory.exists():
-        raise FileNotFoundError(f"no checkpoint in {directory} (init_from={run_dir} is not a run directory)")
+        raise FileNotFoundError(f"no checkpoint in {directory} ({run_dir} is not a run directory)")
     name = "ema" if use_ema else "params"
     with _reader(directory) as mngr:
-        step = _require_step(mngr, None, directory)
+        step = _require_step(mngr, step, directory)
         params = _restore(mngr, step, directory, **{name: ocp.args.StandardRestore(abstract_params)})[name]
     return (params, step) if with_step else params

@@ -33,3 +33,11 @@ class PatchDiscriminator(nnx.Module):
         for conv in self.convs:
             h = jax.nn.leaky_relu(conv(h), 0.2)
         return self.out(h).astype(jnp.float32)
+
+
+def hinge_discriminator(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
+
+
+def hinge_generator(fake_logits: jax.Array) -> jax.Array:
+    return -jnp.mean(fake_logits)

@@ -22,19 +22,19 @@ from jax.experimental import multihost_utils
 
 from jav import perf, sharding
 from jav.clip_tokens import TokenLayout
+from jav.data.buckets import make_bucket_loader
 from jav.data.loader import make_loader, text_input_for
 from jav.flow import validate_flow_config
 from jav.models import AVDiT, init_model, validate_config
+from jav.models.attention_kernels import check_kernel
+from jav.models.av_dit import LENGTH, attention_options
 from jav.models.flops import forward_flops
-from jav.train.checkpoint import Checkpointer, abstract_like
+from jav.train.checkpoint import Checkpointer, abstract_like, restore_params_from
 from jav.train.step import init_opt_state, optimizer, train_step
 
 
 def validate(cfg, mesh: jax.sharding.Mesh) -> None:
     """Config checks that need no compile, with errors naming the key and the fix."""
-    from jav.models.attention import check_kernel
-    from jav.models.av_dit import LENGTH, attention_options
-
     validate_config(cfg.model)
     validate_flow_config(cfg.flow)
     options = attention_options(cfg.model)
@@ -106,38 +106,6 @@ def _curriculum(buckets):
     return [(until, dict(weights.items())) for until, weights in buckets]
 
 
-def _batch_sharding(mesh: jax.sharding.Mesh, rules, ndim: int) -> jax.sharding.NamedSharding:
-    return jax.sharding.NamedSharding(mesh, sharding.logical_to_spec(("activation_batch",) + (None,) * (ndim - 1), rules))
-
-
-def _data_shard(batch_sharding: jax.sharding.Sharding, batch_size: int) -> tuple[int, int]:
-    """Which part of each global batch this process loads -> (index, count).
-
-    The batch's rows are split into `count` disjoint sets, one per group of
-    processes whose devices hold the same rows; this process loads set `index`,
-    `batch_size // count` rows. Processes that hold the same rows (a batch
-    replicated over a mesh axis spanning processes) load the same data, as
-    `jax.make_array_from_process_local_data` requires of replicas.
-    """
-    rows: dict[int, set] = {}
-    for device, index in batch_sharding.devices_indices_map((batch_size,)).items():
-        rows.setdefault(device.process_index, set()).update(range(batch_size)[index[0]])
-    groups = sorted({frozenset(r) for r in rows.values()}, key=min)
-    if sum(map(len, groups)) != batch_size:
-        raise ValueError(f"the processes' devices hold overlapping but unequal rows of the batch ({[sorted(g) for g in groups]}); "
-                         "make mesh.shape split the batch evenly over the processes")
-    return groups.index(frozenset(rows[jax.process_index()])), len(groups)
-
-
-def _global_batch(batch: dict, mesh: jax.sharding.Mesh, rules, batch_size: int) -> dict:
-    """This process's numpy rows -> global arrays of `batch_size` rows, sharded over (data, fsdp)."""
-    out = {}
-    for k, v in batch.items():
-        v = np.asarray(v)
-        out[k] = jax.make_array_from_process_local_data(_batch_sharding(mesh, rules, v.ndim), v, (batch_size,) + v.shape[1:])
-    return out
-
-
 def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     """Trains `cfg` in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
     workdir = pathlib.Path(workdir)
@@ -163,15 +131,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         opt_state = init_opt_state(tx, params)
         ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
 
-        shard, shards = _data_shard(_batch_sharding(mesh, rules, 1), t.batch_size)
+        shard, shards = sharding.data_shard(sharding.batch_sharding(mesh, rules, 1), t.batch_size)
         say(f"{jax.process_count()} process(es) x {jax.local_device_count()} {jax.default_backend()} device(s) = {jax.device_count()}, "
             f"mesh {dict(mesh.shape)}; each step's {t.batch_size} clips are loaded in {shards} part(s) of {t.batch_size // shards}")
         loader_kw = dict(batch_size=t.batch_size // shards, seed=t.seed, process_index=shard, process_count=shards,
                          tokenizer_vocab=cfg.model.text.vocab_size, tokenizer_len=cfg.model.text.max_len,
                          text_input=text_input_for(cfg.model.text), text_dim=cfg.model.text.dim)
         if cfg.data.get("buckets"):  # every process draws the same shape bucket at each step
-            from jav.data.buckets import make_bucket_loader
-
             loader = make_bucket_loader(cfg.data.dir, _curriculum(cfg.data.buckets), **loader_kw)
         else:
             loader = make_loader(cfg.data.dir, **loader_kw)
@@ -184,7 +150,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
             say(f"resumed from {workdir} at step {start}")
         elif cfg.get("init_from"):
             run_dir, _, which = cfg.init_from.partition(":")
-            params = ckpt.restore_params_from(run_dir, use_ema=which == "ema", abstract_params=abstract_like(params))
+            params = restore_params_from(run_dir, use_ema=which == "ema", abstract_params=abstract_like(params))
             ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
             say(f"initialised from {cfg.init_from}")
 
@@ -219,7 +185,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         step = start
         try:
             while step < t.steps:
-                batch = _global_batch(next(loader), mesh, rules, t.batch_size)
+                batch = sharding.global_batch(next(loader), mesh, rules, t.batch_size)
                 step_layout, flops_per_step, tokens_per_step = layout_of(batch)
                 params, opt_state, ema, m = train_step(graphdef, params, opt_state, ema, batch, jax.random.fold_in(base_key, step),
                                                        tx=tx, layout=step_layout, flow_cfg=flow_cfg, ema_decay=t.ema_decay,

@@ -1,6 +1,6 @@
-"""Loss terms and scores shared by the autoencoder phase's models: PSNR, a
-multi-scale structure (finite-difference) loss, and the hinge losses of the
-optional adversarial term.
+"""Reconstruction scores and loss terms of the autoencoder models (their
+`training_loss` / `evaluate`, which the autoencoder phase calls): PSNR and a
+multi-scale structure (finite-difference) loss.
 
 The structure term stands in for a perceptual loss: LPIPS needs published VGG
 weights, which jav does not download, so it is not used.
@@ -39,11 +39,3 @@ def structure_loss(target: jax.Array, output: jax.Array, diff_axes: tuple[int, .
             if target.shape[a] > 1:
                 total = total + jnp.mean(jnp.abs(jnp.diff(output, axis=a) - jnp.diff(target, axis=a)))
     return total
-
-
-def hinge_discriminator(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-    return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
-
-
-def hinge_generator(fake_logits: jax.Array) -> jax.Array:
-    return -jnp.mean(fake_logits)

@@ -1,0 +1,72 @@
+"""Loading a run directory: the config it was trained with, and its model with
+the EMA or raw weights of its latest or a given step, on one device.
+
+    cfg = load_config("runs/demo/run")
+    cfg, model, step = load_run("runs/demo/run")           # a diffusion run: the AVDiT
+    cfg, vae = load_autoencoder("runs/demo/vae/video")     # an autoencoder run: VAE or vocoder
+
+Sampling, evaluation, the latent codec, frozen text encoders and curation load
+runs through here; it imports no command-line tool and no training loop.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+from flax import nnx
+
+from jav.models import AVDiT
+from jav.models.autoencoders import model_module
+from jav.train.checkpoint import abstract_like, restore_params_from
+
+WEIGHTS = ("ema", "params")
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+    """The config a run was trained with (workdir/config.json)."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: {workdir} is not a run directory written by `python -m jav.train`")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+
+
+def _restore(workdir, state, weights: str, step: int | None):
+    """`weights` of `step` (None: the latest) onto the first device, shaped like `state` -> (params, step)."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return restore_params_from(workdir, use_ema=weights == "ema", abstract_params=abstract_like(state, device),
+                               step=step, with_step=True)
+
+
+def load_run(workdir, weights: str = "ema", step: int | None = None) -> tuple[ml_collections.ConfigDict, nnx.Module, int]:
+    """A diffusion run's config and model with the `weights` ("ema" or "params") of `step`
+    (default: the latest) -> (cfg, model, step). A run that kept no EMA gives its raw weights."""
+    _check_weights(weights)
+    cfg = load_config(workdir)
+    phase = cfg.get("phase", "diffusion")
+    if phase != "diffusion":
+        raise ValueError(f"{workdir} is a run of the {phase} phase; load it with jav.runs.load_autoencoder")
+    if weights == "ema" and not cfg.train.ema_decay:
+        weights = "params"  # the run kept no EMA
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))
+    params, step = _restore(workdir, state, weights, step)
+    return cfg, nnx.merge(graphdef, params), step
+
+
+def load_autoencoder(workdir, weights: str = "ema", step: int | None = None) -> tuple[ml_collections.ConfigDict, nnx.Module]:
+    """An autoencoder-phase run's config and model (video VAE, audio VAE or vocoder, by
+    cfg.model.kind), rebuilt from its config with the `weights` of `step` (default: the latest)."""
+    _check_weights(weights)
+    cfg = load_config(workdir)
+    module = model_module(cfg.model.get("kind", None))
+    if weights == "ema" and not cfg.train.get("ema_decay"):
+        raise ValueError(f"{workdir} was trained without EMA (train.ema_decay=0); load it with weights='params'")
+    graphdef, state = nnx.split(module.init_model(cfg.model, jax.random.key(0)))
+    params, _ = _restore(workdir, state, weights, step)
+    return cfg, nnx.merge(graphdef, params)
