@@ -115,13 +115,14 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
         task_out = out / task
         results = []
         for i, (clip, sample) in enumerate(zip(clips, samples)):
-            m = clip_metrics(*scored_clip(task, clip, sample), clip.caption, world)
+            frames, wave = scored_clip(task, clip, sample)
+            m = clip_metrics(frames, wave, clip.caption, world)
             results.append(m)
             info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed,
                         batch_size=min(batch_size, num), steps=steps, caption_seed=seed + i,
                         guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                         metrics=m)
-            write_sample(task_out, i, *scored_clip(task, clip, sample), cfg, info)
+            write_sample(task_out, i, frames, wave, cfg, info)
             log(f"[{task}] {i:03d} {clip.caption!r}: {_line(m)}")
         summary = dict(task=task, workdir=str(workdir), checkpoint_step=step, weights=weights, num=num, caption_seed=seed,
                        sample_seed=sample_seed, steps=steps, metrics=aggregate(results), reference_metrics=aggregate(references),

@@ -204,18 +204,32 @@ def test_aligned_mean_path_ignores_where_in_the_frame(read):
 
 
 def test_time_bias_attention():
-    from jav.models.av_dit import biased_attention, time_bias, time_bias_slopes
+    from jav.models.attention_kernels import dot_product_attention
+    from jav.models.av_dit import time_bias, time_bias_slopes
 
     np.testing.assert_allclose(time_bias_slopes(32.0, 3), [32.0, 16.0, 8.0])
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.normal(size=(2, n, 2, 8)), jnp.float32) for n in (5, 7, 7))
     zero = jnp.zeros((1, 2, 5, 7))
-    np.testing.assert_allclose(biased_attention(q, k, v, zero, None), jax.nn.dot_product_attention(q, k, v), atol=1e-5)
+    np.testing.assert_allclose(dot_product_attention(q, k, v, bias=zero), jax.nn.dot_product_attention(q, k, v), atol=1e-5)
     # a steep bias makes each query read the key nearest in time
     qt, kt = jnp.asarray([[0.0, 0.09, 0.21, 0.31, 0.41]]), jnp.asarray([[0.0, 0.07, 0.13, 0.2, 0.27, 0.33, 0.4]])
-    out = biased_attention(q, k, v, time_bias(qt, kt, time_bias_slopes(1e4, 2)), None)
+    out = dot_product_attention(q, k, v, bias=time_bias(qt, kt, time_bias_slopes(1e4, 2)))
     nearest = np.abs(np.asarray(qt)[0, :, None] - np.asarray(kt)[0, None]).argmin(-1)
     np.testing.assert_allclose(out[:, :, 0], np.asarray(v)[:, nearest, 0], atol=1e-4)
+
+
+def test_time_bias_cross_attention_keeps_padding_out():
+    cfg = tiny("cross_attn")
+    cfg.joint.time_bias = 32.0
+    model = randomized(init_model(cfg, jax.random.key(0)))
+    x, t, pos, text, text_mask = inputs()
+    valid = {"video": jnp.ones(x["video"].shape[:2], bool), "audio": jnp.arange(x["audio"].shape[1])[None].repeat(B, 0) < 3}
+    a = call(model, x, t, pos, text, text_mask, token_mask=valid)
+    b = call(model, dict(x, audio=x["audio"].at[:, 3:].set(5.0)), t, pos, text, text_mask, token_mask=valid)
+    np.testing.assert_allclose(np.asarray(a["video"]), np.asarray(b["video"]), atol=1e-5)
+    c = call(model, dict(x, audio=x["audio"].at[:, :3].add(1.0)), t, pos, text, text_mask, token_mask=valid)
+    assert np.abs(np.asarray(a["video"]) - np.asarray(c["video"])).max() > 1e-4  # the valid sound is read
 
 
 def test_decoupled_video_attention_runs_and_changes_the_function():

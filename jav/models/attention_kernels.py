@@ -80,10 +80,14 @@ def key_mask(mask_q: jax.Array | None, mask_k: jax.Array | None) -> Mask | None:
     return Mask(mask_q, mask_k)
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """q [B, Nq, H, Dh], k/v [B, Nk, H, Dh], mask broadcastable to [B, H, Nq, Nk] -> [B, Nq, H, Dh]."""
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+                          bias: jax.Array | None = None) -> jax.Array:
+    """q [B, Nq, H, Dh], k/v [B, Nk, H, Dh], mask and an additive logit bias (float32)
+    broadcastable to [B, H, Nq, Nk] -> [B, Nq, H, Dh]."""
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits = logits / math.sqrt(q.shape[-1])
+    if bias is not None:
+        logits = logits + bias
     if mask is not None:
         logits = jnp.where(mask, logits, _BIG_NEG)
     weights = jax.nn.softmax(logits, axis=-1)

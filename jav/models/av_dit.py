@@ -31,7 +31,7 @@ from flax import nnx
 
 from jav.models import context_parallel
 from jav.models.attention import Attention, AttentionProjections
-from jav.models.attention_kernels import KERNELS, Mask, key_mask
+from jav.models.attention_kernels import KERNELS, Mask, dot_product_attention, key_mask
 from jav.models.layers import (
     MLP,
     AdaLNSingle,
@@ -229,21 +229,6 @@ def time_bias(q_times: jax.Array, k_times: jax.Array, slopes: jax.Array) -> jax.
     return -slopes[None, :, None, None] * dt[:, None]
 
 
-def biased_attention(q, k, v, bias, mask: Mask | None) -> jax.Array:
-    """Attention with an additive logit bias: q [B, Nq, H, Dh], k/v [B, Nk, H, Dh], bias
-    [B or 1, H, Nq, Nk] -> [B, Nq, H, Dh]. Einsums: the cross-modal attention it serves
-    spans the audio tokens on one side, about 1% of the video's."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
-    logits = logits + bias
-    dense = None if mask is None else mask.dense(q.shape[1], k.shape[1])
-    if dense is not None:
-        logits = jnp.where(dense, logits, -1e30)
-    weights = jax.nn.softmax(logits, axis=-1)
-    if dense is not None:
-        weights = jnp.where(jnp.any(dense, axis=-1, keepdims=True), weights, 0.0)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
-
-
 class CrossModalAttention(nnx.Module):
     """Audio-to-video and video-to-audio attention, temporal RoPE only; each side's
     queries and context are modulated by that side's own timesteps.
@@ -294,14 +279,14 @@ class CrossModalAttention(nnx.Module):
                 q = attn.proj.query(q_in[m], qa, LENGTH[m])
                 k, v = attn.proj.key_value(kv_in[other], ka)
                 bias = time_bias(ctx.pos[m][..., 0], ctx.pos[other][..., 0], time_bias_slopes(self.time_bias, dict(self.heads)[m]))
-                y = attn.proj.out(biased_attention(q, k, v, bias, mask))
+                # einsums: this attention spans the audio tokens on one side, about 1% of the video's
+                y = attn.proj.out(dot_product_attention(q, k, v, None if mask is None else mask.dense(q.shape[1], k.shape[1]), bias))
             else:
                 y = attn(q_in[m], kv_in[other], q_angles=qa, k_angles=ka, mask=mask, q_length=LENGTH[m], k_length=LENGTH[other])
             if self.aligned:
                 y = y + self._aligned(m, kv_in, ctx)
             out[m] = xs[m] + flag * blocks[m].mod(ctx, "cross_q_gate") * y
         return out["video"], out["audio"]
-
 
     def _aligned(self, m: str, kv_in: dict, ctx: Context) -> jax.Array:
         """The other modality's features at this token's instant, read through a fixed
@@ -315,7 +300,6 @@ class CrossModalAttention(nnx.Module):
         frame_t = jnp.broadcast_to(ctx.pos["video"][..., 0], (b, t * hh * ww)).reshape(b, t, hh * ww)[:, :, 0]  # [B, T']
         audio_t = jnp.broadcast_to(ctx.pos["audio"][..., 0], kv_in["audio"].shape[:2])  # [B, N_a]
         spacing = (frame_t[:, -1:] - frame_t[:, :1]) / max(t - 1, 1)  # [B, 1] seconds between frames
-        kernel = jnp.maximum(0.0, 1.0 - jnp.abs(audio_t[:, :, None] - frame_t[:, None, :]) / spacing[:, :, None])  # [B, N_a, T']
         if m == "audio":
             video = kv_in["video"].reshape(b, t, hh * ww, -1)
             valid = None if ctx.mask["video"] is None else ctx.mask["video"].reshape(b, t, hh * ww, 1).astype(video.dtype)
@@ -327,14 +311,21 @@ class CrossModalAttention(nnx.Module):
                 frames = video.mean(2) if valid is None else (video * valid).sum(2) / jnp.maximum(valid.sum(2), 1.0)  # [B, T', Dv]
             if self.read == "pair":
                 return self._pair(frames, frame_t, audio_t, spacing)
+            kernel = self._kernel(frame_t, audio_t, spacing)
             weights = kernel / jnp.maximum(kernel.sum(-1, keepdims=True), 1e-6)
             return self.frames_to_audio(jnp.einsum("baf,bf...->ba...", weights, frames))  # [B, N_a, Da]
         audio = kv_in["audio"]
+        kernel = self._kernel(frame_t, audio_t, spacing)
         if ctx.mask["audio"] is not None:
             kernel = kernel * ctx.mask["audio"][:, :, None].astype(kernel.dtype)
         weights = kernel / jnp.maximum(kernel.sum(1, keepdims=True), 1e-6)  # each frame averages the sound around it
         per_frame = self.audio_to_frames(jnp.einsum("baf,bad->bfd", weights, audio))  # [B, T', Dv]
         return jnp.repeat(per_frame, hh * ww, axis=1)  # [B, N_v, Dv], token order (t, h, w)
+
+    @staticmethod
+    def _kernel(frame_t, audio_t, spacing) -> jax.Array:
+        """[B, N_a, T'] linear-interpolation weights between sound tokens and frames in time."""
+        return jnp.maximum(0.0, 1.0 - jnp.abs(audio_t[:, :, None] - frame_t[:, None, :]) / spacing[:, :, None])
 
     def _pair(self, frames, frame_t, audio_t, spacing) -> jax.Array:
         """joint.aligned_read="pair": a sound token at time tau between frames n and n + 1
