@@ -57,8 +57,10 @@ def run(out: str, steps: int, num: int, modes=MODES, seeds=(0,), tasks=("t2va", 
             for key, value in overrides.items():
                 _override(cfg, key, value)
             cfg.model.joint.mode = mode
-            if mode != "cross_attn":  # the options of the cross-attention path, off for the other modes
-                cfg.model.joint.update(time_bias=0.0, aligned=False, frame_tokens=0)
+            if mode != "cross_attn":  # the time bias belongs to the cross-attention's softmax
+                cfg.model.joint.time_bias = 0.0
+            if mode == "none":  # uncoupled: no aligned path either
+                cfg.model.joint.update(aligned=False, frame_tokens=0)
             cfg.data.dir = str(data)
             cfg.train.steps = steps
             cfg.train.seed = seed

@@ -16,6 +16,9 @@ def bounce_data() -> ml_collections.ConfigDict:
         sample_rate=16000,
         mel_hop=160,
         mel_bins=64,
+        # (mean, std) standardising model-space video / log-mel into tokens (jav.clip_tokens)
+        video_norm=(0.0, 1.0),
+        audio_norm=(0.0, 1.0),
         dir="",  # shards from `python -m jav.data.synthetic --out DIR --num N`
     ))
 

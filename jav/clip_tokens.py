@@ -3,7 +3,12 @@ arrays become the model's token dicts and back, where each token sits in time
 and space, and which tokens form the first frame.
 
 For the bounce world in pixel space, video is RGB scaled to [-1, 1] and audio
-is the normalised log-mel of `jav.data.mel`.
+is the normalised log-mel of `jav.data.mel`; `data.video_norm` and
+`data.audio_norm` (mean, std) then standardise each to the unit scale of the
+flow's noise (the world's clips are mostly dark background and noise floor, so
+raw they have a standard deviation of 0.26 and 0.18: under unit noise their
+content is invisible at most timesteps). Latents arrive standardised by
+`jav.latents.LatentCodec` and are passed through.
 """
 from __future__ import annotations
 
@@ -32,6 +37,9 @@ class TokenLayout:
     # > 0: video frames are a causal VAE's latents with this time compression, and
     # fps is the pixel frame rate (the first latent is frame 0 alone; jav.models.video_vae)
     video_causal_compression: int = 0
+    # tokens = (array - mean) / std, per modality (the arrays' scale is left to to_tokens / from_tokens)
+    video_norm: tuple[float, float] = (0.0, 1.0)
+    audio_norm: tuple[float, float] = (0.0, 1.0)
 
     @classmethod
     def from_batch(cls, cfg, video_shape, audio_shape) -> "TokenLayout":
@@ -65,6 +73,8 @@ class TokenLayout:
             audio_patch=int(m.audio.patch),
             fps=float(d.fps),
             audio_frame_rate=d.sample_rate / d.mel_hop,
+            video_norm=_norm(d, "video_norm"),
+            audio_norm=_norm(d, "audio_norm"),
         )
         layout.grid  # noqa: B018 -- raises early, naming the axis, if a patch does not divide
         if audio_frames % m.audio.patch:
@@ -97,13 +107,17 @@ class TokenLayout:
         return patch.first_frame_tokens(self.grid)
 
     def to_tokens(self, video: jax.Array, audio: jax.Array) -> dict:
-        """video [B, T, H, W, C], audio [B, Ta, Ca] -> {m: [B, N_m, P_m]}."""
-        return {"video": patch.patchify_video(video, self.video_patch), "audio": patch.patchify_audio(audio, self.audio_patch)}
+        """video [B, T, H, W, C], audio [B, Ta, Ca] -> {m: [B, N_m, P_m]}, standardised."""
+        (vm, vs), (am, as_) = self.video_norm, self.audio_norm
+        return {"video": patch.patchify_video((video - vm) / vs, self.video_patch),
+                "audio": patch.patchify_audio((audio - am) / as_, self.audio_patch)}
 
     def from_tokens(self, tokens: dict) -> tuple[jax.Array, jax.Array]:
+        """The inverse of to_tokens."""
+        (vm, vs), (am, as_) = self.video_norm, self.audio_norm
         video = patch.unpatchify_video(tokens["video"], self.grid, self.video_patch, self.video_shape[-1])
         audio = patch.unpatchify_audio(tokens["audio"], self.audio_patch, self.audio_shape[-1])
-        return video, audio
+        return video * vs + vm, audio * as_ + am
 
     def denoiser(self, model):
         """The model as a sampler's `denoise_fn(x, t, text, text_mask, cross_modal)`.
@@ -118,6 +132,14 @@ class TokenLayout:
             return nnx.merge(graphdef, state)(x, t, text, text_mask, cross_modal, pos=pos, grid=self.grid)
 
         return denoise
+
+
+def _norm(data_cfg, key: str) -> tuple[float, float]:
+    """(mean, std) of data_cfg[key]; runs made before the key existed did not standardise."""
+    mean, std = (float(x) for x in data_cfg.get(key, (0.0, 1.0)))
+    if not std > 0:
+        raise ValueError(f"data.{key}={(mean, std)}: the standard deviation must be > 0")
+    return mean, std
 
 
 def frames_to_model(frames: np.ndarray) -> np.ndarray:

@@ -203,6 +203,33 @@ def test_aligned_mean_path_ignores_where_in_the_frame(read):
     np.testing.assert_allclose(np.asarray(module._aligned("audio", swapped, ctx)), base, atol=1e-5)
 
 
+def test_joint_attention_aligned_path_reads_the_partner_at_its_instant():
+    """joint_attn with the aligned path: the sound tokens near the first frame see
+    a change of it (through the path, beside the joint softmax), and the coupling
+    flag off removes the path with the rest of the coupling."""
+    cfg = tiny("joint_attn")
+    cfg.joint.update(aligned=True, frame_tokens=GRID[1] * GRID[2], aligned_read="pair")
+    validate_config(cfg)
+    model = randomized(init_model(cfg, jax.random.key(0)))
+    plain = randomized(init_model(tiny("joint_attn"), jax.random.key(0)))
+    assert param_count(nnx.state(model)) > param_count(nnx.state(plain))
+    x, t, pos, text, text_mask = inputs()
+    hw = GRID[1] * GRID[2]
+    moved = dict(x, video=x["video"].at[:, :hw].add(1.0))
+    a = call(model, x, t, pos, text, text_mask)
+    # the path's projections zeroed: the same model without it gives another output
+    graphdef, state = nnx.split(model)
+    path = ("frames_to_audio", "next_frame_to_audio", "phase_to_audio", "audio_to_frames")
+    zeroed = jax.tree_util.tree_map_with_path(
+        lambda p, v: jnp.zeros_like(v) if any(getattr(k, "key", None) in path for k in p) else v, state)
+    z = call(nnx.merge(graphdef, zeroed), x, t, pos, text, text_mask)
+    assert np.abs(np.asarray(a["audio"]) - np.asarray(z["audio"])).max() > 1e-4
+    assert np.abs(np.asarray(a["video"]) - np.asarray(z["video"])).max() > 1e-4
+    off = jnp.zeros((B,), bool)
+    a0, b0 = (call(model, y, t, pos, text, text_mask, cross_modal=off) for y in (x, moved))
+    np.testing.assert_allclose(np.asarray(a0["audio"]), np.asarray(b0["audio"]), atol=1e-5)
+
+
 def test_time_bias_attention():
     from jav.models.attention_kernels import dot_product_attention
     from jav.models.av_dit import time_bias, time_bias_slopes
@@ -252,9 +279,9 @@ def test_config_errors_name_the_key():
     cfg = tiny("bogus")
     with pytest.raises(ValueError, match="model.joint.mode='bogus'"):
         validate_config(cfg)
-    cfg = tiny("joint_attn")
+    cfg = tiny("none")
     cfg.joint.aligned = True
-    with pytest.raises(ValueError, match="model.joint.aligned=True is part of model.joint.mode='cross_attn'"):
+    with pytest.raises(ValueError, match="set it to False with model.joint.mode='none'"):
         validate_config(cfg)
     cfg = tiny("cross_attn")
     cfg.joint.frame_tokens = 16

@@ -21,7 +21,7 @@ def test_tokens_round_trip(get):
         assert layout.pos[m].shape == (1, layout.num_tokens[m], 3)
     v, a = layout.from_tokens(tokens)
     np.testing.assert_array_equal(model_to_frames(np.asarray(v)[0]), clip.frames)
-    np.testing.assert_array_equal(np.asarray(a)[0], audio)
+    np.testing.assert_allclose(np.asarray(a)[0], audio, atol=1e-5)
     # the first-frame mask marks exactly the tokens of the first temporal patch
     first = layout.first_frame
     assert first.sum() == layout.grid[1] * layout.grid[2]
@@ -36,4 +36,26 @@ def test_layout_errors_name_the_key():
     cfg = test_config.get_config()
     cfg.model.audio.channels = 80
     with pytest.raises(ValueError, match="model.audio.channels=80 must equal data.mel_bins=64"):
+        TokenLayout.from_config(cfg)
+
+
+def test_standardised_tokens():
+    """data.video_norm / audio_norm: the world's clips become tokens of about unit
+    scale (raw: about 0.26 and 0.18, under unit noise), and back exactly."""
+    cfg = test_config.get_config()
+    raw = TokenLayout.from_config(cfg)
+    clips = [generate_clip(s) for s in range(4)]
+    arrays = [clip_to_arrays(c.frames, c.audio, mel_params(cfg)) for c in clips]
+    video, audio = (jnp.asarray(np.stack(x)) for x in zip(*arrays))
+    cfg.data.update(video_norm=(-0.69, 0.26), audio_norm=(-0.6, 0.176))
+    layout = TokenLayout.from_config(cfg)
+    tokens, raw_tokens = layout.to_tokens(video, audio), raw.to_tokens(video, audio)
+    for m in tokens:
+        assert float(jnp.std(raw_tokens[m])) < 0.35
+        assert 0.6 < float(jnp.std(tokens[m])) < 1.6 and abs(float(jnp.mean(tokens[m]))) < 0.5
+    v, a = layout.from_tokens(tokens)
+    np.testing.assert_allclose(np.asarray(v), np.asarray(video), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(audio), atol=1e-5)
+    cfg.data.audio_norm = (0.0, 0.0)
+    with pytest.raises(ValueError, match=r"data.audio_norm=\(0.0, 0.0\): the standard deviation must be > 0"):
         TokenLayout.from_config(cfg)

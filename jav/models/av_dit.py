@@ -107,8 +107,8 @@ def validate_config(cfg) -> None:
         raise ValueError(f"model.depth={cfg.depth} is not divisible by model.joint.every={cfg.joint.every}")
     if cfg.joint.get("time_bias", 0.0) < 0:
         raise ValueError(f"model.joint.time_bias={cfg.joint.time_bias} must be >= 0 (0: off)")
-    if cfg.joint.get("aligned", False) and cfg.joint.mode != "cross_attn":
-        raise ValueError("model.joint.aligned=True is part of model.joint.mode='cross_attn'; set it to False for other modes")
+    if cfg.joint.get("aligned", False) and cfg.joint.mode == "none":
+        raise ValueError("model.joint.aligned=True couples the branches; set it to False with model.joint.mode='none'")
     if cfg.joint.get("frame_tokens", 0) and not cfg.joint.get("aligned", False):
         raise ValueError(f"model.joint.frame_tokens={cfg.joint.frame_tokens} shapes the aligned path; set model.joint.aligned=True or frame_tokens=0")
     if cfg.joint.get("aligned_read", "mix") not in ALIGNED_READS:
@@ -229,27 +229,14 @@ def time_bias(q_times: jax.Array, k_times: jax.Array, slopes: jax.Array) -> jax.
     return -slopes[None, :, None, None] * dt[:, None]
 
 
-class CrossModalAttention(nnx.Module):
-    """Audio-to-video and video-to-audio attention, temporal RoPE only; each side's
-    queries and context are modulated by that side's own timesteps.
+class AlignedPath:
+    """`model.joint.aligned`: beside the learned cross-modal attention, a fixed
+    time-aligned read of the other modality (no softmax to sharpen first), shared by
+    `cross_attn` and `joint_attn` layers. Its parameters live on the layer that
+    mixes it in, under the names below."""
 
-    With `joint.time_bias` > 0 each head's logits also fall linearly with the time
-    between query and key (`time_bias_slopes`), so from the first step a sound
-    token reads the frames around its own instant and a frame the sound around
-    its own, instead of an average over the clip that no gradient can sharpen
-    until the other branch's features carry timing (benchmarks/RESULTS.md,
-    "Synchrony").
-    """
-
-    def __init__(self, cfg, *, rngs: nnx.Rngs):
-        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, qk_norm=cfg.qk_norm, **attention_options(cfg))
+    def _init_aligned(self, cfg, rngs: nnx.Rngs) -> None:
         v, a = cfg.video, cfg.audio
-        self.a2v = Attention(v.width, a.width, v.heads, **kw)  # video queries audio
-        self.v2a = Attention(a.width, v.width, a.heads, **kw)  # audio queries video
-        self.head_dims = (("video", v.width // v.heads), ("audio", a.width // a.heads))
-        self.rope = (cfg.rope.theta, cfg.rope.time_scale)
-        self.time_bias = float(cfg.joint.get("time_bias", 0.0))
-        self.heads = (("video", v.heads), ("audio", a.heads))
         self.aligned = bool(cfg.joint.get("aligned", False))
         self.frame_tokens = int(cfg.joint.get("frame_tokens", 0))
         if self.aligned:
@@ -263,30 +250,6 @@ class CrossModalAttention(nnx.Module):
             if self.read == "pair":  # the frames before and after apart, and where between them the instant falls
                 self.next_frame_to_audio = Dense(frame_in, a.width, frame_axes, **dkw)
                 self.phase_to_audio = Dense(2 * PHASE_FREQS, a.width, (None, "embed"), **dkw)
-
-    def __call__(self, xv, xa, video: BranchBlock, audio: BranchBlock, ctx: Context):
-        blocks, xs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}
-        q_in = {m: modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "cross_q_shift"), blocks[m].mod(ctx, "cross_q_scale")) for m in MODALITIES}
-        kv_in = {m: modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "cross_kv_shift"), blocks[m].mod(ctx, "cross_kv_scale")) for m in MODALITIES}
-        flag = ctx.cross_modal.astype(xv.dtype)[:, None, None]
-        out = {}
-        for m, other, attn in (("video", "audio", self.a2v), ("audio", "video", self.v2a)):
-            hd = dict(self.head_dims)[m]
-            qa = rope_angles(temporal_only(ctx.pos[m]), hd, *self.rope)
-            ka = rope_angles(temporal_only(ctx.pos[other]), hd, *self.rope)
-            mask = key_mask(ctx.mask[m], ctx.mask[other])
-            if self.time_bias > 0:
-                q = attn.proj.query(q_in[m], qa, LENGTH[m])
-                k, v = attn.proj.key_value(kv_in[other], ka)
-                bias = time_bias(ctx.pos[m][..., 0], ctx.pos[other][..., 0], time_bias_slopes(self.time_bias, dict(self.heads)[m]))
-                # einsums: this attention spans the audio tokens on one side, about 1% of the video's
-                y = attn.proj.out(dot_product_attention(q, k, v, None if mask is None else mask.dense(q.shape[1], k.shape[1]), bias))
-            else:
-                y = attn(q_in[m], kv_in[other], q_angles=qa, k_angles=ka, mask=mask, q_length=LENGTH[m], k_length=LENGTH[other])
-            if self.aligned:
-                y = y + self._aligned(m, kv_in, ctx)
-            out[m] = xs[m] + flag * blocks[m].mod(ctx, "cross_q_gate") * y
-        return out["video"], out["audio"]
 
     def _aligned(self, m: str, kv_in: dict, ctx: Context) -> jax.Array:
         """The other modality's features at this token's instant, read through a fixed
@@ -344,11 +307,60 @@ class CrossModalAttention(nnx.Module):
         return before + after + self.phase_to_audio(jnp.concatenate([jnp.sin(phase), jnp.cos(phase)], -1).astype(before.dtype))
 
 
-class JointAttention(nnx.Module):
+class CrossModalAttention(AlignedPath, nnx.Module):
+    """Audio-to-video and video-to-audio attention, temporal RoPE only; each side's
+    queries and context are modulated by that side's own timesteps.
+
+    With `joint.time_bias` > 0 each head's logits also fall linearly with the time
+    between query and key (`time_bias_slopes`), so from the first step a sound
+    token reads the frames around its own instant and a frame the sound around
+    its own, instead of an average over the clip that no gradient can sharpen
+    until the other branch's features carry timing (benchmarks/RESULTS.md,
+    "Synchrony").
+    """
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, qk_norm=cfg.qk_norm, **attention_options(cfg))
+        v, a = cfg.video, cfg.audio
+        self.a2v = Attention(v.width, a.width, v.heads, **kw)  # video queries audio
+        self.v2a = Attention(a.width, v.width, a.heads, **kw)  # audio queries video
+        self.head_dims = (("video", v.width // v.heads), ("audio", a.width // a.heads))
+        self.rope = (cfg.rope.theta, cfg.rope.time_scale)
+        self.time_bias = float(cfg.joint.get("time_bias", 0.0))
+        self.heads = (("video", v.heads), ("audio", a.heads))
+        self._init_aligned(cfg, rngs)
+
+    def __call__(self, xv, xa, video: BranchBlock, audio: BranchBlock, ctx: Context):
+        blocks, xs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}
+        q_in = {m: modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "cross_q_shift"), blocks[m].mod(ctx, "cross_q_scale")) for m in MODALITIES}
+        kv_in = {m: modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "cross_kv_shift"), blocks[m].mod(ctx, "cross_kv_scale")) for m in MODALITIES}
+        flag = ctx.cross_modal.astype(xv.dtype)[:, None, None]
+        out = {}
+        for m, other, attn in (("video", "audio", self.a2v), ("audio", "video", self.v2a)):
+            hd = dict(self.head_dims)[m]
+            qa = rope_angles(temporal_only(ctx.pos[m]), hd, *self.rope)
+            ka = rope_angles(temporal_only(ctx.pos[other]), hd, *self.rope)
+            mask = key_mask(ctx.mask[m], ctx.mask[other])
+            if self.time_bias > 0:
+                q = attn.proj.query(q_in[m], qa, LENGTH[m])
+                k, v = attn.proj.key_value(kv_in[other], ka)
+                bias = time_bias(ctx.pos[m][..., 0], ctx.pos[other][..., 0], time_bias_slopes(self.time_bias, dict(self.heads)[m]))
+                # einsums: this attention spans the audio tokens on one side, about 1% of the video's
+                y = attn.proj.out(dot_product_attention(q, k, v, None if mask is None else mask.dense(q.shape[1], k.shape[1]), bias))
+            else:
+                y = attn(q_in[m], kv_in[other], q_angles=qa, k_angles=ka, mask=mask, q_length=LENGTH[m], k_length=LENGTH[other])
+            if self.aligned:
+                y = y + self._aligned(m, kv_in, ctx)
+            out[m] = xs[m] + flag * blocks[m].mod(ctx, "cross_q_gate") * y
+        return out["video"], out["audio"]
+
+class JointAttention(AlignedPath, nnx.Module):
     """MMDiT attention over [video; audio] with per-modality projections and QK norms.
 
     Both modalities project into the video branch's heads x head_dim. When a
-    sample's cross_modal flag is off, its attention is block-diagonal.
+    sample's cross_modal flag is off, its attention is block-diagonal. With
+    `joint.aligned` each side also adds the other's features at its instant
+    (`AlignedPath`, read from the attention's modulated inputs, through its gate).
     """
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
@@ -359,18 +371,24 @@ class JointAttention(nnx.Module):
         self.options = tuple(attention_options(cfg).items())  # hashable: part of the graphdef
         self.video = AttentionProjections(cfg.video.width, cfg.video.width, heads, head_dim, **kw)
         self.audio = AttentionProjections(cfg.audio.width, cfg.audio.width, heads, head_dim, **kw)
+        self._init_aligned(cfg, rngs)
 
     def __call__(self, xv, xa, video: BranchBlock, audio: BranchBlock, ctx: Context):
         blocks, xs, projs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}, {"video": self.video, "audio": self.audio}
-        qkv = {}
+        qkv, hs = {}, {}
         for m in MODALITIES:
-            h = modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "attn_shift"), blocks[m].mod(ctx, "attn_scale"))
+            h = hs[m] = modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "attn_shift"), blocks[m].mod(ctx, "attn_scale"))
             angles = jnp.broadcast_to(rope_angles(ctx.pos[m], self.head_dim, *self.rope), (h.shape[0], h.shape[1], self.head_dim // 2))
             qkv[m] = (projs[m].query(h, angles, LENGTH[m]), *projs[m].key_value(h, angles))  # 3 x [B, N_m, H, Dh]
         ov, oa = context_parallel.joint_attention(qkv["video"], qkv["audio"], ctx.mask["video"], ctx.mask["audio"], ctx.cross_modal,
                                                   video_length=LENGTH["video"], audio_length=LENGTH["audio"], **dict(self.options))
-        xv = xv + video.mod(ctx, "attn_gate") * self.video.out(ov)
-        xa = xa + audio.mod(ctx, "attn_gate") * self.audio.out(oa)
+        ov, oa = self.video.out(ov), self.audio.out(oa)
+        if self.aligned:
+            flag = ctx.cross_modal.astype(xv.dtype)[:, None, None]
+            ov = ov + flag * self._aligned("video", hs, ctx)
+            oa = oa + flag * self._aligned("audio", hs, ctx)
+        xv = xv + video.mod(ctx, "attn_gate") * ov
+        xa = xa + audio.mod(ctx, "attn_gate") * oa
         return xv, xa
 
 
