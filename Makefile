@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-vae-video demo-vae-audio demo-pixel test bench clean .venv-torch
+.PHONY: demo demo-latent demo-vae-video demo-vae-audio test bench clean .venv-torch
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -16,37 +16,38 @@ $(STAMP): requirements.txt setup.py
 	touch $(STAMP)
 
 DEMO := runs/demo
-DEMO_PIXEL := runs/demo_pixel
+DEMO_LATENT := runs/demo_latent
 
-# The demo in latent space (configs/bounce_latent.py), each stage resuming if
-# interrupted: the causal video VAE and the audio VAE trained on the bounce world,
-# 2,000 clips encoded to latent shards (once), the joint model trained on them,
-# then samples of held-out captions decoded through the VAEs and Griffin-Lim to
-# $(DEMO)/samples/TASK/NNN.mp4 + NNN.json, and their metrics. About 24 min on 2 CPU cores.
-demo: $(STAMP)
-	$(MAKE) --no-print-directory -j2 demo-vae-video demo-vae-audio
-	$(MAKE) --no-print-directory $(DEMO)/latents/manifest.json
-	$(PY) -m jav.train --config configs/bounce_latent.py --workdir $(DEMO)/run --config.data.dir=$(DEMO)/latents
+# The demo (configs/bounce_demo.py), each stage resuming if interrupted: 2,000
+# clips of the bounce world as pixel / log-mel shards (once), the joint model
+# trained on them (600 steps), then samples of 16 held-out captions (T2VA) and
+# the soundtracks it makes for 16 real videos (V2A), through Griffin-Lim to
+# $(DEMO)/samples/TASK/NNN.mp4 + NNN.json, and their metrics. About 18 min on 2 CPU cores.
+demo: $(STAMP) $(DEMO)/data/manifest.json
+	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO)/run --config.data.dir=$(DEMO)/data
 	$(PY) -m jav.evaluate --workdir $(DEMO)/run --num 16 --task t2va,v2a --out $(DEMO)/samples
+
+$(DEMO)/data/manifest.json: | $(STAMP)
+	$(PY) -m jav.data.synthetic --out $(DEMO)/data --num 2000
+
+# The same world in VAE latents (configs/bounce_latent.py, about 24 min): the
+# causal video VAE and the audio VAE trained side by side, the clips encoded to
+# latent shards, the joint model trained on them and sampled through the VAEs.
+demo-latent: $(STAMP)
+	$(MAKE) --no-print-directory -j2 demo-vae-video demo-vae-audio
+	$(MAKE) --no-print-directory $(DEMO_LATENT)/latents/manifest.json
+	$(PY) -m jav.train --config configs/bounce_latent.py --workdir $(DEMO_LATENT)/run --config.data.dir=$(DEMO_LATENT)/latents
+	$(PY) -m jav.evaluate --workdir $(DEMO_LATENT)/run --num 16 --task t2va,v2a --out $(DEMO_LATENT)/samples
 
 # The two VAEs train side by side (each keeps about one core busy), their lines
 # prefixed with the model's name.
 demo-vae-video demo-vae-audio: demo-vae-%: $(STAMP)
-	set -o pipefail; $(PY) -m jav.train --config configs/$*_vae.py:demo --workdir $(DEMO)/vae/$* 2>&1 \
+	set -o pipefail; $(PY) -m jav.train --config configs/$*_vae.py:demo --workdir $(DEMO_LATENT)/vae/$* 2>&1 \
 		| sed -u 's/^/[$* VAE] /'
 
-$(DEMO)/latents/manifest.json: | $(STAMP)
-	$(PY) -m jav.data.synthetic --out $(DEMO)/latents --num 2000 --duration 2.125 --latent \
-		--video-vae $(DEMO)/vae/video --audio-vae $(DEMO)/vae/audio
-
-# The same world in pixel / log-mel space (configs/bounce_demo.py, about 15 min):
-# no VAEs, the model patchifies frames and log-mel spectrograms directly.
-demo-pixel: $(STAMP) $(DEMO_PIXEL)/data/manifest.json
-	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO_PIXEL)/run --config.data.dir=$(DEMO_PIXEL)/data
-	$(PY) -m jav.evaluate --workdir $(DEMO_PIXEL)/run --num 16 --task t2va,v2a --out $(DEMO_PIXEL)/samples
-
-$(DEMO_PIXEL)/data/manifest.json: | $(STAMP)
-	$(PY) -m jav.data.synthetic --out $(DEMO_PIXEL)/data --num 2000
+$(DEMO_LATENT)/latents/manifest.json: | $(STAMP)
+	$(PY) -m jav.data.synthetic --out $(DEMO_LATENT)/latents --num 2000 --duration 2.125 --latent \
+		--video-vae $(DEMO_LATENT)/vae/video --audio-vae $(DEMO_LATENT)/vae/audio
 
 # The tests also cover the optional extras, which the demo does not need, so only
 # `make test` installs them: libtpu (tests/test_aot.py compiles for a TPU slice

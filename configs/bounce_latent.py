@@ -1,17 +1,17 @@
 """The demo: the joint model trained on VAE latents of the bounce world, on CPU.
 
-    make demo    # VAEs, latent shards, this config, samples of held-out captions, their metrics
+    make demo-latent    # VAEs, latent shards, this config, samples of held-out captions, their metrics
 
 or step by step (as the Makefile runs it; each command resumes if interrupted):
 
-    python -m jav.train --config configs/video_vae.py:demo --workdir runs/demo/vae/video
-    python -m jav.train --config configs/audio_vae.py:demo --workdir runs/demo/vae/audio
-    python -m jav.data.synthetic --out runs/demo/latents --num 2000 --duration 2.125 --latent \
-        --video-vae runs/demo/vae/video --audio-vae runs/demo/vae/audio
-    python -m jav.train --config configs/bounce_latent.py --workdir runs/demo/run --config.data.dir=runs/demo/latents
-    python -m jav.evaluate --workdir runs/demo/run --num 16 --out runs/demo/samples
+    python -m jav.train --config configs/video_vae.py:demo --workdir runs/demo_latent/vae/video
+    python -m jav.train --config configs/audio_vae.py:demo --workdir runs/demo_latent/vae/audio
+    python -m jav.data.synthetic --out runs/demo_latent/latents --num 2000 --duration 2.125 --latent \
+        --video-vae runs/demo_latent/vae/video --audio-vae runs/demo_latent/vae/audio
+    python -m jav.train --config configs/bounce_latent.py --workdir runs/demo_latent/run --config.data.dir=runs/demo_latent/latents
+    python -m jav.evaluate --workdir runs/demo_latent/run --num 16 --out runs/demo_latent/samples
 
-The pixel / log-mel path without VAEs is configs/bounce_demo.py (`make demo-pixel`).
+The pixel / log-mel path without VAEs is configs/bounce_demo.py (`make demo`).
 Clips of 17 frames (2.125 s: a causal VAE with 4x time compression takes 1 + 4k
 frames). The video VAE (4 x 8 x 8, 16 channels) makes 5 x 4 x 4 latents, one
 token each (80 tokens of 16 values, against 128 tokens of 384 pixels in

@@ -37,8 +37,8 @@ def model(
         depth=depth,
         # time_bias: cross_attn logits fall by this much per second between a query
         # and a key in the sharpest head, halving per head (0: off); aligned: cross_attn
-        # also adds the other modality's features at each token's instant through a
-        # fixed interpolation kernel in time (jav.models.av_dit.CrossModalAttention);
+        # and joint_attn layers also add the other modality's features at each token's
+        # instant through a fixed kernel in time (jav.models.av_dit.AlignedPath);
         # frame_tokens: keep each of a frame's H'W' tokens in place on that path (0: mean
         # over space); aligned_read: "mix" the two frames around a sound token's instant,
         # or read them apart with the phase between them ("pair")

@@ -3,7 +3,7 @@ the EMA or raw weights of its latest or a given step, on one device.
 
     cfg = load_config("runs/demo/run")
     cfg, model, step = load_run("runs/demo/run")           # a diffusion run: the AVDiT
-    cfg, vae = load_autoencoder("runs/demo/vae/video")     # an autoencoder run: VAE or vocoder
+    cfg, vae = load_autoencoder("runs/demo_latent/vae/video")     # an autoencoder run: VAE or vocoder
 
 Sampling, evaluation, the latent codec, frozen text encoders and curation load
 runs through here; it imports no command-line tool and no training loop.
