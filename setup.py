@@ -1,13 +1,40 @@
-"""jav: a JAX-native stack for joint audio-video diffusion models."""
+"""jav: a JAX-native stack for joint audio-video diffusion models.
+
+`install_requires` holds compatible ranges (`~=`: the pinned release and its
+patch or minor successors), so jav installs beside other stacks; the exact pins
+that `make` installs and the tests ran with stay in the requirements*.txt files.
+Accelerators: `pip install -e .[cuda12]` (NVIDIA GPUs) or `.[tpu]` (TPU VMs),
+each at the release built against the pinned jax.
+"""
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
-requirements = [
-    line.split("#")[0].strip()
-    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    if line.split("#")[0].strip() and not line.startswith(("pytest",))
-]
+HERE = Path(__file__).parent
+
+
+def pins(name: str) -> dict[str, str]:
+    """requirements file -> {package (with extras): exact version}."""
+    out = {}
+    for line in (HERE / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            package, version = line.split("==")
+            out[package.strip()] = version.strip()
+    return out
+
+
+def compatible(package: str, version: str) -> str:
+    """`pkg~=X.Y.Z` for 0.x releases (patches only: their minors break APIs), `pkg~=X.Y` otherwise."""
+    parts = re.match(r"(\d+)\.(\d+)", version)
+    if parts is None:
+        return f"{package}=={version}"
+    return f"{package}~={version}" if parts.group(1) == "0" else f"{package}~={parts.group(1)}.{parts.group(2)}"
+
+
+runtime = {p: v for p, v in pins("requirements.txt").items() if not p.startswith("pytest")}
+jax_version = runtime["jax"]
 
 setup(
     name="jav",
@@ -15,14 +42,17 @@ setup(
     description="JAX-native training and sampling of joint audio-video diffusion transformers",
     packages=find_packages(include=["jav", "jav.*", "configs", "data_pipelines", "data_pipelines.*"]),
     python_requires=">=3.11",
-    install_requires=requirements,
+    # jax and jaxlib move together and with their plugins: kept exact
+    install_requires=[f"{p}=={v}" if p in ("jax", "jaxlib") else compatible(p, v) for p, v in runtime.items()],
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
-        # the libtpu release built against the pinned jax (requirements-tpu.txt)
-        "tpu": ["libtpu==0.0.42.1"],
+        "test": [compatible(p, v) for p, v in pins("requirements.txt").items() if p.startswith("pytest")],
+        # NVIDIA GPUs: the CUDA 12 plugin of the pinned jax with its CUDA libraries (requirements-cuda12.txt)
+        "cuda12": [f"jax[cuda12]=={jax_version}"],
+        # TPU VMs: the libtpu release built against the pinned jax (requirements-tpu.txt)
+        "tpu": [f"{p}=={v}" for p, v in pins("requirements-tpu.txt").items()],
         # the curation pipeline's engine (requirements-beam.txt)
         "beam": ["apache-beam==2.77.0", "protobuf>=5.28.3,<7"],
-        # Hugging Face T5 / UMT5 text encoders (requirements-hf.txt); install torch==2.13.0 first for the CPU build
-        "hf": ["torch==2.13.0", "transformers==5.18.0", "safetensors==0.8.0", "tokenizers==0.23.2", "sentencepiece==0.2.2"],
+        # Hugging Face T5 / UMT5 text encoders (requirements-hf.txt); install torch first for the CPU build
+        "hf": [compatible(p, v) for p, v in pins("requirements-hf.txt").items()],
     },
 )

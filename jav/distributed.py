@@ -18,8 +18,6 @@ CPU processes exchange collectives over gloo, so the same path runs on a laptop.
 from __future__ import annotations
 
 import dataclasses
-import glob
-import importlib.util
 import os
 from typing import Mapping
 
@@ -27,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+
+from jav.platforms import libtpu_installed, tpu_chips_visible
 
 COORDINATOR, NUM_PROCESSES, PROCESS_ID, LOCAL_DEVICE_IDS = (
     "JAV_COORDINATOR_ADDRESS", "JAV_NUM_PROCESSES", "JAV_PROCESS_ID", "JAV_LOCAL_DEVICE_IDS")
@@ -93,9 +93,7 @@ def _on_tpu_vm(env: Mapping[str, str]) -> bool:
     platforms = env.get("JAX_PLATFORMS", "")
     if platforms and "tpu" not in platforms.split(","):
         return False  # a CPU-only run (tests, AOT checks) on a TPU host stays one process
-    has_libtpu = bool(env.get("TPU_LIBRARY_PATH")) or importlib.util.find_spec("libtpu") is not None
-    # TPU chips appear as /dev/accel* (v2-v4) or VFIO groups /dev/vfio/<n> (v5e and later).
-    return has_libtpu and bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+    return libtpu_installed(env) and tpu_chips_visible()
 
 
 def plan(env: Mapping[str, str] | None = None) -> Plan:

@@ -8,7 +8,8 @@
 #   XPK_STORAGE=jav-shared NUM_SLICES=2 launch/gke_xpk.sh my-cluster ltx2-run1 v5p-128 \
 #       configs/ltx2_19b.py /jav-shared/runs/ltx2 --config.data.dir=/jav-shared/data/ltx2
 #
-# DOCKER_IMAGE: an image with jav installed (`pip install -e '.[tpu]'`), run as is;
+# DOCKER_IMAGE: an image with jav installed, run as is: the repository's Dockerfile
+# built with `docker build --build-arg ACCEL=tpu -t IMAGE .` and pushed where GKE pulls;
 # without it xpk builds one from this checkout on BASE_DOCKER_IMAGE (default
 # python:3.11) and each pod installs jav before training. WORKDIR and data.dir must
 # be on storage every pod mounts (XPK_STORAGE: an `xpk storage attach`ed Filestore

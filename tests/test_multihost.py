@@ -165,6 +165,10 @@ def test_cluster_scripts_run_the_trainer_with_the_config_and_overrides(tmp_path)
                     "--config", config, "--workdir", workdir, override]
     argv = run(sbatch, config, workdir, override, SLURM_NTASKS_PER_NODE="1", SLURM_GPUS_ON_NODE="4")
     assert argv[0] == "JAV_LOCAL_DEVICE_IDS=0,1,2,3"
+    argv = run(sbatch, config, workdir, override, JAV_IMAGE="registry/jav:cuda12", JAV_MOUNTS="/shared:/shared")
+    assert argv[1:] == ["--kill-on-bad-exit=1", "--container-image", "registry/jav:cuda12", "--container-workdir", "/opt/jav",
+                        "--container-mounts", "/shared:/shared", "python", "-m", "jav.train",
+                        "--config", config, "--workdir", workdir, override]
 
 
 @pytest.mark.parametrize("script", ["local_multiprocess.sh", "tpu_vm.sh", "gke_xpk.sh", "slurm_gpu.sbatch"])
