@@ -59,7 +59,7 @@ def run(config: str, batch: int | None, steps: int, peak: float | None, log=prin
         cfg.train.batch_size = batch
     batch = cfg.train.batch_size
     layout = TokenLayout.from_config(cfg)
-    mesh = sharding.make_mesh(dict(cfg.mesh.shape))
+    mesh = sharding.mesh_from_config(cfg.mesh)
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))
     params = nnx.state(init_model(cfg.model, jax.random.key(0), out_shardings=sharding.param_shardings(abstract_state, mesh, rules)))

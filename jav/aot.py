@@ -2,7 +2,7 @@
 compiled ahead of time for a TPU topology, with the TPU compiler's per-chip
 memory, FLOPs and time estimate.
 
-    python -m jav.aot --config configs/ltx2_19b.py --topology v5p-128 [--config.KEY=VALUE ...]
+    python -m jav.aot --config configs/ltx2_19b.py --topology v5p-128 [--slices 2] [--config.KEY=VALUE ...]
 
 Needs libtpu (`pip install -e .[tpu]`), which compiles for TPUs on any host:
 `jax.experimental.topologies` describes the slice's chips without them, the
@@ -127,8 +127,10 @@ def parse_topology(name: str) -> Topology:
                          f"or name the shape: {chip.generation}:{'x'.join(['4'] * chip.torus_dims)}") from None
 
 
-def topology_devices(topology: Topology) -> list:
-    """Compile-only devices of the slice, one per chip (megacore on v4 / v5p)."""
+def topology_devices(topology: Topology, slices: int = 1) -> list:
+    """Compile-only devices of the slice (or of `slices` such slices joined over the
+    data-centre network, each device with its `slice_index`), one per chip
+    (megacore on v4 / v5p)."""
     from jax.experimental import topologies
 
     kwargs = {"chip_config_name": "megacore"} if topology.chip.megacore else {}
@@ -137,6 +139,8 @@ def topology_devices(topology: Topology) -> list:
     # libtpu takes a machine-wide lock for the chips it drives; compiling drives
     # none, so several compiles (or a test beside a planning run) may share it
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    if slices > 1:
+        kwargs["num_slices"] = slices
     try:
         desc = topologies.get_topology_desc(topology.libtpu_name, "tpu", **kwargs)
     except RuntimeError as e:
@@ -414,7 +418,7 @@ def device_mesh(cfg, devices: Sequence, say: Callable[[str], None] = print) -> j
     axis is not a product of whole torus axes (fsdp=32 on a 4x4x4 slice), with
     torus axes split, which `jav.sharding.make_mesh` does not do (yet)."""
     try:
-        return sharding.make_mesh(dict(cfg.mesh.shape), list(devices))
+        return sharding.mesh_from_config(cfg.mesh, list(devices))
     except NotImplementedError:
         from jax.experimental import mesh_utils
 
@@ -547,16 +551,20 @@ def main(argv) -> None:
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     say(f"jav.aot: {FLAGS['config'].config_filename} on {topology.name} = {topology.libtpu_name} "
         f"({topology.num_chips} chips, {topology.chip.hbm_bytes / GiB:.0f} GiB HBM each)")
-    devices = topology_devices(topology)
+    devices = topology_devices(topology, FLAGS.slices)
+    if FLAGS.slices > 1 and not dict(cfg.mesh.get("dcn", None) or {}):
+        cfg.mesh.dcn = {"data": FLAGS.slices}
+        say(f"{FLAGS.slices} slices: mesh.dcn unset, so the data axis spans them (mesh.dcn={{'data': {FLAGS.slices}}})")
     mesh_sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(dict(cfg.mesh.shape), len(devices))))
-    say(f"mesh {mesh_sizes}; {summary(cfg, devices)}")
+    dcn = dict(cfg.mesh.get("dcn", None) or {})
+    say(f"mesh {mesh_sizes}{f', over slices {dcn}' if dcn else ''}; {summary(cfg, devices)}")
     reports = plan(cfg, devices, hbm_bytes=topology.chip.hbm_bytes, steps=FLAGS.steps, sample_batch=FLAGS.sample_batch, say=say)
     peak, source = perf.peak_flops(cfg.model.dtype, devices[0])
     say(f"peak {peak / 1e12:.0f} TFLOP/s per chip ({source})")
     for kind, report in reports.items():
         say("\n".join(describe(report, topology.chip.hbm_bytes, len(devices), peak, cfg, kind)))
     if FLAGS.json:
-        record = dict(config=FLAGS["config"].config_filename, topology=topology.name, libtpu_topology=topology.libtpu_name,
+        record = dict(config=FLAGS["config"].config_filename, topology=topology.name, libtpu_topology=topology.libtpu_name, slices=FLAGS.slices, dcn=dcn,
                       chips=len(devices), hbm_bytes=topology.chip.hbm_bytes, peak_flops=peak, mesh=mesh_sizes,
                       batch_size=cfg.train.batch_size, grad_accum=cfg.train.get("grad_accum", 1), remat=cfg.model.remat,
                       attention=cfg.model.get("attention", {}).get("kernel", "xla"),
@@ -571,6 +579,8 @@ if __name__ == "__main__":
 
     config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py[:ARG])", lock_config=True)
     flags.DEFINE_string("topology", None, "TPU slice: v4-N, v5p-N, v5e-N, v6e-N (e.g. v5p-128), or libtpu's v5p:4x4x8")
+    flags.DEFINE_integer("slices", 1, "how many such slices the job spans (multi-slice over the data-centre network; "
+                         "config.mesh.dcn says which axes cross it, default the data axis)")
     flags.DEFINE_list("steps", ["train", "sample"], "which steps to compile: train, sample")
     flags.DEFINE_integer("sample_batch", None, "clips per sampling step (default: one per batch shard, mesh data x fsdp)")
     flags.DEFINE_string("json", None, "append the reports to this JSON-lines file")

@@ -18,6 +18,7 @@ from typing import Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 
 # Logical names used by jav's modules. Kept in one place so that a rules table
 # can be checked for typos against it.
@@ -143,12 +144,50 @@ def mesh_shape(shape: dict, num_devices: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def make_mesh(shape: dict, devices=None) -> jax.sharding.Mesh:
-    devices = devices if devices is not None else jax.devices()
+def dcn_shape(dcn: dict | None, sizes: Sequence[int]) -> tuple[int, ...]:
+    """`mesh.dcn` ({axis: slices}, e.g. {"data": 2}) in MESH_AXES order: how many slices
+    each mesh axis spans over the data-centre network; errors name the key and the fix."""
+    dcn = dict(dcn or {})
+    unknown = set(dcn) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"mesh.dcn has unknown axes {sorted(unknown)}; use {MESH_AXES}")
+    out = tuple(int(dcn.get(a, 1)) for a in MESH_AXES)
+    for a, size, slices in zip(MESH_AXES, sizes, out):
+        if slices < 1 or size % slices:
+            raise ValueError(f"mesh.dcn.{a}={slices} must divide mesh.shape.{a}={size}: each slice holds an equal part of the axis")
+    return out
+
+
+def make_mesh(shape: dict, devices=None, dcn: dict | None = None) -> jax.sharding.Mesh:
+    """The (data, fsdp, context, tensor) mesh of `shape` over `devices` (all by default).
+
+    `dcn` ({axis: slices}) spreads axes over several TPU slices (multi-slice): each
+    such axis is cut into `slices` parts, slice-major, so that its outer part
+    crosses the slower data-centre network and everything else stays inside a
+    slice's ICI (put data or fsdp there: their traffic is one gradient
+    reduction per step). Devices must carry `slice_index`, and the slices' count
+    must be the product of `dcn`.
+    """
+    devices = list(devices if devices is not None else jax.devices())
+    sizes = mesh_shape(shape, len(devices))
+    slices = dcn_shape(dcn, sizes)
     # Auto axes: GSPMD propagates shardings from the parameters, the batch and
     # the logical constraints in the model.
     auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-    return jax.make_mesh(mesh_shape(shape, len(devices)), MESH_AXES, devices=devices, axis_types=auto)
+    if int(np.prod(slices)) == 1:
+        return jax.make_mesh(sizes, MESH_AXES, devices=devices, axis_types=auto)
+    found = sorted({getattr(d, "slice_index", 0) for d in devices})
+    if len(found) != int(np.prod(slices)):
+        raise ValueError(f"mesh.dcn {dict(zip(MESH_AXES, slices))} asks for {int(np.prod(slices))} slices, but the devices "
+                         f"come from {len(found)}; set mesh.dcn to the job's slices (e.g. {{'data': {len(found)}}}) or remove it")
+    per_slice = tuple(size // n for size, n in zip(sizes, slices))
+    grid = mesh_utils.create_hybrid_device_mesh(per_slice, slices, devices, allow_split_physical_axes=True)
+    return jax.sharding.Mesh(grid, MESH_AXES, axis_types=auto)
+
+
+def mesh_from_config(mesh_cfg, devices=None) -> jax.sharding.Mesh:
+    """`make_mesh` of a config's `mesh` block (shape, and dcn for multi-slice jobs)."""
+    return make_mesh(dict(mesh_cfg.shape), devices, dict(mesh_cfg.get("dcn", None) or {}))
 
 
 def canonical_spec(spec: jax.sharding.PartitionSpec, mesh: jax.sharding.Mesh) -> jax.sharding.PartitionSpec:

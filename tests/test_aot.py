@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jav import aot
@@ -110,3 +111,23 @@ def test_cli_compiles_the_train_step_for_a_tpu_slice(tmp_path):
     # remat 'offload' puts the saved matmul outputs in host memory on a TPU
     assert train["host_bytes"] > 0
     assert train["total_bytes"] < 16 * aot.GiB and train["compiler_flops"] > 0 and train["compiler_seconds"] > 0
+
+
+def test_two_slices_put_the_dcn_axis_outermost():
+    """mesh.dcn: with two slices the data axis's outer half is slice 0 and its
+    inner half slice 1 (only the gradient reduction crosses the data-centre
+    network); fsdp stays inside each slice; a dcn that does not match the
+    slices, or does not divide its axis, names the key."""
+    pytest.importorskip("libtpu", reason="compile-only TPU devices need libtpu: pip install -e .[tpu]")
+    from jav import sharding
+
+    devices = aot.topology_devices(aot.parse_topology("v5e-4"), slices=2)
+    assert sorted({d.slice_index for d in devices}) == [0, 1] and len(devices) == 8
+    mesh = sharding.make_mesh({"data": 4, "fsdp": -1}, devices, dcn={"data": 2})
+    assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "context": 1, "tensor": 1}
+    slice_of = np.vectorize(lambda d: d.slice_index)(mesh.devices)  # [data, fsdp, context, tensor]
+    np.testing.assert_array_equal(slice_of[:, :, 0, 0], [[0, 0], [0, 0], [1, 1], [1, 1]])
+    with pytest.raises(ValueError, match=r"mesh.dcn \{'data': 4, 'fsdp': 1, 'context': 1, 'tensor': 1\} asks for 4 slices"):
+        sharding.make_mesh({"data": 4, "fsdp": -1}, devices, dcn={"data": 4})
+    with pytest.raises(ValueError, match="mesh.dcn.fsdp=2 must divide mesh.shape.fsdp=1"):
+        sharding.make_mesh({"data": 8, "fsdp": -1}, devices, dcn={"fsdp": 2})

@@ -160,7 +160,7 @@ def _discriminator(cfg, example: np.ndarray, key: jax.Array, mesh):
 def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     """Trains the autoencoder of `cfg` in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
     workdir = pathlib.Path(workdir)
-    mesh = sharding.make_mesh(dict(cfg.mesh.shape))
+    mesh = sharding.mesh_from_config(cfg.mesh)
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     validate(cfg, mesh)
     module_name = MODELS[cfg.model.kind]

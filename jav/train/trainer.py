@@ -109,7 +109,7 @@ def _curriculum(buckets):
 def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     """Trains `cfg` in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
     workdir = pathlib.Path(workdir)
-    mesh = sharding.make_mesh(dict(cfg.mesh.shape))
+    mesh = sharding.mesh_from_config(cfg.mesh)
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     validate(cfg, mesh)
     # Every process runs this loop in step; one writes the log, the events and the JSON files.
