@@ -22,7 +22,7 @@ setup(
         "tpu": ["libtpu==0.0.42.1"],
         # the curation pipeline's engine (requirements-beam.txt)
         "beam": ["apache-beam==2.77.0", "protobuf>=5.28.3,<7"],
-        # Hugging Face T5 / UMT5 text encoders (requirements-hf.txt); install torch==2.13.0 first for the CPU build
-        "hf": ["torch==2.13.0", "transformers==5.18.0", "safetensors==0.8.0", "tokenizers==0.23.2", "sentencepiece==0.2.2"],
+        # Hugging Face T5 / UMT5 text encoders and the LTX-2 reference (requirements-hf.txt); install torch==2.13.0 first for the CPU build
+        "hf": ["torch==2.13.0", "transformers==5.18.0", "safetensors==0.8.0", "tokenizers==0.23.2", "sentencepiece==0.2.2", "diffusers==0.42.1"],
     },
 )
