@@ -3,14 +3,15 @@
 same video and audio velocities as diffusers, for several clip shapes, caption
 padding and per-token timesteps; jav -> safetensors -> jav is bit-exact."""
 import json
+import math
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+torch = pytest.importorskip("torch", reason="the reference needs torch: pip install -r requirements-hf.txt")
+diffusers = pytest.importorskip("diffusers", reason="the reference is diffusers': pip install -r requirements-hf.txt")
 
 from configs import ltx2  # noqa: E402
 from jav.convert import ltx2 as convert  # noqa: E402
@@ -127,3 +128,27 @@ def test_unsupported_option_is_named(tmp_path):
     hf["gated_attn"] = True
     with pytest.raises(ValueError, match="gated_attn=True"):
         convert.model_config(hf)
+
+
+def test_full_size_tensor_map():
+    """The 19B: every tensor of diffusers' default LTX-2 transformer (built on the meta
+    device, no memory) has a jav parameter of configs/ltx2.py of matching shape, and the
+    parameter counts agree."""
+    with torch.device("meta"):
+        ref = diffusers.LTX2VideoTransformer3DModel(rope_type="split")
+    hf = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    cfg = convert.model_config(dict(ref.config))
+    assert json.loads(cfg.to_json()) == json.loads(ltx2.get_config().model.to_json())
+    _, state = convert.abstract_params(cfg)
+    flat = {p: v.get_value().shape for p, v in nnx.to_flat_state(state)}
+    entries = convert.tensor_map(cfg.depth)
+    assert sorted(e.hf for e in entries) == sorted(hf) and {e.path for e in entries} == set(flat)
+    for e in entries:
+        shape = flat[e.path][1:] if e.layer is not None else flat[e.path]
+        if e.linear_in:
+            assert hf[e.hf] == (math.prod(shape[e.linear_in:]), math.prod(shape[:e.linear_in])), e
+        else:
+            assert math.prod(hf[e.hf]) == math.prod(shape), e
+    count = sum(math.prod(s) for s in flat.values())
+    assert count == sum(math.prod(s) for s in hf.values())
+    print(f"LTX-2 transformer: {count / 1e9:.2f} B parameters")
