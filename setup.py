@@ -52,7 +52,7 @@ setup(
         "tpu": [f"{p}=={v}" for p, v in pins("requirements-tpu.txt").items()],
         # the curation pipeline's engine (requirements-beam.txt)
         "beam": ["apache-beam==2.77.0", "protobuf>=5.28.3,<7"],
-        # Hugging Face T5 / UMT5 text encoders (requirements-hf.txt); install torch first for the CPU build
+        # Hugging Face T5 / UMT5 text encoders and the LTX-2 reference (requirements-hf.txt); install torch first for the CPU build
         "hf": [compatible(p, v) for p, v in pins("requirements-hf.txt").items()],
     },
 )

@@ -41,17 +41,27 @@ def model(
         # instant through a fixed kernel in time (jav.models.av_dit.AlignedPath);
         # frame_tokens: keep each of a frame's H'W' tokens in place on that path (0: mean
         # over space); aligned_read: "mix" the two frames around a sound token's instant,
-        # or read them apart with the phase between them ("pair")
-        joint=dict(mode=joint, every=every, time_bias=0.0, aligned=False, frame_tokens=0, aligned_read="mix"),
+        # or read them apart with the phase between them ("pair"); heads: cross_attn
+        # queries in their own branch's heads ("own") or both in the audio branch's
+        # ("audio", LTX-2); adaln: cross_attn shifts, scales and gates as chunks of each
+        # branch's AdaLN ("shared") or from their own timestep embeddings ("own", LTX-2)
+        joint=dict(mode=joint, every=every, time_bias=0.0, aligned=False, frame_tokens=0, aligned_read="mix",
+                   heads="own", adaln="shared"),
         text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2,
                   vocab_size=1024, max_len=16),
-        rope=dict(theta=10_000.0, time_scale=25.0),
+        # layout: "jav" (angles shared by the heads; time in seconds x time_scale, h, w in
+        # patches) or "ltx2" (positions as fractions of max_pos, t seconds, h and w
+        # pixels, over one ladder spread across the heads); pairs: "split" rotates
+        # (i, i + Dh/2), "interleaved" (2i, 2i + 1) (jav.models.rope)
+        rope=dict(theta=10_000.0, time_scale=25.0, layout="jav", pairs="split", max_pos=(20.0, 2048.0, 2048.0)),
         # kernel: "xla" (einsums, any platform), "cudnn" (GPU; computes in bf16),
         # "splash" (TPU Pallas). context: how attention over video tokens split
         # over the mesh's context axis runs, "ring" (K/V blocks passed around)
         # or "ulysses" (all-to-all to heads; video heads divisible by context x tensor)
         attention=dict(kernel="xla", context="ring"),
         qk_norm=True,
+        qk_norm_across_heads=False,  # True: one RMS norm over all heads' dims, an (H, Dh) scale (LTX-2)
+        norm="layer",  # the blocks' pre-norms: "layer" or "rms" (LTX-2); parameter-free either way
         abs_pos=True,
         prediction="velocity",
         x0_min_t=0.05,

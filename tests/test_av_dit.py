@@ -293,6 +293,18 @@ def test_config_errors_name_the_key():
     cfg.joint.update(aligned_read="mix", time_bias=-1.0)
     with pytest.raises(ValueError, match="model.joint.time_bias=-1.0 must be >= 0"):
         validate_config(cfg)
+    for key, value, message in [("norm", "batch", "model.norm='batch'"), ("rope.layout", "wan", "model.rope.layout='wan'"),
+                                ("rope.pairs", "adjacent", "model.rope.pairs='adjacent'"), ("joint.heads", "video", "model.joint.heads='video'"),
+                                ("joint.adaln", "global", "model.joint.adaln='global'")]:
+        cfg = tiny("cross_attn")
+        node, leaf = (cfg, key) if "." not in key else (cfg[key.split(".")[0]], key.split(".")[1])
+        node[leaf] = value
+        with pytest.raises(ValueError, match=message):
+            validate_config(cfg)
+    cfg = tiny("joint_attn")
+    cfg.joint.adaln = "own"
+    with pytest.raises(ValueError, match="set them to 'own' / 'shared'"):
+        validate_config(cfg)
 
 
 @pytest.mark.parametrize("mode", ["cross_attn", "joint_attn", "none"])

@@ -13,7 +13,15 @@ token's own timestep, coupled by a cross-modal module chosen by config:
 - `none`: the branches share only the text (the ablation).
 
 Cross-modal attention rotates by time only (MM-RoPE with h = w = 0), so
-tokens at the same instant share their phase. A per-sample `cross_modal` flag
+tokens at the same instant share their phase. Options that make it LTX-2's
+transformer exactly (configs/ltx2.py; their defaults keep jav's own model):
+`model.norm` ("layer" | "rms" pre-norms), `model.qk_norm_across_heads`,
+`model.rope.layout` / `pairs` / `max_pos` (jav.models.rope),
+`model.joint.heads` ("own": each side's queries in its own heads; "audio": both
+cross-modal attentions in the audio branch's heads) and `model.joint.adaln`
+("shared": cross-modal shifts, scales and gates are chunks of each branch's
+AdaLN; "own": from their own timestep embeddings, `CrossModalAdaLN`, plus a
+per-block `cross_table`). A per-sample `cross_modal` flag
 switches the coupling off, which modality guidance contrasts against.
 
 Layers are grouped `joint.every` at a time (the last layer of a group is the
@@ -39,7 +47,7 @@ from jav.models.layers import (
     TimestepEmbedder,
     dtype_of,
     jit_init,
-    layer_norm,
+    NORMS,
     modulate,
     modulation_table,
     param,
@@ -47,7 +55,7 @@ from jav.models.layers import (
 )
 from jav.models.patch import as_batch_positions
 from jav.models.remat import remat, validate_remat
-from jav.models.rope import rope_angles, temporal_only
+from jav.models.rope import LAYOUTS, PAIRS, angles_for
 from jav.models.text_encoder import MODEL_TEXT_ENCODERS, TextEncoder
 from jav.sharding import constrain
 
@@ -55,6 +63,11 @@ MODALITIES = ("video", "audio")
 JOINT_MODES = ("cross_attn", "joint_attn", "none")
 ALIGNED_READS = ("mix", "pair")  # joint.aligned_read: how a sound token reads the frames around its instant
 PREDICTIONS = ("velocity", "x0")
+CROSS_HEADS = ("own", "audio")  # joint.heads
+CROSS_ADALN = ("shared", "own")  # joint.adaln
+# joint.adaln="own": the chunks of a block's cross_table; the first four come from
+# CrossModalAdaLN's scale-shift embedding, the gate from its gate embedding
+CROSS_NAMES = ("cross_q_shift", "cross_q_scale", "cross_kv_shift", "cross_kv_scale", "cross_q_gate")
 
 # Logical token axes: video tokens may be split over devices (context
 # parallelism); audio tokens, ~1% of them, stay whole on every device.
@@ -72,12 +85,28 @@ def attention_options(cfg) -> dict:
     return dict(kernel=a.get("kernel", "xla"), context=a.get("context", "ring"))
 
 
+def projection_options(cfg) -> dict:
+    """QK-norm and RoPE pairing of every attention, as AttentionProjections keywords."""
+    return dict(qk_norm=cfg.qk_norm, qk_norm_across_heads=bool(cfg.get("qk_norm_across_heads", False)),
+                rope_pairs=cfg.rope.get("pairs", "split"))
+
+
+def own_cross_adaln(cfg) -> bool:
+    return cfg.joint.mode == "cross_attn" and cfg.joint.get("adaln", "shared") == "own"
+
+
+def self_axes(cfg, modality: str) -> str:
+    """Which position axes a modality's self-attention rotates by: LTX-2 rotates
+    audio over its whole head by time; jav's layout gives audio (t, 0, 0)."""
+    return "t" if modality == "audio" and cfg.rope.get("layout", "jav") == "ltx2" else "thw"
+
+
 def modulation_names(cfg, modality: str) -> tuple[str, ...]:
     """The AdaLN chunks a modality's blocks read, in table order."""
     names = ["attn_shift", "attn_scale", "attn_gate", "mlp_shift", "mlp_scale", "mlp_gate"]
     if modality == "video" and cfg.video.decoupled:
         names += ["temporal_shift", "temporal_scale", "temporal_gate"]
-    if cfg.joint.mode == "cross_attn":
+    if cfg.joint.mode == "cross_attn" and not own_cross_adaln(cfg):
         names += ["cross_q_shift", "cross_q_scale", "cross_q_gate", "cross_kv_shift", "cross_kv_scale"]
     return tuple(names)
 
@@ -117,6 +146,20 @@ def validate_config(cfg) -> None:
         raise ValueError("model.joint.time_bias applies to model.joint.mode='cross_attn'; set it to 0 with joint_attn")
     if cfg.video.decoupled and cfg.joint.mode == "joint_attn":
         raise ValueError("model.video.decoupled=True needs model.joint.mode 'cross_attn' or 'none': joint_attn attends over all video tokens")
+    if cfg.get("norm", "layer") not in NORMS:
+        raise ValueError(f"model.norm={cfg.norm!r} is not one of {tuple(NORMS)}")
+    if cfg.rope.get("layout", "jav") not in LAYOUTS:
+        raise ValueError(f"model.rope.layout={cfg.rope.layout!r} is not one of {LAYOUTS}")
+    if cfg.rope.get("pairs", "split") not in PAIRS:
+        raise ValueError(f"model.rope.pairs={cfg.rope.pairs!r} is not one of {PAIRS}")
+    if cfg.rope.get("layout", "jav") == "ltx2" and len(cfg.rope.get("max_pos", ())) != 3:
+        raise ValueError("model.rope.layout='ltx2' needs model.rope.max_pos=(t seconds, h pixels, w pixels), e.g. (20, 2048, 2048)")
+    if cfg.joint.get("heads", "own") not in CROSS_HEADS:
+        raise ValueError(f"model.joint.heads={cfg.joint.heads!r} is not one of {CROSS_HEADS}")
+    if cfg.joint.get("adaln", "shared") not in CROSS_ADALN:
+        raise ValueError(f"model.joint.adaln={cfg.joint.adaln!r} is not one of {CROSS_ADALN}")
+    if cfg.joint.mode != "cross_attn" and (cfg.joint.get("heads", "own"), cfg.joint.get("adaln", "shared")) != ("own", "shared"):
+        raise ValueError(f"model.joint.heads / adaln shape cross_attn layers; with model.joint.mode={cfg.joint.mode!r} set them to 'own' / 'shared'")
     options = attention_options(cfg)
     if options["kernel"] not in KERNELS:
         raise ValueError(f"model.attention.kernel={options['kernel']!r} is not one of {KERNELS}")
@@ -136,9 +179,10 @@ class Context(NamedTuple):
     pos: dict  # modality -> [B or 1, N, 3]
     mask: dict  # modality -> [B, N] bool or None
     text: dict  # modality -> [B, L, D] projected caption
-    text_mask: jax.Array  # [B, L]
+    text_mask: dict  # modality -> [B, L]
     cross_modal: jax.Array  # [B] bool
     grid: tuple[int, int, int] | None  # video token grid, for decoupled attention
+    cross_mod: dict | None = None  # joint.adaln="own": modality -> [B, N, 5, D] (CROSS_NAMES)
 
 
 def chunk(ctx: Context, table: nnx.Param, names: Sequence[str], modality: str, name: str) -> jax.Array:
@@ -150,34 +194,46 @@ class BranchBlock(nnx.Module):
     """One modality's DiT block: self-attention (unless a joint layer owns it),
     text cross-attention and MLP, with its own modulation table."""
 
-    def __init__(self, cfg, modality: str, own_self_attn: bool, *, rngs: nnx.Rngs):
+    def __init__(self, cfg, modality: str, own_self_attn: bool, *, rngs: nnx.Rngs, coupled: bool = False):
         b = cfg[modality]
         kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
         self.modality = modality
         self.names = modulation_names(cfg, modality)
         self.table = modulation_table(rngs, len(self.names), b.width, cfg.param_dtype)
+        # joint.adaln="own": this block's own shifts, scales and gate of cross-modal attention
+        self.cross_table = modulation_table(rngs, len(CROSS_NAMES), b.width, cfg.param_dtype) if coupled and own_cross_adaln(cfg) else None
         self.decoupled = modality == "video" and bool(cfg.video.decoupled)
         self.window = int(cfg.video.temporal_window) if self.decoupled else 0
-        self.rope = (cfg.rope.theta, cfg.rope.time_scale)
+        self.rope = cfg.rope
+        self.axes = self_axes(cfg, modality)
+        self.norm = cfg.get("norm", "layer")
+        self.heads = b.heads
         self.head_dim = b.width // b.heads
-        akw = dict(kw, qk_norm=cfg.qk_norm, **attention_options(cfg))
+        akw = dict(kw, **projection_options(cfg), **attention_options(cfg))
         self.self_attn = Attention(b.width, b.width, b.heads, **akw) if own_self_attn else None
         self.temporal_attn = Attention(b.width, b.width, b.heads, **akw) if (self.decoupled and own_self_attn) else None
         self.text_attn = Attention(b.width, b.width, b.heads, **akw)
         self.mlp = MLP(b.width, int(b.width * b.mlp_ratio), **kw)
 
     def mod(self, ctx: Context, name: str) -> jax.Array:
+        if self.cross_table is not None and name in CROSS_NAMES:
+            i = CROSS_NAMES.index(name)
+            return ctx.cross_mod[self.modality][:, :, i, :] + self.cross_table[...][i].astype(ctx.cross_mod[self.modality].dtype)
         return chunk(ctx, self.table, self.names, self.modality, name)
+
+    def pre_norm(self, x: jax.Array) -> jax.Array:
+        return NORMS[self.norm](x)
 
     def self_attention(self, x: jax.Array, ctx: Context) -> jax.Array:
         m = self.modality
-        h = modulate(layer_norm(x), self.mod(ctx, "attn_shift"), self.mod(ctx, "attn_scale"))
-        angles = jnp.broadcast_to(rope_angles(ctx.pos[m], self.head_dim, *self.rope), (x.shape[0], x.shape[1], self.head_dim // 2))
+        h = modulate(self.pre_norm(x), self.mod(ctx, "attn_shift"), self.mod(ctx, "attn_scale"))
+        a = angles_for(self.rope, ctx.pos[m], self.heads, self.head_dim, self.axes)
+        angles = jnp.broadcast_to(a, (x.shape[0], x.shape[1]) + a.shape[2:])
         if not self.decoupled:
             out = self.self_attn(h, h, q_angles=angles, k_angles=angles, mask=key_mask(None, ctx.mask[m]), q_length=LENGTH[m], k_length=LENGTH[m])
             return x + self.mod(ctx, "attn_gate") * out
         x = x + self.mod(ctx, "attn_gate") * self._factorised(self.self_attn, h, angles, ctx, spatial=True)
-        h = modulate(layer_norm(x), self.mod(ctx, "temporal_shift"), self.mod(ctx, "temporal_scale"))
+        h = modulate(self.pre_norm(x), self.mod(ctx, "temporal_shift"), self.mod(ctx, "temporal_scale"))
         return x + self.mod(ctx, "temporal_gate") * self._factorised(self.temporal_attn, h, angles, ctx, spatial=False)
 
     def _factorised(self, attn: Attention, h: jax.Array, angles: jax.Array, ctx: Context, spatial: bool) -> jax.Array:
@@ -191,9 +247,10 @@ class BranchBlock(nnx.Module):
         hw = hh * ww
         # [B, T*H*W, ...] -> [B*T, H*W, ...] (spatial) or [B*H*W, T, ...] (temporal)
         def split(a):
-            a = a.reshape(b, t, hw, a.shape[-1])
-            a = a if spatial else a.transpose(0, 2, 1, 3)
-            return a.reshape(-1, a.shape[2], a.shape[3])
+            rest = a.shape[2:]
+            a = a.reshape(b, t, hw, *rest)
+            a = a if spatial else jnp.swapaxes(a, 1, 2)
+            return a.reshape(-1, a.shape[2], *rest)
 
         def merge(a):
             a = a.reshape(b, t, hw, d) if spatial else a.reshape(b, hw, t, d).transpose(0, 2, 1, 3)
@@ -206,10 +263,10 @@ class BranchBlock(nnx.Module):
 
     def text_attention(self, x: jax.Array, ctx: Context) -> jax.Array:
         m = self.modality
-        return x + self.text_attn(layer_norm(x), ctx.text[m], mask=key_mask(ctx.mask[m], ctx.text_mask), q_length=LENGTH[m])
+        return x + self.text_attn(self.pre_norm(x), ctx.text[m], mask=key_mask(ctx.mask[m], ctx.text_mask[m]), q_length=LENGTH[m])
 
     def feed_forward(self, x: jax.Array, ctx: Context) -> jax.Array:
-        h = modulate(layer_norm(x), self.mod(ctx, "mlp_shift"), self.mod(ctx, "mlp_scale"))
+        h = modulate(self.pre_norm(x), self.mod(ctx, "mlp_shift"), self.mod(ctx, "mlp_scale"))
         return x + self.mod(ctx, "mlp_gate") * self.mlp(h)
 
 
@@ -320,26 +377,30 @@ class CrossModalAttention(AlignedPath, nnx.Module):
     """
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, qk_norm=cfg.qk_norm, **attention_options(cfg))
+        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, **projection_options(cfg), **attention_options(cfg))
         v, a = cfg.video, cfg.audio
-        self.a2v = Attention(v.width, a.width, v.heads, **kw)  # video queries audio
-        self.v2a = Attention(a.width, v.width, a.heads, **kw)  # audio queries video
-        self.head_dims = (("video", v.width // v.heads), ("audio", a.width // a.heads))
-        self.rope = (cfg.rope.theta, cfg.rope.time_scale)
+        # joint.heads="audio" (LTX-2): both directions attend in the audio branch's heads
+        heads = {m: (a if cfg.joint.get("heads", "own") == "audio" else cfg[m]).heads for m in MODALITIES}
+        head_dims = {m: (a.width // a.heads if cfg.joint.get("heads", "own") == "audio" else cfg[m].width // cfg[m].heads) for m in MODALITIES}
+        self.a2v = Attention(v.width, a.width, heads["video"], head_dim=head_dims["video"], **kw)  # video queries audio
+        self.v2a = Attention(a.width, v.width, heads["audio"], head_dim=head_dims["audio"], **kw)  # audio queries video
+        self.head_dims = tuple(head_dims.items())
+        self.rope = cfg.rope
         self.time_bias = float(cfg.joint.get("time_bias", 0.0))
-        self.heads = (("video", v.heads), ("audio", a.heads))
+        self.heads = tuple(heads.items())
         self._init_aligned(cfg, rngs)
 
     def __call__(self, xv, xa, video: BranchBlock, audio: BranchBlock, ctx: Context):
         blocks, xs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}
-        q_in = {m: modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "cross_q_shift"), blocks[m].mod(ctx, "cross_q_scale")) for m in MODALITIES}
-        kv_in = {m: modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "cross_kv_shift"), blocks[m].mod(ctx, "cross_kv_scale")) for m in MODALITIES}
+        normed = {m: blocks[m].pre_norm(xs[m]) for m in MODALITIES}
+        q_in = {m: modulate(normed[m], blocks[m].mod(ctx, "cross_q_shift"), blocks[m].mod(ctx, "cross_q_scale")) for m in MODALITIES}
+        kv_in = {m: modulate(normed[m], blocks[m].mod(ctx, "cross_kv_shift"), blocks[m].mod(ctx, "cross_kv_scale")) for m in MODALITIES}
         flag = ctx.cross_modal.astype(xv.dtype)[:, None, None]
         out = {}
         for m, other, attn in (("video", "audio", self.a2v), ("audio", "video", self.v2a)):
-            hd = dict(self.head_dims)[m]
-            qa = rope_angles(temporal_only(ctx.pos[m]), hd, *self.rope)
-            ka = rope_angles(temporal_only(ctx.pos[other]), hd, *self.rope)
+            hd, nh = dict(self.head_dims)[m], dict(self.heads)[m]
+            qa = angles_for(self.rope, ctx.pos[m], nh, hd, "t")
+            ka = angles_for(self.rope, ctx.pos[other], nh, hd, "t")
             mask = key_mask(ctx.mask[m], ctx.mask[other])
             if self.time_bias > 0:
                 q = attn.proj.query(q_in[m], qa, LENGTH[m])
@@ -364,10 +425,10 @@ class JointAttention(AlignedPath, nnx.Module):
     """
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, qk_norm=cfg.qk_norm)
+        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, **projection_options(cfg))
         heads, head_dim = cfg.video.heads, cfg.video.width // cfg.video.heads
-        self.head_dim = head_dim
-        self.rope = (cfg.rope.theta, cfg.rope.time_scale)
+        self.heads, self.head_dim = heads, head_dim
+        self.rope = cfg.rope
         self.options = tuple(attention_options(cfg).items())  # hashable: part of the graphdef
         self.video = AttentionProjections(cfg.video.width, cfg.video.width, heads, head_dim, **kw)
         self.audio = AttentionProjections(cfg.audio.width, cfg.audio.width, heads, head_dim, **kw)
@@ -377,8 +438,9 @@ class JointAttention(AlignedPath, nnx.Module):
         blocks, xs, projs = {"video": video, "audio": audio}, {"video": xv, "audio": xa}, {"video": self.video, "audio": self.audio}
         qkv, hs = {}, {}
         for m in MODALITIES:
-            h = hs[m] = modulate(layer_norm(xs[m]), blocks[m].mod(ctx, "attn_shift"), blocks[m].mod(ctx, "attn_scale"))
-            angles = jnp.broadcast_to(rope_angles(ctx.pos[m], self.head_dim, *self.rope), (h.shape[0], h.shape[1], self.head_dim // 2))
+            h = hs[m] = modulate(blocks[m].pre_norm(xs[m]), blocks[m].mod(ctx, "attn_shift"), blocks[m].mod(ctx, "attn_scale"))
+            a = angles_for(self.rope, ctx.pos[m], self.heads, self.head_dim, "thw")
+            angles = jnp.broadcast_to(a, (h.shape[0], h.shape[1]) + a.shape[2:])
             qkv[m] = (projs[m].query(h, angles, LENGTH[m]), *projs[m].key_value(h, angles))  # 3 x [B, N_m, H, Dh]
         ov, oa = context_parallel.joint_attention(qkv["video"], qkv["audio"], ctx.mask["video"], ctx.mask["audio"], ctx.cross_modal,
                                                   video_length=LENGTH["video"], audio_length=LENGTH["audio"], **dict(self.options))
@@ -399,8 +461,9 @@ class LayerPair(nnx.Module):
     def __init__(self, cfg, coupled: bool, *, rngs: nnx.Rngs):
         self.mode = cfg.joint.mode if coupled else "none"
         joint = self.mode == "joint_attn"
-        self.video = BranchBlock(cfg, "video", own_self_attn=not joint, rngs=rngs)
-        self.audio = BranchBlock(cfg, "audio", own_self_attn=not joint, rngs=rngs)
+        cross = self.mode == "cross_attn"
+        self.video = BranchBlock(cfg, "video", own_self_attn=not joint, rngs=rngs, coupled=cross)
+        self.audio = BranchBlock(cfg, "audio", own_self_attn=not joint, rngs=rngs, coupled=cross)
         self.joint = JointAttention(cfg, rngs=rngs) if joint else None
         self.cross = CrossModalAttention(cfg, rngs=rngs) if self.mode == "cross_attn" else None
 
@@ -440,7 +503,23 @@ class FinalLayer(nnx.Module):
     def __call__(self, x: jax.Array, t_emb: jax.Array) -> jax.Array:
         table = self.table[...].astype(x.dtype)
         shift, scale = t_emb + table[0], t_emb + table[1]
-        return self.proj(modulate(layer_norm(x), shift, scale))
+        return self.proj(modulate(NORMS["layer"](x), shift, scale))  # LayerNorm whatever model.norm: LTX-2's too
+
+
+class CrossModalAdaLN(nnx.Module):
+    """`joint.adaln="own"` (LTX-2): a modality's cross-modal shifts and scales, and
+    its gate, each from its own embedding of the token's timestep, [B, N] ->
+    [B, N, 5, D] in CROSS_NAMES order; each coupled block adds its `cross_table`."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.time = TimestepEmbedder(dim, **kw)
+        self.adaln = AdaLNSingle(dim, len(CROSS_NAMES) - 1, **kw)
+        self.gate_time = TimestepEmbedder(dim, **kw)
+        self.gate_adaln = AdaLNSingle(dim, 1, **kw)
+
+    def __call__(self, t: jax.Array) -> jax.Array:
+        return jnp.concatenate([self.adaln(self.time(t)), self.gate_adaln(self.gate_time(t))], axis=2)
 
 
 class AbsolutePosition(nnx.Module):
@@ -480,7 +559,9 @@ class AVDiT(nnx.Module):
     tokens, converted to velocity; either way the call returns velocity.
 
     Call: tokens x[m] [B, N_m, P_m], per-token timesteps t[m] [B, N_m], text
-    embeddings [B, L, Dt] with mask [B, L], per-sample cross_modal [B] bool,
+    embeddings [B, L, Dt] with mask [B, L] (or one of each per modality, dicts
+    keyed like x: LTX-2's text connectors give each branch its own), per-sample
+    cross_modal [B] bool,
     positions pos[m] [B or 1, N_m, 3] (t seconds, h, w), optional padding
     masks token_mask[m] [B, N_m], and the video token grid (needed by decoupled
     video attention) -> velocities v[m] [B, N_m, P_m] in float32.
@@ -495,6 +576,7 @@ class AVDiT(nnx.Module):
         self.time = nnx.Dict({m: TimestepEmbedder(cfg[m].width, **kw) for m in MODALITIES})
         self.abs_pos = nnx.Dict({m: AbsolutePosition(cfg[m].width, **kw) for m in MODALITIES}) if cfg.abs_pos else None
         self.adaln = nnx.Dict({m: AdaLNSingle(cfg[m].width, len(modulation_names(cfg, m)), **kw) for m in MODALITIES})
+        self.cross_adaln = nnx.Dict({m: CrossModalAdaLN(cfg[m].width, **kw) for m in MODALITIES}) if own_cross_adaln(cfg) else None
         self.caption = nnx.Dict({m: CaptionProjection(cfg.text.dim, cfg[m].width, **kw) for m in MODALITIES})
         self.final = nnx.Dict({m: FinalLayer(cfg[m].width, patch_dim(cfg, m), **kw) for m in MODALITIES})
         self.text_encoder = TextEncoder(cfg.text, **kw) if cfg.text.encoder == "builtin" else None
@@ -515,7 +597,7 @@ class AVDiT(nnx.Module):
             raise ValueError("model.text.encoder='precomputed': pass precomputed text embeddings (batch['text_emb']) instead of token ids")
         return self.text_encoder(ids, mask)
 
-    def __call__(self, x: dict, t: dict, text: jax.Array, text_mask: jax.Array, cross_modal: jax.Array | None = None, *, pos: dict, token_mask: dict | None = None, grid: tuple[int, int, int] | None = None) -> dict:
+    def __call__(self, x: dict, t: dict, text: jax.Array | dict, text_mask: jax.Array | dict, cross_modal: jax.Array | None = None, *, pos: dict, token_mask: dict | None = None, grid: tuple[int, int, int] | None = None) -> dict:
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
         batch = x["video"].shape[0]
@@ -533,14 +615,17 @@ class AVDiT(nnx.Module):
             h[m] = constrain(h[m], _act(m))
             t_emb[m] = self.time[m](t[m])  # [B, N, D]
             mod[m] = self.adaln[m](t_emb[m])  # [B, N, K, D]
+        texts = text if isinstance(text, dict) else {m: text for m in MODALITIES}
+        text_masks = text_mask if isinstance(text_mask, dict) else {m: text_mask for m in MODALITIES}
         ctx = Context(
             mod=mod,
             pos=pos,
             mask={m: token_mask.get(m) for m in MODALITIES},
-            text={m: self.caption[m](text.astype(dtype)) for m in MODALITIES},
-            text_mask=text_mask.astype(bool),
+            text={m: self.caption[m](texts[m].astype(dtype)) for m in MODALITIES},
+            text_mask={m: text_masks[m].astype(bool) for m in MODALITIES},
             cross_modal=cross_modal.astype(bool),
             grid=tuple(grid) if grid is not None else None,
+            cross_mod=None if self.cross_adaln is None else {m: self.cross_adaln[m](t[m]) for m in MODALITIES},
         )
 
         def body(carry, group):

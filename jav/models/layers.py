@@ -69,15 +69,19 @@ class Dense(nnx.Module):
 
 
 class RMSNorm(nnx.Module):
-    """RMS norm over the last axis with a learned scale (used for QK-norm and text)."""
+    """RMS norm over the trailing axes `dim` with a learned scale of that shape (used
+    for QK-norm, per head (Dh,) or across heads (H, Dh), and for text)."""
 
-    def __init__(self, dim: int, axis_name: str, *, rngs: nnx.Rngs, eps: float = 1e-6, param_dtype: str = "float32"):
-        self.scale = param(rngs, ones, (dim,), (axis_name,), dtype_of(param_dtype))
+    def __init__(self, dim: int | Sequence[int], axis_name: str | Sequence[str], *, rngs: nnx.Rngs, eps: float = 1e-6, param_dtype: str = "float32"):
+        shape = (dim,) if isinstance(dim, int) else tuple(dim)
+        names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
+        self.scale = param(rngs, ones, shape, names, dtype_of(param_dtype))
+        self.axes = tuple(range(-len(shape), 0))
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
-        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=self.axes, keepdims=True) + self.eps)
         return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
@@ -87,6 +91,15 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     var = jnp.var(x32, axis=-1, keepdims=True)
     return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def rms_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """Parameter-free RMS norm (LTX-2's pre-norms); AdaLN supplies shift and scale."""
+    x32 = x.astype(jnp.float32)
+    return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+
+
+NORMS = {"layer": layer_norm, "rms": rms_norm}  # model.norm: the blocks' pre-norms
 
 
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:

@@ -1,0 +1,2 @@
+"""Converters between published checkpoints and jav run directories
+(`python -m jav.convert --help`)."""
