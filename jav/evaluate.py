@@ -118,7 +118,7 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
             frames, wave = scored_clip(task, clip, sample)
             m = clip_metrics(frames, wave, clip.caption, world)
             results.append(m)
-            info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed,
+            info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed + i,
                         batch_size=min(batch_size, num), steps=steps, caption_seed=seed + i,
                         guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                         metrics=m)

@@ -26,6 +26,10 @@ def _euler(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout, 
     text = model.encode_text(text_in, text_mask) if jnp.issubdtype(text_in.dtype, jnp.integer) else text_in
     b = text_in.shape[0]
     shapes = {m: (b, n, x_clean[m].shape[-1]) for m, n in layout.num_tokens.items()}
+    if key.ndim == 1:  # one key per clip: each clip's noise is its own, whatever batch it is sampled in
+        shapes = {m: jax.vmap(lambda k, i=i, s=s: flow.standard_normal(jax.random.fold_in(k, i), s[1:]))(key)
+                  for i, (m, s) in enumerate(sorted(shapes.items()))}
+        key = None
     return samplers.euler_sample(
         layout.denoiser(model), key, shapes, text, text_mask,
         num_steps=num_steps, mu=dict(mu), guidance=guidance, clean=clean, x_clean=x_clean, on_step=on_step,
@@ -74,6 +78,9 @@ def generate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> model-space video [B, T, H, W, C] and audio [B, Ta, Ca] as NumPy arrays.
 
+    `key`: one key for the batch, or one per caption ([B] keys, e.g.
+    `jax.random.key(np.array(seeds))`), so that a clip's noise depends on its own
+    key only and the clip reproduces alone or in any batch.
     `on_step(n)` is called on the host after each of the `num_steps` steps (progress
     display); pass the same function each call to reuse the compiled sampler.
     A model trained on precomputed text (model.text.encoder 'precomputed') needs the

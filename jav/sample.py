@@ -2,12 +2,15 @@
 
     python -m jav.sample --workdir DIR --prompt "a red ball bouncing on a navy background" \
         [--prompt ...] --out DIR [--steps N] [--seed S] [--image PNG] [--audio WAV]
+    python -m jav.sample --workdir DIR --prompts prompts.jsonl --out DIR    # {"prompt": ..., "seed": ...} a line
 
 For each prompt i it writes OUT/iii.mp4 (H.264 video + AAC audio, muxed),
-OUT/iii.wav and OUT/iii.json (the prompt and every setting that made the sample).
+OUT/iii.wav and OUT/iii.json (the prompt, its seed and every setting that made
+the sample). Clip i's noise comes from its own seed (seed + i, or the file's),
+so any clip reproduces alone; a rerun skips the clips already written.
 `--image` conditions on a first frame (I2VA), `--audio` on a soundtrack (A2V:
 the video is generated to match it). Sampling is one jitted function per batch
-size; a progress line counts the steps.
+size, however many prompts; progress lines count the steps, clips/s and an ETA.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import time
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -109,24 +113,35 @@ def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> sampl
     )
 
 
+def clip_keys(seeds: Sequence[int]) -> jax.Array:
+    """[B] keys, one per clip seed: a clip's noise depends on its seed alone."""
+    return jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seeds, np.uint32)))
+
+
 def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, batch_size: int,
                  guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
-                 conditions: dict | None = None, log=print, text_encoder=None) -> list[tuple[np.ndarray, np.ndarray]]:
+                 conditions: dict | None = None, log=print, text_encoder=None,
+                 seeds: Sequence[int] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
-    (the last batch padded, so one compile serves all). Batch b uses key fold_in(seed, b).
-    `image` / `audio`: one condition file for every prompt; `conditions`: per-prompt
-    model-space arrays, {"first_frame" | "video" | "audio": [len(prompts), ...]} (see
-    `generate.conditions`). `text_encoder`: the frozen encoder of a model trained on
-    precomputed text (see generate)."""
+    (the last batch padded, so one compile serves all). Clip i's noise comes from
+    its own seed, `seeds[i]` (default `seed + i`), so it reproduces alone or in any
+    batch. `image` / `audio`: one condition file for every prompt; `conditions`:
+    per-prompt model-space arrays, {"first_frame" | "video" | "audio": [len(prompts), ...]}
+    (see `generate.conditions`). `text_encoder`: the frozen encoder of a model
+    trained on precomputed text (see generate)."""
+    seeds = [seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
     layout = TokenLayout.from_config(cfg)
     to_clips = clip_decoder(cfg)
     cond = conditions_from_files(cfg, layout, batch_size, image, audio)
     out = []
     num_batches = -(-len(prompts) // batch_size)
     progress = ProgressPrinter("batch", steps)
+    started = time.time()
     for b in range(num_batches):
         rows = slice(b * batch_size, (b + 1) * batch_size)
-        chunk = list(prompts[rows])
+        chunk, chunk_seeds = list(prompts[rows]), seeds[rows]
         pad = batch_size - len(chunk)
         padded = chunk + [chunk[-1]] * pad
         for name, value in (conditions or {}).items():
@@ -134,11 +149,14 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
             cond[name] = np.concatenate([value, np.repeat(value[-1:], pad, axis=0)]) if pad else value
         start = time.time()
         progress.label = f"batch {b + 1}/{num_batches}"
-        video, wave_mel = generate(model, layout, padded, jax.random.fold_in(jax.random.key(seed), b), num_steps=steps,
+        video, wave_mel = generate(model, layout, padded, clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad), num_steps=steps,
                                    flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
                                    text_encoder=text_encoder, **cond)
         out.extend(to_clips(video[:len(chunk)], wave_mel[:len(chunk)]))
-        log(f"batch {b + 1}/{num_batches}: {len(chunk)} clips in {time.time() - start:.1f}s")
+        rate = len(out) / (time.time() - started)
+        eta = (len(prompts) - len(out)) / rate
+        log(f"batch {b + 1}/{num_batches}: {len(chunk)} clips in {time.time() - start:.1f}s; "
+            f"{len(out)}/{len(prompts)} done, {rate:.2f} clips/s, ETA {eta:.0f}s")
     return out
 
 
@@ -153,13 +171,56 @@ def write_sample(out_dir, index: int, frames: np.ndarray, wave: np.ndarray, cfg,
     return path
 
 
+def read_prompts(path: str, seed: int) -> tuple[list[str], list[int]]:
+    """A prompt file -> (prompts, seeds). Plain text: one caption a line (blank lines
+    and `#` comments skipped), clip i seeded `seed + i`. JSON lines (`.jsonl`): one
+    object a line with "prompt" and optionally "seed" (default `seed + i`)."""
+    text = pathlib.Path(path).read_text()
+    prompts, seeds = [], []
+    if path.endswith(".jsonl"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--prompts {path} line {n} is not JSON ({e.msg}); write one object a line, "
+                                 '{"prompt": "...", "seed": 7}') from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise ValueError(f'--prompts {path} line {n} has no "prompt" string: {line.strip()[:80]}')
+            prompts.append(row["prompt"])
+            seeds.append(int(row.get("seed", seed + len(seeds))))
+    else:
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                prompts.append(line.strip())
+                seeds.append(seed + len(seeds))
+    if not prompts:
+        raise ValueError(f"--prompts {path} holds no prompt")
+    return prompts, seeds
+
+
+def finished(out_dir, index: int, prompt: str, seed: int) -> bool:
+    """Whether OUT/iii.json and its mp4 already hold this prompt with this seed (a rerun skips it)."""
+    meta, video = pathlib.Path(out_dir) / f"{index:03d}.json", pathlib.Path(out_dir) / f"{index:03d}.mp4"
+    if not (meta.exists() and video.exists()):
+        return False
+    try:
+        info = json.loads(meta.read_text())
+    except json.JSONDecodeError:
+        return False
+    return info.get("prompt") == prompt and info.get("seed") == seed
+
+
 def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser = argparse.ArgumentParser(prog="python -m jav.sample", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
-    parser.add_argument("--prompt", action="append", required=True, help="caption; repeat for several clips")
+    parser.add_argument("--prompt", action="append", default=[], help="caption; repeat for several clips")
+    parser.add_argument("--prompts", default=None, help="a file of prompts: one caption a line, or JSON lines (.jsonl) "
+                        'with "prompt" and optional "seed"')
     parser.add_argument("--out", required=True, help="directory for NNN.mp4, NNN.wav, NNN.json")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the config's sample.steps)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="clip i's noise seed is seed + i unless the prompt file gives one")
     parser.add_argument("--batch", type=int, default=8, help="clips sampled together")
     parser.add_argument("--image", default=None, help="first frame to start from (I2VA), at the model's resolution")
     parser.add_argument("--audio", default=None, help="soundtrack to generate video for (A2V); resampled, cut or padded")
@@ -171,28 +232,36 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
                         "embeddings: the spec its shards were embedded with (hf:DIR, builtin:RUN)")
     parser.add_argument("--text-len", type=int, default=None, help="caption tokens for --text-encoder (default: the config's data.text_len, else 128)")
     args = parser.parse_args(argv)
+    if bool(args.prompt) == bool(args.prompts):
+        parser.error("give the captions as --prompt TEXT (repeated) or as --prompts FILE, one of the two")
+    prompts, seeds = read_prompts(args.prompts, args.seed) if args.prompts else (args.prompt, [args.seed + i for i in range(len(args.prompt))])
     # It loads the weights onto one device and writes every file itself: one process, not one per host.
     distributed.require_single_process("python -m jav.sample")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
 
+    todo = [i for i in range(len(prompts)) if not finished(args.out, i, prompts[i], seeds[i])]
+    paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(prompts)) if i not in set(todo)]
+    if not todo:
+        print(f"all {len(prompts)} clips are already in {args.out}", flush=True)
+        return paths
     cfg, model, step = load_run(args.workdir, args.weights)
     text_encoder = None
     if args.text_encoder:
         text_encoder = load_text_encoder(args.text_encoder, max_len=args.text_len or cfg.data.get("text_len", 128))
     steps = args.steps or cfg.sample.steps
     guidance = guidance_from(cfg, args.cfg_video, args.cfg_audio, args.modality_guidance)
-    print(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(args.prompt)} clip(s), {steps} steps", flush=True)
-    clips = sample_clips(model, cfg, args.prompt, seed=args.seed, steps=steps, batch_size=min(args.batch, len(args.prompt)),
-                         guidance=guidance, image=args.image, audio=args.audio, log=lambda m: print(m, flush=True),
-                         text_encoder=text_encoder)
-    paths = []
-    for i, (prompt, (frames, wave)) in enumerate(zip(args.prompt, clips)):
-        info = dict(prompt=prompt, workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=args.seed,
+    skipped = f" ({len(prompts) - len(todo)} already in {args.out})" if len(todo) < len(prompts) else ""
+    print(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps", flush=True)
+    clips = sample_clips(model, cfg, [prompts[i] for i in todo], seed=args.seed, seeds=[seeds[i] for i in todo], steps=steps,
+                         batch_size=min(args.batch, len(todo)), guidance=guidance, image=args.image, audio=args.audio,
+                         log=lambda m: print(m, flush=True), text_encoder=text_encoder)
+    for i, (frames, wave) in zip(todo, clips):
+        info = dict(prompt=prompts[i], workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=seeds[i],
                     steps=steps, guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                     image=args.image, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
         paths.append(write_sample(args.out, i, frames, wave, cfg, info))
         print(f"wrote {paths[-1]}", flush=True)
-    return paths
+    return sorted(paths)
 
 
 if __name__ == "__main__":

@@ -48,9 +48,32 @@ def test_sample_writes_muxed_mp4_wav_and_settings(run_dir, tmp_path, capsys):
         # I2VA: the first temporal patch is the given image (held clean), up to H.264
         assert np.abs(frames[0].astype(float) - image).mean() < 4.0
         info = json.loads((out / f"{i:03d}.json").read_text())
-        assert info["prompt"] == prompt and info["steps"] == 2 and info["seed"] == 3 and info["checkpoint_step"] == 2
+        assert info["prompt"] == prompt and info["steps"] == 2 and info["seed"] == 3 + i and info["checkpoint_step"] == 2
         assert info["image"].endswith("first.png") and info["weights"] == "ema"
         assert media.read_wav(out / f"{i:03d}.wav")[1] == cfg.data.sample_rate
+
+
+def test_prompt_file_seeds_each_clip_and_a_rerun_skips_finished_ones(run_dir, tmp_path, capsys):
+    """--prompts FILE (JSON lines): each clip's seed is the file's or --seed + i, and
+    is recorded; rerunning the command writes nothing new. (That a clip's noise
+    depends on its seed alone is tests/test_generate.py's.)"""
+    from jav import sample
+
+    rows = [{"prompt": PROMPTS[0], "seed": 11}, {"prompt": PROMPTS[1], "seed": 5}, {"prompt": PROMPTS[0]}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "out"
+    common = ["--workdir", str(run_dir), "--steps", "2", "--seed", "100"]
+    sample.main(common + ["--out", str(out), "--prompts", str(tmp_path / "p.jsonl"), "--batch", "3"])
+    assert [json.loads((out / f"{i:03d}.json").read_text())["seed"] for i in range(3)] == [11, 5, 102]
+    printed = capsys.readouterr().out
+    assert "3/3 done" in printed and "clips/s, ETA" in printed
+    before = (out / "000.mp4").stat().st_mtime_ns
+    paths = sample.main(common + ["--out", str(out), "--prompts", str(tmp_path / "p.jsonl"), "--batch", "3"])
+    assert [p.name for p in paths] == ["000.mp4", "001.mp4", "002.mp4"] and (out / "000.mp4").stat().st_mtime_ns == before
+    assert "all 3 clips are already in" in capsys.readouterr().out
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\nnot json\n')
+    with pytest.raises(ValueError, match="bad.jsonl line 2 is not JSON"):
+        sample.main(common + ["--out", str(out), "--prompts", str(tmp_path / "bad.jsonl")])
 
 
 def test_audio_condition_is_the_files_log_mel(tmp_path):
