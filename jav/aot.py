@@ -46,7 +46,7 @@ from jav.clip_tokens import TokenLayout
 from jav.models import AVDiT
 from jav.models.flops import forward_flops, param_count
 from jav.train.step import optimizer, train_step
-from jav.train.trainer import validate
+from jav.train.diffusion import validate
 
 GiB = 1024**3
 
