@@ -71,19 +71,35 @@ class DiffusionPhase(loop.Phase):
     def validate(self, mesh):
         validate(self.cfg, mesh)
 
-    def init_state(self, run):
-        cfg, t = self.cfg, self.cfg.train
+    def _model(self, mesh, rules):
+        """(abstract parameters, their shardings on `mesh`); keeps the step's graphdef and options."""
+        cfg = self.cfg
         self.tx = optimizer(cfg)
         self.flow_cfg = ml_collections.FrozenConfigDict(cfg.flow)
         self.layout = TokenLayout.from_config(cfg)
         self.text_len = cfg.model.text.max_len if cfg.model.text.encoder == "builtin" else cfg.data.get("text_len", cfg.model.text.max_len)
         self.layouts = {}  # clip shapes -> (layout, FLOPs per step, tokens per step); one per shape bucket
+        self.graphdef, abstract = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))
+        return abstract, sharding.param_shardings(abstract, mesh, rules)
+
+    def init_state(self, run):
         self.run = run
-        # The abstract model gives the parameters' shardings, so they are made in place.
-        self.graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))
-        shardings = sharding.param_shardings(abstract_state, run.mesh, run.rules)
-        params = nnx.state(init_model(cfg.model, jax.random.key(t.seed), out_shardings=shardings))
+        t = self.cfg.train
+        _, shardings = self._model(run.mesh, run.rules)  # the parameters are made in place
+        params = nnx.state(init_model(self.cfg.model, jax.random.key(t.seed), out_shardings=shardings))
         return {"model": loop.trainable(params, self.tx, run, ema=bool(t.ema_decay))}
+
+    def abstract_state(self, mesh, rules):
+        """`init_state`'s result as sharded ShapeDtypeStructs, made without memory (jav.aot)."""
+        abstract, shardings = self._model(mesh, rules)
+        params = jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
+                              shardings, abstract)
+        return {"model": loop.abstract_trainable(params, self.tx, ema=bool(self.cfg.train.ema_decay))}
+
+    def step_options(self, layout: TokenLayout) -> dict:
+        """The static arguments of jav.train.step.train_step for batches of `layout`."""
+        t = self.cfg.train
+        return dict(tx=self.tx, layout=layout, flow_cfg=self.flow_cfg, ema_decay=t.ema_decay, accum_steps=t.get("grad_accum", 1))
 
     def describe(self, state):
         t, shards = self.cfg.train, self.run.shards
@@ -118,10 +134,9 @@ class DiffusionPhase(loop.Phase):
         return self._layout_of(batch)[1:]
 
     def step(self, state, batch, key, step):
-        t, model = self.cfg.train, state["model"]
+        model = state["model"]
         params, opt_state, ema, metrics = train_step(self.graphdef, model.params, model.opt_state, model.ema, batch, key,
-                                                     tx=self.tx, layout=self._layout_of(batch)[0], flow_cfg=self.flow_cfg,
-                                                     ema_decay=t.ema_decay, accum_steps=t.get("grad_accum", 1))
+                                                     **self.step_options(self._layout_of(batch)[0]))
         return {"model": loop.Trainable(params, opt_state, ema)}, metrics
 
     def log_line(self, step, m):

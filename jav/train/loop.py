@@ -40,7 +40,7 @@ from tensorboardX import SummaryWriter
 
 from jav import perf, sharding
 from jav.train.checkpoint import Checkpointer, abstract_like, restore_params_from
-from jav.train.step import init_opt_state
+from jav.train.step import init_opt_state, opt_state_shardings
 
 # Metrics the loop adds to a phase's step metrics at a logged step.
 LOOP_METRICS = ("steps_per_s", "tokens_per_s", "mfu", "skipped_total", "wall_s")
@@ -84,6 +84,14 @@ def trainable(params, tx: optax.GradientTransformation, run: Run, *, ema: bool) 
     placed like the parameters, and an EMA starting at them when `ema`."""
     with jax.set_mesh(run.mesh), sharding.logical_rules(run.rules):
         return Trainable(params, init_opt_state(tx, params), jax.tree.map(jnp.copy, params) if ema else None)
+
+
+def abstract_trainable(params, tx: optax.GradientTransformation, *, ema: bool) -> Trainable:
+    """`trainable`'s result as sharded ShapeDtypeStructs, from abstract sharded
+    parameters: what a pod plan (jav.aot) compiles the step on."""
+    opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                             jax.eval_shape(tx.init, params), opt_state_shardings(tx, params))
+    return Trainable(params, opt_state, params if ema else None)
 
 
 class Phase:
