@@ -26,7 +26,7 @@ import numpy as np
 
 from jav.data import synthetic
 from jav.evaluate import TASKS, evaluate
-from jav.train.trainer import train
+from jav.train.diffusion import train
 
 from benchmarks.model_stats import load_config
 from benchmarks.sync_probe import probe

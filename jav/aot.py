@@ -38,15 +38,14 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax import nnx
 
 from jav import flow, perf, samplers, sharding
 from jav.clip_tokens import TokenLayout
 from jav.models import AVDiT
 from jav.models.flops import forward_flops, param_count
-from jav.train.step import optimizer, train_step
-from jav.train.trainer import validate
+from jav.train.diffusion import DiffusionPhase, validate
+from jav.train.step import train_step
 
 GiB = 1024**3
 
@@ -166,16 +165,6 @@ def abstract_params(cfg, mesh: jax.sharding.Mesh, rules):
     return graphdef, _abstract(state, sharding.param_shardings(state, mesh, rules))
 
 
-def abstract_opt_state(tx, params, mesh: jax.sharding.Mesh):
-    """The optimizer state as `jav.train.step.init_opt_state` places it: moments
-    like their parameters, counters replicated."""
-    shapes = jax.eval_shape(tx.init, params)
-    replicated = jax.sharding.NamedSharding(mesh, jax.P())
-    placed = optax.tree_map_params(tx, lambda _, s: s, shapes, jax.tree.map(lambda x: x.sharding, params),
-                                   transform_non_params=lambda _: replicated)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, placed)
-
-
 def _batch_struct(shape, dtype, mesh, rules) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, rules, len(shape)))
 
@@ -228,22 +217,18 @@ def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, 
     the trainer places them -> (lowered, bytes per device of each input)."""
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     _validate(cfg, mesh)
-    layout = TokenLayout.from_config(cfg)
-    tx = optimizer(cfg)
-    # every input is made outside the mesh context: under it, eager work (optax
-    # builds its placements with an init, a key is an array) would run on the
+    # the diffusion phase's own state and step options, as abstract values; every
+    # input is made outside the mesh context: under it, eager work (optax builds
+    # its placements with an init, a key is an array) would run on the
     # compile-only devices
-    graphdef, params = abstract_params(cfg, mesh, rules)
-    opt_state = abstract_opt_state(tx, params, mesh)
-    ema = params if cfg.train.ema_decay else None
-    batch = abstract_batch(cfg, layout, mesh, rules)
+    phase = DiffusionPhase(cfg)
+    model = phase.abstract_state(mesh, rules)["model"]
+    batch = abstract_batch(cfg, phase.layout, mesh, rules)
     key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
-    sizes = {"params": bytes_per_device(params), "opt_state": bytes_per_device(opt_state),
-             "ema": bytes_per_device(ema) if ema is not None else 0, "batch": bytes_per_device(batch)}
+    sizes = {"params": bytes_per_device(model.params), "opt_state": bytes_per_device(model.opt_state),
+             "ema": bytes_per_device(model.ema) if model.ema is not None else 0, "batch": bytes_per_device(batch)}
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        lowered = train_step.lower(graphdef, params, opt_state, ema, batch, key, tx=tx, layout=layout,
-                                   flow_cfg=ml_collections.FrozenConfigDict(cfg.flow), ema_decay=cfg.train.ema_decay,
-                                   accum_steps=cfg.train.get("grad_accum", 1))
+        lowered = train_step.lower(phase.graphdef, model.params, model.opt_state, model.ema, batch, key, **phase.step_options(phase.layout))
     return lowered, sizes
 
 

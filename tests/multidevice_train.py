@@ -18,7 +18,7 @@ from flax import nnx  # noqa: E402
 
 from jav import sharding  # noqa: E402
 from jav.models import AVDiT  # noqa: E402
-from jav.train.trainer import train  # noqa: E402
+from jav.train.diffusion import train  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from test_multidevice import FSDP4_TENSOR2, FSDP8, config, losses, write_data  # noqa: E402

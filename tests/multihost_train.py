@@ -34,7 +34,7 @@ from jav.clip_tokens import frames_to_model  # noqa: E402
 from jav.data.record import decode_record  # noqa: E402
 from jav.data.shards import open_shards  # noqa: E402
 from jav.models import AVDiT  # noqa: E402
-from jav.train import trainer  # noqa: E402
+from jav.train import diffusion, loop  # noqa: E402
 from jav.train.checkpoint import restore_params_from  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -42,7 +42,7 @@ from test_multidevice import FSDP8, config  # noqa: E402
 
 
 class RecordingLoader:
-    """Stands in for the trainer's `make_loader`: notes the shard it is asked for
+    """Stands in for the diffusion phase's `make_loader`: notes the shard it is asked for
     and the clips of each batch the real loader hands out."""
 
     def __init__(self, data_dir):
@@ -51,7 +51,7 @@ class RecordingLoader:
         for i in range(len(source)):
             rec = decode_record(source[i])
             self.seed_of[frames_to_model(rec["video"]).tobytes()] = rec["metadata"]["seed"]
-        self._make_loader = trainer.make_loader
+        self._make_loader = diffusion.make_loader
         self.shard, self.batches, self.it = None, [], None
 
     def __call__(self, *args, **kwargs):
@@ -91,9 +91,9 @@ def restored_shard_sums(cfg, run_dir) -> list:
 
 
 def stop_step_after_sigterm(first_step: int) -> int:
-    """Steps on from `first_step` until the trainer's preemption check says stop;
+    """Steps on from `first_step` until the loop's preemption check says stop;
     the last process sends itself SIGTERM at its third step."""
-    preempt = trainer.Preemption()
+    preempt = loop.Preemption()
     try:
         for step in range(first_step, first_step + 600):
             if step == first_step + 2 and jax.process_index() == jax.process_count() - 1:
@@ -108,11 +108,11 @@ def stop_step_after_sigterm(first_step: int) -> int:
 
 if __name__ == "__main__":
     workdir, data_dir, steps = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    trainer.make_loader = loader = RecordingLoader(data_dir)
+    diffusion.make_loader = loader = RecordingLoader(data_dir)
     messages = [joined]
     cfg = config(data_dir, steps, FSDP8)
     cfg.train.checkpoint_every = steps  # one save, at the end: the one read back below
-    trainer.train(cfg, str(workdir / "run"), log=messages.append)
+    diffusion.train(cfg, str(workdir / "run"), log=messages.append)
     out = dict(process_index=jax.process_index(), process_count=jax.process_count(), messages=messages,
                shard=loader.shard, batches=loader.batches, loader_state=loader.get_state(),
                restored=restored_shard_sums(cfg, workdir / "run"))

@@ -108,7 +108,7 @@ def test_config_validation_names_the_attention_keys():
 
 
 def test_trainer_validation_of_context_parallel_configs():
-    from jav.train.trainer import validate
+    from jav.train.diffusion import validate
 
     context4 = jax.sharding.AbstractMesh((1, 1, 4, 1), sharding.MESH_AXES)
     cfg = test_config.get_config()  # video heads 2

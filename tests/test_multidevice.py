@@ -43,7 +43,7 @@ def losses(workdir) -> dict:
 
 
 def test_losses_match_across_meshes_and_a_checkpoint_moves_between_them(tmp_path):
-    from jav.train.trainer import train
+    from jav.train.diffusion import train
 
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_DEFAULT_MATMUL_PRECISION="highest",
                XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")

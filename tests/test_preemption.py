@@ -17,7 +17,7 @@ import pytest
 from configs import test as test_config
 from jav.data import synthetic
 from jav.train.checkpoint import Checkpointer
-from jav.train.trainer import train
+from jav.train.diffusion import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STEPS = 16

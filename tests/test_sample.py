@@ -9,7 +9,7 @@ from configs import test as test_config
 from jav import media
 from jav.clip_tokens import TokenLayout, mel_params
 from jav.data import mel, synthetic
-from jav.train.trainer import train
+from jav.train.diffusion import train
 
 PROMPTS = ["a red ball bouncing on a navy background", "a blue ball and a green ball bouncing on a dark background"]
 

@@ -7,7 +7,7 @@ import pytest
 
 from configs import test as test_config
 from jav.data import synthetic
-from jav.train.trainer import train
+from jav.train.diffusion import train
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_resumed_run_sees_the_same_batches_and_losses(shards, tmp_path):
 
 
 def test_config_that_cannot_shard_fails_before_compiling(shards, tmp_path):
-    from jav.train.trainer import validate
+    from jav.train.diffusion import validate
 
     # a 32-device mesh described without devices: validate needs only its shape
     mesh = jax.sharding.AbstractMesh((1, 4, 1, 8), ("data", "fsdp", "context", "tensor"))

@@ -1,1 +1,1 @@
-"""Training: the loss of a batch, the jitted step, and (later) the loop."""
+"""Training: one loop (loop.py) and its phases (diffusion.py, autoencoder.py), the loss and jitted step of diffusion (step.py), checkpoints (checkpoint.py)."""

@@ -2,39 +2,41 @@
 
     python -m jav.train --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
 
-`cfg.phase` picks the phase: "diffusion" (the default, jav/train/trainer.py)
-or "autoencoder" (jav/train/autoencoder.py: video VAE, audio VAE, vocoder).
-Rerunning the same command resumes from DIR's latest checkpoint. Started once
-per host (launch/), it joins the other processes first (jav/distributed.py).
+`cfg.phase` picks the phase from PHASES: "diffusion" (the default,
+jav/train/diffusion.py) or "autoencoder" (jav/train/autoencoder.py: video VAE,
+audio VAE, vocoder); each runs on the one loop of jav/train/loop.py. Rerunning
+the same command resumes from DIR's latest checkpoint. Started once per host
+(launch/), it joins the other processes first (jav/distributed.py).
 """
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jav import distributed
-from jav.train import autoencoder, trainer
+from jav.train import loop
+from jav.train.autoencoder import AutoencoderPhase
+from jav.train.diffusion import DiffusionPhase
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, config.json")
-PHASES = {"diffusion": trainer.train, "autoencoder": autoencoder.train}
+PHASES = {"diffusion": DiffusionPhase, "autoencoder": AutoencoderPhase}
 
 
-def phase_train(cfg):
-    """The train function of the config's phase."""
+def phase_of(cfg) -> loop.Phase:
+    """The phase `cfg.phase` names, made from `cfg`."""
     phase = cfg.get("phase", "diffusion")
     if phase not in PHASES:
         raise ValueError(f"phase={phase!r} is not a training phase; use one of {tuple(PHASES)}")
-    return PHASES[phase]
+    return PHASES[phase](cfg)
 
 
 def main(argv):
     del argv
-    joined = distributed.initialize()  # before the trainer touches a device
+    joined = distributed.initialize()  # before the loop touches a device
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; keep the progress lines readable
     if jax.process_index() == 0:
         print(f"jav.train: {joined}", flush=True)
-    train = phase_train(_CONFIG.value)
-    train(_CONFIG.value, _WORKDIR.value, log=lambda msg: print(msg, flush=True))
+    loop.run(_CONFIG.value, _WORKDIR.value, phase_of(_CONFIG.value), log=lambda msg: print(msg, flush=True))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The autoencoder phase: trains a video VAE, audio VAE or vocoder with the
-diffusion trainer's machinery (mesh, sharded parameters, Orbax checkpoints with
-the data stream's position, resume, SIGTERM save-and-exit, metrics.jsonl and
+"""The autoencoder phase: trains a video VAE, audio VAE or vocoder, optionally
+against a patch discriminator, on the loop every phase runs on
+(jav/train/loop.py: mesh, sharded state, Orbax checkpoints with the data
+stream's position, resume, SIGTERM save-and-exit, metrics.jsonl and
 TensorBoard). `python -m jav.train` runs it when `cfg.phase == "autoencoder"`.
 
 `cfg.model.kind` names the model's module (jav.models.autoencoders.MODELS),
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +35,9 @@ from jav import sharding
 from jav.data.bounce_stream import BounceStream, heldout_batch
 from jav.data.loader import make_loader
 from jav.models.autoencoders import MODELS, model_module
-from jav.train.checkpoint import Checkpointer, abstract_like, restore_params_from
+from jav.train import loop
 from jav.train.discriminator import PatchDiscriminator, as_images, hinge_discriminator, hinge_generator
-from jav.train.step import init_opt_state, optimizer
-from jav.train.trainer import Preemption, close_run, final_metrics, nonfinite_error, record_metrics
+from jav.train.step import optimizer
 
 
 def validate(cfg, mesh: jax.sharding.Mesh) -> None:
@@ -145,135 +143,83 @@ def eval_step(graphdef, params, batch, *, module_name, cfg) -> dict:
     return importlib.import_module(module_name).evaluate(nnx.merge(graphdef, params), batch, cfg)
 
 
-def _discriminator(cfg, example: np.ndarray, key: jax.Array, mesh):
-    """(graphdef, replicated params, tx, opt_state) of the patch discriminator."""
+def _discriminator(cfg, example: np.ndarray, key: jax.Array, run: loop.Run):
+    """(graphdef, optimiser, replicated training state) of the patch discriminator."""
     channels = as_images(jnp.zeros((1,) + example.shape[1:])).shape[-1]
-    disc = PatchDiscriminator(channels, cfg.loss.disc_width, rngs=nnx.Rngs(params=key))
-    graphdef, state = nnx.split(disc)
-    state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.P()))
+    graphdef, state = nnx.split(PatchDiscriminator(channels, cfg.loss.disc_width, rngs=nnx.Rngs(params=key)))
+    state = jax.device_put(state, jax.sharding.NamedSharding(run.mesh, jax.P()))
     tx = optax.adam(cfg.loss.disc_lr, b1=0.5, b2=0.9)
-    return graphdef, state, tx, init_opt_state(tx, state)
+    return graphdef, tx, loop.trainable(state, tx, run, ema=False)
 
 
-# ---- The loop
+# ---- The phase
+
+class AutoencoderPhase(loop.Phase):
+    """Network "model" (the autoencoder, with EMA) and, when loss.adv_weight > 0,
+    "disc" (the discriminator, trained from step loss.adv_start with its own Adam)."""
+
+    def validate(self, mesh):
+        validate(self.cfg, mesh)
+
+    def init_state(self, run):
+        cfg, t = self.cfg, self.cfg.train
+        self.module_name = MODELS[cfg.model.kind]
+        module = model_module(cfg.model.kind)
+        self.frozen_cfg = ml_collections.FrozenConfigDict(cfg)
+        self.tx = optimizer(cfg)
+        self.adversarial = bool(cfg.loss.get("adv_weight", 0.0))
+        self.mesh = run.mesh
+        # Autoencoders are small: made on one device, then spread over the mesh by their logical axes.
+        self.graphdef, params = nnx.split(module.init_model(cfg.model, jax.random.key(t.seed)))
+        params = jax.device_put(params, sharding.param_shardings(params, run.mesh, run.rules))
+        state = {"model": loop.trainable(params, self.tx, run, ema=bool(t.ema_decay))}
+        self.disc_graphdef = self.disc_tx = None
+        if self.adversarial:
+            example = next(make_stream(cfg, run.shard, run.shards))
+            target_key = {"video_vae": "video", "audio_vae": "logmel"}.get(cfg.model.kind, "video")
+            self.disc_graphdef, self.disc_tx, state["disc"] = _discriminator(cfg, example[target_key], jax.random.key(t.seed + 2), run)
+        self.heldout = None
+        if t.get("eval_every") and hasattr(module, "evaluate") and cfg.data.source == "bounce":
+            batch_axes = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+            self.heldout = {k: jax.device_put(v, sharding.batch_sharding(run.mesh, run.rules, v.ndim) if len(v) % batch_axes == 0
+                                              else jax.sharding.NamedSharding(run.mesh, jax.P()))
+                            for k, v in heldout_batch(cfg.data, cfg.data.eval_clips).items()}
+        return state
+
+    def describe(self, state):
+        cfg = self.cfg
+        n_params = sum(x.size for x in jax.tree.leaves(state["model"].params))
+        return (f"{cfg.model.kind}: {n_params / 1e6:.2f}M parameters, mesh {dict(self.mesh.shape)}, batch {cfg.train.batch_size}, "
+                f"{'adversarial from step ' + str(cfg.loss.adv_start) if self.adversarial else 'no adversary'}")
+
+    def stream(self, run):
+        return make_stream(self.cfg, run.shard, run.shards)
+
+    def step(self, state, batch, key, step):
+        model, disc = state["model"], state.get("disc")
+        use_disc = self.adversarial and step >= self.cfg.loss.adv_start
+        params, opt_state, ema, disc_params, disc_opt, metrics = train_step(
+            self.graphdef, model.params, model.opt_state, model.ema, disc.params if use_disc else None, disc.opt_state if use_disc else None,
+            batch, key, module_name=self.module_name, cfg=self.frozen_cfg, tx=self.tx,
+            disc_graphdef=self.disc_graphdef if use_disc else None, disc_tx=self.disc_tx if use_disc else None)
+        state = dict(state, model=loop.Trainable(params, opt_state, ema))
+        if use_disc:
+            state["disc"] = loop.Trainable(disc_params, disc_opt)
+        return state, metrics
+
+    def evaluate(self, state):
+        if self.heldout is None:
+            return {}
+        model = state["model"]
+        return eval_step(self.graphdef, model.ema if model.ema is not None else model.params, self.heldout,
+                         module_name=self.module_name, cfg=self.frozen_cfg)
+
+    def log_line(self, step, m):
+        parts = "  ".join(f"{k} {m[k]:.4g}" for k in m if k not in ("loss", "skipped") + loop.LOOP_METRICS and not k.startswith("eval_"))
+        held = f"  held-out PSNR {m['eval_psnr']:.2f} dB" if "eval_psnr" in m else ""
+        return f"step {step:6d}/{self.cfg.train.steps}  loss {m['loss']:.4f}  {parts}{held}  {m['steps_per_s']:.2f} steps/s"
+
 
 def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     """Trains the autoencoder of `cfg` in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
-    workdir = pathlib.Path(workdir)
-    mesh = sharding.mesh_from_config(cfg.mesh)
-    rules = tuple(tuple(r) for r in cfg.mesh.rules)
-    validate(cfg, mesh)
-    module_name = MODELS[cfg.model.kind]
-    module = model_module(cfg.model.kind)
-    is_main = jax.process_index() == 0
-    say = log if is_main else (lambda _: None)
-    t = cfg.train
-    frozen = ml_collections.FrozenConfigDict(cfg)
-    tx = optimizer(cfg)
-    adversarial = bool(cfg.loss.get("adv_weight", 0.0))
-
-    # Parameters placed before the mesh context (under it, NNX would read the
-    # logical names as mesh axes). Autoencoders are small: they are created on
-    # one device and then spread over the mesh by their logical axes.
-    graphdef, params = nnx.split(module.init_model(cfg.model, jax.random.key(t.seed)))
-    params = jax.device_put(params, sharding.param_shardings(params, mesh, rules))
-
-    with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        opt_state = init_opt_state(tx, params)
-        ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
-        index, count = sharding.data_shard(sharding.batch_sharding(mesh, rules, 1), t.batch_size)
-        stream = make_stream(cfg, index, count)
-        disc = disc_opt = disc_graphdef = disc_tx = None
-        if adversarial:
-            probe = make_stream(cfg, index, count)
-            example = next(probe)
-            target_key = {"video_vae": "video", "audio_vae": "logmel"}.get(cfg.model.kind, "video")
-            disc_graphdef, disc, disc_tx, disc_opt = _discriminator(cfg, example[target_key], jax.random.key(t.seed + 2), mesh)
-
-        ckpt = Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
-        start = 0
-        extra = dict(disc=disc, disc_opt=disc_opt) if adversarial else None
-        if ckpt.latest_step() is not None:
-            restored = ckpt.restore(abstract_params=abstract_like(params), abstract_ema=abstract_like(ema),
-                                    abstract_opt_state=abstract_like(opt_state),
-                                    abstract_extra=abstract_like(extra) if adversarial else None)
-            params, ema, opt_state, start = restored["params"], restored["ema"], restored["opt_state"], restored["step"]
-            if adversarial:
-                disc, disc_opt = restored["extra"]["disc"], restored["extra"]["disc_opt"]
-            stream.set_state(restored["data_state"])
-            say(f"resumed from {workdir} at step {start}")
-        elif cfg.get("init_from"):
-            run_dir, _, which = cfg.init_from.partition(":")
-            params = restore_params_from(run_dir, use_ema=which == "ema", abstract_params=abstract_like(params))
-            ema = jax.tree.map(jnp.copy, params) if t.ema_decay else None
-            say(f"initialised from {cfg.init_from}")
-
-        heldout = None
-        if t.get("eval_every") and hasattr(module, "evaluate") and cfg.data.source == "bounce":
-            heldout = {k: jax.device_put(v, sharding.batch_sharding(mesh, rules, v.ndim) if len(v) % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0
-                                         else jax.sharding.NamedSharding(mesh, jax.P()))
-                       for k, v in heldout_batch(cfg.data, cfg.data.eval_clips).items()}
-
-        writer = None
-        if is_main:
-            from tensorboardX import SummaryWriter
-
-            workdir.mkdir(parents=True, exist_ok=True)
-            writer = SummaryWriter(str(workdir / "tensorboard"))
-            (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-        n_params = sum(x.size for x in jax.tree.leaves(params))
-        say(f"{cfg.model.kind}: {n_params / 1e6:.2f}M parameters, mesh {dict(mesh.shape)}, batch {t.batch_size}, "
-            f"{'adversarial from step ' + str(cfg.loss.adv_start) if adversarial else 'no adversary'}")
-        preempt = Preemption()
-        base_key = jax.random.key(t.seed + 1)
-        nonfinite_run, skipped_total = 0, 0
-        metrics, window_start, window_steps, run_start = {}, time.time(), 0, time.time()
-        step = start
-        try:
-            while step < t.steps:
-                batch = sharding.global_batch(next(stream), mesh, rules, t.batch_size)
-                use_disc = adversarial and step >= cfg.loss.adv_start
-                params, opt_state, ema, new_disc, new_disc_opt, m = train_step(
-                    graphdef, params, opt_state, ema, disc if use_disc else None, disc_opt if use_disc else None,
-                    batch, jax.random.fold_in(base_key, step), module_name=module_name, cfg=frozen, tx=tx,
-                    disc_graphdef=disc_graphdef if use_disc else None, disc_tx=disc_tx if use_disc else None)
-                if use_disc:
-                    disc, disc_opt = new_disc, new_disc_opt
-                step += 1
-                window_steps += 1
-                if step == start + 1:  # the first step compiles: keep it out of the rates
-                    jax.block_until_ready(m)
-                    say(f"compiled and ran step {step} in {time.time() - window_start:.1f}s")
-                    window_start, window_steps = time.time(), 0
-                skipped = int(m["skipped"])
-                skipped_total += skipped
-                nonfinite_run = nonfinite_run + 1 if skipped else 0
-                if nonfinite_run >= t.max_nonfinite:
-                    ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=stream.get_state(), config=cfg,
-                              extra=dict(disc=disc, disc_opt=disc_opt) if adversarial else None, force=True)
-                    raise nonfinite_error(ckpt, nonfinite_run, step, workdir)
-                evaluated = {}
-                if heldout is not None and (step % t.eval_every == 0 or step == t.steps):
-                    scores = eval_step(graphdef, ema if ema is not None else params, heldout, module_name=module_name, cfg=frozen)
-                    evaluated = {f"eval_{k}": float(v) for k, v in scores.items()}
-                if step % t.log_every == 0 or step == t.steps or evaluated:
-                    elapsed = time.time() - window_start
-                    rate = window_steps / elapsed if window_steps else float("nan")
-                    metrics = {k: float(v) for k, v in m.items()}
-                    metrics.update(evaluated, steps_per_s=rate, skipped_total=skipped_total, wall_s=time.time() - run_start)
-                    if is_main:
-                        parts = "  ".join(f"{k} {metrics[k]:.4g}" for k in m if k not in ("loss", "skipped"))
-                        held = f"  held-out PSNR {metrics['eval_psnr']:.2f} dB" if "eval_psnr" in metrics else ""
-                        log(f"step {step:6d}/{t.steps}  loss {metrics['loss']:.4f}  {parts}{held}  {rate:.2f} steps/s")
-                        record_metrics(writer, workdir, metrics, step)
-                    window_start, window_steps = time.time(), 0
-                stop = preempt.stop_at(step)
-                if step % t.checkpoint_every == 0 or step == t.steps or stop:
-                    ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=stream.get_state(), config=cfg,
-                              extra=dict(disc=disc, disc_opt=disc_opt) if adversarial else None, force=True)
-                if stop:
-                    say(f"SIGTERM: saved step {step} in {workdir}; rerun the same command to resume")
-                    break
-        finally:
-            close_run(ckpt, preempt, writer)
-    return final_metrics(workdir, metrics, step=step, start=start, total=t.steps, is_main=is_main, say=say)
+    return loop.run(cfg, workdir, AutoencoderPhase(cfg), log)

@@ -40,20 +40,25 @@ def optimizer(cfg) -> optax.GradientTransformation:
     )
 
 
+def opt_state_shardings(tx: optax.GradientTransformation, params):
+    """Where the optimizer state of `params` (arrays or sharded ShapeDtypeStructs)
+    lives: each moment placed like the parameter it mirrors (FSDP shards Adam's
+    moments with the weights), counters replicated."""
+    shardings = jax.tree.map(lambda x: x.sharding, params)
+    mesh = jax.tree.leaves(shardings)[0].mesh
+    replicated = jax.sharding.NamedSharding(mesh, jax.P())
+    return optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, params), shardings,
+                                 transform_non_params=lambda _: replicated)
+
+
 def init_opt_state(tx: optax.GradientTransformation, params):
-    """The optimizer state, each moment placed like the parameter it mirrors (FSDP
-    shards Adam's moments with the weights) and counters replicated.
+    """The optimizer state, placed by `opt_state_shardings`.
 
     A plain `jax.jit(tx.init)` leaves the placement of the zeros to the compiler,
     which replicates them: every device would hold the whole optimizer state, and
     the train step, whose outputs are sharded, would compile a second time.
     """
-    shardings = jax.tree.map(lambda x: x.sharding, params)
-    mesh = jax.tree.leaves(shardings)[0].mesh
-    replicated = jax.sharding.NamedSharding(mesh, jax.P())
-    out = optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, params), shardings,
-                                transform_non_params=lambda _: replicated)
-    return jax.jit(tx.init, out_shardings=out)(params)
+    return jax.jit(tx.init, out_shardings=opt_state_shardings(tx, params))(params)
 
 
 _SUMMED_AUX = ("loss_video", "loss_audio")
