@@ -26,7 +26,7 @@ def _euler(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout, 
     text = model.encode_text(text_in, text_mask) if jnp.issubdtype(text_in.dtype, jnp.integer) else text_in
     b = text_in.shape[0]
     shapes = {m: (b, n, x_clean[m].shape[-1]) for m, n in layout.num_tokens.items()}
-    if key.ndim == 1:  # one key per clip: each clip's noise is its own, whatever batch it is sampled in
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1:  # one key per clip: each clip's noise is its own, whatever batch it is sampled in
         shapes = {m: jax.vmap(lambda k, i=i, s=s: flow.standard_normal(jax.random.fold_in(k, i), s[1:]))(key)
                   for i, (m, s) in enumerate(sorted(shapes.items()))}
         key = None

@@ -239,8 +239,9 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     distributed.require_single_process("python -m jav.sample")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
 
-    todo = [i for i in range(len(prompts)) if not finished(args.out, i, prompts[i], seeds[i])]
-    paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(prompts)) if i not in set(todo)]
+    done = [finished(args.out, i, prompts[i], seeds[i]) for i in range(len(prompts))]
+    todo = [i for i in range(len(prompts)) if not done[i]]
+    paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(prompts)) if done[i]]
     if not todo:
         print(f"all {len(prompts)} clips are already in {args.out}", flush=True)
         return paths

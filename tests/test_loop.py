@@ -183,3 +183,12 @@ def test_network_names_that_collide_in_the_checkpoint_are_refused(tmp_path):
 
     with pytest.raises(ValueError, match=r"collide in the checkpoint's extra item"):
         loop.run(config(), tmp_path, Clash(config()), log=lambda _: None)
+
+
+def test_a_phase_missing_a_method_cannot_be_made():
+    class Half(loop.Phase):
+        def validate(self, mesh):
+            pass
+
+    with pytest.raises(TypeError, match="init_state"):
+        Half(None)

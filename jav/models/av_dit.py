@@ -380,8 +380,9 @@ class CrossModalAttention(AlignedPath, nnx.Module):
         kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, **projection_options(cfg), **attention_options(cfg))
         v, a = cfg.video, cfg.audio
         # joint.heads="audio" (LTX-2): both directions attend in the audio branch's heads
-        heads = {m: (a if cfg.joint.get("heads", "own") == "audio" else cfg[m]).heads for m in MODALITIES}
-        head_dims = {m: (a.width // a.heads if cfg.joint.get("heads", "own") == "audio" else cfg[m].width // cfg[m].heads) for m in MODALITIES}
+        layout = {m: a if cfg.joint.get("heads", "own") == "audio" else cfg[m] for m in MODALITIES}
+        heads = {m: b.heads for m, b in layout.items()}
+        head_dims = {m: b.width // b.heads for m, b in layout.items()}
         self.a2v = Attention(v.width, a.width, heads["video"], head_dim=head_dims["video"], **kw)  # video queries audio
         self.v2a = Attention(a.width, v.width, heads["audio"], head_dim=head_dims["audio"], **kw)  # audio queries video
         self.head_dims = tuple(head_dims.items())
@@ -414,6 +415,7 @@ class CrossModalAttention(AlignedPath, nnx.Module):
                 y = y + self._aligned(m, kv_in, ctx)
             out[m] = xs[m] + flag * blocks[m].mod(ctx, "cross_q_gate") * y
         return out["video"], out["audio"]
+
 
 class JointAttention(AlignedPath, nnx.Module):
     """MMDiT attention over [video; audio] with per-modality projections and QK norms.

@@ -80,9 +80,7 @@ class RMSNorm(nnx.Module):
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=self.axes, keepdims=True) + self.eps)
-        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+        return (_rms32(x, self.axes, self.eps) * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
 def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -93,10 +91,15 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
+def _rms32(x: jax.Array, axes, eps: float) -> jax.Array:
+    """x / RMS(x) over `axes`, in float32."""
+    x32 = x.astype(jnp.float32)
+    return x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=axes, keepdims=True) + eps)
+
+
 def rms_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     """Parameter-free RMS norm (LTX-2's pre-norms); AdaLN supplies shift and scale."""
-    x32 = x.astype(jnp.float32)
-    return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+    return _rms32(x, -1, eps).astype(x.dtype)
 
 
 NORMS = {"layer": layer_norm, "rms": rms_norm}  # model.norm: the blocks' pre-norms

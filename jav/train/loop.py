@@ -23,6 +23,7 @@ not saved, the phase makes or loads them again on every start.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import pathlib
@@ -94,36 +95,37 @@ def abstract_trainable(params, tx: optax.GradientTransformation, *, ema: bool) -
     return Trainable(params, opt_state, params if ema else None)
 
 
-class Phase:
-    """What a training phase supplies to `run`; subclass it and register the class
-    in jav/train/__main__.py's PHASES. Made from the config (cheaply: nothing is
-    checked or built before `validate`), then called in this order."""
+class Phase(abc.ABC):
+    """What a training phase supplies to `run`; subclass it, define the four
+    abstract methods and register the class in jav/train/__main__.py's PHASES.
+    Made from the config (cheaply: nothing is checked or built before
+    `validate`), then called in this order."""
 
     primary = "model"  # the network whose trees are the checkpoint's params / ema / opt_state (init_from and jav.runs read it)
 
     def __init__(self, cfg: ml_collections.ConfigDict):
         self.cfg = cfg
 
+    @abc.abstractmethod
     def validate(self, mesh: jax.sharding.Mesh) -> None:
         """Config checks that need no compile; errors name the key and the fix."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def init_state(self, run: Run) -> State:
         """The networks' initial state, sharded on run.mesh. Called once, before the
         mesh context (NNX would read logical axis names as mesh axes under it); the
         phase keeps here what `step` needs (graphdefs, optimisers)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def stream(self, run: Run):
         """This process's part of each global batch: an iterator of dicts of numpy
         arrays with get_state() / set_state(state) (kept in every checkpoint)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def step(self, state: State, batch: dict, key: jax.Array, step: int) -> tuple[State, dict]:
         """One training step (jitted, donating `state`) -> (state, metrics). Metrics
         hold 'loss' and 'skipped' (1 where a non-finite loss or gradient left the
         state as it was). `step` is the number of steps taken before this one."""
-        raise NotImplementedError
 
     def log_line(self, step: int, metrics: dict) -> str:
         """The progress line of a logged step (metrics: the step's, then LOOP_METRICS)."""
