@@ -65,6 +65,10 @@ def model(
         abs_pos=True,
         prediction="velocity",
         x0_min_t=0.05,
+        # inputs of distilled students (jav/train/distill.py): the guidance scales, and
+        # the length of the step the output spans (a mean velocity); both start at zero
+        guidance_embed=False,
+        interval_embed=False,
         remat="none",
         scan_layers=True,
         dtype="float32",

@@ -119,8 +119,11 @@ class TokenLayout:
         audio = patch.unpatchify_audio(tokens["audio"], self.audio_patch, self.audio_shape[-1])
         return video * vs + vm, audio * as_ + am
 
-    def denoiser(self, model):
-        """The model as a sampler's `denoise_fn(x, t, text, text_mask, cross_modal)`.
+    def denoiser(self, model, guidance=None):
+        """The model as a sampler's `denoise_fn(x, t, text, text_mask, cross_modal, **kw)`
+        (kw: the model's `interval`). `guidance`: [B, 3] or [3] scales for a model
+        that takes them as input (model.guidance_embed), tiled over the batch of
+        the call.
 
         The module is re-merged at each call so that it belongs to the trace it
         runs in (the sampler calls it inside `lax.scan`).
@@ -128,8 +131,11 @@ class TokenLayout:
         pos = {m: jnp.asarray(p) for m, p in self.pos.items()}
         graphdef, state = nnx.split(model)
 
-        def denoise(x, t, text, text_mask, cross_modal):
-            return nnx.merge(graphdef, state)(x, t, text, text_mask, cross_modal, pos=pos, grid=self.grid)
+        def denoise(x, t, text, text_mask, cross_modal, **kw):
+            g = guidance
+            if g is not None and g.ndim == 2 and g.shape[0] != x["video"].shape[0]:
+                g = jnp.tile(g, (x["video"].shape[0] // g.shape[0], 1))
+            return nnx.merge(graphdef, state)(x, t, text, text_mask, cross_modal, pos=pos, grid=self.grid, guidance=g, **kw)
 
         return denoise
 

@@ -295,6 +295,26 @@ def sample_flow_inputs(
     )
 
 
+def velocity_loss(v: dict, target: dict, t: dict, loss_mask: dict, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
+    """The weighted mean squared error of velocities against targets -> (loss, m -> loss).
+
+    Per modality: the squared error averaged over a token's elements, times t^2
+    per token with cfg.loss_space == "x0" (the clean-estimate error), times t with
+    "geometric", averaged over the tokens in loss_mask[m] [B, N_m] (0 where there are
+    none); loss = video_weight * loss_video + audio_weight * loss_audio.
+    """
+    losses = {}
+    for m in MODALITIES:
+        se = jnp.square(v[m].astype(jnp.float32) - target[m].astype(jnp.float32)).mean(-1)  # [B, N_m]
+        space = cfg.get("loss_space", "velocity")
+        if space != "velocity":
+            tm = t[m].astype(jnp.float32)
+            se = se * (jnp.square(tm) if space == "x0" else tm)
+        mask = loss_mask[m].astype(jnp.float32)
+        losses[m] = (se * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    return cfg.video_weight * losses["video"] + cfg.audio_weight * losses["audio"], losses
+
+
 def flow_loss(
     denoise_fn: DenoiseFn,
     key,
@@ -319,17 +339,8 @@ def flow_loss(
     d = sample_flow_inputs(key, x0, text_mask, first_frame, cfg, token_mask)
     x_t = {m: noise(x0[m], d.eps[m], d.t[m]) for m in MODALITIES}
     v = denoise_fn(x_t, d.t, text, d.text_mask, d.cross_modal)
-    losses = {}
-    for m in MODALITIES:
-        target = velocity_target(x0[m].astype(jnp.float32), d.eps[m].astype(jnp.float32))
-        se = jnp.square(v[m].astype(jnp.float32) - target).mean(-1)  # [B, N_m]
-        space = cfg.get("loss_space", "velocity")
-        if space != "velocity":
-            tm = d.t[m].astype(jnp.float32)
-            se = se * (jnp.square(tm) if space == "x0" else tm)
-        mask = d.loss_mask[m].astype(jnp.float32)
-        losses[m] = (se * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-    loss = cfg.video_weight * losses["video"] + cfg.audio_weight * losses["audio"]
+    target = {m: velocity_target(x0[m].astype(jnp.float32), d.eps[m].astype(jnp.float32)) for m in MODALITIES}
+    loss, losses = velocity_loss(v, target, d.t, d.loss_mask, cfg)
     aux = dict(
         loss_video=losses["video"],
         loss_audio=losses["audio"],

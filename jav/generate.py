@@ -1,5 +1,8 @@
 """Jitted generation: captions (and optional conditions) -> video and audio arrays.
 
+A distilled student (jav/train/distill.py) is sampled the same way: its guidance
+scales go in as an input, one network pass per step.
+
 One compiled function per sampler, layout and batch size: the model state is an
 argument (not a baked-in constant), the loop is a `lax.scan` inside the sampler.
 Conditioning by clean tokens covers every task of the shared model: I2VA (a
@@ -30,9 +33,14 @@ def _euler(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout, 
         shapes = {m: jax.vmap(lambda k, i=i, s=s: flow.standard_normal(jax.random.fold_in(k, i), s[1:]))(key)
                   for i, (m, s) in enumerate(sorted(shapes.items()))}
         key = None
+    # a distilled student takes the guidance scales as input (one pass a step) and,
+    # with model.interval_embed, the length of each step (a few-step sampler)
+    takes_guidance = model.guide is not None
+    denoise = layout.denoiser(model, guidance.as_array(b) if takes_guidance else None)
     return samplers.euler_sample(
-        layout.denoiser(model), key, shapes, text, text_mask,
-        num_steps=num_steps, mu=dict(mu), guidance=guidance, clean=clean, x_clean=x_clean, on_step=on_step,
+        denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu),
+        guidance=samplers.NO_GUIDANCE if takes_guidance else guidance, clean=clean, x_clean=x_clean, on_step=on_step,
+        mean_velocity=model.interval is not None,
     )
 
 

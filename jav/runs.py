@@ -2,7 +2,7 @@
 the EMA or raw weights of its latest or a given step, on one device.
 
     cfg = load_config("runs/demo/run")
-    cfg, model, step = load_run("runs/demo/run")           # a diffusion run: the AVDiT
+    cfg, model, step = load_run("runs/demo/run")           # a diffusion or distill run: the AVDiT
     cfg, vae = load_autoencoder("runs/demo_latent/vae/video")     # an autoencoder run: VAE or vocoder
 
 Sampling, evaluation, the latent codec, frozen text encoders and curation load
@@ -50,7 +50,7 @@ def load_run(workdir, weights: str = "ema", step: int | None = None) -> tuple[ml
     _check_weights(weights)
     cfg = load_config(workdir)
     phase = cfg.get("phase", "diffusion")
-    if phase != "diffusion":
+    if phase not in ("diffusion", "distill"):  # a distilled student is an AVDiT too
         raise ValueError(f"{workdir} is a run of the {phase} phase; load it with jav.runs.load_autoencoder")
     if weights == "ema" and not cfg.train.ema_decay:
         weights = "params"  # the run kept no EMA

@@ -41,15 +41,35 @@ def sigma_schedule(num_steps: int, mu) -> jax.Array:
 class Guidance:
     """Guidance scales; 1.0 switches a term off (and skips its denoiser pass).
 
-    Hashable, so it can be a static argument of a jitted sampler.
+    With float scales it is hashable, so it can be a static argument of a jitted
+    sampler. A scale may also be a [B] array, one per sample (a distillation
+    teacher's target over a range of scales): its term's pass always runs.
     """
 
-    text_video: float = 1.0
-    text_audio: float = 1.0
-    modality: float = 1.0
+    text_video: float | jax.Array = 1.0
+    text_audio: float | jax.Array = 1.0
+    modality: float | jax.Array = 1.0
 
-    def text_scale(self, modality: str) -> float:
+    def text_scale(self, modality: str):
         return {"video": self.text_video, "audio": self.text_audio}[modality]
+
+    def as_array(self, batch: int) -> jax.Array:
+        """[batch, 3] scales in the order of `jav.models.av_dit.GUIDANCE_TERMS`: the
+        input of a model with model.guidance_embed."""
+        return jnp.stack([jnp.broadcast_to(jnp.asarray(s, jnp.float32), (batch,))
+                          for s in (self.text_video, self.text_audio, self.modality)], axis=1)
+
+
+def _on(scale) -> bool:
+    """Whether a guidance term needs its pass: an array scale always does, a float one unless 1."""
+    return not isinstance(scale, (int, float)) or scale != 1.0
+
+
+def _times(scale, delta: jax.Array) -> jax.Array:
+    """(scale - 1) * delta, a per-sample [B] scale broadcast over [B, N, P]."""
+    if isinstance(scale, (int, float)):
+        return (scale - 1.0) * delta
+    return (jnp.asarray(scale, jnp.float32) - 1.0).reshape((-1,) + (1,) * (delta.ndim - 1)) * delta
 
 
 NO_GUIDANCE = Guidance()
@@ -67,8 +87,8 @@ def guided_velocity(
     The denoiser therefore sees a batch of n * B ([cond | uncond | nocross]); per-sample
     arrays it closes over (positions, padding masks) must follow: `tile_to_batch`.
     """
-    use_text = any(guidance.text_scale(m) != 1.0 for m in x)
-    use_modality = guidance.modality != 1.0
+    use_text = any(_on(guidance.text_scale(m)) for m in x)
+    use_modality = _on(guidance.modality)
     batch = text.shape[0]
     on = jnp.ones((batch,), bool)
     masks, cross = [text_mask], [on]
@@ -98,9 +118,9 @@ def guided_velocity(
         v_c, rest = parts[0], parts[1:]
         vm = v_c
         if use_text:
-            vm = vm + (guidance.text_scale(m) - 1.0) * (v_c - rest.pop(0))
+            vm = vm + _times(guidance.text_scale(m), v_c - rest.pop(0))
         if use_modality:
-            vm = vm + (guidance.modality - 1.0) * (v_c - rest.pop(0))
+            vm = vm + _times(guidance.modality, v_c - rest.pop(0))
         v[m] = vm
     return v
 
@@ -178,6 +198,7 @@ def euler_sample(
     clean: dict | None = None,
     x_clean: dict | None = None,
     on_step: Callable[[jax.Array], None] | None = None,
+    mean_velocity: bool = False,
 ) -> dict:
     """Euler steps of the probability-flow ODE from t = 1 to 0, in one lax.scan.
 
@@ -185,7 +206,11 @@ def euler_sample(
     key is unused, may be None, when x holds arrays). text [B, L, D], text_mask [B, L]. mu: scalar or m -> scalar (see
     `jav.flow.sampling_mu`). clean: m -> [B, N_m] (or [N_m]) bool, held at x_clean[m].
     on_step: a host function called with the number of steps done after each step
-    (through `jax.debug.callback`, for progress display). Returns m -> [B, N_m, P_m].
+    (through `jax.debug.callback`, for progress display). mean_velocity: the
+    denoiser is a few-step student (model.interval_embed) called with
+    `interval=` m -> [B, N_m], the length of the step its velocity spans (0 on clean
+    tokens), so that one step jumps from t to t_next along the teacher's path.
+    Returns m -> [B, N_m, P_m].
     """
     x = _init_noise(key, x)
     clean_m = _clean_masks(x, clean, x_clean)
@@ -194,7 +219,11 @@ def euler_sample(
     def step(x, inputs):  # s: m -> (t, t_next) scalars
         i, s = inputs
         t = _token_t(clean_m, {m: s[m][0] for m in s})
-        v = guided_velocity(denoise_fn, x, t, text, text_mask, guidance)
+        fn = denoise_fn
+        if mean_velocity:  # noisy tokens (t > 0) span this step, clean ones nothing
+            def fn(xx, tt, *args):
+                return denoise_fn(xx, tt, *args, interval={m: jnp.where(tt[m] > 0, s[m][0] - s[m][1], 0.0) for m in tt})
+        v = guided_velocity(fn, x, t, text, text_mask, guidance)
         x = {m: (x[m] + (s[m][1] - s[m][0]) * v[m]).astype(x[m].dtype) for m in x}
         if on_step is not None:
             jax.debug.callback(on_step, i + 1)

@@ -24,6 +24,14 @@ AdaLN; "own": from their own timestep embeddings, `CrossModalAdaLN`, plus a
 per-block `cross_table`). A per-sample `cross_modal` flag
 switches the coupling off, which modality guidance contrasts against.
 
+Two inputs for distilled students (jav/train/distill.py), each embedded like the
+timestep and added to it, starting at zero so that a student starts as its
+teacher: `model.guidance_embed` (the guidance scales text_video, text_audio,
+modality, per sample: one pass gives the guided velocity) and
+`model.interval_embed` (per token, the length t - r of the step the network's
+output spans: the mean velocity from t to r, so that x_r = x_t - (t - r) v; 0
+is the instantaneous velocity of an ordinary flow model).
+
 Layers are grouped `joint.every` at a time (the last layer of a group is the
 coupled one) and the groups are scanned, so compile time does not grow with
 depth.
@@ -43,6 +51,7 @@ from jav.models.attention_kernels import KERNELS, Mask, dot_product_attention, k
 from jav.models.layers import (
     MLP,
     AdaLNSingle,
+    ConditionEmbedder,
     Dense,
     TimestepEmbedder,
     dtype_of,
@@ -68,6 +77,8 @@ CROSS_ADALN = ("shared", "own")  # joint.adaln
 # joint.adaln="own": the chunks of a block's cross_table; the first four come from
 # CrossModalAdaLN's scale-shift embedding, the gate from its gate embedding
 CROSS_NAMES = ("cross_q_shift", "cross_q_scale", "cross_kv_shift", "cross_kv_scale", "cross_q_gate")
+GUIDANCE_TERMS = ("text_video", "text_audio", "modality")  # the order of AVDiT's `guidance` input
+GUIDANCE_EMBED_SCALE = 0.1  # guidance scales of 1-10 embed like timesteps of 0.1-1
 
 # Logical token axes: video tokens may be split over devices (context
 # parallelism); audio tokens, ~1% of them, stay whole on every device.
@@ -563,7 +574,9 @@ class AVDiT(nnx.Module):
     Call: tokens x[m] [B, N_m, P_m], per-token timesteps t[m] [B, N_m], text
     embeddings [B, L, Dt] with mask [B, L] (or one of each per modality, dicts
     keyed like x: LTX-2's text connectors give each branch its own), per-sample
-    cross_modal [B] bool,
+    cross_modal [B] bool, optional guidance scales [B, 3] or [3] (GUIDANCE_TERMS; default
+    1 = off; model.guidance_embed) and step lengths interval[m] [B, N_m] (default
+    0; model.interval_embed),
     positions pos[m] [B or 1, N_m, 3] (t seconds, h, w), optional padding
     masks token_mask[m] [B, N_m], and the video token grid (needed by decoupled
     video attention) -> velocities v[m] [B, N_m, P_m] in float32.
@@ -576,6 +589,9 @@ class AVDiT(nnx.Module):
         kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
         self.embed = nnx.Dict({m: Dense(patch_dim(cfg, m), cfg[m].width, ("patch", "embed"), **kw) for m in MODALITIES})
         self.time = nnx.Dict({m: TimestepEmbedder(cfg[m].width, **kw) for m in MODALITIES})
+        self.guide = nnx.Dict({m: ConditionEmbedder(len(GUIDANCE_TERMS), cfg[m].width, scale=GUIDANCE_EMBED_SCALE, **kw)
+                               for m in MODALITIES}) if cfg.get("guidance_embed", False) else None
+        self.interval = nnx.Dict({m: ConditionEmbedder(1, cfg[m].width, **kw) for m in MODALITIES}) if cfg.get("interval_embed", False) else None
         self.abs_pos = nnx.Dict({m: AbsolutePosition(cfg[m].width, **kw) for m in MODALITIES}) if cfg.abs_pos else None
         self.adaln = nnx.Dict({m: AdaLNSingle(cfg[m].width, len(modulation_names(cfg, m)), **kw) for m in MODALITIES})
         self.cross_adaln = nnx.Dict({m: CrossModalAdaLN(cfg[m].width, **kw) for m in MODALITIES}) if own_cross_adaln(cfg) else None
@@ -599,7 +615,8 @@ class AVDiT(nnx.Module):
             raise ValueError("model.text.encoder='precomputed': pass precomputed text embeddings (batch['text_emb']) instead of token ids")
         return self.text_encoder(ids, mask)
 
-    def __call__(self, x: dict, t: dict, text: jax.Array | dict, text_mask: jax.Array | dict, cross_modal: jax.Array | None = None, *, pos: dict, token_mask: dict | None = None, grid: tuple[int, int, int] | None = None) -> dict:
+    def __call__(self, x: dict, t: dict, text: jax.Array | dict, text_mask: jax.Array | dict, cross_modal: jax.Array | None = None, *, pos: dict, token_mask: dict | None = None, grid: tuple[int, int, int] | None = None,
+                 guidance: jax.Array | None = None, interval: dict | None = None) -> dict:
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
         batch = x["video"].shape[0]
@@ -607,6 +624,10 @@ class AVDiT(nnx.Module):
             cross_modal = jnp.ones((batch,), bool)
         if cfg.video.decoupled and grid is None:
             raise ValueError("model.video.decoupled=True needs the video token grid: pass grid=(T', H', W')")
+        if guidance is not None and self.guide is None:
+            raise ValueError("guidance scales were passed to a model without model.guidance_embed; guide it with several passes (jav.samplers.guided_velocity)")
+        if interval is not None and self.interval is None:
+            raise ValueError("step lengths (interval) were passed to a model without model.interval_embed")
         token_mask = token_mask or {}
         pos = {m: as_batch_positions(pos[m]) for m in MODALITIES}  # [B or 1, N, 3]
         h, t_emb, mod = {}, {}, {}
@@ -616,6 +637,12 @@ class AVDiT(nnx.Module):
                 h[m] = h[m] + self.abs_pos[m](pos[m])
             h[m] = constrain(h[m], _act(m))
             t_emb[m] = self.time[m](t[m])  # [B, N, D]
+            if self.guide is not None:
+                g = jnp.ones((batch, len(GUIDANCE_TERMS)), jnp.float32) if guidance is None else jnp.broadcast_to(guidance, (batch, len(GUIDANCE_TERMS)))
+                t_emb[m] = t_emb[m] + self.guide[m](g)[:, None, :]
+            if self.interval is not None:
+                h_m = jnp.zeros_like(t[m]) if interval is None else interval[m]
+                t_emb[m] = t_emb[m] + self.interval[m](h_m[..., None])
             mod[m] = self.adaln[m](t_emb[m])  # [B, N, K, D]
         texts = text if isinstance(text, dict) else {m: text for m in MODALITIES}
         text_masks = text_mask if isinstance(text_mask, dict) else {m: text_mask for m in MODALITIES}

@@ -142,6 +142,22 @@ class TimestepEmbedder(nnx.Module):
         return self.fc2(jax.nn.silu(self.fc1(sinusoidal_embedding(t, self.freq_dim))))
 
 
+class ConditionEmbedder(nnx.Module):
+    """K scalar conditions [..., K] -> [..., D]: each a sinusoid (of value x `scale`, so
+    that the range of interest spans about [0, 1]), concatenated, then a two-layer MLP
+    whose output layer starts at zero, so that a network given a new condition
+    starts as the network it was (a distilled student as its teacher)."""
+
+    def __init__(self, num: int, dim: int, *, scale: float = 1.0, rngs: nnx.Rngs, freq_dim: int = 64, dtype: str, param_dtype: str):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.freq_dim, self.scale = freq_dim, scale
+        self.fc1 = Dense((num, freq_dim), dim, ("norm", "norm", "embed"), **kw)
+        self.fc2 = Dense(dim, dim, ("embed", "embed"), init=zeros, **kw)
+
+    def __call__(self, c: jax.Array) -> jax.Array:
+        return self.fc2(jax.nn.silu(self.fc1(sinusoidal_embedding(c * self.scale, self.freq_dim))))
+
+
 class AdaLNSingle(nnx.Module):
     """PixArt-style AdaLN-single: one projection of the timestep embedding shared by
     all blocks, [B, N, D] -> [B, N, K, D]; each block adds its own learned table."""

@@ -3,8 +3,9 @@
     python -m jav.train --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
 
 `cfg.phase` picks the phase from PHASES: "diffusion" (the default,
-jav/train/diffusion.py) or "autoencoder" (jav/train/autoencoder.py: video VAE,
-audio VAE, vocoder); each runs on the one loop of jav/train/loop.py. Rerunning
+jav/train/diffusion.py), "autoencoder" (jav/train/autoencoder.py: video VAE,
+audio VAE, vocoder) or "distill" (jav/train/distill.py: a few-step student of a
+diffusion run); each runs on the one loop of jav/train/loop.py. Rerunning
 the same command resumes from DIR's latest checkpoint. Started once per host
 (launch/), it joins the other processes first (jav/distributed.py).
 """
@@ -16,10 +17,11 @@ from jav import distributed
 from jav.train import loop
 from jav.train.autoencoder import AutoencoderPhase
 from jav.train.diffusion import DiffusionPhase
+from jav.train.distill import DistillPhase
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, config.json")
-PHASES = {"diffusion": DiffusionPhase, "autoencoder": AutoencoderPhase}
+PHASES = {"diffusion": DiffusionPhase, "autoencoder": AutoencoderPhase, "distill": DistillPhase}
 
 
 def phase_of(cfg) -> loop.Phase:

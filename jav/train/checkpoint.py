@@ -163,6 +163,15 @@ class Checkpointer:
         )
 
 
+def latest_step(run_dir) -> int | None:
+    """The latest saved step of another run (None: it has saved none), read-only."""
+    directory = epath.Path(os.path.abspath(run_dir)) / "checkpoints"
+    if not directory.exists():
+        return None
+    with _reader(directory) as mngr:
+        return mngr.latest_step()
+
+
 def restore_params_from(run_dir, *, use_ema: bool, abstract_params: PyTree, step: int | None = None,
                         with_step: bool = False):
     """Params (or EMA params) of step `step` (default: the latest) of another run, onto

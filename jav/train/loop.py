@@ -303,9 +303,9 @@ def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dic
                 if t.get("eval_every") and (step % t.eval_every == 0 or step == t.steps):
                     evaluated = {f"eval_{k}": float(v) for k, v in phase.evaluate(state).items()}
                 if step % t.log_every == 0 or step == t.steps or evaluated:
+                    metrics = {k: float(v) for k, v in m.items()}  # waits for the step: the window's time is its steps' time
                     elapsed = time.time() - window_start
                     rate = window_steps / elapsed if window_steps else float("nan")
-                    metrics = {k: float(v) for k, v in m.items()}
                     metrics.update(evaluated, steps_per_s=rate, skipped_total=skipped_total + int(pending), wall_s=time.time() - run_start)
                     if cost is not None:
                         flops, tokens = cost

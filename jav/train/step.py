@@ -100,16 +100,10 @@ def loss_and_grads(graphdef, params, batch, key, *, layout, flow_cfg, accum_step
     return jax.tree.map(lambda x: x / accum_steps, total)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "layout", "flow_cfg", "ema_decay", "accum_steps"), donate_argnums=(1, 2, 3))
-def train_step(graphdef, params, opt_state, ema, batch, key, *, tx, layout, flow_cfg, ema_decay=0.0, accum_steps=1):
-    """One optimiser step -> (params, opt_state, ema, metrics).
-
-    A non-finite loss or gradient leaves params, optimiser state and EMA as they
-    were and reports `skipped` = 1; `ema` may be None (no EMA kept). With
-    `accum_steps` > 1 the batch is split into that many microbatches whose
-    gradients are averaged before the one update.
-    """
-    loss, aux, grads = loss_and_grads(graphdef, params, batch, key, layout=layout, flow_cfg=flow_cfg, accum_steps=accum_steps)
+def guarded_update(tx: optax.GradientTransformation, params, opt_state, ema, grads, loss, ema_decay: float):
+    """An optimiser update that a non-finite loss or gradient skips -> (params, opt_state,
+    ema, grad_norm, skipped): where skipped is 1 the parameters, optimiser state and
+    EMA (None: none kept) are returned as they were."""
     grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt_state = tx.update(grads, opt_state, params)
@@ -122,5 +116,19 @@ def train_step(graphdef, params, opt_state, ema, batch, key, *, tx, layout, flow
     opt_state = keep_if_ok(new_opt_state, opt_state)
     if ema is not None:
         ema = keep_if_ok(jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params_out), ema)
-    metrics = dict(loss=loss, loss_video=aux["loss_video"], loss_audio=aux["loss_audio"], grad_norm=grad_norm, skipped=(~ok).astype(jnp.int32))
-    return params_out, opt_state, ema, metrics
+    return params_out, opt_state, ema, grad_norm, (~ok).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "layout", "flow_cfg", "ema_decay", "accum_steps"), donate_argnums=(1, 2, 3))
+def train_step(graphdef, params, opt_state, ema, batch, key, *, tx, layout, flow_cfg, ema_decay=0.0, accum_steps=1):
+    """One optimiser step -> (params, opt_state, ema, metrics).
+
+    A non-finite loss or gradient leaves params, optimiser state and EMA as they
+    were and reports `skipped` = 1; `ema` may be None (no EMA kept). With
+    `accum_steps` > 1 the batch is split into that many microbatches whose
+    gradients are averaged before the one update.
+    """
+    loss, aux, grads = loss_and_grads(graphdef, params, batch, key, layout=layout, flow_cfg=flow_cfg, accum_steps=accum_steps)
+    params, opt_state, ema, grad_norm, skipped = guarded_update(tx, params, opt_state, ema, grads, loss, ema_decay)
+    metrics = dict(loss=loss, loss_video=aux["loss_video"], loss_audio=aux["loss_audio"], grad_norm=grad_norm, skipped=skipped)
+    return params, opt_state, ema, metrics

@@ -1,0 +1,34 @@
+"""Distil a trained run into a student that samples in 4 network passes.
+
+    python -m jav.train --config configs/distill.py:runs/demo/run --workdir runs/demo/distill
+    python -m jav.evaluate --workdir runs/demo/distill --num 64 --task t2va,v2a
+
+`arg` is the teacher's run directory. The student is the teacher's model (read
+from its config.json, trained on its data) with the guidance scales as an input
+and its output the mean velocity over a step (jav/train/distill.py), starting from
+the teacher's EMA weights. It samples with `sample.steps` = 4 Euler steps of one
+pass each at the teacher's sampling guidance (any scales inside
+`distill.guidance` work: `jav.sample --cfg-video S`), against the teacher's 32
+steps of up to three passes. `--config.model.interval_embed=False` distils the
+guidance only (one pass per step, the teacher's number of steps).
+"""
+from jav.runs import load_config
+from jav.train.distill import distill_config
+
+
+def get_config(arg=None):
+    if not arg:
+        raise ValueError("name the teacher's run directory: --config configs/distill.py:TEACHER_RUN_DIR")
+    cfg = load_config(arg)
+    cfg.phase = "distill"
+    cfg.distill = distill_config(arg)
+    cfg.model.guidance_embed = True
+    cfg.model.interval_embed = True
+    cfg.init_from = ""  # the student starts from the teacher (distill.teacher)
+    cfg.train.steps = 300
+    cfg.train.checkpoint_every = 100
+    cfg.train.ema_decay = 0.99
+    cfg.optim.lr = 2e-4
+    cfg.optim.warmup_steps = 20
+    cfg.sample.steps = 4
+    return cfg

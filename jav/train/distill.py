@@ -1,0 +1,246 @@
+"""The distillation phase: a student that samples in one network pass per step and
+in a few steps what a teacher samples in many, guided, passes.
+
+`python -m jav.train --config configs/distill.py:TEACHER_RUN --workdir DIR` runs it
+(`cfg.phase = "distill"`). The teacher is a diffusion run referenced by its
+directory: loaded frozen (`loop.Frozen`, never saved) at the step recorded in
+DIR/teacher.json at the first start, so that a resumed run distils the same
+teacher even if the teacher's run has trained on. The student has the teacher's
+architecture plus two inputs that start at zero (jav.models.av_dit), so it starts
+as the teacher:
+
+- `model.guidance_embed`: the guidance scales (text on video, text on audio,
+  modality) are an input. Each clip of a batch draws its scales from the ranges in
+  `distill.guidance`, and the student learns in one pass the teacher's guided
+  velocity for them (up to three teacher passes, `jav.samplers.guided_velocity`).
+- `model.interval_embed`: the student's output is the mean velocity over a step
+  from t to r (x_r = x_t - (t - r) u), learned by the identity a mean velocity
+  obeys along the teacher's path (MeanFlow): u(x_t, r, t) = v(x_t, t) - (t - r)
+  du/dt, with v the teacher's guided velocity and du/dt the student's own total
+  derivative along v, one `jax.jvp`. A fraction `distill.mean_fraction` of clips
+  draws r uniformly below t, the rest r = t (the guided velocity itself). Sampled
+  with the config's `sample.steps` (4) Euler steps, each spanning its step.
+
+Clips are noised data, drawn as pretraining draws them (`jav.flow`): every task
+of the shared model (T2VA, I2VA, T2V, V2A, A2V: clean tokens at t = 0, whose step
+length is 0) is distilled, with its per-token timesteps. The loss is
+`jav.flow.velocity_loss` (the teacher's `flow.loss_space` weighting) against the
+teacher's target; the student keeps an EMA like any run, and `jav.sample` /
+`jav.evaluate` sample it from its own config.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jav import flow, samplers, sharding
+from jav.models import AVDiT, init_model
+from jav.models.av_dit import GUIDANCE_TERMS
+from jav.runs import load_config
+from jav.train import loop
+from jav.train.checkpoint import latest_step, restore_params_from
+from jav.train.diffusion import DiffusionPhase, validate as validate_diffusion
+from jav.train.step import guarded_update
+
+STUDENT_INPUTS = ("guidance_embed", "interval_embed")  # what the student's model config adds to the teacher's
+
+
+def distill_config(teacher: str = "") -> ml_collections.ConfigDict:
+    """The `distill` block of a config (configs/distill.py)."""
+    return ml_collections.ConfigDict(dict(
+        teacher=teacher,  # the teacher's run directory (a diffusion run)
+        teacher_weights="ema",  # "ema" or "params"
+        teacher_step=0,  # 0: its latest step at the first start (kept in WORKDIR/teacher.json)
+        # [low, high] of each guidance scale, drawn uniformly per clip; [1, 1]: that
+        # term off (its teacher pass skipped). Sampling works at any scale in range.
+        guidance=dict(text_video=[1.0, 5.0], text_audio=[1.0, 1.0], modality=[1.0, 1.0]),
+        # with model.interval_embed: the fraction of clips trained on a step of random
+        # length (r uniform in [0, t)); the others learn the velocity at r = t
+        mean_fraction=0.5,
+    ))
+
+
+def _architecture(model_cfg) -> dict:
+    return {k: v for k, v in model_cfg.to_dict().items() if k not in STUDENT_INPUTS}
+
+
+def validate_distill(cfg) -> ml_collections.ConfigDict:
+    """Checks the distill block against the teacher's run -> the teacher's config."""
+    d = cfg.get("distill")
+    if d is None or not d.get("teacher"):
+        raise ValueError("distill.teacher is not set: make the config with configs/distill.py:TEACHER_RUN_DIR")
+    teacher_cfg = load_config(d.teacher)
+    if teacher_cfg.get("phase", "diffusion") != "diffusion":
+        raise ValueError(f"distill.teacher={d.teacher} is a {teacher_cfg.phase} run; the teacher must be a diffusion run")
+    if _architecture(teacher_cfg.model) != _architecture(cfg.model):
+        diff = sorted(k for k in set(_architecture(teacher_cfg.model)) | set(_architecture(cfg.model))
+                      if _architecture(teacher_cfg.model).get(k) != _architecture(cfg.model).get(k))
+        raise ValueError(f"the student's model differs from the teacher's ({d.teacher}) in model.{', model.'.join(diff)}; "
+                         f"a student starts as its teacher: only {STUDENT_INPUTS} may differ (make the config with configs/distill.py)")
+    if not cfg.model.get("guidance_embed", False):
+        raise ValueError("model.guidance_embed=False: a distilled student takes the guidance scales as input; set it to True")
+    if d.teacher_weights not in ("ema", "params"):
+        raise ValueError(f"distill.teacher_weights={d.teacher_weights!r} is not 'ema' or 'params'")
+    if d.teacher_weights == "ema" and not teacher_cfg.train.get("ema_decay"):
+        raise ValueError(f"{d.teacher} kept no EMA (train.ema_decay=0); set distill.teacher_weights='params'")
+    for term in GUIDANCE_TERMS:
+        low, high = d.guidance[term]
+        if not 1.0 <= low <= high:
+            raise ValueError(f"distill.guidance.{term}={[low, high]} must be [low, high] with 1 <= low <= high (1: the term off)")
+    if not 0.0 <= d.mean_fraction <= 1.0:
+        raise ValueError(f"distill.mean_fraction={d.mean_fraction} must be in [0, 1]")
+    return teacher_cfg
+
+
+def draw_guidance(key, ranges, batch: int) -> samplers.Guidance:
+    """Per-clip scales, uniform in each term's [low, high]; a term whose range is [1, 1] stays the float 1.0 (off)."""
+    scales = {}
+    for i, term in enumerate(GUIDANCE_TERMS):
+        low, high = (float(x) for x in ranges[term])
+        scales[term] = 1.0 if high == 1.0 else jax.random.uniform(jax.random.fold_in(key, i), (batch,), jnp.float32, low, high)
+    return samplers.Guidance(**scales)
+
+
+def draw_interval(key, t: dict, fraction: float) -> dict:
+    """m -> [B, N_m] step lengths t - r: for a `fraction` of clips r = u t with u ~ U[0, 1)
+    shared by both modalities (a step from t towards 0), for the others 0. Clean
+    tokens (t = 0) get 0."""
+    k_pick, k_u = jax.random.split(key)
+    batch = t["video"].shape[0]
+    u = jax.random.uniform(k_u, (batch,), jnp.float32)
+    spans = jax.random.uniform(k_pick, (batch,)) < fraction
+    return {m: jnp.where(spans[:, None], (1.0 - u)[:, None] * t[m], 0.0) for m in t}
+
+
+def distill_targets(teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask, guidance: samplers.Guidance,
+                    interval: dict | None) -> dict:
+    """The student's regression targets (no gradient flows into them).
+
+    teacher_fn / student_fn: `denoise_fn`s (the student's closes over its guidance
+    input and takes `interval=`). Without an interval: the teacher's guided
+    velocity v. With one: the mean velocity over [t - h, t] by the MeanFlow
+    identity, u = v - h du/dt, with du/dt the derivative of the student's output
+    along the teacher's path (x moving by v, t and h by 1 on noisy tokens, clean
+    tokens still).
+    """
+    v = samplers.guided_velocity(teacher_fn, x_t, t, text, text_mask, guidance)
+    if interval is None:
+        return jax.lax.stop_gradient(v)
+    cross = jnp.ones((text.shape[0],), bool)
+    noisy = {m: (t[m] > 0).astype(jnp.float32) for m in t}
+
+    def u_of(x, tt, h):
+        return student_fn(x, tt, text, text_mask, cross, interval=h)
+
+    tangents = ({m: v[m] * noisy[m][..., None] for m in v}, noisy, noisy)
+    _, dudt = jax.jvp(u_of, (x_t, t, interval), tangents)
+    return jax.lax.stop_gradient({m: v[m] - interval[m][..., None] * dudt[m] for m in v})
+
+
+def distill_loss(params, teacher_params, batch, key, *, graphdef, teacher_graphdef, layout, flow_cfg, distill_cfg):
+    """The student's loss on `batch` -> (loss, m -> loss). Differentiable in `params`;
+    the teacher's passes and the JVP make targets under stop_gradient, so no
+    gradient reaches `teacher_params`."""
+    teacher = nnx.merge(teacher_graphdef, teacher_params)
+    student = nnx.merge(graphdef, params)
+    k_flow, k_guide, k_interval = jax.random.split(key, 3)
+    x0 = layout.to_tokens(batch["video"], batch["audio"])
+    text_mask = batch["text_mask"]
+    # the draws of pretraining (tasks, timesteps, noise); no condition dropout: the
+    # student learns conditional, guided targets (the teacher runs the unguided passes)
+    d = flow.sample_flow_inputs(k_flow, x0, text_mask, jnp.asarray(layout.first_frame), flow_cfg)
+    x_t = {m: flow.noise(x0[m], d.eps[m], d.t[m]) for m in x0}
+    batch_size = text_mask.shape[0]
+    guidance = draw_guidance(k_guide, distill_cfg.guidance, batch_size)
+    scales = guidance.as_array(batch_size)
+    interval = draw_interval(k_interval, d.t, distill_cfg.mean_fraction) if student.interval is not None else None
+
+    def text_of(model):
+        return model.encode_text(batch["text_ids"], text_mask) if "text_ids" in batch else batch["text_emb"]
+
+    student_fn = layout.denoiser(student, scales)
+    target = distill_targets(layout.denoiser(teacher), student_fn, x_t, d.t, text_of(teacher), text_mask, guidance, interval)
+    extra = {} if interval is None else {"interval": interval}
+    u = student_fn(x_t, d.t, text_of(student), text_mask, jnp.ones((batch_size,), bool), **extra)
+    return flow.velocity_loss(u, target, d.t, d.loss_mask, flow_cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "teacher_graphdef", "tx", "layout", "flow_cfg", "distill_cfg", "ema_decay"),
+                   donate_argnums=(0,))
+def distill_step(state, batch, key, *, graphdef, teacher_graphdef, tx, layout, flow_cfg, distill_cfg, ema_decay):
+    """One student update on `batch` -> (state, metrics); the teacher is read, never changed."""
+    student_net = state["model"]
+    loss_fn = functools.partial(distill_loss, teacher_params=state["teacher"].params, batch=batch, key=key, graphdef=graphdef,
+                                teacher_graphdef=teacher_graphdef, layout=layout, flow_cfg=flow_cfg, distill_cfg=distill_cfg)
+    (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(student_net.params)
+    params, opt_state, ema, grad_norm, skipped = guarded_update(tx, student_net.params, student_net.opt_state, student_net.ema,
+                                                                grads, loss, ema_decay)
+    metrics = dict(loss=loss, loss_video=losses["video"], loss_audio=losses["audio"], grad_norm=grad_norm, skipped=skipped)
+    return dict(state, model=loop.Trainable(params, opt_state, ema)), metrics
+
+
+class DistillPhase(DiffusionPhase):
+    """Two networks: "model", the student (trained, with EMA: what jav.sample loads), and
+    "teacher", frozen. The data stream, shape handling and progress line are the
+    diffusion phase's."""
+
+    def validate(self, mesh):
+        validate_diffusion(self.cfg, mesh)
+        self.teacher_cfg = validate_distill(self.cfg)
+
+    def _teacher_reference(self, workdir: pathlib.Path) -> dict:
+        """{dir, step, weights} of the teacher: recorded at the first start, read on every later one."""
+        path = workdir / "teacher.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        d = self.cfg.distill
+        step = d.teacher_step or latest_step(d.teacher)
+        if step is None:
+            raise FileNotFoundError(f"distill.teacher={d.teacher} holds no checkpoint; train it first")
+        ref = dict(dir=str(d.teacher), step=int(step), weights=d.teacher_weights)
+        if jax.process_index() == 0:
+            workdir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(ref, indent=2))
+        return ref
+
+    def init_state(self, run):
+        self.run = run
+        t = self.cfg.train
+        _, shardings = self._model(run.mesh, run.rules)
+        ref = self._teacher_reference(run.workdir)
+        self.teacher_graphdef, abstract = nnx.split(nnx.eval_shape(lambda: AVDiT(self.teacher_cfg.model, rngs=nnx.Rngs(0))))
+        teacher_shardings = sharding.param_shardings(abstract, run.mesh, run.rules)
+        target = jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
+                              teacher_shardings, abstract)
+        teacher = restore_params_from(ref["dir"], use_ema=ref["weights"] == "ema", abstract_params=target, step=ref["step"])
+        self.teacher_ref = ref
+        # the student: the teacher's weights, and its new inputs' embedders as initialised (outputs 0)
+        student = nnx.state(init_model(self.cfg.model, jax.random.key(t.seed), out_shardings=shardings))
+        student = nnx.merge_state(student, jax.tree.map(jnp.copy, teacher))
+        return {"model": loop.trainable(student, self.tx, run, ema=bool(t.ema_decay)), "teacher": loop.Frozen(teacher)}
+
+    def describe(self, state):
+        ref, d = self.teacher_ref, self.cfg.distill
+        what = "guidance scales as input" + (f", mean velocity over steps (fraction {d.mean_fraction})" if self.cfg.model.get("interval_embed") else "")
+        return (f"{super().describe(state)}\ndistilling {ref['dir']} step {ref['step']} ({ref['weights']}): {what}; "
+                f"guidance ranges {dict((k, list(v)) for k, v in d.guidance.items())}")
+
+    def cost(self, batch):
+        """Student forward and backward, the teacher's passes and (with intervals) the JVP: counted as
+        3 + passes + 2 forward passes of the model."""
+        flops, tokens = self._layout_of(batch)[1:]
+        d = self.cfg.distill
+        passes = 1 + any(d.guidance[m][1] > 1 for m in ("text_video", "text_audio")) + (d.guidance.modality[1] > 1)
+        jvp = 2 if self.cfg.model.get("interval_embed") else 0
+        return flops * (3 + passes + jvp) / 3, tokens
+
+    def step(self, state, batch, key, step):
+        return distill_step(state, batch, key, graphdef=self.graphdef, teacher_graphdef=self.teacher_graphdef, tx=self.tx,
+                            layout=self._layout_of(batch)[0], flow_cfg=self.flow_cfg,
+                            distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill), ema_decay=self.cfg.train.ema_decay)

@@ -1,0 +1,183 @@
+"""The distillation phase (jav/train/distill.py) on the tiny test model: its targets
+are the sampler's guided velocity and the mean-velocity identity, no gradient
+reaches the teacher, the student starts as its teacher, and a distill run
+resumes to the same losses and samples in its few steps."""
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from benchmarks import distill_compare
+from configs import distill as distill_config
+from configs import test as test_config
+from jav import samplers, sharding
+from jav.clip_tokens import TokenLayout
+from jav.data import synthetic
+from jav.models import AVDiT
+from jav.runs import load_run
+from jav.train import loop
+from jav.train.diffusion import train
+from jav.train.distill import DistillPhase, distill_loss, distill_targets, draw_interval
+
+
+def tiny_inputs(cfg, batch=2, seed=0):
+    layout = TokenLayout.from_config(cfg)
+    rng = np.random.default_rng(seed)
+    x = {m: jnp.asarray(rng.normal(size=(batch, n, p)), jnp.float32)
+         for m, n, p in (("video", layout.num_tokens["video"], 2 * 4 * 4 * 3), ("audio", layout.num_tokens["audio"], 64))}
+    t = {m: jnp.asarray(rng.uniform(0.1, 1.0, size=(batch, 1)) * np.ones(x[m].shape[:2]), jnp.float32) for m in x}
+    text = jnp.asarray(rng.normal(size=(batch, 5, cfg.model.text.dim)), jnp.float32)
+    mask = jnp.asarray(np.arange(5)[None] < np.array([[3], [5]]))
+    return layout, x, t, text, mask
+
+
+def perturbed(model, scale=0.05):
+    """The model with every parameter moved by noise: an initialised AVDiT's zero gates
+    would hide the text and the other modality, which guidance contrasts."""
+    state = nnx.state(model)
+    leaves, tree = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(7), len(leaves))
+    nnx.update(model, jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]))
+    return model
+
+
+def test_per_clip_guidance_scales_give_the_samplers_guided_velocity():
+    cfg = test_config.get_config()
+    model = perturbed(AVDiT(cfg.model, rngs=nnx.Rngs(0)))
+    layout, x, t, text, mask = tiny_inputs(cfg)
+    fn = layout.denoiser(model)
+    scales = [(3.0, 1.0, 1.0), (2.0, 4.0, 1.5)]
+    per_clip = samplers.Guidance(*(jnp.asarray([s[i] for s in scales]) for i in range(3)))
+    got = distill_targets(fn, None, x, t, text, mask, per_clip, None)
+    for b, s in enumerate(scales):
+        one = {m: a[b:b + 1] for m, a in x.items()}
+        want = samplers.guided_velocity(fn, one, {m: a[b:b + 1] for m, a in t.items()}, text[b:b + 1], mask[b:b + 1], samplers.Guidance(*s))
+        for m in x:
+            np.testing.assert_allclose(got[m][b:b + 1], want[m], rtol=2e-5, atol=2e-5)
+    unguided = fn(x, t, text, mask, jnp.ones((2,), bool))
+    assert not np.allclose(got["video"], unguided["video"], atol=1e-3)  # the scales did something
+
+
+def test_the_mean_velocity_target_follows_the_teacher_path():
+    """For u(x, t, h) = a x + b t + c h and a teacher velocity w: du/dt along the path
+    is a w + b + c on noisy tokens, so the target is w - h (a w + b + c); clean
+    tokens (t = 0, h = 0) keep w."""
+    a, b, c = 0.5, -2.0, 3.0
+    w = {"video": jnp.full((2, 3, 4), 0.7), "audio": jnp.full((2, 5, 2), -1.1)}
+    t = {"video": jnp.array([[0.8, 0.8, 0.0], [0.4, 0.4, 0.4]]), "audio": jnp.full((2, 5), 0.6)}
+    h = draw_interval(jax.random.key(1), t, fraction=1.0)
+
+    def teacher(x, tt, text, mask, cross):
+        return {m: jnp.broadcast_to(w[m], x[m].shape) for m in x}
+
+    def student(x, tt, text, mask, cross, interval):
+        return {m: a * x[m] + b * tt[m][..., None] + c * interval[m][..., None] for m in x}
+
+    x = {m: jnp.zeros_like(w[m]) for m in w}
+    got = distill_targets(teacher, student, x, t, jnp.zeros((2, 1, 1)), jnp.ones((2, 1), bool), samplers.NO_GUIDANCE, h)
+    for m in w:
+        noisy = (t[m] > 0)[..., None]
+        want = jnp.where(noisy, w[m] - h[m][..., None] * (a * w[m] + b + c), w[m])
+        np.testing.assert_allclose(got[m], want, rtol=1e-6, atol=1e-6)
+    assert float(h["video"][0, 2]) == 0.0 and bool(jnp.all(h["video"][:, :2] <= t["video"][:, :2]))
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    shards = root / "shards"
+    synthetic.main(["--out", str(shards), "--num", "8", "--records-per-shard", "4"])
+    cfg = test_config.get_config()
+    cfg.data.dir = str(shards)
+    cfg.train.steps = 2
+    cfg.train.ema_decay = 0.5
+    train(cfg, str(root / "teacher"), log=lambda _: None)
+    return root / "teacher"
+
+
+def student_config(teacher, steps=4):
+    cfg = distill_config.get_config(str(teacher))
+    cfg.train.steps = steps
+    cfg.train.log_every = 1
+    cfg.train.checkpoint_every = 2
+    cfg.distill.guidance.modality = [1.0, 2.0]  # every teacher pass: conditional, no text, no coupling
+    cfg.sample.steps = 2
+    return cfg
+
+
+def losses(workdir):
+    return {r["step"]: r["loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_the_student_starts_as_its_teacher_and_no_gradient_reaches_the_teacher(teacher, tmp_path):
+    cfg = student_config(teacher)
+    phase = DistillPhase(cfg)
+    mesh = sharding.mesh_from_config(cfg.mesh)
+    phase.validate(mesh)
+    run = loop.Run(cfg, tmp_path, mesh, tuple(tuple(r) for r in cfg.mesh.rules), 0, 1, lambda _: None)
+    state = phase.init_state(run)
+    assert json.loads((tmp_path / "teacher.json").read_text()) == dict(dir=str(teacher), step=2, weights="ema")
+    student = nnx.merge(phase.graphdef, state["model"].params)
+    teacher_model = nnx.merge(phase.teacher_graphdef, state["teacher"].params)
+    layout, x, t, text, mask = tiny_inputs(cfg)
+    cross = jnp.ones((2,), bool)
+    want = layout.denoiser(teacher_model)(x, t, text, mask, cross)
+    got = layout.denoiser(student, jnp.ones((3,)))(x, t, text, mask, cross, interval={m: jnp.zeros_like(t[m]) for m in t})
+    for m in x:
+        np.testing.assert_allclose(got[m], want[m], rtol=1e-5, atol=1e-5)
+
+    batch = jax.tree.map(jnp.asarray, next(phase.stream(run)))
+    kw = dict(batch=batch, key=jax.random.key(0), graphdef=phase.graphdef, teacher_graphdef=phase.teacher_graphdef,
+              layout=phase._layout_of(batch)[0], flow_cfg=phase.flow_cfg, distill_cfg=cfg.distill)
+    grads = jax.jit(jax.grad(lambda p, q: distill_loss(p, q, **kw)[0], argnums=(0, 1)))(state["model"].params, state["teacher"].params)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads[1]))
+    assert sum(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[0])) > 0.0
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads[0]["guide"]))  # the new input's embedder learns
+
+
+def test_a_distill_run_resumes_to_the_same_losses_and_samples_in_its_steps(teacher, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    cfg = student_config(teacher)
+    loop.run(cfg, straight, DistillPhase(cfg), log=lambda _: None)
+
+    def preempt_at_2(msg):
+        if msg.startswith("step      2/"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert loop.run(cfg, split, DistillPhase(cfg), log=preempt_at_2)["step"] == 2
+    messages = []
+    loop.run(cfg, split, DistillPhase(cfg), log=messages.append)
+    assert any(m.startswith("resumed from") for m in messages) and any(f"\ndistilling {teacher} step 2 (ema)" in m for m in messages)
+    a, b = losses(straight), losses(split)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), (step, a, b)
+    assert sorted(p.name for p in (straight / "checkpoints" / "4").iterdir() if p.is_dir()) == \
+        ["config", "data_state", "ema", "opt_state", "params"]  # the teacher is referenced, never saved
+
+    cfg_loaded, student, step = load_run(straight)
+    assert step == 4 and cfg_loaded.phase == "distill" and cfg_loaded.sample.steps == 2
+
+    # sampled and scored beside its teacher: one pass per step against the teacher's 32
+    rows = distill_compare.compare(teacher, straight, num=2, tasks=("v2a",), student_steps=[2], out=tmp_path / "compare",
+                                   batch=2, repeats=1, log=lambda _: None)
+    assert [(r["role"], r["steps"], r["nfe"]) for r in rows] == [("teacher", 32, 32), ("student", 2, 2)]
+    assert all(r["seconds_per_clip"] > 0 and set(r["metrics"]["v2a"]) == set(distill_compare.METRICS) for r in rows)
+    assert distill_compare.table(rows, ("v2a",)).count("\n| student | 2 | 2 |") == 1
+
+
+def test_a_student_that_is_not_its_teachers_architecture_is_refused(teacher):
+    cfg = student_config(teacher)
+    cfg.model.depth = 4
+    mesh = sharding.mesh_from_config(cfg.mesh)
+    with pytest.raises(ValueError, match=r"differs from the teacher's .* in model\.depth"):
+        DistillPhase(cfg).validate(mesh)
+    cfg = student_config(teacher)
+    cfg.distill.guidance.text_video = [0.5, 2.0]
+    with pytest.raises(ValueError, match=r"distill.guidance.text_video=\[0.5, 2.0\]"):
+        DistillPhase(cfg).validate(mesh)
