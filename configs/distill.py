@@ -13,22 +13,10 @@ steps of up to three passes. `--config.model.interval_embed=False` distils the
 guidance only (one pass per step, the teacher's number of steps).
 """
 from jav.runs import load_config
-from jav.train.distill import distill_config
+from jav.train.distill import student_config
 
 
 def get_config(arg=None):
     if not arg:
         raise ValueError("name the teacher's run directory: --config configs/distill.py:TEACHER_RUN_DIR")
-    cfg = load_config(arg)
-    cfg.phase = "distill"
-    cfg.distill = distill_config(arg)
-    cfg.model.guidance_embed = True
-    cfg.model.interval_embed = True
-    cfg.init_from = ""  # the student starts from the teacher (distill.teacher)
-    cfg.train.steps = 300
-    cfg.train.checkpoint_every = 100
-    cfg.train.ema_decay = 0.99
-    cfg.optim.lr = 2e-4
-    cfg.optim.warmup_steps = 20
-    cfg.sample.steps = 4
-    return cfg
+    return student_config(load_config(arg), arg)

@@ -11,7 +11,9 @@ abstract, sharded inputs, so nothing is allocated. Topologies are named as
 Cloud TPU names them (v4-N and v5p-N count TensorCores, two a chip; v5e-N and
 v6e-N count chips) or as libtpu does (`v5p:4x4x8`).
 
-It prints, per chip: arguments (parameters, optimizer state, EMA, batch),
+`--steps distill` plans the distillation step of a student of the config's model
+(jav/train/distill.py: student with optimizer state and EMA, the teacher frozen
+in bfloat16). It prints, per chip: arguments (parameters, optimizer state, EMA, batch),
 outputs, temporaries and their total against the chip's HBM (or the TPU
 compiler's own out-of-memory verdict); and when a step does not fit, which
 knob would help. Then FLOPs and time: `jav.models.flops` gives the model FLOPs
@@ -45,6 +47,7 @@ from jav.clip_tokens import TokenLayout
 from jav.models import AVDiT
 from jav.models.flops import forward_flops, param_count
 from jav.train.diffusion import DiffusionPhase, validate
+from jav.train.distill import DistillPhase, distill_step, student_config
 from jav.train.step import train_step
 
 GiB = 1024**3
@@ -232,6 +235,29 @@ def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, 
     return lowered, sizes
 
 
+def lower_distill_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, dict, DistillPhase]:
+    """The distillation step (jav/train/distill.py) of a student of `cfg`'s model,
+    lowered as the loop would run it: the student with its optimiser state and EMA,
+    the teacher frozen in bfloat16 with neither -> (lowered, bytes per device of
+    each input, the phase)."""
+    rules = tuple(tuple(r) for r in cfg.mesh.rules)
+    student = student_config(cfg)
+    student.distill.teacher_dtype = "bfloat16"
+    _validate(student, mesh)
+    phase = DistillPhase(student)
+    phase.teacher_cfg = cfg
+    state = phase.abstract_state(mesh, rules)
+    batch = abstract_batch(student, phase.layout, mesh, rules)
+    key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
+    model = state["model"]
+    sizes = {"params": bytes_per_device(model.params), "opt_state": bytes_per_device(model.opt_state),
+             "ema": bytes_per_device(model.ema) if model.ema is not None else 0, "teacher": bytes_per_device(state["teacher"].params),
+             "batch": bytes_per_device(batch)}
+    with jax.set_mesh(mesh), sharding.logical_rules(rules):
+        lowered = distill_step.lower(state, batch, key, **phase.step_options(phase.layout))
+    return lowered, sizes, phase
+
+
 def guidance_of(cfg) -> samplers.Guidance:
     s = cfg.sample
     return samplers.Guidance(text_video=float(s.text_video), text_audio=float(s.text_audio), modality=float(s.modality))
@@ -369,22 +395,24 @@ def advice(report: StepReport, hbm_bytes: int, cfg, kind: str, num_devices: int 
     mesh = dict(cfg.mesh.shape)
     if num_devices:  # the sizes a -1 resolves to
         mesh = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(mesh, num_devices)))
-    ema = report.inputs.get("ema", 0) if kind == "train" else 0
-    state = report.inputs.get("params", 0) + report.inputs.get("opt_state", 0) + ema
+    trains = kind in ("train", "distill")
+    ema = report.inputs.get("ema", 0) if trains else 0
+    state = report.inputs.get("params", 0) + report.inputs.get("opt_state", 0) + ema + report.inputs.get("teacher", 0)
     activations = max(need - state - report.inputs.get("batch", 0), 0)
     knobs = []  # (bytes saved, advice)
-    what = "parameters, optimizer state and EMA" if kind == "train" else "parameters"
+    what = {"train": "parameters, optimizer state and EMA", "distill": "the student's parameters, optimizer state and EMA and the teacher"}.get(kind, "parameters")
     knobs.append((state / 2, f"{what} take {state / GiB:.1f} GiB a chip and split over fsdp x tensor: doubling mesh.shape.fsdp "
                               f"(now {mesh.get('fsdp')}) or mesh.shape.tensor (now {mesh.get('tensor')}) saves about {state / 2 / GiB:.1f} GiB"))
     if ema:
         knobs.append((ema, f"train.ema_decay=0 drops the EMA copy ({ema / GiB:.1f} GiB)"))
     lines = [f"activations and temporaries take about {activations / GiB:.1f} GiB a chip"]
-    if kind == "train":
+    if trains:
         policy = cfg.model.remat
         stronger = REMAT_BY_MEMORY[REMAT_BY_MEMORY.index(policy) + 1:] if policy in REMAT_BY_MEMORY else ()
         if stronger:
             lines.append(f"model.remat={stronger[-1]!r} keeps the least (now {policy!r})")
-        lines.append(f"train.grad_accum (now {cfg.train.get('grad_accum', 1)}) splits each step into microbatches")
+        if kind == "train":
+            lines.append(f"train.grad_accum (now {cfg.train.get('grad_accum', 1)}) splits each step into microbatches")
         lines.append(f"a smaller train.batch_size (now {cfg.train.batch_size}) holds fewer clips a chip")
     else:
         lines.append("a smaller --sample_batch holds fewer clips a chip")
@@ -438,6 +466,13 @@ def plan(cfg, devices: Sequence, *, hbm_bytes: int, steps: Sequence[str] = ("tra
             # only element-wise work and attention's batched products
             executed = model * 4 / 3 if cfg.model.remat == "full" else model
             report = StepReport("train step", inputs, model_flops=model, executed_flops=executed)
+        elif step == "distill":
+            log(f"lowering the distillation step (batch {cfg.train.batch_size}: student, bfloat16 teacher, JVP)")
+            lowered, inputs, phase = lower_distill_step(cfg, mesh)
+            # student forward and backward, the teacher's guided passes, the JVP (about two forwards)
+            flops, _ = phase.cost({"video": jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(layout.video_shape), jnp.float32),
+                                   "audio": jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(layout.audio_shape), jnp.float32)})
+            report = StepReport("distillation step", inputs, model_flops=flops, executed_flops=flops * 4 / 3 if cfg.model.remat == "full" else flops)
         elif step == "sample":
             batch = sample_batch or mesh.shape["data"] * mesh.shape["fsdp"]
             passes = guidance_passes(guidance_of(cfg))
@@ -446,7 +481,7 @@ def plan(cfg, devices: Sequence, *, hbm_bytes: int, steps: Sequence[str] = ("tra
             model = forward(batch=passes * batch)
             report = StepReport(f"sampling step (batch {batch} x {passes} passes)", inputs, model_flops=model, executed_flops=model)
         else:
-            raise ValueError(f"--steps: unknown step {step!r}; use train, sample")
+            raise ValueError(f"--steps: unknown step {step!r}; use train, sample, distill")
         log(f"compiling the {report.label} for {num_devices} {devices[0].device_kind} device(s)")
         t = time.time()
         try:
@@ -502,7 +537,7 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
     if report.error:
         return lines
     recompute = f"{report.executed_flops:.3e} with remat's recompute; " if report.executed_flops != report.model_flops else ""
-    lines.append(f"  FLOPs       model {report.model_flops:.3e} per step ({'3x forward' if kind == 'train' else 'forward'}, jav.models.flops), "
+    lines.append(f"  FLOPs       model {report.model_flops:.3e} per step ({dict(train='3x forward', distill='student 3x, teacher passes, JVP 2x forward').get(kind, 'forward')}, jav.models.flops), "
                  f"{recompute}the compiler counts {report.compiler_flops:.3e} per chip "
                  f"({'the layer scan once: not a per-step total' if cfg.model.scan_layers else 'all layers'})")
     seconds, how = step_seconds(report, peak, num_devices)
@@ -566,7 +601,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("topology", None, "TPU slice: v4-N, v5p-N, v5e-N, v6e-N (e.g. v5p-128), or libtpu's v5p:4x4x8")
     flags.DEFINE_integer("slices", 1, "how many such slices the job spans (multi-slice over the data-centre network; "
                          "config.mesh.dcn says which axes cross it, default the data axis)")
-    flags.DEFINE_list("steps", ["train", "sample"], "which steps to compile: train, sample")
+    flags.DEFINE_list("steps", ["train", "sample"], "which steps to compile: train, sample, distill (a 4-step student of the config's "
+                      "model distilled from it, jav/train/distill.py, the teacher frozen in bfloat16)")
     flags.DEFINE_integer("sample_batch", None, "clips per sampling step (default: one per batch shard, mesh data x fsdp)")
     flags.DEFINE_string("json", None, "append the reports to this JSON-lines file")
     flags.mark_flags_as_required(["config", "topology"])

@@ -131,3 +131,24 @@ def test_two_slices_put_the_dcn_axis_outermost():
         sharding.make_mesh({"data": 4, "fsdp": -1}, devices, dcn={"data": 4})
     with pytest.raises(ValueError, match="mesh.dcn.fsdp=2 must divide mesh.shape.fsdp=1"):
         sharding.make_mesh({"data": 8, "fsdp": -1}, devices, dcn={"fsdp": 2})
+
+
+def test_the_distillation_step_is_planned_with_a_bfloat16_teacher_and_no_teacher_optimiser():
+    # lowered only (compiling it is what the CLI's --steps distill does on a TPU slice)
+    import jax
+    import jax.numpy as jnp
+
+    cfg = _tiny_config()
+    mesh = aot.device_mesh(cfg, jax.devices()[:1])
+    lowered, inputs, phase = aot.lower_distill_step(cfg, mesh)
+    state = phase.abstract_state(mesh, tuple(map(tuple, cfg.mesh.rules)))
+    assert {x.dtype for x in jax.tree.leaves(state["teacher"])} == {jnp.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in jax.tree.leaves(state["model"].params)} == {jnp.dtype(jnp.float32)}
+    # the student: the teacher's weights plus its two input embedders, in float32, with Adam's two moments and an EMA
+    embedders = sum(x.size for name in ("guide", "interval") for x in jax.tree.leaves(state["model"].params[name]))
+    assert inputs["params"] == 2 * inputs["teacher"] + 4 * embedders
+    assert inputs["opt_state"] >= 2 * inputs["params"] and inputs["ema"] == inputs["params"]
+    assert lowered.compiler_ir() is not None
+    batch = {m: jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(s), jnp.float32)
+             for m, s in (("video", phase.layout.video_shape), ("audio", phase.layout.audio_shape))}
+    assert phase.cost(batch)[0] > phase._layout_of(batch)[1]  # more than a train step: teacher passes and the JVP

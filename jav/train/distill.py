@@ -57,6 +57,7 @@ def distill_config(teacher: str = "") -> ml_collections.ConfigDict:
         teacher=teacher,  # the teacher's run directory (a diffusion run)
         teacher_weights="ema",  # "ema" or "params"
         teacher_step=0,  # 0: its latest step at the first start (kept in WORKDIR/teacher.json)
+        teacher_dtype="float32",  # the frozen teacher's parameters: "bfloat16" halves their memory (computed in model.dtype)
         # [low, high] of each guidance scale, drawn uniformly per clip; [1, 1]: that
         # term off (its teacher pass skipped). Sampling works at any scale in range.
         guidance=dict(text_video=[1.0, 5.0], text_audio=[1.0, 1.0], modality=[1.0, 1.0]),
@@ -64,6 +65,25 @@ def distill_config(teacher: str = "") -> ml_collections.ConfigDict:
         # length (r uniform in [0, t)); the others learn the velocity at r = t
         mean_fraction=0.5,
     ))
+
+
+def student_config(teacher_cfg, teacher: str = "") -> ml_collections.ConfigDict:
+    """A distillation config from the teacher's: its data, model, flow, optimiser and
+    mesh, `phase="distill"`, the student's two inputs on, 4 sampling steps and the
+    short run of a fine-tune (configs/distill.py; jav.aot --steps distill plans it)."""
+    cfg = ml_collections.ConfigDict(teacher_cfg.to_dict())
+    cfg.phase = "distill"
+    cfg.distill = distill_config(teacher)
+    cfg.model.guidance_embed = True
+    cfg.model.interval_embed = True
+    cfg.init_from = ""  # the student starts from the teacher (distill.teacher)
+    cfg.train.steps = 300
+    cfg.train.checkpoint_every = 100
+    cfg.train.ema_decay = 0.99
+    cfg.optim.lr = 2e-4
+    cfg.optim.warmup_steps = 20
+    cfg.sample.steps = 4
+    return cfg
 
 
 def _architecture(model_cfg) -> dict:
@@ -85,6 +105,8 @@ def validate_distill(cfg) -> ml_collections.ConfigDict:
                          f"a student starts as its teacher: only {STUDENT_INPUTS} may differ (make the config with configs/distill.py)")
     if not cfg.model.get("guidance_embed", False):
         raise ValueError("model.guidance_embed=False: a distilled student takes the guidance scales as input; set it to True")
+    if d.get("teacher_dtype", "float32") not in ("float32", "bfloat16"):
+        raise ValueError(f"distill.teacher_dtype={d.teacher_dtype!r} is not 'float32' or 'bfloat16'")
     if d.teacher_weights not in ("ema", "params"):
         raise ValueError(f"distill.teacher_weights={d.teacher_weights!r} is not 'ema' or 'params'")
     if d.teacher_weights == "ema" and not teacher_cfg.train.get("ema_decay"):
@@ -209,21 +231,40 @@ class DistillPhase(DiffusionPhase):
             path.write_text(json.dumps(ref, indent=2))
         return ref
 
+    def _teacher(self, mesh, rules):
+        """(graphdef, abstract sharded parameters) of the teacher, in distill.teacher_dtype."""
+        model_cfg = ml_collections.ConfigDict(self.teacher_cfg.model.to_dict())
+        model_cfg.param_dtype = self.cfg.distill.get("teacher_dtype", "float32")
+        graphdef, abstract = nnx.split(nnx.eval_shape(lambda: AVDiT(model_cfg, rngs=nnx.Rngs(0))))
+        shardings = sharding.param_shardings(abstract, mesh, rules)
+        return graphdef, jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
+                                      shardings, abstract)
+
     def init_state(self, run):
         self.run = run
         t = self.cfg.train
         _, shardings = self._model(run.mesh, run.rules)
         ref = self._teacher_reference(run.workdir)
-        self.teacher_graphdef, abstract = nnx.split(nnx.eval_shape(lambda: AVDiT(self.teacher_cfg.model, rngs=nnx.Rngs(0))))
-        teacher_shardings = sharding.param_shardings(abstract, run.mesh, run.rules)
-        target = jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
-                              teacher_shardings, abstract)
+        self.teacher_graphdef, target = self._teacher(run.mesh, run.rules)
         teacher = restore_params_from(ref["dir"], use_ema=ref["weights"] == "ema", abstract_params=target, step=ref["step"])
         self.teacher_ref = ref
         # the student: the teacher's weights, and its new inputs' embedders as initialised (outputs 0)
         student = nnx.state(init_model(self.cfg.model, jax.random.key(t.seed), out_shardings=shardings))
-        student = nnx.merge_state(student, jax.tree.map(jnp.copy, teacher))
+        dtype = jnp.dtype(self.cfg.model.param_dtype)
+        student = nnx.merge_state(student, jax.tree.map(lambda x: jnp.array(x, dtype), teacher))
         return {"model": loop.trainable(student, self.tx, run, ema=bool(t.ema_decay)), "teacher": loop.Frozen(teacher)}
+
+    def abstract_state(self, mesh, rules):
+        """`init_state`'s result as sharded ShapeDtypeStructs (jav.aot), the teacher's
+        config set beforehand (`teacher_cfg`)."""
+        state = super().abstract_state(mesh, rules)
+        self.teacher_graphdef, teacher = self._teacher(mesh, rules)
+        return dict(state, teacher=loop.Frozen(teacher))
+
+    def step_options(self, layout):
+        """The static arguments of distill_step for batches of `layout`."""
+        return dict(graphdef=self.graphdef, teacher_graphdef=self.teacher_graphdef, tx=self.tx, layout=layout, flow_cfg=self.flow_cfg,
+                    distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill), ema_decay=self.cfg.train.ema_decay)
 
     def describe(self, state):
         ref, d = self.teacher_ref, self.cfg.distill
@@ -241,6 +282,4 @@ class DistillPhase(DiffusionPhase):
         return flops * (3 + passes + jvp) / 3, tokens
 
     def step(self, state, batch, key, step):
-        return distill_step(state, batch, key, graphdef=self.graphdef, teacher_graphdef=self.teacher_graphdef, tx=self.tx,
-                            layout=self._layout_of(batch)[0], flow_cfg=self.flow_cfg,
-                            distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill), ema_decay=self.cfg.train.ema_decay)
+        return distill_step(state, batch, key, **self.step_options(self._layout_of(batch)[0]))
