@@ -106,6 +106,7 @@ def experiment(model_cfg, batch_size, steps, lr=1e-3, warmup_steps=50) -> ml_col
             ema_decay=0.999,
             max_nonfinite=5,  # this many non-finite steps in a row stop the run
             peak_flops_per_device=0.0,  # for the MFU estimate; 0: jav.perf's datasheet peak of the chip, or a measured matmul peak on CPU
+            profile_steps=[],  # [first, end): a jax.profiler trace of those steps in WORKDIR/profile
         ),
         # dcn: {axis: slices} for a job over several TPU slices (jav.sharding.make_mesh), e.g. {"data": 2}
         mesh=dict(shape=dict(data=1, fsdp=-1, context=1, tensor=1), dcn=dict(), rules=[list(r) for r in DEFAULT_RULES]),

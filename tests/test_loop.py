@@ -192,3 +192,13 @@ def test_a_phase_missing_a_method_cannot_be_made():
 
     with pytest.raises(TypeError, match="init_state"):
         Half(None)
+
+
+def test_the_profiled_steps_leave_a_trace(tmp_path):
+    cfg = config(train=dict(config().train.to_dict(), steps=4, profile_steps=[2, 4]))
+    messages = []
+    loop.run(cfg, tmp_path, DistillPhase(cfg), log=messages.append)
+    assert "profiled steps 2..3 into " + str(tmp_path / "profile") in " ".join(messages)
+    assert list((tmp_path / "profile").rglob("*.xplane.pb")), list((tmp_path / "profile").rglob("*"))
+    with pytest.raises(ValueError, match=r"train.profile_steps=\[3, 1\] must be \[first, end\)"):
+        loop.run(config(train=dict(config().train.to_dict(), profile_steps=[3, 1])), tmp_path / "bad", DistillPhase(cfg), log=lambda _: None)

@@ -4,7 +4,9 @@
 the config check, the state made sharded, the data stream made global and its
 position kept in checkpoints, the step, the count of skipped (non-finite)
 steps read one step late and the stop after too many in a row, progress lines with steps/s (and MFU where the phase counts
-FLOPs), metrics.jsonl and TensorBoard, checkpoints every train.checkpoint_every
+FLOPs), metrics.jsonl and TensorBoard, a profiler trace of the steps
+`train.profile_steps` = [first, end) names (TensorBoard's profile plugin or
+Perfetto read WORKDIR/profile), checkpoints every train.checkpoint_every
 steps, at the end and on SIGTERM, resume, `init_from`, and every process
 stepping in lockstep on a multi-host mesh. A run lives in its workdir:
 rerunning the same command resumes from the latest checkpoint, so a run killed
@@ -148,6 +150,33 @@ class Phase(abc.ABC):
         return {}
 
 
+class Profile:
+    """`train.profile_steps` = [first, end): a `jax.profiler` trace of the steps
+    numbered first .. end - 1 (0 is the first step of a run, which compiles) in
+    `directory`; empty: none. A resumed run traces what is left of the window."""
+
+    def __init__(self, window, directory: pathlib.Path, say):
+        if window and (len(window) != 2 or not 0 <= window[0] < window[1]):
+            raise ValueError(f"train.profile_steps={list(window)} must be [first, end) with 0 <= first < end, or [] for no trace")
+        self.window, self.directory, self.say, self.on = tuple(window), directory, say, False
+
+    def before(self, step: int) -> None:
+        if self.window and self.window[0] <= step < self.window[1] and not self.on:
+            jax.profiler.start_trace(str(self.directory))
+            self.on = True
+
+    def after(self, step: int, metrics) -> None:
+        if self.on and step >= self.window[1]:
+            jax.block_until_ready(metrics)
+            self.close()
+            self.say(f"profiled steps {self.window[0]}..{self.window[1] - 1} into {self.directory} (TensorBoard's profile plugin or Perfetto)")
+
+    def close(self) -> None:
+        if self.on:
+            jax.profiler.stop_trace()
+            self.on = False
+
+
 class Preemption:
     """Turns SIGTERM into a step at which the loop saves and stops.
 
@@ -274,6 +303,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dic
             peak, source = perf.peak_flops(phase.mfu_dtype())
             say(f"MFU against {peak / 1e12:.3g} TFLOP/s per device ({source}; set train.peak_flops_per_device to override)")
         preempt = Preemption()
+        profile = Profile(t.get("profile_steps") or (), workdir / "profile", say)
         base_key = jax.random.key(t.seed + 1)
         nonfinite_run, skipped_total, pending = 0, 0, None
         metrics, window_start, window_steps, run_start = {}, time.time(), 0, time.time()
@@ -282,8 +312,10 @@ def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dic
             while step < t.steps:
                 batch = sharding.global_batch(next(stream), mesh, rules, t.batch_size)
                 cost = phase.cost(batch)
+                profile.before(step)
                 state, m = phase.step(state, batch, jax.random.fold_in(base_key, step), step)
                 step += 1
+                profile.after(step, m)
                 window_steps += 1
                 if step == start + 1:  # the first step compiles: keep it out of the rates
                     jax.block_until_ready(m)
@@ -321,6 +353,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dic
                     say(f"SIGTERM: saved step {step} in {workdir}; rerun the same command to resume")
                     break
         finally:
+            profile.close()
             close_run(ckpt, preempt, writer)
     return final_metrics(workdir, metrics, step=step, start=start, total=t.steps, is_main=is_main, say=say)
 
