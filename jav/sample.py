@@ -1,15 +1,16 @@
 """Sampling from a trained run: prompts (and optional conditions) -> mp4 with audio.
 
     python -m jav.sample --workdir DIR --prompt "a red ball bouncing on a navy background" \
-        [--prompt ...] --out DIR [--steps N] [--seed S] [--image PNG] [--audio WAV]
+        [--prompt ...] --out DIR [--steps N] [--seed S] [--image PNG | --video MP4 | --audio WAV]
     python -m jav.sample --workdir DIR --prompts prompts.jsonl --out DIR    # {"prompt": ..., "seed": ...} a line
 
 For each prompt i it writes OUT/iii.mp4 (H.264 video + AAC audio, muxed),
 OUT/iii.wav and OUT/iii.json (the prompt, its seed and every setting that made
 the sample). Clip i's noise comes from its own seed (seed + i, or the file's),
 so any clip reproduces alone; a rerun skips the clips already written.
-`--image` conditions on a first frame (I2VA), `--audio` on a soundtrack (A2V:
-the video is generated to match it). Sampling is one jitted function per batch
+`--image` conditions on a first frame (I2VA), `--video` on a whole video (V2A: its
+soundtrack is generated), `--audio` on a soundtrack (A2V: the video is generated
+to match it). Sampling is one jitted function per batch
 size, however many prompts; progress lines count the steps, clips/s and an ETA.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from jav.data import mel
 from jav.frozen_text_encoder import load_text_encoder
 from jav.generate import generate
 from jav.latents import codec_from_config
-from jav.media import read_image, read_wav, write_mp4, write_wav
+from jav.media import read_image, read_mp4, read_wav, write_mp4, write_wav
 from jav.runs import load_run
 
 
@@ -58,12 +59,28 @@ class ProgressPrinter:
             print(f"{self.label}: step {done}/{n}", file=sys.stderr, flush=True)
 
 
-def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | None, audio: str | None) -> dict:
-    """`--image` / `--audio` files -> model-space `first_frame` / `audio` arrays for `generate`
-    (through the shards' VAEs in latent space)."""
+def video_from_file(cfg, path: str) -> np.ndarray:
+    """`--video` mp4 -> the model's number of frames [T, H, W, 3] uint8, at its size and frame rate."""
+    frames, fps, _, _ = read_mp4(path)
+    want_fps, n = pixel_fps(cfg), int(round(cfg.data.duration * pixel_fps(cfg)))
+    size = (cfg.data.canvas, cfg.data.canvas)
+    if frames.shape[1:3] != size:
+        raise ValueError(f"--video {path} is {frames.shape[2]}x{frames.shape[1]}; this model makes {size[1]}x{size[0]} video (data.canvas)")
+    if abs(fps - want_fps) > 1e-3:
+        raise ValueError(f"--video {path} runs at {fps:g} fps; this model's video is {want_fps:g} fps: resample it first "
+                         f"(e.g. ffmpeg -i IN -r {want_fps:g} OUT)")
+    if len(frames) < n:
+        raise ValueError(f"--video {path} has {len(frames)} frames; this model needs {n} ({cfg.data.duration:g} s at {want_fps:g} fps)")
+    return frames[:n]
+
+
+def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | None, audio: str | None,
+                          video: str | None = None) -> dict:
+    """`--image` / `--video` / `--audio` files -> model-space `first_frame` / `video` / `audio`
+    arrays for `generate` (through the shards' VAEs in latent space)."""
     out = {}
     latent = cfg.data.get("world") == "latent"
-    if latent and (image or audio):
+    if latent and (image or audio or video):
         codec, stats = codec_from_config(cfg)
     pt = layout.video_patch[0]
     if image:
@@ -78,6 +95,11 @@ def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | Non
             x = codec.encode_video(x, stats)  # a causal VAE encodes the first frame on its own
         # In pixel space the first temporal patch holds `pt` frames: all start as the image.
         out["first_frame"] = np.broadcast_to(x, (batch, pt) + x.shape[2:]).copy()
+    if video:
+        x = frames_to_model(video_from_file(cfg, video))[None]  # [1, T, H, W, 3]
+        if latent:
+            x = codec.encode_video(x, stats)
+        out["video"] = np.broadcast_to(x, (batch,) + x.shape[1:]).copy()
     if audio:
         wave, _ = read_wav(audio, cfg.data.sample_rate)
         n = int(round(cfg.data.duration * cfg.data.sample_rate))
@@ -120,12 +142,12 @@ def clip_keys(seeds: Sequence[int]) -> jax.Array:
 
 def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, batch_size: int,
                  guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
-                 conditions: dict | None = None, log=print, text_encoder=None,
+                 video: str | None = None, conditions: dict | None = None, log=print, text_encoder=None,
                  seeds: Sequence[int] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
     (the last batch padded, so one compile serves all). Clip i's noise comes from
     its own seed, `seeds[i]` (default `seed + i`), so it reproduces alone or in any
-    batch. `image` / `audio`: one condition file for every prompt; `conditions`:
+    batch. `image` / `video` / `audio`: one condition file for every prompt; `conditions`:
     per-prompt model-space arrays, {"first_frame" | "video" | "audio": [len(prompts), ...]}
     (see `generate.conditions`). `text_encoder`: the frozen encoder of a model
     trained on precomputed text (see generate)."""
@@ -134,7 +156,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
     layout = TokenLayout.from_config(cfg)
     to_clips = clip_decoder(cfg)
-    cond = conditions_from_files(cfg, layout, batch_size, image, audio)
+    cond = conditions_from_files(cfg, layout, batch_size, image, audio, video)
     out = []
     num_batches = -(-len(prompts) // batch_size)
     progress = ProgressPrinter("batch", steps)
@@ -223,6 +245,7 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--seed", type=int, default=0, help="clip i's noise seed is seed + i unless the prompt file gives one")
     parser.add_argument("--batch", type=int, default=8, help="clips sampled together")
     parser.add_argument("--image", default=None, help="first frame to start from (I2VA), at the model's resolution")
+    parser.add_argument("--video", default=None, help="mp4 to generate the soundtrack of (V2A), at the model's size and frame rate; cut to its duration")
     parser.add_argument("--audio", default=None, help="soundtrack to generate video for (A2V); resampled, cut or padded")
     parser.add_argument("--weights", default="ema", choices=("ema", "params"), help="EMA or raw weights")
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (1 = off)")
@@ -232,6 +255,8 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
                         "embeddings: the spec its shards were embedded with (hf:DIR, builtin:RUN)")
     parser.add_argument("--text-len", type=int, default=None, help="caption tokens for --text-encoder (default: the config's data.text_len, else 128)")
     args = parser.parse_args(argv)
+    if sum(x is not None for x in (args.image, args.video, args.audio)) > 1:
+        parser.error("give at most one of --image (I2VA), --video (V2A) and --audio (A2V)")
     if bool(args.prompt) == bool(args.prompts):
         parser.error("give the captions as --prompt TEXT (repeated) or as --prompts FILE, one of the two")
     prompts, seeds = read_prompts(args.prompts, args.seed) if args.prompts else (args.prompt, [args.seed + i for i in range(len(args.prompt))])
@@ -255,11 +280,11 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     print(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps", flush=True)
     clips = sample_clips(model, cfg, [prompts[i] for i in todo], seed=args.seed, seeds=[seeds[i] for i in todo], steps=steps,
                          batch_size=min(args.batch, len(todo)), guidance=guidance, image=args.image, audio=args.audio,
-                         log=lambda m: print(m, flush=True), text_encoder=text_encoder)
+                         video=args.video, log=lambda m: print(m, flush=True), text_encoder=text_encoder)
     for i, (frames, wave) in zip(todo, clips):
         info = dict(prompt=prompts[i], workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=seeds[i],
                     steps=steps, guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
-                    image=args.image, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
+                    image=args.image, video=args.video, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
         paths.append(write_sample(args.out, i, frames, wave, cfg, info))
         print(f"wrote {paths[-1]}", flush=True)
     return sorted(paths)

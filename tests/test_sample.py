@@ -159,3 +159,29 @@ def test_evaluate_conditional_tasks_keep_the_given_modality(run_dir, tmp_path):
     assert s["v2a"]["reference_metrics"]["event_f1"] > 0.9 > s["v2a"]["unrelated_metrics"]["event_f1"]
     with pytest.raises(ValueError, match="not one of"):
         evaluate.main(["--workdir", str(run_dir), "--num", "1", "--task", "x2y"])
+
+
+def test_v2a_from_an_mp4_keeps_its_frames_and_generates_their_soundtrack(run_dir, tmp_path):
+    from jav import sample
+    from jav.clip_tokens import frames_to_model
+    from jav.data.bounce import generate_clip
+
+    cfg = test_config.get_config()
+    clip = generate_clip(1_000_000)
+    media.write_mp4(tmp_path / "in.mp4", np.concatenate([clip.frames, clip.frames[:4]]), 8.0)  # longer than the model's 2 s
+    frames, _, _, _ = media.read_mp4(tmp_path / "in.mp4")
+    cond = sample.conditions_from_files(cfg, TokenLayout.from_config(cfg), 2, None, None, str(tmp_path / "in.mp4"))
+    assert cond["video"].shape == (2,) + TokenLayout.from_config(cfg).video_shape
+    np.testing.assert_allclose(cond["video"][1], frames_to_model(frames[:16]), atol=1e-6)
+
+    (path,) = sample.main(["--workdir", str(run_dir), "--out", str(tmp_path / "out"), "--prompt", clip.caption,
+                           "--video", str(tmp_path / "in.mp4"), "--steps", "2"])
+    out_frames, _, wave, _ = media.read_mp4(path)
+    assert np.abs(out_frames.astype(float) - frames[:16]).mean() < 3.0  # the given video, through H.264 twice
+    assert wave is not None and json.loads(path.with_suffix(".json").read_text())["video"] == str(tmp_path / "in.mp4")
+
+    media.write_mp4(tmp_path / "fast.mp4", clip.frames, 16.0)
+    with pytest.raises(ValueError, match="runs at 16 fps; this model's video is 8 fps"):
+        sample.conditions_from_files(cfg, TokenLayout.from_config(cfg), 1, None, None, str(tmp_path / "fast.mp4"))
+    with pytest.raises(SystemExit):
+        sample.main(["--workdir", str(run_dir), "--out", str(tmp_path), "--prompt", "x", "--video", "a.mp4", "--audio", "b.wav"])
