@@ -38,6 +38,7 @@ from jav import distributed
 from jav.clip_tokens import TokenLayout, clip_to_arrays, mel_params, pixel_fps
 from jav.data.bounce import BounceParams, generate_clip
 from jav.data.bounce_metrics import aggregate, clip_metrics
+from jav.generate import SAMPLERS
 from jav.latents import codec_from_config
 from jav.runs import load_run
 from jav.sample import clip_decoder, guidance_from, sample_clips, write_sample
@@ -88,7 +89,8 @@ def _line(metrics: dict) -> str:
 
 
 def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
-             sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, log=print) -> dict:
+             sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str = "ode",
+             noise_level: float = 0.7, log=print) -> dict:
     """Samples and scores `num` held-out clips for each task -> {task: summary} (also written to OUT/TASK/summary.json)."""
     for task in tasks:
         if task not in TASKS:
@@ -111,7 +113,7 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
         start = time.time()
         log(f"[{task}] sampling")
         samples = sample_clips(model, cfg, captions, seed=sample_seed, steps=steps, batch_size=min(batch_size, num), guidance=guidance,
-                               conditions=task_conditions(cfg, task, video, audio), log=log)
+                               conditions=task_conditions(cfg, task, video, audio), sampler=sampler, noise_level=noise_level, log=log)
         task_out = out / task
         results = []
         for i, (clip, sample) in enumerate(zip(clips, samples)):
@@ -119,13 +121,14 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
             m = clip_metrics(frames, wave, clip.caption, world)
             results.append(m)
             info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed + i,
-                        batch_size=min(batch_size, num), steps=steps, caption_seed=seed + i,
+                        batch_size=min(batch_size, num), steps=steps, sampler=sampler, caption_seed=seed + i,
                         guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                         metrics=m)
             write_sample(task_out, i, frames, wave, cfg, info)
             log(f"[{task}] {i:03d} {clip.caption!r}: {_line(m)}")
         summary = dict(task=task, workdir=str(workdir), checkpoint_step=step, weights=weights, num=num, caption_seed=seed,
-                       sample_seed=sample_seed, steps=steps, metrics=aggregate(results), reference_metrics=aggregate(references),
+                       sample_seed=sample_seed, steps=steps, sampler=sampler, noise_level=noise_level if sampler == "sde" else None,
+                       metrics=aggregate(results), reference_metrics=aggregate(references),
                        unrelated_metrics=aggregate(unrelated), seconds=time.time() - start)
         (task_out / "summary.json").write_text(json.dumps(summary, indent=2))
         summaries[task] = summary
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sample-seed", type=int, default=0, help="seed of the sampler's noise")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--weights", default="ema", choices=("ema", "params"))
+    parser.add_argument("--sampler", default="ode", choices=SAMPLERS, help="the probability-flow ODE or the flow SDE (jav.sample --sampler)")
+    parser.add_argument("--noise-level", type=float, default=0.7, help="the SDE's noise level a (--sampler sde)")
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (default: the config's sample.text_video)")
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (default: the config's sample.text_audio)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (default: the config's sample.modality)")
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
     tasks = tuple(t.strip() for t in args.task.split(",") if t.strip())
     return evaluate(args.workdir, args.num, tasks=tasks, out=args.out, steps=args.steps, seed=args.seed, sample_seed=args.sample_seed,
-                    batch_size=args.batch, weights=args.weights, log=lambda m: print(m, flush=True),
+                    batch_size=args.batch, weights=args.weights, sampler=args.sampler, noise_level=args.noise_level, log=lambda m: print(m, flush=True),
                     guidance=dict(text_video=args.cfg_video, text_audio=args.cfg_audio, modality=args.modality_guidance))
 
 

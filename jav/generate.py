@@ -22,14 +22,20 @@ from jav import flow, samplers
 from jav.clip_tokens import TokenLayout
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu", "on_step"))
-def _euler(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout, num_steps, guidance, mu, on_step=None):
+SAMPLERS = ("ode", "sde")
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu", "on_step", "sampler", "noise_level"))
+def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout, num_steps, guidance, mu, on_step=None,
+            sampler="ode", noise_level=0.7):
     model = nnx.merge(graphdef, state)
     # token ids [B, L] for the built-in encoder, else precomputed embeddings [B, L, D]
     text = model.encode_text(text_in, text_mask) if jnp.issubdtype(text_in.dtype, jnp.integer) else text_in
     b = text_in.shape[0]
     shapes = {m: (b, n, x_clean[m].shape[-1]) for m, n in layout.num_tokens.items()}
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1:  # one key per clip: each clip's noise is its own, whatever batch it is sampled in
+    per_clip = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1
+    clip_keys = key if per_clip else None
+    if per_clip:  # one key per clip: each clip's noise is its own, whatever batch it is sampled in
         shapes = {m: jax.vmap(lambda k, i=i, s=s: flow.standard_normal(jax.random.fold_in(k, i), s[1:]))(key)
                   for i, (m, s) in enumerate(sorted(shapes.items()))}
         key = None
@@ -37,6 +43,9 @@ def _euler(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout, 
     # with model.interval_embed, the length of each step (a few-step sampler)
     takes_guidance = model.guide is not None
     denoise = layout.denoiser(model, guidance.as_array(b) if takes_guidance else None)
+    if sampler == "sde":
+        return samplers.sde_sample(denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu), guidance=guidance,
+                                   noise_level=noise_level, clean=clean, x_clean=x_clean, clip_keys=clip_keys).x
     return samplers.euler_sample(
         denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu),
         guidance=samplers.NO_GUIDANCE if takes_guidance else guidance, clean=clean, x_clean=x_clean, on_step=on_step,
@@ -83,6 +92,8 @@ def generate(
     audio=None,
     on_step=None,
     text_encoder=None,
+    sampler: str = "ode",
+    noise_level: float = 0.7,
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> model-space video [B, T, H, W, C] and audio [B, Ta, Ca] as NumPy arrays.
 
@@ -90,7 +101,10 @@ def generate(
     `jax.random.key(np.array(seeds))`), so that a clip's noise depends on its own
     key only and the clip reproduces alone or in any batch.
     `on_step(n)` is called on the host after each of the `num_steps` steps (progress
-    display); pass the same function each call to reuse the compiled sampler.
+    display; ODE only); pass the same function each call to reuse the compiled sampler.
+    `sampler`: "ode" (Euler steps of the probability-flow ODE) or "sde" (the flow SDE
+    with the same marginals, `noise_level` its a; with per-clip keys each clip's step
+    noise is its own too). A few-step student (model.interval_embed) takes the ODE.
     A model trained on precomputed text (model.text.encoder 'precomputed') needs the
     frozen encoder that made its embeddings: `text_encoder` (jav.frozen_text_encoder.load_text_encoder).
     """
@@ -104,9 +118,14 @@ def generate(
     clean, x_clean = conditions(layout, len(captions), first_frame, video, audio)
     mu = tuple(sorted((m, float(v)) for m, v in flow.sampling_mu(flow_cfg, layout.num_tokens).items()))
     graphdef, state = nnx.split(model)
-    tokens = _euler(
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
+    if sampler == "sde" and model.interval is not None:
+        raise ValueError("a few-step student (model.interval_embed) samples with the ODE sampler; use sampler='ode'")
+    tokens = _sample(
         graphdef, state, key, jnp.asarray(text_in), jnp.asarray(mask), clean, x_clean,
-        layout=layout, num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step,
+        layout=layout, num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step if sampler == "ode" else None,
+        sampler=sampler, noise_level=float(noise_level),
     )
     v, a = layout.from_tokens(tokens)
     return np.asarray(v), np.asarray(a)

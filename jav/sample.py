@@ -1,7 +1,7 @@
 """Sampling from a trained run: prompts (and optional conditions) -> mp4 with audio.
 
     python -m jav.sample --workdir DIR --prompt "a red ball bouncing on a navy background" \
-        [--prompt ...] --out DIR [--steps N] [--seed S] [--image PNG | --video MP4 | --audio WAV]
+        [--prompt ...] --out DIR [--steps N] [--seed S] [--image PNG | --video MP4 | --audio WAV] [--sampler ode|sde]
     python -m jav.sample --workdir DIR --prompts prompts.jsonl --out DIR    # {"prompt": ..., "seed": ...} a line
 
 For each prompt i it writes OUT/iii.mp4 (H.264 video + AAC audio, muxed),
@@ -31,7 +31,7 @@ from jav import distributed, samplers
 from jav.clip_tokens import TokenLayout, arrays_to_clip, frames_to_model, mel_params, pixel_fps
 from jav.data import mel
 from jav.frozen_text_encoder import load_text_encoder
-from jav.generate import generate
+from jav.generate import SAMPLERS, generate
 from jav.latents import codec_from_config
 from jav.media import read_image, read_mp4, read_wav, write_mp4, write_wav
 from jav.runs import load_run
@@ -143,14 +143,15 @@ def clip_keys(seeds: Sequence[int]) -> jax.Array:
 def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, batch_size: int,
                  guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
                  video: str | None = None, conditions: dict | None = None, log=print, text_encoder=None,
-                 seeds: Sequence[int] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                 seeds: Sequence[int] | None = None, sampler: str = "ode", noise_level: float = 0.7) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
     (the last batch padded, so one compile serves all). Clip i's noise comes from
     its own seed, `seeds[i]` (default `seed + i`), so it reproduces alone or in any
     batch. `image` / `video` / `audio`: one condition file for every prompt; `conditions`:
     per-prompt model-space arrays, {"first_frame" | "video" | "audio": [len(prompts), ...]}
     (see `generate.conditions`). `text_encoder`: the frozen encoder of a model
-    trained on precomputed text (see generate)."""
+    trained on precomputed text (see generate). `sampler` / `noise_level`: the ODE or
+    the SDE sampler (see generate)."""
     seeds = [seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
@@ -173,7 +174,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
         progress.label = f"batch {b + 1}/{num_batches}"
         video, wave_mel = generate(model, layout, padded, clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad), num_steps=steps,
                                    flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
-                                   text_encoder=text_encoder, **cond)
+                                   text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, **cond)
         out.extend(to_clips(video[:len(chunk)], wave_mel[:len(chunk)]))
         rate = len(out) / (time.time() - started)
         eta = (len(prompts) - len(out)) / rate
@@ -248,6 +249,9 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--video", default=None, help="mp4 to generate the soundtrack of (V2A), at the model's size and frame rate; cut to its duration")
     parser.add_argument("--audio", default=None, help="soundtrack to generate video for (A2V); resampled, cut or padded")
     parser.add_argument("--weights", default="ema", choices=("ema", "params"), help="EMA or raw weights")
+    parser.add_argument("--sampler", default="ode", choices=SAMPLERS, help="Euler steps of the probability-flow ODE, or of the flow SDE "
+                        "with the same marginals (noise from each clip's seed)")
+    parser.add_argument("--noise-level", type=float, default=0.7, help="the SDE's noise level a (--sampler sde)")
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (1 = off)")
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (1 = off)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (1 = off)")
@@ -280,10 +284,11 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     print(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps", flush=True)
     clips = sample_clips(model, cfg, [prompts[i] for i in todo], seed=args.seed, seeds=[seeds[i] for i in todo], steps=steps,
                          batch_size=min(args.batch, len(todo)), guidance=guidance, image=args.image, audio=args.audio,
-                         video=args.video, log=lambda m: print(m, flush=True), text_encoder=text_encoder)
+                         video=args.video, sampler=args.sampler, noise_level=args.noise_level, log=lambda m: print(m, flush=True), text_encoder=text_encoder)
     for i, (frames, wave) in zip(todo, clips):
         info = dict(prompt=prompts[i], workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=seeds[i],
-                    steps=steps, guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
+                    steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None,
+                    guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                     image=args.image, video=args.video, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
         paths.append(write_sample(args.out, i, frames, wave, cfg, info))
         print(f"wrote {paths[-1]}", flush=True)

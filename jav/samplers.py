@@ -307,6 +307,7 @@ def sde_sample(
     clean: dict | None = None,
     x_clean: dict | None = None,
     return_trajectory: bool = False,
+    clip_keys: jax.Array | None = None,
 ) -> SDEOutput:
     """Flow-GRPO sampling: `sde_step` along the schedule, recording log-probs.
 
@@ -319,9 +320,17 @@ def sde_sample(
     s = sigma_schedule(num_steps, mu[m]) and t_i = where(clean, 0, s[i]), call
     `sde_step(traj[i], v_new, t_i, t_{i+1}, noise, a)` for (mean, std) (noise does
     not affect them) and `gaussian_logprob(traj[i + 1], mean, std, ~clean)`.
+
+    clip_keys: [B] keys, one per clip, from which each clip's step noise is drawn
+    (its initial noise then comes in `x`), so that a clip's trajectory does not
+    depend on the batch it is sampled in; `key` is then unused.
     """
-    k_init, k_steps = jax.random.split(key)
-    x = _init_noise(k_init, x)
+    if clip_keys is None:
+        k_init, k_steps = jax.random.split(key)
+        x = _init_noise(k_init, x)
+        step_keys = jax.random.split(k_steps, num_steps)
+    else:  # [num_steps, B]: step i's key of each clip
+        step_keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, 1), num_steps), out_axes=1)(clip_keys)
     clean_m = _clean_masks(x, clean, x_clean)
     sig = _schedules(num_steps, mu, x)
     names = sorted(x)
@@ -333,13 +342,16 @@ def sde_sample(
         v = guided_velocity(denoise_fn, x, t, text, text_mask, guidance)
         x_next, lp = {}, 0.0
         for i, m in enumerate(names):
-            eps = standard_normal(jax.random.fold_in(k, i), x[m].shape)
+            if clip_keys is None:
+                eps = standard_normal(jax.random.fold_in(k, i), x[m].shape)
+            else:  # k: [B] keys
+                eps = jax.vmap(lambda kb, s=x[m].shape[1:], i=i: standard_normal(jax.random.fold_in(kb, i), s))(k)
             x_next[m], mean, std = sde_step(x[m], v[m], t[m], t_next[m], eps, noise_level)
             lp = lp + gaussian_logprob(x_next[m], mean, std, ~clean_m[m])
         return _hold(x_next, clean_m, x_clean), (lp, x if return_trajectory else None)
 
     x0 = _hold(x, clean_m, x_clean)
-    xs = ({m: (sig[m][:-1], sig[m][1:]) for m in sig}, jax.random.split(k_steps, num_steps))
+    xs = ({m: (sig[m][:-1], sig[m][1:]) for m in sig}, step_keys)
     x_final, (lp, states) = jax.lax.scan(step, x0, xs)
     trajectory = None
     if return_trajectory:

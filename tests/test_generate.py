@@ -64,6 +64,21 @@ def test_per_clip_keys_make_a_clip_independent_of_its_batch():
     assert np.abs(other[0] - alone[0]).mean() > 0.1
 
 
+def test_the_sde_sampler_draws_each_clips_step_noise_from_its_own_key():
+    from jav.sample import clip_keys
+
+    cfg, model, layout, _, _ = setup()
+    kw = dict(num_steps=3, flow_cfg=cfg.flow, sampler="sde", noise_level=0.7)
+    both = generate(model, layout, CAPTIONS, clip_keys([11, 5]), **kw)
+    alone = generate(model, layout, CAPTIONS[1:], clip_keys([5]), **kw)
+    for batched, single in zip(both, alone):
+        np.testing.assert_allclose(batched[1:], single, atol=1e-4)
+    ode = generate(model, layout, CAPTIONS[1:], clip_keys([5]), num_steps=3, flow_cfg=cfg.flow)
+    assert np.abs(ode[0] - alone[0]).mean() > 1e-3  # same initial noise, other path: the step noise acts
+    with pytest.raises(ValueError, match="sampler='euler' is not one of"):
+        generate(model, layout, CAPTIONS, clip_keys([1, 2]), num_steps=3, flow_cfg=cfg.flow, sampler="euler")
+
+
 def test_conditions_are_held_exactly():
     _, _, layout, video, audio = setup()
     pt = layout.video_patch[0]
