@@ -53,13 +53,14 @@ def test_per_clip_guidance_scales_give_the_samplers_guided_velocity():
     fn = layout.denoiser(model)
     scales = [(3.0, 1.0, 1.0), (2.0, 4.0, 1.5)]
     per_clip = samplers.Guidance(*(jnp.asarray([s[i] for s in scales]) for i in range(3)))
-    got = distill_targets(fn, None, x, t, text, mask, per_clip, None)
+    got = jax.jit(lambda g: distill_targets(fn, None, x, t, text, mask, g, None))(per_clip)
     for b, s in enumerate(scales):
         one = {m: a[b:b + 1] for m, a in x.items()}
-        want = samplers.guided_velocity(fn, one, {m: a[b:b + 1] for m, a in t.items()}, text[b:b + 1], mask[b:b + 1], samplers.Guidance(*s))
+        want = jax.jit(lambda: samplers.guided_velocity(fn, one, {m: a[b:b + 1] for m, a in t.items()}, text[b:b + 1], mask[b:b + 1],
+                                                        samplers.Guidance(*s)))()
         for m in x:
             np.testing.assert_allclose(got[m][b:b + 1], want[m], rtol=2e-5, atol=2e-5)
-    unguided = fn(x, t, text, mask, jnp.ones((2,), bool))
+    unguided = jax.jit(lambda: fn(x, t, text, mask, jnp.ones((2,), bool)))()
     assert not np.allclose(got["video"], unguided["video"], atol=1e-3)  # the scales did something
 
 
@@ -126,8 +127,8 @@ def test_the_student_starts_as_its_teacher_and_no_gradient_reaches_the_teacher(t
     teacher_model = nnx.merge(phase.teacher_graphdef, state["teacher"].params)
     layout, x, t, text, mask = tiny_inputs(cfg)
     cross = jnp.ones((2,), bool)
-    want = layout.denoiser(teacher_model)(x, t, text, mask, cross)
-    got = layout.denoiser(student, jnp.ones((3,)))(x, t, text, mask, cross, interval={m: jnp.zeros_like(t[m]) for m in t})
+    want = jax.jit(lambda: layout.denoiser(teacher_model)(x, t, text, mask, cross))()
+    got = jax.jit(lambda: layout.denoiser(student, jnp.ones((3,)))(x, t, text, mask, cross, interval={m: jnp.zeros_like(t[m]) for m in t}))()
     for m in x:
         np.testing.assert_allclose(got[m], want[m], rtol=1e-5, atol=1e-5)
 

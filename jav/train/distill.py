@@ -141,11 +141,12 @@ def draw_interval(key, t: dict, fraction: float) -> dict:
 
 
 def distill_targets(teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask, guidance: samplers.Guidance,
-                    interval: dict | None) -> dict:
+                    interval: dict | None, student_text=None) -> dict:
     """The student's regression targets (no gradient flows into them).
 
     teacher_fn / student_fn: `denoise_fn`s (the student's closes over its guidance
-    input and takes `interval=`). Without an interval: the teacher's guided
+    input and takes `interval=`); `text` is the teacher's caption embedding,
+    `student_text` the student's (default: the same). Without an interval: the teacher's guided
     velocity v. With one: the mean velocity over [t - h, t] by the MeanFlow
     identity, u = v - h du/dt, with du/dt the derivative of the student's output
     along the teacher's path (x moving by v, t and h by 1 on noisy tokens, clean
@@ -158,7 +159,7 @@ def distill_targets(teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask,
     noisy = {m: (t[m] > 0).astype(jnp.float32) for m in t}
 
     def u_of(x, tt, h):
-        return student_fn(x, tt, text, text_mask, cross, interval=h)
+        return student_fn(x, tt, text if student_text is None else student_text, text_mask, cross, interval=h)
 
     tangents = ({m: v[m] * noisy[m][..., None] for m in v}, noisy, noisy)
     _, dudt = jax.jvp(u_of, (x_t, t, interval), tangents)
@@ -187,9 +188,11 @@ def distill_loss(params, teacher_params, batch, key, *, graphdef, teacher_graphd
         return model.encode_text(batch["text_ids"], text_mask) if "text_ids" in batch else batch["text_emb"]
 
     student_fn = layout.denoiser(student, scales)
-    target = distill_targets(layout.denoiser(teacher), student_fn, x_t, d.t, text_of(teacher), text_mask, guidance, interval)
+    student_text = text_of(student)
+    target = distill_targets(layout.denoiser(teacher), student_fn, x_t, d.t, text_of(teacher), text_mask, guidance, interval,
+                             jax.lax.stop_gradient(student_text))
     extra = {} if interval is None else {"interval": interval}
-    u = student_fn(x_t, d.t, text_of(student), text_mask, jnp.ones((batch_size,), bool), **extra)
+    u = student_fn(x_t, d.t, student_text, text_mask, jnp.ones((batch_size,), bool), **extra)
     return flow.velocity_loss(u, target, d.t, d.loss_mask, flow_cfg)
 
 
