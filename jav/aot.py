@@ -254,7 +254,8 @@ def lower_distill_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered
              "ema": bytes_per_device(model.ema) if model.ema is not None else 0, "teacher": bytes_per_device(state["teacher"].params),
              "batch": bytes_per_device(batch)}
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        lowered = distill_step.lower(state, batch, key, **phase.step_options(phase.layout))
+        step = jax.ShapeDtypeStruct((), jnp.float32, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
+        lowered = distill_step.lower(state, batch, key, step, **phase.step_options(phase.layout))
     return lowered, sizes, phase
 
 

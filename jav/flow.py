@@ -295,6 +295,17 @@ def sample_flow_inputs(
     )
 
 
+def token_error(v: jax.Array, target: jax.Array, t: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+    """[B, N, P] velocities and targets, [B, N] timesteps -> [B, N]: the squared error
+    averaged over a token's elements, weighted as cfg.loss_space says (see velocity_loss)."""
+    se = jnp.square(v.astype(jnp.float32) - target.astype(jnp.float32)).mean(-1)
+    space = cfg.get("loss_space", "velocity")
+    if space != "velocity":
+        tm = t.astype(jnp.float32)
+        se = se * (jnp.square(tm) if space == "x0" else tm)
+    return se
+
+
 def velocity_loss(v: dict, target: dict, t: dict, loss_mask: dict, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
     """The weighted mean squared error of velocities against targets -> (loss, m -> loss).
 
@@ -305,11 +316,7 @@ def velocity_loss(v: dict, target: dict, t: dict, loss_mask: dict, cfg: ml_colle
     """
     losses = {}
     for m in MODALITIES:
-        se = jnp.square(v[m].astype(jnp.float32) - target[m].astype(jnp.float32)).mean(-1)  # [B, N_m]
-        space = cfg.get("loss_space", "velocity")
-        if space != "velocity":
-            tm = t[m].astype(jnp.float32)
-            se = se * (jnp.square(tm) if space == "x0" else tm)
+        se = token_error(v[m], target[m], t[m], cfg)
         mask = loss_mask[m].astype(jnp.float32)
         losses[m] = (se * mask).sum() / jnp.maximum(mask.sum(), 1.0)
     return cfg.video_weight * losses["video"] + cfg.audio_weight * losses["audio"], losses

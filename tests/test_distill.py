@@ -88,6 +88,25 @@ def test_the_mean_velocity_target_follows_the_teacher_path():
     assert float(h["video"][0, 2]) == 0.0 and bool(jnp.all(h["video"][:, :2] <= t["video"][:, :2]))
 
 
+def test_the_adaptive_loss_is_the_flow_loss_per_clip_reweighted():
+    from jav import flow
+    from jav.train.distill import adaptive_loss
+
+    cfg = test_config.get_config().flow
+    rng = np.random.default_rng(3)
+    u = {m: jnp.asarray(rng.normal(size=(3, n, 4)) * np.array([1.0, 3.0, 10.0])[:, None, None], jnp.float32) for m, n in (("video", 6), ("audio", 5))}
+    target = {m: jnp.zeros_like(a) for m, a in u.items()}
+    t = {m: jnp.asarray(rng.uniform(0, 1, size=a.shape[:2]), jnp.float32) for m, a in u.items()}
+    mask = {"video": jnp.ones((3, 6), bool), "audio": jnp.asarray(np.arange(5)[None] < np.array([[5], [2], [0]]))}
+    plain_total, plain = flow.velocity_loss(u, target, t, mask, cfg)
+    weighted, got_plain, got_total = adaptive_loss(u, target, t, mask, cfg, p=0.0)
+    np.testing.assert_allclose([got_total, got_plain["video"], got_plain["audio"]], [plain_total, plain["video"], plain["audio"]], rtol=1e-6)
+    # p = 1: each clip's loss divided by itself (+ eps): about 1 per clip with any loss, so the
+    # clip 100x off no longer outweighs the others
+    weighted, _, _ = adaptive_loss(u, target, t, mask, cfg, p=1.0)
+    assert abs(float(weighted) - (cfg.video_weight + cfg.audio_weight)) < 0.01
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")

@@ -60,10 +60,17 @@ def distill_config(teacher: str = "") -> ml_collections.ConfigDict:
         teacher_dtype="float32",  # the frozen teacher's parameters: "bfloat16" halves their memory (computed in model.dtype)
         # [low, high] of each guidance scale, drawn uniformly per clip; [1, 1]: that
         # term off (its teacher pass skipped). Sampling works at any scale in range.
-        guidance=dict(text_video=[1.0, 5.0], text_audio=[1.0, 1.0], modality=[1.0, 1.0]),
+        guidance=dict(text_video=[1.0, 3.0], text_audio=[1.0, 1.0], modality=[1.0, 1.0]),
         # with model.interval_embed: the fraction of clips trained on a step of random
         # length (r uniform in [0, t)); the others learn the velocity at r = t
         mean_fraction=0.5,
+        # the derivative term of the mean-velocity target ramps in from 0 over this
+        # many steps: the target refers to the student itself, which starts far from it
+        jvp_warmup=100,
+        # each clip's loss weighted by 1 / (its loss + 1e-3)^p, without gradient
+        # through the weight (MeanFlow's adaptive weighting; 0: plain mean squares):
+        # the mean-velocity targets are heavy-tailed
+        adaptive_p=1.0,
     ))
 
 
@@ -115,6 +122,8 @@ def validate_distill(cfg) -> ml_collections.ConfigDict:
         low, high = d.guidance[term]
         if not 1.0 <= low <= high:
             raise ValueError(f"distill.guidance.{term}={[low, high]} must be [low, high] with 1 <= low <= high (1: the term off)")
+    if d.get("jvp_warmup", 0) < 0 or d.get("adaptive_p", 0.0) < 0:
+        raise ValueError(f"distill.jvp_warmup={d.jvp_warmup} and distill.adaptive_p={d.adaptive_p} must be >= 0")
     if not 0.0 <= d.mean_fraction <= 1.0:
         raise ValueError(f"distill.mean_fraction={d.mean_fraction} must be in [0, 1]")
     return teacher_cfg
@@ -141,7 +150,7 @@ def draw_interval(key, t: dict, fraction: float) -> dict:
 
 
 def distill_targets(teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask, guidance: samplers.Guidance,
-                    interval: dict | None, student_text=None) -> dict:
+                    interval: dict | None, student_text=None, ramp=1.0) -> dict:
     """The student's regression targets (no gradient flows into them).
 
     teacher_fn / student_fn: `denoise_fn`s (the student's closes over its guidance
@@ -150,7 +159,7 @@ def distill_targets(teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask,
     velocity v. With one: the mean velocity over [t - h, t] by the MeanFlow
     identity, u = v - h du/dt, with du/dt the derivative of the student's output
     along the teacher's path (x moving by v, t and h by 1 on noisy tokens, clean
-    tokens still).
+    tokens still), times `ramp` (the warm-up: 0 at the start of a run, then 1).
     """
     v = samplers.guided_velocity(teacher_fn, x_t, t, text, text_mask, guidance)
     if interval is None:
@@ -163,13 +172,36 @@ def distill_targets(teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask,
 
     tangents = ({m: v[m] * noisy[m][..., None] for m in v}, noisy, noisy)
     _, dudt = jax.jvp(u_of, (x_t, t, interval), tangents)
-    return jax.lax.stop_gradient({m: v[m] - interval[m][..., None] * dudt[m] for m in v})
+    return jax.lax.stop_gradient({m: v[m] - ramp * interval[m][..., None] * dudt[m] for m in v})
 
 
-def distill_loss(params, teacher_params, batch, key, *, graphdef, teacher_graphdef, layout, flow_cfg, distill_cfg):
-    """The student's loss on `batch` -> (loss, m -> loss). Differentiable in `params`;
-    the teacher's passes and the JVP make targets under stop_gradient, so no
-    gradient reaches `teacher_params`."""
+def adaptive_loss(u: dict, target: dict, t: dict, loss_mask: dict, flow_cfg, p: float, eps: float = 1e-3):
+    """`jav.flow.velocity_loss` per clip, each clip's loss weighted by 1 / (loss + eps)^p
+    (no gradient through the weight) -> (weighted total, m -> plain loss, plain total).
+    p = 0 is the plain loss."""
+    weighted, plain = {}, {}
+    for m in u:
+        se = flow.token_error(u[m], target[m], t[m], flow_cfg)  # [B, N_m]
+        mask = loss_mask[m].astype(jnp.float32)
+        count = mask.sum(-1)
+        per_clip = (se * mask).sum(-1) / jnp.maximum(count, 1.0)  # [B]
+        has = (count > 0).astype(jnp.float32)
+        w = jax.lax.stop_gradient(1.0 / (per_clip + eps) ** p) if p else 1.0
+        clips = jnp.maximum(has.sum(), 1.0)
+        weighted[m] = (w * per_clip * has).sum() / clips
+        plain[m] = (se * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+    def total(x):
+        return flow_cfg.video_weight * x["video"] + flow_cfg.audio_weight * x["audio"]
+
+    return total(weighted), plain, total(plain)
+
+
+def distill_loss(params, teacher_params, batch, key, step=None, *, graphdef, teacher_graphdef, layout, flow_cfg, distill_cfg):
+    """The student's loss on `batch` at training step `step` (None: past the warm-up)
+    -> (loss to differentiate, (m -> plain loss, plain total)). Differentiable in
+    `params`; the teacher's passes and the JVP make targets under stop_gradient, so
+    no gradient reaches `teacher_params`."""
     teacher = nnx.merge(teacher_graphdef, teacher_params)
     student = nnx.merge(graphdef, params)
     k_flow, k_guide, k_interval = jax.random.split(key, 3)
@@ -189,24 +221,30 @@ def distill_loss(params, teacher_params, batch, key, *, graphdef, teacher_graphd
 
     student_fn = layout.denoiser(student, scales)
     student_text = text_of(student)
+    warmup = distill_cfg.get("jvp_warmup", 0)
+    ramp = 1.0 if step is None or not warmup else jnp.minimum(1.0, step / warmup)
     target = distill_targets(layout.denoiser(teacher), student_fn, x_t, d.t, text_of(teacher), text_mask, guidance, interval,
-                             jax.lax.stop_gradient(student_text))
+                             jax.lax.stop_gradient(student_text), ramp)
     extra = {} if interval is None else {"interval": interval}
     u = student_fn(x_t, d.t, student_text, text_mask, jnp.ones((batch_size,), bool), **extra)
-    return flow.velocity_loss(u, target, d.t, d.loss_mask, flow_cfg)
+    loss, plain, plain_total = adaptive_loss(u, target, d.t, d.loss_mask, flow_cfg, distill_cfg.get("adaptive_p", 0.0))
+    return loss, (plain, plain_total)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "teacher_graphdef", "tx", "layout", "flow_cfg", "distill_cfg", "ema_decay"),
                    donate_argnums=(0,))
-def distill_step(state, batch, key, *, graphdef, teacher_graphdef, tx, layout, flow_cfg, distill_cfg, ema_decay):
-    """One student update on `batch` -> (state, metrics); the teacher is read, never changed."""
+def distill_step(state, batch, key, step, *, graphdef, teacher_graphdef, tx, layout, flow_cfg, distill_cfg, ema_decay):
+    """One student update on `batch` at training step `step` -> (state, metrics); the
+    teacher is read, never changed. `loss` is the plain weighted mean square (what
+    the student is from its targets); `loss_weighted` what the gradient follows."""
     student_net = state["model"]
-    loss_fn = functools.partial(distill_loss, teacher_params=state["teacher"].params, batch=batch, key=key, graphdef=graphdef,
+    loss_fn = functools.partial(distill_loss, teacher_params=state["teacher"].params, batch=batch, key=key, step=step, graphdef=graphdef,
                                 teacher_graphdef=teacher_graphdef, layout=layout, flow_cfg=flow_cfg, distill_cfg=distill_cfg)
-    (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(student_net.params)
+    (weighted, (losses, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(student_net.params)
     params, opt_state, ema, grad_norm, skipped = guarded_update(tx, student_net.params, student_net.opt_state, student_net.ema,
-                                                                grads, loss, ema_decay)
-    metrics = dict(loss=loss, loss_video=losses["video"], loss_audio=losses["audio"], grad_norm=grad_norm, skipped=skipped)
+                                                                grads, weighted, ema_decay)
+    metrics = dict(loss=loss, loss_weighted=weighted, loss_video=losses["video"], loss_audio=losses["audio"], grad_norm=grad_norm,
+                   skipped=skipped)
     return dict(state, model=loop.Trainable(params, opt_state, ema)), metrics
 
 
@@ -285,4 +323,4 @@ class DistillPhase(DiffusionPhase):
         return flops * (3 + passes + jvp) / 3, tokens
 
     def step(self, state, batch, key, step):
-        return distill_step(state, batch, key, **self.step_options(self._layout_of(batch)[0]))
+        return distill_step(state, batch, key, jnp.asarray(step, jnp.float32), **self.step_options(self._layout_of(batch)[0]))
