@@ -97,7 +97,7 @@ def test_registry_and_phase_errors_name_the_fix(tmp_path):
 
     cfg = vae_configs.get_config("tiny")
     cfg.phase = "pretrain"
-    with pytest.raises(ValueError, match=r"phase='pretrain'.*\('diffusion', 'autoencoder'\)"):
+    with pytest.raises(ValueError, match=r"phase='pretrain'.*\('diffusion', 'autoencoder', 'distill'\)"):
         phase_of(cfg)
     with pytest.raises(FileNotFoundError, match="is not a run directory"):
         load_autoencoder(tmp_path)

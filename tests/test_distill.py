@@ -53,7 +53,7 @@ def test_per_clip_guidance_scales_give_the_samplers_guided_velocity():
     fn = layout.denoiser(model)
     scales = [(3.0, 1.0, 1.0), (2.0, 4.0, 1.5)]
     per_clip = samplers.Guidance(*(jnp.asarray([s[i] for s in scales]) for i in range(3)))
-    got = jax.jit(lambda g: distill_targets(fn, None, x, t, text, mask, g, None))(per_clip)
+    got = jax.jit(lambda: distill_targets(fn, None, x, t, text, mask, per_clip, None))()
     for b, s in enumerate(scales):
         one = {m: a[b:b + 1] for m, a in x.items()}
         want = jax.jit(lambda: samplers.guided_velocity(fn, one, {m: a[b:b + 1] for m, a in t.items()}, text[b:b + 1], mask[b:b + 1],
