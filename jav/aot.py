@@ -215,6 +215,17 @@ def bytes_per_device(tree) -> int:
     return total
 
 
+def _key_struct(mesh) -> jax.ShapeDtypeStruct:
+    """A replicated PRNG key, as the loop passes one to each step."""
+    return jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
+
+
+def _trainable_sizes(net) -> dict:
+    """Bytes per device of a `loop.Trainable`'s parameters, optimiser state and EMA."""
+    return {"params": bytes_per_device(net.params), "opt_state": bytes_per_device(net.opt_state),
+            "ema": bytes_per_device(net.ema) if net.ema is not None else 0}
+
+
 def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, dict]:
     """jav.train.step.train_step lowered on abstract inputs placed on `mesh` as
     the trainer places them -> (lowered, bytes per device of each input)."""
@@ -227,11 +238,10 @@ def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, 
     phase = DiffusionPhase(cfg)
     model = phase.abstract_state(mesh, rules)["model"]
     batch = abstract_batch(cfg, phase.layout, mesh, rules)
-    key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
-    sizes = {"params": bytes_per_device(model.params), "opt_state": bytes_per_device(model.opt_state),
-             "ema": bytes_per_device(model.ema) if model.ema is not None else 0, "batch": bytes_per_device(batch)}
+    sizes = dict(_trainable_sizes(model), batch=bytes_per_device(batch))
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        lowered = train_step.lower(phase.graphdef, model.params, model.opt_state, model.ema, batch, key, **phase.step_options(phase.layout))
+        lowered = train_step.lower(phase.graphdef, model.params, model.opt_state, model.ema, batch, _key_struct(mesh),
+                                   **phase.step_options(phase.layout))
     return lowered, sizes
 
 
@@ -248,14 +258,10 @@ def lower_distill_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered
     phase.teacher_cfg = cfg
     state = phase.abstract_state(mesh, rules)
     batch = abstract_batch(student, phase.layout, mesh, rules)
-    key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
-    model = state["model"]
-    sizes = {"params": bytes_per_device(model.params), "opt_state": bytes_per_device(model.opt_state),
-             "ema": bytes_per_device(model.ema) if model.ema is not None else 0, "teacher": bytes_per_device(state["teacher"].params),
-             "batch": bytes_per_device(batch)}
+    sizes = dict(_trainable_sizes(state["model"]), teacher=bytes_per_device(state["teacher"].params), batch=bytes_per_device(batch))
+    step = jax.ShapeDtypeStruct((), jnp.float32, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        step = jax.ShapeDtypeStruct((), jnp.float32, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
-        lowered = distill_step.lower(state, batch, key, step, **phase.step_options(phase.layout))
+        lowered = distill_step.lower(state, batch, _key_struct(mesh), step, **phase.step_options(phase.layout))
     return lowered, sizes, phase
 
 

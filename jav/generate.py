@@ -43,13 +43,13 @@ def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout,
     # with model.interval_embed, the length of each step (a few-step sampler)
     takes_guidance = model.guide is not None
     denoise = layout.denoiser(model, guidance.as_array(b) if takes_guidance else None)
+    passes = samplers.NO_GUIDANCE if takes_guidance else guidance  # the guidance the sampler runs as extra passes
     if sampler == "sde":
-        return samplers.sde_sample(denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu), guidance=guidance,
+        return samplers.sde_sample(denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu), guidance=passes,
                                    noise_level=noise_level, clean=clean, x_clean=x_clean, clip_keys=clip_keys).x
     return samplers.euler_sample(
-        denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu),
-        guidance=samplers.NO_GUIDANCE if takes_guidance else guidance, clean=clean, x_clean=x_clean, on_step=on_step,
-        mean_velocity=model.interval is not None,
+        denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu), guidance=passes,
+        clean=clean, x_clean=x_clean, on_step=on_step, mean_velocity=model.interval is not None,
     )
 
 
