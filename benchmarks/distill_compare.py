@@ -27,7 +27,8 @@ from jav.data.bounce import generate_clip
 from jav.evaluate import HELD_OUT_SEED, evaluate, world_params
 from jav.generate import generate
 from jav.runs import load_run
-from jav.sample import clip_keys, guidance_from
+from jav.sample import clip_keys
+from jav.samplers import guidance_from
 
 METRICS = ("colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1")
 

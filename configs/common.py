@@ -41,12 +41,14 @@ def model(
         # instant through a fixed kernel in time (jav.models.av_dit.AlignedPath);
         # frame_tokens: keep each of a frame's H'W' tokens in place on that path (0: mean
         # over space); aligned_read: "mix" the two frames around a sound token's instant,
-        # or read them apart with the phase between them ("pair"); heads: cross_attn
+        # or read them apart with the phase between them ("pair"); aligned_read_video: a
+        # frame reads the sound around it as one average ("mix") or in SOUND_BINS parts
+        # each projected on its own ("bins": where the burst falls); heads: cross_attn
         # queries in their own branch's heads ("own") or both in the audio branch's
         # ("audio", LTX-2); adaln: cross_attn shifts, scales and gates as chunks of each
         # branch's AdaLN ("shared") or from their own timestep embeddings ("own", LTX-2)
         joint=dict(mode=joint, every=every, time_bias=0.0, aligned=False, frame_tokens=0, aligned_read="mix",
-                   heads="own", adaln="shared"),
+                   aligned_read_video="mix", heads="own", adaln="shared"),
         text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2,
                   vocab_size=1024, max_len=16),
         # layout: "jav" (angles shared by the heads; time in seconds x time_scale, h, w in

@@ -34,14 +34,14 @@ import time
 import numpy as np
 from absl import logging
 
-from jav import distributed
+from jav import distributed, samplers
 from jav.clip_tokens import TokenLayout, clip_to_arrays, mel_params, pixel_fps
 from jav.data.bounce import BounceParams, generate_clip
 from jav.data.bounce_metrics import aggregate, clip_metrics
 from jav.generate import SAMPLERS
 from jav.latents import codec_from_config
 from jav.runs import load_run
-from jav.sample import clip_decoder, guidance_from, sample_clips, write_sample
+from jav.sample import clip_decoder, sample_clips, write_sample
 
 TASKS = ("t2va", "i2va", "v2a", "a2v")
 HELD_OUT_SEED = 1_000_000
@@ -90,8 +90,9 @@ def _line(metrics: dict) -> str:
 
 def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
              sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str = "ode",
-             noise_level: float = 0.7, log=print) -> dict:
-    """Samples and scores `num` held-out clips for each task -> {task: summary} (also written to OUT/TASK/summary.json)."""
+             noise_level: float = 0.7, two_stage: bool = False, log=print) -> dict:
+    """Samples and scores `num` held-out clips for each task -> {task: summary} (also written to OUT/TASK/summary.json).
+    `two_stage`: T2VA and I2VA sample the video, then its soundtrack given it (jav.generate.generate)."""
     for task in tasks:
         if task not in TASKS:
             raise ValueError(f"--task {task!r} is not one of {', '.join(TASKS)}")
@@ -100,7 +101,7 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
     world = world_params(cfg)
     clips = [generate_clip(seed + i, world) for i in range(num)]
     captions = [c.caption for c in clips]
-    guidance = guidance_from(cfg, **(guidance or {}))
+    guidance = samplers.guidance_from(cfg, **(guidance or {}))
     out = pathlib.Path(out) if out else pathlib.Path(workdir) / "samples"
     log(f"loaded {workdir} step {step} ({weights}); {num} held-out clips (seeds {seed}..{seed + num - 1}), {steps} steps, tasks {', '.join(tasks)}")
     video, audio = real_arrays(cfg, clips)
@@ -108,12 +109,15 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
     references = [clip_metrics(*ref, clip.caption, world) for clip, ref in zip(clips, to_clips(video, audio))]
     # each real video with the next clip's real soundtrack: sound that ignores the picture
     unrelated = [clip_metrics(clip.frames, clips[(i + 1) % num].audio, clip.caption, world) for i, clip in enumerate(clips)]
+    scales = dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality)
+    staged = {task: two_stage and task in ("t2va", "i2va") for task in tasks}
     summaries = {}
     for task in tasks:
         start = time.time()
         log(f"[{task}] sampling")
         samples = sample_clips(model, cfg, captions, seed=sample_seed, steps=steps, batch_size=min(batch_size, num), guidance=guidance,
-                               conditions=task_conditions(cfg, task, video, audio), sampler=sampler, noise_level=noise_level, log=log)
+                               conditions=task_conditions(cfg, task, video, audio), sampler=sampler, noise_level=noise_level,
+                               two_stage=staged[task], log=log)
         task_out = out / task
         results = []
         for i, (clip, sample) in enumerate(zip(clips, samples)):
@@ -121,13 +125,13 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
             m = clip_metrics(frames, wave, clip.caption, world)
             results.append(m)
             info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed + i,
-                        batch_size=min(batch_size, num), steps=steps, sampler=sampler, caption_seed=seed + i,
-                        guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
-                        metrics=m)
+                        batch_size=min(batch_size, num), steps=steps, sampler=sampler, two_stage=staged[task], caption_seed=seed + i,
+                        guidance=scales, metrics=m)
             write_sample(task_out, i, frames, wave, cfg, info)
             log(f"[{task}] {i:03d} {clip.caption!r}: {_line(m)}")
         summary = dict(task=task, workdir=str(workdir), checkpoint_step=step, weights=weights, num=num, caption_seed=seed,
-                       sample_seed=sample_seed, steps=steps, sampler=sampler, noise_level=noise_level if sampler == "sde" else None,
+                       sample_seed=sample_seed, steps=steps, guidance=scales, sampler=sampler, two_stage=staged[task],
+                       noise_level=noise_level if sampler == "sde" else None,
                        metrics=aggregate(results), reference_metrics=aggregate(references),
                        unrelated_metrics=aggregate(unrelated), seconds=time.time() - start)
         (task_out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -158,14 +162,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (default: the config's sample.text_video)")
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (default: the config's sample.text_audio)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (default: the config's sample.modality)")
+    parser.add_argument("--two-stage", action="store_true", help="T2VA and I2VA in two stages: the video, then its soundtrack "
+                        "sampled again with that video given (V2A); twice the passes")
     args = parser.parse_args(argv)
     # It loads the weights onto one device and writes every file itself: one process, not one per host.
     distributed.require_single_process("python -m jav.evaluate")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
     tasks = tuple(t.strip() for t in args.task.split(",") if t.strip())
     return evaluate(args.workdir, args.num, tasks=tasks, out=args.out, steps=args.steps, seed=args.seed, sample_seed=args.sample_seed,
-                    batch_size=args.batch, weights=args.weights, sampler=args.sampler, noise_level=args.noise_level, log=lambda m: print(m, flush=True),
-                    guidance=dict(text_video=args.cfg_video, text_audio=args.cfg_audio, modality=args.modality_guidance))
+                    batch_size=args.batch, weights=args.weights, sampler=args.sampler, noise_level=args.noise_level, two_stage=args.two_stage,
+                    log=lambda m: print(m, flush=True), guidance=dict(text_video=args.cfg_video, text_audio=args.cfg_audio, modality=args.modality_guidance))
 
 
 if __name__ == "__main__":

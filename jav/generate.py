@@ -53,6 +53,13 @@ def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout,
     )
 
 
+def _second_stage(key: jax.Array) -> jax.Array:
+    """The key (or [B] per-clip keys) of a second sampling stage: new noise, still a function of each clip's own key."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1:
+        return jax.vmap(lambda k: jax.random.fold_in(k, 1))(key)
+    return jax.random.fold_in(key, 1)
+
+
 def conditions(layout: TokenLayout, batch: int, first_frame=None, video=None, audio=None) -> tuple[dict, dict]:
     """Clean masks and values for the sampler from optional model-space conditions:
     `first_frame` [B, pt, H, W, C] (I2VA: the first temporal patch, pt frames), `video` [B, T, H, W, C] (V2A), `audio` [B, Ta, Ca] (A2V)."""
@@ -94,6 +101,7 @@ def generate(
     text_encoder=None,
     sampler: str = "ode",
     noise_level: float = 0.7,
+    two_stage: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> model-space video [B, T, H, W, C] and audio [B, Ta, Ca] as NumPy arrays.
 
@@ -107,6 +115,10 @@ def generate(
     noise is its own too). A few-step student (model.interval_embed) takes the ODE.
     A model trained on precomputed text (model.text.encoder 'precomputed') needs the
     frozen encoder that made its embeddings: `text_encoder` (jav.frozen_text_encoder.load_text_encoder).
+    `two_stage` (T2VA and I2VA): the joint sampler makes the video, then the soundtrack
+    is sampled again with that video given clean (the model's V2A task), from noise
+    of its own: twice the passes, and the sound reads a finished picture instead of
+    one that is still being denoised beside it.
     """
     if model.text_encoder is not None:
         text_in, mask = model.text_encoder.tokenizer.encode(list(captions))
@@ -122,10 +134,15 @@ def generate(
         raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
     if sampler == "sde" and model.interval is not None:
         raise ValueError("a few-step student (model.interval_embed) samples with the ODE sampler; use sampler='ode'")
-    tokens = _sample(
-        graphdef, state, key, jnp.asarray(text_in), jnp.asarray(mask), clean, x_clean,
-        layout=layout, num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step if sampler == "ode" else None,
-        sampler=sampler, noise_level=float(noise_level),
-    )
+    if two_stage and (video is not None or audio is not None):
+        raise ValueError("two_stage samples T2VA or I2VA (the video first, then its sound); with a given "
+                         f"{'video' if video is not None else 'audio'} there is one stage: drop two_stage")
+    run = functools.partial(_sample, graphdef, state, text_in=jnp.asarray(text_in), text_mask=jnp.asarray(mask), layout=layout,
+                            num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step if sampler == "ode" else None,
+                            sampler=sampler, noise_level=float(noise_level))
+    tokens = run(key, clean=clean, x_clean=x_clean)
+    if two_stage:  # the same clips' V2A: the generated video held clean, the audio from new noise
+        clean = dict(clean, video=jnp.ones_like(clean["video"]))
+        tokens = run(_second_stage(key), clean=clean, x_clean=dict(x_clean, video=tokens["video"]))
     v, a = layout.from_tokens(tokens)
     return np.asarray(v), np.asarray(a)

@@ -19,7 +19,7 @@ from flax import nnx
 
 from jav.models import AVDiT
 from jav.models.autoencoders import model_module
-from jav.train.checkpoint import abstract_like, restore_params_from
+from jav.train.checkpoint import abstract_like, latest_step, restore_params_from
 
 WEIGHTS = ("ema", "params")
 
@@ -50,7 +50,7 @@ def load_run(workdir, weights: str = "ema", step: int | None = None) -> tuple[ml
     _check_weights(weights)
     cfg = load_config(workdir)
     phase = cfg.get("phase", "diffusion")
-    if phase not in ("diffusion", "distill"):  # a distilled student is an AVDiT too
+    if phase not in ("diffusion", "distill", "reward"):  # a distilled student and a reward-tuned policy are AVDiTs too
         raise ValueError(f"{workdir} is a run of the {phase} phase; load it with jav.runs.load_autoencoder")
     if weights == "ema" and not cfg.train.ema_decay:
         weights = "params"  # the run kept no EMA
@@ -70,3 +70,22 @@ def load_autoencoder(workdir, weights: str = "ema", step: int | None = None) -> 
     graphdef, state = nnx.split(module.init_model(cfg.model, jax.random.key(0)))
     params, _ = _restore(workdir, state, weights, step)
     return cfg, nnx.merge(graphdef, params)
+
+
+def pinned_reference(workdir, name: str, run_dir: str, step: int, weights: str) -> dict:
+    """{dir, step, weights} of another run a phase reads (a teacher, a policy's start),
+    recorded in WORKDIR/NAME.json at the first start and read back on every later one,
+    so that a resumed run reads the same weights even if that run has trained on.
+    `step` 0: its latest step at the first start. The file is written by process 0."""
+    path = pathlib.Path(workdir) / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    _check_weights(weights)
+    step = step or latest_step(run_dir)
+    if step is None:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint; train it first")
+    ref = dict(dir=str(run_dir), step=int(step), weights=weights)
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ref, indent=2))
+    return ref

@@ -126,15 +126,6 @@ def clip_decoder(cfg) -> Callable:
     return decode
 
 
-def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> samplers.Guidance:
-    s = cfg.get("sample", {})
-    return samplers.Guidance(
-        text_video=text_video if text_video is not None else s.get("text_video", 1.0),
-        text_audio=text_audio if text_audio is not None else s.get("text_audio", 1.0),
-        modality=modality if modality is not None else s.get("modality", 1.0),
-    )
-
-
 def clip_keys(seeds: Sequence[int]) -> jax.Array:
     """[B] keys, one per clip seed: a clip's noise depends on its seed alone."""
     return jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seeds, np.uint32)))
@@ -143,7 +134,8 @@ def clip_keys(seeds: Sequence[int]) -> jax.Array:
 def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, batch_size: int,
                  guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
                  video: str | None = None, conditions: dict | None = None, log=print, text_encoder=None,
-                 seeds: Sequence[int] | None = None, sampler: str = "ode", noise_level: float = 0.7) -> list[tuple[np.ndarray, np.ndarray]]:
+                 seeds: Sequence[int] | None = None, sampler: str = "ode", noise_level: float = 0.7,
+                 two_stage: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
     (the last batch padded, so one compile serves all). Clip i's noise comes from
     its own seed, `seeds[i]` (default `seed + i`), so it reproduces alone or in any
@@ -151,7 +143,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
     per-prompt model-space arrays, {"first_frame" | "video" | "audio": [len(prompts), ...]}
     (see `generate.conditions`). `text_encoder`: the frozen encoder of a model
     trained on precomputed text (see generate). `sampler` / `noise_level`: the ODE or
-    the SDE sampler (see generate)."""
+    the SDE sampler; `two_stage`: the video first, then its soundtrack (see generate)."""
     seeds = [seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
@@ -174,7 +166,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
         progress.label = f"batch {b + 1}/{num_batches}"
         video, wave_mel = generate(model, layout, padded, clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad), num_steps=steps,
                                    flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
-                                   text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, **cond)
+                                   text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, two_stage=two_stage, **cond)
         out.extend(to_clips(video[:len(chunk)], wave_mel[:len(chunk)]))
         rate = len(out) / (time.time() - started)
         eta = (len(prompts) - len(out)) / rate
@@ -255,6 +247,8 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (1 = off)")
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (1 = off)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (1 = off)")
+    parser.add_argument("--two-stage", action="store_true", help="T2VA / I2VA in two stages: the joint sampler's video, then "
+                        "its soundtrack sampled again with that video given (V2A); twice the passes")
     parser.add_argument("--text-encoder", default=None, help="frozen text encoder of a model trained on precomputed "
                         "embeddings: the spec its shards were embedded with (hf:DIR, builtin:RUN)")
     parser.add_argument("--text-len", type=int, default=None, help="caption tokens for --text-encoder (default: the config's data.text_len, else 128)")
@@ -279,15 +273,16 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     if args.text_encoder:
         text_encoder = load_text_encoder(args.text_encoder, max_len=args.text_len or cfg.data.get("text_len", 128))
     steps = args.steps or cfg.sample.steps
-    guidance = guidance_from(cfg, args.cfg_video, args.cfg_audio, args.modality_guidance)
+    guidance = samplers.guidance_from(cfg, args.cfg_video, args.cfg_audio, args.modality_guidance)
     skipped = f" ({len(prompts) - len(todo)} already in {args.out})" if len(todo) < len(prompts) else ""
     print(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps", flush=True)
     clips = sample_clips(model, cfg, [prompts[i] for i in todo], seed=args.seed, seeds=[seeds[i] for i in todo], steps=steps,
                          batch_size=min(args.batch, len(todo)), guidance=guidance, image=args.image, audio=args.audio,
-                         video=args.video, sampler=args.sampler, noise_level=args.noise_level, log=lambda m: print(m, flush=True), text_encoder=text_encoder)
+                         video=args.video, sampler=args.sampler, noise_level=args.noise_level, two_stage=args.two_stage,
+                         log=lambda m: print(m, flush=True), text_encoder=text_encoder)
     for i, (frames, wave) in zip(todo, clips):
         info = dict(prompt=prompts[i], workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=seeds[i],
-                    steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None,
+                    steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None, two_stage=args.two_stage,
                     guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                     image=args.image, video=args.video, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
         paths.append(write_sample(args.out, i, frames, wave, cfg, info))

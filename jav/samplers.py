@@ -60,6 +60,16 @@ class Guidance:
                           for s in (self.text_video, self.text_audio, self.modality)], axis=1)
 
 
+def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> Guidance:
+    """A run's sampling guidance (cfg.sample), each scale overridden where given."""
+    s = cfg.get("sample", {})
+    return Guidance(
+        text_video=text_video if text_video is not None else s.get("text_video", 1.0),
+        text_audio=text_audio if text_audio is not None else s.get("text_audio", 1.0),
+        modality=modality if modality is not None else s.get("modality", 1.0),
+    )
+
+
 def _on(scale) -> bool:
     """Whether a guidance term needs its pass: an array scale always does, a float one unless 1."""
     return not isinstance(scale, (int, float)) or scale != 1.0
@@ -311,8 +321,9 @@ def sde_sample(
 ) -> SDEOutput:
     """Flow-GRPO sampling: `sde_step` along the schedule, recording log-probs.
 
-    Arguments as `euler_sample`, plus noise_level (a; 0 gives the Euler ODE) and
-    return_trajectory. logprob[:, i] sums the Gaussian log-density of transition i
+    Arguments as `euler_sample`, plus noise_level (a; 0 gives the Euler ODE; a
+    [num_steps] array gives each step its own, e.g. SDE steps inside a window and
+    ODE steps outside it, as MixGRPO samples) and return_trajectory. logprob[:, i] sums the Gaussian log-density of transition i
     over both modalities' noisy tokens (clean tokens excluded); the last step is
     deterministic and records 0 (see `sde_step`).
 
@@ -336,7 +347,7 @@ def sde_sample(
     names = sorted(x)
 
     def step(x, inp):
-        s, k = inp
+        s, k, a = inp
         t = _token_t(clean_m, {m: s[m][0] for m in s})
         t_next = _token_t(clean_m, {m: s[m][1] for m in s})
         v = guided_velocity(denoise_fn, x, t, text, text_mask, guidance)
@@ -346,12 +357,13 @@ def sde_sample(
                 eps = standard_normal(jax.random.fold_in(k, i), x[m].shape)
             else:  # k: [B] keys
                 eps = jax.vmap(lambda kb, s=x[m].shape[1:], i=i: standard_normal(jax.random.fold_in(kb, i), s))(k)
-            x_next[m], mean, std = sde_step(x[m], v[m], t[m], t_next[m], eps, noise_level)
+            x_next[m], mean, std = sde_step(x[m], v[m], t[m], t_next[m], eps, a)
             lp = lp + gaussian_logprob(x_next[m], mean, std, ~clean_m[m])
         return _hold(x_next, clean_m, x_clean), (lp, x if return_trajectory else None)
 
     x0 = _hold(x, clean_m, x_clean)
-    xs = ({m: (sig[m][:-1], sig[m][1:]) for m in sig}, step_keys)
+    levels = jnp.broadcast_to(jnp.asarray(noise_level, jnp.float32), (num_steps,))
+    xs = ({m: (sig[m][:-1], sig[m][1:]) for m in sig}, step_keys, levels)
     x_final, (lp, states) = jax.lax.scan(step, x0, xs)
     trajectory = None
     if return_trajectory:

@@ -91,13 +91,13 @@ def test_runs_load_a_given_step_and_name_a_wrong_request(runs):
 
 
 def test_registry_and_phase_errors_name_the_fix(tmp_path):
-    with pytest.raises(ValueError, match=r"model.kind='gan'.*valid kinds: \['audio_vae', 'video_vae', 'vocoder'\]"):
+    with pytest.raises(ValueError, match=r"model.kind='gan'.*valid kinds: \['audio_vae', 'sync_reward', 'video_vae', 'vocoder'\]"):
         model_module("gan")
     from jav.train.__main__ import phase_of
 
     cfg = vae_configs.get_config("tiny")
     cfg.phase = "pretrain"
-    with pytest.raises(ValueError, match=r"phase='pretrain'.*\('diffusion', 'autoencoder', 'distill'\)"):
+    with pytest.raises(ValueError, match=r"phase='pretrain'.*\('diffusion', 'autoencoder', 'reward_model', 'distill', 'reward'\)"):
         phase_of(cfg)
     with pytest.raises(FileNotFoundError, match="is not a run directory"):
         load_autoencoder(tmp_path)

@@ -156,12 +156,12 @@ def test_padded_tokens_do_not_leak(mode):
     np.testing.assert_allclose(np.asarray(a["audio"])[:, :3], np.asarray(b["audio"])[:, :3], atol=1e-5)
 
 
-def aligned_module(frame_tokens, read="mix"):
+def aligned_module(frame_tokens, read="mix", read_video="mix"):
     """A cross-modal attention with the aligned path, its context and the video / audio features."""
     from jav.models.av_dit import Context, CrossModalAttention
 
     cfg = tiny("cross_attn")
-    cfg.joint.update(aligned=True, frame_tokens=frame_tokens, aligned_read=read)
+    cfg.joint.update(aligned=True, frame_tokens=frame_tokens, aligned_read=read, aligned_read_video=read_video)
     module = randomized(CrossModalAttention(cfg, rngs=nnx.Rngs(0)))
     x, _, pos, _, _ = inputs()
     pos = {m: patch.as_batch_positions(p) for m, p in pos.items()}
@@ -192,6 +192,24 @@ def test_aligned_path_reads_the_other_modality_at_the_same_instant(read):
     video_side = np.asarray(module._aligned("video", dict(kv, audio=kv["audio"] + 3.0), ctx))
     np.testing.assert_allclose(video_side[:, (t - 1) * hw:], np.asarray(module._aligned("video", kv, ctx))[:, (t - 1) * hw:], atol=1e-5)
     assert audio_t.max() < (t - 2) / 8
+
+
+def test_video_side_bins_tell_where_around_a_frame_the_sound_is():
+    """aligned_read_video="bins": sound tokens 0.00 / 0.04 s fall in one part of every
+    frame's window and 0.08 / 0.12 s in another, so swapping the first two changes no
+    frame's read and swapping the second and third does; the one average ("mix") of
+    the window weighs each token by its distance and sees both swaps."""
+    def swap(kv, i, j):
+        a = kv["audio"]
+        return dict(kv, audio=a.at[:, i].set(a[:, j]).at[:, j].set(a[:, i]))
+
+    for read_video, same_part_seen in (("bins", False), ("mix", True)):
+        module, ctx, kv = aligned_module(frame_tokens=0, read_video=read_video)
+        base = np.asarray(module._aligned("video", kv, ctx))
+        same_part = np.abs(np.asarray(module._aligned("video", swap(kv, 0, 1), ctx)) - base).max()
+        other_part = np.abs(np.asarray(module._aligned("video", swap(kv, 1, 2), ctx)) - base).max()
+        assert (same_part > 1e-3) == same_part_seen, (read_video, same_part)
+        assert other_part > 1e-3, read_video
 
 
 @pytest.mark.parametrize("read", ["mix", "pair"])
@@ -287,7 +305,10 @@ def test_config_errors_name_the_key():
     cfg.joint.frame_tokens = 16
     with pytest.raises(ValueError, match="set model.joint.aligned=True or frame_tokens=0"):
         validate_config(cfg)
-    cfg.joint.update(frame_tokens=0, aligned_read="nearest")
+    cfg.joint.update(frame_tokens=0, aligned_read_video="nearest")
+    with pytest.raises(ValueError, match="model.joint.aligned_read_video='nearest'"):
+        validate_config(cfg)
+    cfg.joint.update(aligned_read_video="mix", aligned_read="nearest")
     with pytest.raises(ValueError, match="model.joint.aligned_read='nearest'"):
         validate_config(cfg)
     cfg.joint.update(aligned_read="mix", time_bias=-1.0)

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("jav", "data_pipelines")
-TRAINING_LOOPS = ("jav.train.loop", "jav.train.diffusion", "jav.train.autoencoder", "jav.train.distill")
+TRAINING_LOOPS = ("jav.train.loop", "jav.train.diffusion", "jav.train.autoencoder", "jav.train.distill", "jav.train.reward")
 
 
 def find_modules(root: pathlib.Path, packages=PACKAGES) -> dict[str, pathlib.Path]:

@@ -1,5 +1,5 @@
-"""The autoencoder kinds: `cfg.model.kind` of an autoencoder-phase run -> the
-module that builds and scores that model, imported on first use. What such a
+"""The clip-model kinds: `cfg.model.kind` of an autoencoder-phase run (VAEs,
+the vocoder and reward models) -> the module that builds and scores that model, imported on first use. What such a
 module provides (`init_model`, `training_loss`, ...) is the autoencoder phase's
 contract, described in jav.train.autoencoder."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ MODELS = {
     "video_vae": "jav.models.video_vae",
     "audio_vae": "jav.models.audio_vae",
     "vocoder": "jav.models.vocoder",
+    "sync_reward": "jav.models.sync_reward",  # a reward model: the same contract, a classifier's loss
 }
 
 

@@ -71,6 +71,8 @@ from jav.sharding import constrain
 MODALITIES = ("video", "audio")
 JOINT_MODES = ("cross_attn", "joint_attn", "none")
 ALIGNED_READS = ("mix", "pair")  # joint.aligned_read: how a sound token reads the frames around its instant
+VIDEO_READS = ("mix", "bins")  # joint.aligned_read_video: how a frame reads the sound around it
+SOUND_BINS = 4  # joint.aligned_read_video="bins": parts of the two frame intervals around a frame
 PREDICTIONS = ("velocity", "x0")
 CROSS_HEADS = ("own", "audio")  # joint.heads
 CROSS_ADALN = ("shared", "own")  # joint.adaln
@@ -153,6 +155,8 @@ def validate_config(cfg) -> None:
         raise ValueError(f"model.joint.frame_tokens={cfg.joint.frame_tokens} shapes the aligned path; set model.joint.aligned=True or frame_tokens=0")
     if cfg.joint.get("aligned_read", "mix") not in ALIGNED_READS:
         raise ValueError(f"model.joint.aligned_read={cfg.joint.aligned_read!r}; choose one of {ALIGNED_READS}")
+    if cfg.joint.get("aligned_read_video", "mix") not in VIDEO_READS:
+        raise ValueError(f"model.joint.aligned_read_video={cfg.joint.aligned_read_video!r}; choose one of {VIDEO_READS}")
     if cfg.joint.get("time_bias", 0.0) > 0 and cfg.joint.mode == "joint_attn":
         raise ValueError("model.joint.time_bias applies to model.joint.mode='cross_attn'; set it to 0 with joint_attn")
     if cfg.video.decoupled and cfg.joint.mode == "joint_attn":
@@ -313,7 +317,10 @@ class AlignedPath:
             # or the frame's tokens averaged over space
             frame_in, frame_axes = ((self.frame_tokens, v.width), (None, "embed", "embed")) if self.frame_tokens else (v.width, ("embed", "embed"))
             self.frames_to_audio = Dense(frame_in, a.width, frame_axes, **dkw)
-            self.audio_to_frames = Dense(a.width, v.width, ("embed", "embed"), **dkw)
+            self.read_video = cfg.joint.get("aligned_read_video", "mix")
+            # "bins": the sound in each part of the frame's neighbourhood through its own projection
+            sound_in, sound_axes = ((SOUND_BINS, a.width), (None, "embed", "embed")) if self.read_video == "bins" else (a.width, ("embed", "embed"))
+            self.audio_to_frames = Dense(sound_in, v.width, sound_axes, **dkw)
             self.read = cfg.joint.get("aligned_read", "mix")
             if self.read == "pair":  # the frames before and after apart, and where between them the instant falls
                 self.next_frame_to_audio = Dense(frame_in, a.width, frame_axes, **dkw)
@@ -346,6 +353,8 @@ class AlignedPath:
             weights = kernel / jnp.maximum(kernel.sum(-1, keepdims=True), 1e-6)
             return self.frames_to_audio(jnp.einsum("baf,bf...->ba...", weights, frames))  # [B, N_a, Da]
         audio = kv_in["audio"]
+        if self.read_video == "bins":
+            return jnp.repeat(self._bins(audio, frame_t, audio_t, spacing, ctx.mask["audio"]), hh * ww, axis=1)
         kernel = self._kernel(frame_t, audio_t, spacing)
         if ctx.mask["audio"] is not None:
             kernel = kernel * ctx.mask["audio"][:, :, None].astype(kernel.dtype)
@@ -357,6 +366,19 @@ class AlignedPath:
     def _kernel(frame_t, audio_t, spacing) -> jax.Array:
         """[B, N_a, T'] linear-interpolation weights between sound tokens and frames in time."""
         return jnp.maximum(0.0, 1.0 - jnp.abs(audio_t[:, :, None] - frame_t[:, None, :]) / spacing[:, :, None])
+
+    def _bins(self, audio, frame_t, audio_t, spacing, mask) -> jax.Array:
+        """joint.aligned_read_video="bins": frame n reads the sound tokens within one frame
+        interval of it as SOUND_BINS averages, one per equal part of [t_n - spacing,
+        t_n + spacing), each through its own projection, so that the frame knows where
+        around it a burst falls, which one average over the window ("mix") blurs. -> [B, T', Dv]."""
+        rel = (audio_t[:, :, None] - frame_t[:, None, :]) / spacing[:, :, None]  # [B, N_a, T'] in frame intervals
+        part = jnp.floor((rel + 1.0) * SOUND_BINS / 2).astype(jnp.int32)
+        member = jax.nn.one_hot(part, SOUND_BINS, dtype=audio.dtype)  # [B, N_a, T', K]; 0 outside [-1, 1)
+        if mask is not None:
+            member = member * mask[:, :, None, None].astype(member.dtype)
+        weights = member / jnp.maximum(member.sum(1, keepdims=True), 1.0)
+        return self.audio_to_frames(jnp.einsum("bafk,bad->bfkd", weights, audio))  # [B, T', Dv]
 
     def _pair(self, frames, frame_t, audio_t, spacing) -> jax.Array:
         """joint.aligned_read="pair": a sound token at time tau between frames n and n + 1

@@ -4,8 +4,10 @@
 
 `cfg.phase` picks the phase from PHASES: "diffusion" (the default,
 jav/train/diffusion.py), "autoencoder" (jav/train/autoencoder.py: video VAE,
-audio VAE, vocoder) or "distill" (jav/train/distill.py: a few-step student of a
-diffusion run); each runs on the one loop of jav/train/loop.py. Rerunning
+audio VAE, vocoder), "reward_model" (the same phase for reward models:
+configs/sync_reward.py), "distill" (jav/train/distill.py: a few-step student of a
+diffusion run) or "reward" (jav/train/reward.py: GRPO against reward models);
+each runs on the one loop of jav/train/loop.py. Rerunning
 the same command resumes from DIR's latest checkpoint. Started once per host
 (launch/), it joins the other processes first (jav/distributed.py).
 """
@@ -18,10 +20,14 @@ from jav.train import loop
 from jav.train.autoencoder import AutoencoderPhase
 from jav.train.diffusion import DiffusionPhase
 from jav.train.distill import DistillPhase
+from jav.train.reward import RewardPhase
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, config.json")
-PHASES = {"diffusion": DiffusionPhase, "autoencoder": AutoencoderPhase, "distill": DistillPhase}
+# "reward_model" is the autoencoder phase under the name its configs read: a clip model
+# (configs/sync_reward.py) trained on clips by its own loss, scored on held-out clips.
+PHASES = {"diffusion": DiffusionPhase, "autoencoder": AutoencoderPhase, "reward_model": AutoencoderPhase, "distill": DistillPhase,
+          "reward": RewardPhase}
 
 
 def phase_of(cfg) -> loop.Phase:

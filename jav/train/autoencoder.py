@@ -216,7 +216,8 @@ class AutoencoderPhase(loop.Phase):
 
     def log_line(self, step, m):
         parts = "  ".join(f"{k} {m[k]:.4g}" for k in m if k not in ("loss", "skipped") + loop.LOOP_METRICS and not k.startswith("eval_"))
-        held = f"  held-out PSNR {m['eval_psnr']:.2f} dB" if "eval_psnr" in m else ""
+        scores = {k[len("eval_"):]: v for k, v in m.items() if k.startswith("eval_")}
+        held = "  held-out " + " ".join(f"{k} {v:.4g}" for k, v in scores.items()) if scores else ""
         return f"step {step:6d}/{self.cfg.train.steps}  loss {m['loss']:.4f}  {parts}{held}  {m['steps_per_s']:.2f} steps/s"
 
 

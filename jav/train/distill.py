@@ -31,8 +31,6 @@ teacher's target; the student keeps an EMA like any run, and `jav.sample` /
 from __future__ import annotations
 
 import functools
-import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -42,9 +40,9 @@ from flax import nnx
 from jav import flow, samplers, sharding
 from jav.models import AVDiT, init_model
 from jav.models.av_dit import GUIDANCE_TERMS
-from jav.runs import load_config
+from jav.runs import load_config, pinned_reference
 from jav.train import loop
-from jav.train.checkpoint import latest_step, restore_params_from
+from jav.train.checkpoint import restore_params_from
 from jav.train.diffusion import DiffusionPhase, validate as validate_diffusion
 from jav.train.step import guarded_update
 
@@ -257,21 +255,6 @@ class DistillPhase(DiffusionPhase):
         validate_diffusion(self.cfg, mesh)
         self.teacher_cfg = validate_distill(self.cfg)
 
-    def _teacher_reference(self, workdir: pathlib.Path) -> dict:
-        """{dir, step, weights} of the teacher: recorded at the first start, read on every later one."""
-        path = workdir / "teacher.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        d = self.cfg.distill
-        step = d.teacher_step or latest_step(d.teacher)
-        if step is None:
-            raise FileNotFoundError(f"distill.teacher={d.teacher} holds no checkpoint; train it first")
-        ref = dict(dir=str(d.teacher), step=int(step), weights=d.teacher_weights)
-        if jax.process_index() == 0:
-            workdir.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(ref, indent=2))
-        return ref
-
     def _teacher(self, mesh, rules):
         """(graphdef, abstract sharded parameters) of the teacher, in distill.teacher_dtype."""
         model_cfg = ml_collections.ConfigDict(self.teacher_cfg.model.to_dict())
@@ -285,7 +268,8 @@ class DistillPhase(DiffusionPhase):
         self.run = run
         t = self.cfg.train
         _, shardings = self._model(run.mesh, run.rules)
-        ref = self._teacher_reference(run.workdir)
+        d = self.cfg.distill
+        ref = pinned_reference(run.workdir, "teacher", d.teacher, d.teacher_step, d.teacher_weights)
         self.teacher_graphdef, target = self._teacher(run.mesh, run.rules)
         teacher = restore_params_from(ref["dir"], use_ema=ref["weights"] == "ema", abstract_params=target, step=ref["step"])
         self.teacher_ref = ref

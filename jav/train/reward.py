@@ -1,0 +1,317 @@
+"""The reward-tuning phase: GRPO on the flow SDE against reward models trained by jav.
+
+`python -m jav.train --config configs/reward.py:POLICY_RUN,SYNC_RUN --workdir DIR`
+runs it (`cfg.phase = "reward"`). The policy starts from a diffusion (or
+distilled) run's weights, pinned in DIR/policy.json at the first start; a frozen
+copy of those weights is the reference its KL is measured against; each reward
+model (`reward.models`, e.g. the sync model of configs/sync_reward.py) is loaded
+frozen from its own run directory. Neither is ever saved or updated.
+
+Each step, for the `train.batch_size` captions of a batch (`prompts`):
+1. Rollout (Flow-GRPO / DanceGRPO / MixGRPO): every caption is sampled
+   `reward.group_size` times by the SDE sampler (`jav.samplers.sde_sample`, the
+   config's guidance), all of a group from the same initial noise and each with
+   its own step noise; the steps in a window of `reward.window` consecutive SDE
+   steps, placed at random each training step, are stochastic (noise level
+   `reward.noise_level`), the others ODE steps (MixGRPO).
+2. Rewards: each reward model scores the generated clips (model space: the pixel
+   world's video and log-mel); each is normalised within its group (mean 0, std 1)
+   and weighted (`reward.models.NAME.weight`) into an advantage per modality: a
+   reward counts for the modalities it names (`reward.models.NAME.modalities`), so
+   an audio reward moves audio tokens only.
+3. Update: for each step of the window, the policy's log-density of the
+   transition the rollout took, per modality (mean over that modality's noisy
+   values), enters the clipped GRPO surrogate with that modality's advantage;
+   plus `reward.kl` times the KL of the policy's step from the reference's (both
+   Gaussians of the same std: |mean - mean_ref|^2 / (2 std^2), mean over values).
+   One update per rollout: the rollout's policy is the policy being updated, so
+   the ratio is 1 with gradient (the clip acts only when a rollout is reused,
+   which is not offered yet).
+
+Logged apart: each reward (raw mean), the KL, the within-group diversity (RMS
+distance between a group's samples), the surrogate. A rollout's randomness is a
+function of the step number, so a resumed run draws what the uninterrupted one
+would.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jav import flow, samplers
+from jav.models.autoencoders import model_module
+from jav.runs import load_autoencoder, load_config, pinned_reference
+from jav.train import loop
+from jav.train.checkpoint import restore_params_from
+from jav.train.diffusion import DiffusionPhase, validate as validate_diffusion
+from jav.train.step import guarded_update
+
+MODALITIES = ("video", "audio")
+
+
+def reward_config(policy: str = "") -> ml_collections.ConfigDict:
+    """The `reward` block of a config (configs/reward.py)."""
+    return ml_collections.ConfigDict(dict(
+        policy=policy,  # the run tuned: a diffusion or distill run directory
+        policy_weights="ema",
+        policy_step=0,  # 0: its latest step at the first start (kept in WORKDIR/policy.json)
+        # NAME -> {run: the reward model's run directory (autoencoder phase, a kind with
+        # `reward(model, video, logmel)`), weight, modalities its advantage moves}
+        models=dict(sync=dict(run="", weight=1.0, modalities=("video", "audio"))),
+        group_size=4,  # samples per caption; advantages are normalised within a group
+        steps=16,  # SDE / ODE steps of a rollout
+        window=4,  # consecutive stochastic (and trained) steps, placed at random each step
+        noise_level=0.7,  # the SDE's a inside the window
+        clip=0.2,  # the surrogate's ratio clip (inactive with one update per rollout)
+        kl=0.01,  # weight of the KL to the reference
+        eps=1e-4,  # added to a group's reward std
+    ))
+
+
+def validate_reward(cfg) -> ml_collections.ConfigDict:
+    """Checks the reward block against the policy's run -> the policy run's config."""
+    r = cfg.get("reward")
+    if r is None or not r.get("policy"):
+        raise ValueError("reward.policy is not set: make the config with configs/reward.py:POLICY_RUN,SYNC_RUN")
+    policy_cfg = load_config(r.policy)
+    if policy_cfg.get("phase", "diffusion") not in ("diffusion", "distill", "reward"):
+        raise ValueError(f"reward.policy={r.policy} is a {policy_cfg.phase} run; the policy must be a diffusion, distill or reward run")
+    if policy_cfg.model.to_dict() != cfg.model.to_dict():
+        raise ValueError(f"model differs from the policy's ({r.policy}); a reward-tuned model is its policy's model "
+                         "(make the config with configs/reward.py)")
+    if cfg.data.get("world") == "latent":
+        raise ValueError("reward tuning scores the model's own output with reward models of the pixel world; "
+                         "a latent-space policy needs its decoder in the loop, which is not built yet")
+    if cfg.model.text.encoder != "builtin":
+        raise ValueError(f"model.text.encoder={cfg.model.text.encoder!r}: reward tuning encodes its captions with the model's "
+                         "built-in encoder; a policy on precomputed text embeddings is not supported yet")
+    if r.group_size < 2:
+        raise ValueError(f"reward.group_size={r.group_size}: advantages compare samples of one caption; use at least 2")
+    if not 1 <= r.window <= r.steps - 1:
+        raise ValueError(f"reward.window={r.window} must be in [1, reward.steps - 1 = {r.steps - 1}] (the last step is deterministic)")
+    if not r.models:
+        raise ValueError("reward.models is empty: name at least one reward model run")
+    for name, m in r.models.items():
+        if not m.get("run"):
+            raise ValueError(f"reward.models.{name}.run is not set: the reward model's run directory (configs/sync_reward.py)")
+        bad = [x for x in m.modalities if x not in MODALITIES]
+        if bad or not m.modalities:
+            raise ValueError(f"reward.models.{name}.modalities={list(m.modalities)}: name some of {MODALITIES}")
+        kind = load_config(m.run).model.get("kind")
+        if not hasattr(model_module(kind), "reward"):
+            raise ValueError(f"reward.models.{name}.run={m.run} is a {kind} run, which defines no reward(model, video, logmel)")
+    return policy_cfg
+
+
+# ---- The pieces of the objective
+
+def group_advantages(rewards: jax.Array, group_size: int, eps: float = 1e-4) -> jax.Array:
+    """[B] rewards of consecutive groups of `group_size` -> each minus its group's mean,
+    over its group's std (+ eps)."""
+    g = rewards.reshape(-1, group_size)
+    return ((g - g.mean(1, keepdims=True)) / (g.std(1, keepdims=True) + eps)).reshape(-1)
+
+
+def clipped_surrogate(logprob: jax.Array, old_logprob: jax.Array, advantage: jax.Array, clip: float) -> jax.Array:
+    """[B] the GRPO / PPO loss -min(r A, clip(r, 1 - c, 1 + c) A), r = exp(logprob - old_logprob)."""
+    ratio = jnp.exp(logprob - old_logprob)
+    return -jnp.minimum(ratio * advantage, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * advantage)
+
+
+def step_statistics(denoise_fn, x: dict, x_next: dict, t: dict, t_next: dict, clean: dict, text, text_mask,
+                    guidance, noise_level) -> tuple[dict, dict, dict]:
+    """One SDE transition x -> x_next under a denoiser -> m -> (mean log-density per noisy
+    value [B], step mean [B, N, P], std [B, N])."""
+    v = samplers.guided_velocity(denoise_fn, x, t, text, text_mask, guidance)
+    logprob, means, stds = {}, {}, {}
+    for m in x:
+        _, mean, std = samplers.sde_step(x[m], v[m], t[m], t_next[m], jnp.zeros_like(x[m]), noise_level)
+        keep = (std > 0) & ~clean[m]
+        values = jnp.maximum(keep.sum(-1) * x[m].shape[-1], 1)
+        logprob[m] = samplers.gaussian_logprob(x_next[m], mean, std, ~clean[m]) / values
+        means[m], stds[m] = mean, std
+    return logprob, means, stds
+
+
+def gaussian_kl(mean: jax.Array, ref_mean: jax.Array, std: jax.Array, clean: jax.Array) -> jax.Array:
+    """[B] KL(N(mean, std^2) || N(ref_mean, std^2)) per value, averaged over the noisy values."""
+    keep = (std > 0) & ~clean
+    safe = jnp.where(keep, std, 1.0)[..., None]
+    per_token = (jnp.square((mean - ref_mean) / safe) / 2).sum(-1)
+    return jnp.where(keep, per_token, 0.0).sum(-1) / jnp.maximum(keep.sum(-1) * mean.shape[-1], 1)
+
+
+def modality_advantages(rewards: dict, models_cfg, group_size: int, eps: float) -> dict:
+    """{reward name: [B]} -> m -> [B] advantage: each reward normalised in its group,
+    weighted, summed over the rewards that name m."""
+    adv = {m: 0.0 for m in MODALITIES}
+    for name, r in rewards.items():
+        a = models_cfg[name].weight * group_advantages(r, group_size, eps)
+        for m in models_cfg[name].modalities:
+            adv[m] = adv[m] + a
+    return {m: jnp.broadcast_to(jnp.asarray(a, jnp.float32), rewards[next(iter(rewards))].shape) for m, a in adv.items()}
+
+
+def diversity(x: jax.Array, group_size: int) -> jax.Array:
+    """RMS distance between two samples of one group, averaged over pairs and groups. x: [B, ...]."""
+    g = x.reshape((-1, group_size) + x.shape[1:]).reshape(-1, group_size, int(np.prod(x.shape[1:])))
+    d = jnp.mean(jnp.square(g[:, :, None] - g[:, None, :]), -1)  # [G, n, n]
+    n = group_size
+    return jnp.sqrt(jnp.maximum(d.sum((1, 2)) / (n * (n - 1)), 0.0)).mean()
+
+
+# ---- The step
+
+def _rollout(params, key, window_start, text_ids, text_mask, *, graphdef, layout, mu, guidance, reward_cfg):
+    """The group rollout -> (trajectory m -> [steps + 1, B, N, P], clean masks, noise levels [steps])."""
+    r = reward_cfg
+    policy = nnx.merge(graphdef, params)
+    text = policy.encode_text(text_ids, text_mask)
+    b = text_ids.shape[0]
+    prompts = b // r.group_size
+    k_init, k_steps = jax.random.split(key)
+    init = {}
+    for i, m in enumerate(sorted(layout.num_tokens)):  # one initial noise per caption, shared by its group
+        shape = (prompts, layout.num_tokens[m], _token_dim(layout, m))
+        init[m] = jnp.repeat(flow.standard_normal(jax.random.fold_in(k_init, i), shape), r.group_size, axis=0)
+    steps = jnp.arange(r.steps)
+    levels = jnp.where((steps >= window_start) & (steps < window_start + r.window), r.noise_level, 0.0)
+    clean = {m: jnp.zeros((b, n), bool) for m, n in layout.num_tokens.items()}
+    x_clean = {m: jnp.zeros_like(init[m]) for m in init}
+    out = samplers.sde_sample(layout.denoiser(policy), None, init, text, text_mask, num_steps=r.steps, mu=dict(mu), guidance=guidance,
+                              noise_level=levels, clean=clean, x_clean=x_clean, return_trajectory=True,
+                              clip_keys=jax.random.split(k_steps, b))
+    return jax.lax.stop_gradient(out.trajectory), clean, levels
+
+
+def _token_dim(layout, m: str) -> int:
+    return layout.to_tokens(jnp.zeros((1,) + layout.video_shape), jnp.zeros((1,) + layout.audio_shape))[m].shape[-1]
+
+
+def window_objective(policy_fn, reference_fn, trajectory, clean, levels, window_start, advantages, text, ref_text, text_mask, *,
+                     num_steps: int, window: int, mu, guidance, clip: float, kl_weight: float):
+    """The GRPO objective over the window's transitions of a rollout -> (loss, (surrogate, kl)).
+
+    policy_fn / reference_fn: `denoise_fn`s; trajectory: m -> [num_steps + 1, B, N, P];
+    levels: [num_steps] noise levels; advantages: m -> [B]. Each modality's surrogate
+    uses its own advantage and log-density, so a modality whose advantage is 0 gets
+    no gradient from it. The reference's means are read under stop_gradient.
+    """
+    sig = {m: samplers.sigma_schedule(num_steps, mu[m]) for m in trajectory}
+    surrogate = kl = 0.0
+    for j in range(window):
+        i = window_start + j
+        x = {m: jax.lax.dynamic_index_in_dim(trajectory[m], i, keepdims=False) for m in trajectory}
+        x_next = {m: jax.lax.dynamic_index_in_dim(trajectory[m], i + 1, keepdims=False) for m in trajectory}
+        t = {m: jnp.where(clean[m], 0.0, sig[m][i]) for m in x}
+        t_next = {m: jnp.where(clean[m], 0.0, sig[m][i + 1]) for m in x}
+        lp, mean, std = step_statistics(policy_fn, x, x_next, t, t_next, clean, text, text_mask, guidance, levels[i])
+        _, ref_mean, _ = step_statistics(reference_fn, x, x_next, t, t_next, clean, ref_text, text_mask, guidance, levels[i])
+        for m in x:
+            # one update per rollout: the rollout's log-density is the policy's own, without gradient
+            surrogate = surrogate + clipped_surrogate(lp[m], jax.lax.stop_gradient(lp[m]), advantages[m], clip).mean()
+            kl = kl + gaussian_kl(mean[m], jax.lax.stop_gradient(ref_mean[m]), std[m], clean[m]).mean()
+    surrogate, kl = surrogate / window, kl / window
+    return surrogate + kl_weight * kl, (surrogate, kl)
+
+
+def reward_loss(params, ref_params, trajectory, clean, levels, window_start, advantages, text_ids, text_mask, *, graphdef, layout, mu,
+                guidance, reward_cfg):
+    """`window_objective` for the AVDiT policy with parameters `params` (differentiable) and
+    its frozen reference."""
+    r = reward_cfg
+    policy, reference = nnx.merge(graphdef, params), nnx.merge(graphdef, ref_params)
+    return window_objective(layout.denoiser(policy), layout.denoiser(reference), trajectory, clean, levels, window_start, advantages,
+                            policy.encode_text(text_ids, text_mask), reference.encode_text(text_ids, text_mask), text_mask,
+                            num_steps=r.steps, window=r.window, mu=dict(mu), guidance=guidance, clip=r.clip, kl_weight=r.kl)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "reward_graphdefs", "layout", "mu", "guidance", "reward_cfg", "tx", "ema_decay"),
+                   donate_argnums=(0,))
+def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, guidance, reward_cfg, tx, ema_decay):
+    """One GRPO step on the captions of `batch` -> (state, metrics)."""
+    r = reward_cfg
+    policy = state["model"]
+    text_ids = jnp.repeat(batch["text_ids"], r.group_size, axis=0)
+    text_mask = jnp.repeat(batch["text_mask"], r.group_size, axis=0)
+    k_window, k_roll = jax.random.split(key)
+    window_start = jax.random.randint(k_window, (), 0, r.steps - r.window)  # the last step (into t = 0) is never stochastic
+    options = dict(graphdef=graphdef, layout=layout, mu=mu, guidance=guidance, reward_cfg=r)
+    trajectory, clean, levels = _rollout(policy.params, k_roll, window_start, text_ids, text_mask, **options)
+    video, logmel = layout.from_tokens({m: trajectory[m][-1] for m in trajectory})
+    rewards = {}
+    for name, rg, kind in reward_graphdefs:
+        rewards[name] = model_module(kind).reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel)
+    advantages = modality_advantages(rewards, r.models, r.group_size, r.eps)
+    loss_fn = functools.partial(reward_loss, ref_params=state["reference"].params, trajectory=trajectory, clean=clean, levels=levels,
+                                window_start=window_start, advantages=advantages, text_ids=text_ids, text_mask=text_mask, **options)
+    (loss, (surrogate, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
+    params, opt_state, ema, grad_norm, skipped = guarded_update(tx, policy.params, policy.opt_state, policy.ema, grads, loss, ema_decay)
+    total = sum(r.models[name].weight * v.mean() for name, v in rewards.items())
+    metrics = dict(loss=loss, surrogate=surrogate, kl=kl, reward=total, grad_norm=grad_norm, skipped=skipped,
+                   diversity_video=diversity(trajectory["video"][-1], r.group_size),
+                   diversity_audio=diversity(trajectory["audio"][-1], r.group_size),
+                   **{f"reward_{name}": v.mean() for name, v in rewards.items()})
+    return dict(state, model=loop.Trainable(params, opt_state, ema)), metrics
+
+
+class RewardPhase(DiffusionPhase):
+    """Networks: "model", the policy (trained, with EMA: what jav.sample loads);
+    "reference", its starting weights, frozen; "reward_NAME", each reward model,
+    frozen. The data stream gives the captions (train.batch_size per step)."""
+
+    def validate(self, mesh):
+        validate_diffusion(self.cfg, mesh)
+        self.policy_cfg = validate_reward(self.cfg)
+
+    def init_state(self, run):
+        self.run = run
+        r, t = self.cfg.reward, self.cfg.train
+        self.reward_cfg = ml_collections.FrozenConfigDict(r)
+        ref = pinned_reference(run.workdir, "policy", r.policy, r.policy_step, r.policy_weights)
+        self.policy_ref = ref
+        target = self.abstract_state(run.mesh, run.rules)["model"].params  # sharded as training shards it
+        start = restore_params_from(ref["dir"], use_ema=ref["weights"] == "ema", abstract_params=target, step=ref["step"])
+        state = {"model": loop.trainable(start, self.tx, run, ema=bool(t.ema_decay)),
+                 "reference": loop.Frozen(jax.tree.map(jnp.copy, start))}
+        graphdefs = []
+        for name, m in r.models.items():
+            scorer_cfg, scorer = load_autoencoder(m.run)
+            g, params = nnx.split(scorer)
+            params = jax.device_put(params, jax.sharding.NamedSharding(run.mesh, jax.P()))  # small: a copy on every device
+            state[f"reward_{name}"] = loop.Frozen(params)
+            graphdefs.append((name, g, scorer_cfg.model.kind))
+        self.reward_graphdefs = tuple(graphdefs)
+        self.guidance = samplers.guidance_from(self.cfg)
+        self.mu = tuple(sorted((m, float(v)) for m, v in flow.sampling_mu(self.cfg.flow, self.layout.num_tokens).items()))
+        return state
+
+    def describe(self, state):
+        r, ref = self.cfg.reward, self.policy_ref
+        rewards = ", ".join(f"{n} (weight {m.weight}, {'+'.join(m.modalities)}) from {m.run}" for n, m in r.models.items())
+        return (f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) by GRPO: groups of {r.group_size} "
+                f"per caption, {r.steps} steps with a window of {r.window} SDE steps (a = {r.noise_level}), KL weight {r.kl}; rewards: {rewards}")
+
+    def mfu_dtype(self):
+        return None  # rollouts and the window's passes: not counted
+
+    def cost(self, batch):
+        return None
+
+    def step(self, state, batch, key, step):
+        del step  # the key is already the step's
+        layout = self._layout_of(batch)[0]
+        return reward_step(state, batch, key, graphdef=self.graphdef, reward_graphdefs=self.reward_graphdefs, layout=layout,
+                           mu=self.mu, guidance=self.guidance, reward_cfg=self.reward_cfg, tx=self.tx,
+                           ema_decay=self.cfg.train.ema_decay)
+
+    def log_line(self, step, m):
+        rewards = "  ".join(f"{k[len('reward_'):]} {m[k]:.4f}" for k in m if k.startswith("reward_"))
+        return (f"step {step:6d}/{self.cfg.train.steps}  reward {m['reward']:.4f} ({rewards})  kl {m['kl']:.5f}  "
+                f"surrogate {m['surrogate']:.4f}  diversity video {m['diversity_video']:.3f} audio {m['diversity_audio']:.3f}  "
+                f"grad {m['grad_norm']:.3f}  {m['steps_per_s']:.3f} steps/s  skipped {m['skipped_total']}")

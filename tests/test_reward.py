@@ -1,0 +1,205 @@
+"""The reward-tuning phase (jav/train/reward.py): its advantages and GRPO objective
+against a NumPy reference on a toy policy, per-modality advantages reaching only
+their modality, no gradient into the reference or a reward model, and a tiny run
+(policy from a tiny diffusion run, the tiny sync reward model) that moves the
+policy, only reads the reward model's run, and resumes to the uninterrupted run's
+metrics. No gradient reaches a reward model by construction: the rewards become
+advantages before the differentiated objective."""
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import reward as reward_configs
+from configs import sync_reward as sync_configs
+from configs import test as test_config
+from jav.data import synthetic
+from jav.runs import load_run
+from jav.samplers import NO_GUIDANCE, sigma_schedule
+from jav.train import loop
+from jav.train.autoencoder import AutoencoderPhase
+from jav.train.diffusion import train
+from jav.train.reward import RewardPhase, clipped_surrogate, group_advantages, window_objective
+
+STEPS, MU = 4, {"video": 1.0, "audio": 0.5}
+SHAPES = {"video": (4, 3, 2), "audio": (4, 5, 2)}  # [B, N, P]
+
+
+def test_group_advantages_and_the_clipped_surrogate():
+    r = np.array([1.0, 3.0, 2.0, 2.0, 0.0, 4.0])
+    got = np.asarray(group_advantages(jnp.asarray(r), 3, eps=0.0))
+    g = r.reshape(2, 3)
+    np.testing.assert_allclose(got, ((g - g.mean(1, keepdims=True)) / g.std(1, keepdims=True)).ravel(), rtol=1e-6)
+    lp, old, adv = jnp.array([0.5, 0.5, -0.5, 0.0]), jnp.zeros(4), jnp.array([1.0, -1.0, -1.0, 2.0])
+    ratio = np.exp([0.5, 0.5, -0.5, 0.0])
+    want = -np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv)
+    np.testing.assert_allclose(clipped_surrogate(lp, old, adv, 0.2), want, rtol=1e-6)
+    # above 1 + clip with a positive advantage (and below 1 - clip with a negative one) the loss is flat
+    grads = jax.grad(lambda l: clipped_surrogate(l, old, adv, 0.2).sum())(lp)
+    np.testing.assert_allclose(grads, [0.0, ratio[1], 0.0, -2.0], rtol=1e-6)
+
+
+def toy_fn(theta):
+    """A toy denoiser: v[m] = a_m x[m] + b_m t[m]."""
+    def fn(x, t, text, text_mask, cross_modal):
+        return {m: theta[m][0] * x[m] + theta[m][1] * t[m][..., None] for m in x}
+    return fn
+
+
+def toy_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    trajectory = {m: rng.normal(size=(STEPS + 1,) + s) for m, s in SHAPES.items()}
+    clean = {m: np.zeros(s[:2], bool) for m, s in SHAPES.items()}
+    clean["audio"][1, 2] = True  # a clean token contributes nothing
+    levels = np.array([0.0, 0.7, 0.7, 0.0])
+    advantages = {m: rng.normal(size=4) for m in SHAPES}
+    return trajectory, clean, levels, advantages
+
+
+def numpy_objective(theta, ref, trajectory, clean, levels, advantages, start, window, kl_weight, old=None):
+    """The objective in float64 NumPy, the rollout's log-densities `old` held fixed."""
+    sig = {m: np.asarray(sigma_schedule(STEPS, MU[m]), np.float64) for m in SHAPES}
+    surrogate = kl = 0.0
+    lps = []
+    for j in range(window):
+        i = start + j
+        a = levels[i]
+        for m in ("audio", "video"):
+            x, x_next = trajectory[m][i], trajectory[m][i + 1]
+            t = np.where(clean[m], 0.0, sig[m][i])
+            t_next = np.where(clean[m], 0.0, sig[m][i + 1])
+            keep = (t_next > 0) & ~clean[m]
+
+            def step_mean(p):
+                v = p[m][0] * x + p[m][1] * t[..., None]
+                c = a**2 / (2 * (1 - t))
+                return x + (v + c[..., None] * (x + (1 - t[..., None]) * v)) * (t_next - t)[..., None]
+
+            std = a * np.sqrt(t / (1 - t)) * np.sqrt(t - t_next)
+            mean = step_mean(theta)
+            safe = np.where(keep, std, 1.0)[..., None]
+            lp_values = -0.5 * ((x_next - mean) / safe) ** 2 - np.log(safe) - 0.5 * np.log(2 * np.pi)
+            count = np.maximum(keep.sum(-1) * x.shape[-1], 1)
+            lp = np.where(keep, lp_values.sum(-1), 0).sum(-1) / count
+            lps.append(lp)
+            base = lp if old is None else old[len(lps) - 1]
+            ratio = np.exp(lp - base)
+            surrogate += np.mean(-np.minimum(ratio * advantages[m], np.clip(ratio, 0.8, 1.2) * advantages[m]))
+            kl_values = ((mean - step_mean(ref)) / safe) ** 2 / 2
+            kl += np.mean(np.where(keep, kl_values.sum(-1), 0).sum(-1) / count)
+    return (surrogate + kl_weight * kl) / window, lps
+
+
+def test_the_grpo_gradient_equals_a_numpy_reference_on_a_toy_policy():
+    trajectory, clean, levels, advantages = toy_problem()
+    theta = {"video": np.array([0.3, -0.2]), "audio": np.array([-0.4, 0.6])}
+    ref = {"video": np.array([0.1, 0.1]), "audio": np.array([-0.2, 0.3])}
+    start, window, kl_weight = 1, 2, 0.5
+
+    def jax_loss(th):
+        return window_objective(toy_fn(th), toy_fn(jax.tree.map(jnp.asarray, ref)), jax.tree.map(jnp.asarray, trajectory), clean,
+                                jnp.asarray(levels, jnp.float32), jnp.asarray(start), jax.tree.map(jnp.asarray, advantages),
+                                jnp.zeros((4, 1, 1)), jnp.zeros((4, 1, 1)), jnp.ones((4, 1), bool), num_steps=STEPS, window=window,
+                                mu=MU, guidance=NO_GUIDANCE, clip=0.2, kl_weight=kl_weight)[0]
+
+    got = jax.grad(jax_loss)(jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), theta))
+    value, old = numpy_objective(theta, ref, trajectory, clean, levels, advantages, start, window, kl_weight)
+    np.testing.assert_allclose(float(jax_loss(jax.tree.map(jnp.asarray, theta))), value, rtol=1e-4)
+    h = 1e-6
+    for m in theta:
+        for k in range(2):
+            up, down = {q: v.copy() for q, v in theta.items()}, {q: v.copy() for q, v in theta.items()}
+            up[m][k] += h
+            down[m][k] -= h
+            numeric = (numpy_objective(up, ref, trajectory, clean, levels, advantages, start, window, kl_weight, old)[0]
+                       - numpy_objective(down, ref, trajectory, clean, levels, advantages, start, window, kl_weight, old)[0]) / (2 * h)
+            np.testing.assert_allclose(float(got[m][k]), numeric, rtol=2e-3, atol=1e-5)
+
+
+def test_an_advantage_reaches_only_its_modality():
+    trajectory, clean, levels, advantages = toy_problem(1)
+    advantages["audio"] = np.zeros(4)  # a video-only reward
+    theta = {"video": jnp.array([0.3, -0.2]), "audio": jnp.array([-0.4, 0.6])}
+
+    def loss(th):
+        return window_objective(toy_fn(th), toy_fn(th), jax.tree.map(jnp.asarray, trajectory), clean, jnp.asarray(levels, jnp.float32),
+                                jnp.asarray(1), jax.tree.map(jnp.asarray, advantages), jnp.zeros((4, 1, 1)), jnp.zeros((4, 1, 1)),
+                                jnp.ones((4, 1), bool), num_steps=STEPS, window=2, mu=MU, guidance=NO_GUIDANCE, clip=0.2, kl_weight=1.0)[0]
+
+    g = jax.grad(loss)(theta)
+    assert float(jnp.abs(g["audio"]).max()) == 0.0
+    assert float(jnp.abs(g["video"]).max()) > 1e-3
+
+
+def test_no_gradient_reaches_the_reference():
+    trajectory, clean, levels, advantages = toy_problem(2)
+    theta = {"video": jnp.array([0.3, -0.2]), "audio": jnp.array([-0.4, 0.6])}
+    ref = {"video": jnp.array([0.1, 0.1]), "audio": jnp.array([-0.2, 0.3])}
+
+    def loss(th, rf):
+        return window_objective(toy_fn(th), toy_fn(rf), jax.tree.map(jnp.asarray, trajectory), clean, jnp.asarray(levels, jnp.float32),
+                                jnp.asarray(1), jax.tree.map(jnp.asarray, advantages), jnp.zeros((4, 1, 1)), jnp.zeros((4, 1, 1)),
+                                jnp.ones((4, 1), bool), num_steps=STEPS, window=2, mu=MU, guidance=NO_GUIDANCE, clip=0.2, kl_weight=1.0)[0]
+
+    g_policy, g_ref = jax.grad(loss, argnums=(0, 1))(theta, ref)
+    assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g_ref))
+    assert all(float(jnp.abs(x).max()) > 0.0 for x in jax.tree.leaves(g_policy))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny diffusion run (the policy) and the tiny sync reward model, trained a few steps."""
+    root = tmp_path_factory.mktemp("reward")
+    shards = root / "shards"
+    synthetic.main(["--out", str(shards), "--num", "8", "--records-per-shard", "4"])
+    cfg = test_config.get_config()
+    cfg.data.dir = str(shards)
+    cfg.train.steps = 2
+    cfg.train.ema_decay = 0.5
+    train(cfg, str(root / "policy"), log=lambda _: None)
+    sync_cfg = sync_configs.get_config("tiny")
+    sync_cfg.train.steps = 2
+    loop.run(sync_cfg, root / "sync", AutoencoderPhase(sync_cfg), log=lambda _: None)
+    return root / "policy", root / "sync"
+
+
+def tuning_config(runs, steps=2):
+    policy, sync = runs
+    cfg = reward_configs.get_config(f"{policy},{sync}")
+    cfg.reward.update(group_size=2, steps=3, window=1)
+    cfg.train.update(batch_size=1, steps=steps, log_every=1, checkpoint_every=2)
+    return cfg
+
+
+def test_a_reward_run_resumes_to_the_uninterrupted_runs_metrics(runs, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    cfg = tuning_config(runs)
+    lines = []
+    loop.run(cfg, straight, RewardPhase(cfg), log=lines.append)
+    assert any("by GRPO" in line for line in lines) and any(" reward " in line and "diversity" in line for line in lines)
+
+    assert json.loads((straight / "policy.json").read_text()) == dict(dir=str(runs[0]), step=2, weights="ema")
+
+    def preempt_at_1(msg):
+        if msg.startswith("step      1/"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert loop.run(cfg, split, RewardPhase(cfg), log=preempt_at_1)["step"] == 1
+    loop.run(cfg, split, RewardPhase(cfg), log=lambda _: None)
+    rows = {d: {r["step"]: r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())} for d in (straight, split)}
+    assert sorted(rows[straight]) == sorted(rows[split]) == [1, 2]
+    for step in (1, 2):
+        for key in ("loss", "reward", "reward_sync", "kl", "diversity_video"):
+            assert rows[split][step][key] == pytest.approx(rows[straight][step][key], rel=1e-4, abs=1e-6), (step, key)
+    cfg_loaded, tuned, step = load_run(straight, weights="params")
+    assert step == 2 and cfg_loaded.phase == "reward"
+    # the policy moved from its start; the reward model's run was only read
+    _, start, _ = load_run(runs[0])
+    assert any(not np.array_equal(np.asarray(x), np.asarray(y))
+               for x, y in zip(jax.tree.leaves(nnx.state(tuned)), jax.tree.leaves(nnx.state(start))))
+    assert sorted(p.name for p in (runs[1] / "checkpoints").iterdir()) == ["2"]

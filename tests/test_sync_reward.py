@@ -1,0 +1,65 @@
+"""The sync reward model (jav/models/sync_reward.py): its training negatives are the
+clip's own sound shifted by whole frames or another clip's sound, its AUC is the
+pairwise definition, and configs/sync_reward.py:tiny trains through `python -m
+jav.train`'s phase registry, logs its held-out scores and loads back as a scorer."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import sync_reward as configs
+from jav.models import sync_reward as S
+from jav.data.bounce_stream import heldout_batch
+from jav.runs import load_autoencoder
+from jav.train import loop
+from jav.train.__main__ import phase_of
+
+
+def test_examples_are_windows_from_inside_the_clip_moved_by_whole_frames():
+    m = configs.get_config("tiny").model  # 16-frame windows, max_shift 2: classes -2 .. 2 frames, then unrelated
+    video = jnp.arange(3 * 20, dtype=jnp.float32).reshape(3, 20, 1, 1, 1) * jnp.ones((1, 1, 32, 32, 3))
+    logmel = jnp.arange(3 * 250 * 2, dtype=jnp.float32).reshape(3, 250, 2)  # 2.5 s: 12.5 log-mel frames a video frame
+    v, a = S.crops(m, video, logmel, jnp.array([2, 4, 5]))
+    np.testing.assert_array_equal(v[:, :, 0, 0, 0], video[:, 2:18, 0, 0, 0])  # frames 2 .. 17 of each clip
+    assert a.shape == (3, 200, 2)
+    np.testing.assert_array_equal(a[0], logmel[0, 25:225])  # in sync: the same 2 s (2 frames in = 25 log-mel frames)
+    np.testing.assert_array_equal(a[1], logmel[1, 50:250])  # class 4: the sound 2 frames (250 ms) late
+    np.testing.assert_array_equal(a[2], logmel[1, 25:225])  # unrelated: the previous clip's sound, in sync with its picture
+    np.testing.assert_array_equal(S.crops(m, video, logmel, jnp.array([0, 0, 0]))[1][2], logmel[2, 0:200])  # 2 frames early
+    with pytest.raises(ValueError, match="at least 20 frames"):
+        S.crops(m, video[:, :18], logmel[:, :225], jnp.array([2, 2, 2]))
+
+
+def test_auc_is_the_pairwise_probability():
+    rng = np.random.default_rng(0)
+    pos = rng.normal(1, 1, 50)
+    neg = np.concatenate([rng.normal(0, 1, 40), pos[:5]])  # some ties
+    expected = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    np.testing.assert_allclose(float(S.auc(jnp.asarray(pos), jnp.asarray(neg))), expected, rtol=1e-6)
+
+
+def test_tiny_config_trains_scores_and_loads(tmp_path):
+    cfg = configs.get_config("tiny")
+    lines = []
+    last = loop.run(cfg, tmp_path, phase_of(cfg), log=lines.append)
+    assert last["step"] == 4
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    scores = rows[-1]
+    for key in ("eval_accuracy", "eval_offset_within_frame", "eval_auc_250ms", "eval_auc_unrelated"):
+        assert 0.0 <= scores[key] <= 1.0, (key, scores)
+    assert any("held-out" in line and "auc_250ms" in line for line in lines), lines
+    _, model = load_autoencoder(tmp_path)
+    clip = {k: jnp.asarray(v) for k, v in heldout_batch(cfg.data, 2).items()}
+    reward = S.reward(model, clip["video"], clip["logmel"])
+    assert reward.shape == (2,) and bool(jnp.all(reward <= 0))
+    offsets = S.predicted_offset(model, clip["video"], clip["logmel"])
+    assert bool(jnp.all(jnp.abs(offsets) <= cfg.model.max_shift))
+
+
+def test_wrong_shapes_are_named():
+    m = configs.get_config("tiny").model
+    model = S.init_model(m, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"video .*\(1, 16, 24, 24, 3\)"):
+        model(jnp.zeros((1, 16, 24, 24, 3)), jnp.zeros((1, 200, 64)))
