@@ -8,3 +8,24 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion_run(tmp_path_factory):
+    """configs/test.py trained 2 steps (EMA 0.5) on 8 bounce clips: the teacher or policy
+    that the distillation and reward-tuning tests start from (once per test process)."""
+    from configs import test as test_config
+    from jav.data import synthetic
+    from jav.train.diffusion import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    shards = root / "shards"
+    synthetic.main(["--out", str(shards), "--num", "8", "--records-per-shard", "4"])
+    cfg = test_config.get_config()
+    cfg.data.dir = str(shards)
+    cfg.train.steps = 2
+    cfg.train.ema_decay = 0.5
+    train(cfg, str(root / "run"), log=lambda _: None)
+    return root / "run"

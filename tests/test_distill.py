@@ -17,11 +17,9 @@ from configs import distill as distill_config
 from configs import test as test_config
 from jav import samplers, sharding
 from jav.clip_tokens import TokenLayout
-from jav.data import synthetic
 from jav.models import AVDiT
 from jav.runs import load_run
 from jav.train import loop
-from jav.train.diffusion import train
 from jav.train.distill import DistillPhase, distill_loss, distill_targets, draw_interval
 
 
@@ -108,16 +106,8 @@ def test_the_adaptive_loss_is_the_flow_loss_per_clip_reweighted():
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    shards = root / "shards"
-    synthetic.main(["--out", str(shards), "--num", "8", "--records-per-shard", "4"])
-    cfg = test_config.get_config()
-    cfg.data.dir = str(shards)
-    cfg.train.steps = 2
-    cfg.train.ema_decay = 0.5
-    train(cfg, str(root / "teacher"), log=lambda _: None)
-    return root / "teacher"
+def teacher(tiny_diffusion_run):
+    return tiny_diffusion_run
 
 
 def student_config(teacher, steps=4):

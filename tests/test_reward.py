@@ -17,13 +17,10 @@ from flax import nnx
 
 from configs import reward as reward_configs
 from configs import sync_reward as sync_configs
-from configs import test as test_config
-from jav.data import synthetic
 from jav.runs import load_run
 from jav.samplers import NO_GUIDANCE, sigma_schedule
 from jav.train import loop
 from jav.train.autoencoder import AutoencoderPhase
-from jav.train.diffusion import train
 from jav.train.reward import RewardPhase, clipped_surrogate, group_advantages, window_objective
 
 STEPS, MU = 4, {"video": 1.0, "audio": 0.5}
@@ -152,20 +149,13 @@ def test_no_gradient_reaches_the_reference():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A tiny diffusion run (the policy) and the tiny sync reward model, trained a few steps."""
+def runs(tiny_diffusion_run, tmp_path_factory):
+    """The tiny diffusion run (the policy) and the tiny sync reward model, trained 2 steps."""
     root = tmp_path_factory.mktemp("reward")
-    shards = root / "shards"
-    synthetic.main(["--out", str(shards), "--num", "8", "--records-per-shard", "4"])
-    cfg = test_config.get_config()
-    cfg.data.dir = str(shards)
-    cfg.train.steps = 2
-    cfg.train.ema_decay = 0.5
-    train(cfg, str(root / "policy"), log=lambda _: None)
     sync_cfg = sync_configs.get_config("tiny")
     sync_cfg.train.steps = 2
     loop.run(sync_cfg, root / "sync", AutoencoderPhase(sync_cfg), log=lambda _: None)
-    return root / "policy", root / "sync"
+    return tiny_diffusion_run, root / "sync"
 
 
 def tuning_config(runs, steps=2):
