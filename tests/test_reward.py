@@ -193,3 +193,23 @@ def test_a_reward_run_resumes_to_the_uninterrupted_runs_metrics(runs, tmp_path):
     assert any(not np.array_equal(np.asarray(x), np.asarray(y))
                for x, y in zip(jax.tree.leaves(nnx.state(tuned)), jax.tree.leaves(nnx.state(start))))
     assert sorted(p.name for p in (runs[1] / "checkpoints").iterdir()) == ["2"]
+
+
+def test_a_distilled_student_or_a_missing_reward_is_refused(runs, tmp_path):
+    from jav import sharding
+    from jav.runs import load_config
+
+    cfg = tuning_config(runs)
+    mesh = sharding.mesh_from_config(cfg.mesh)
+    student = tmp_path / "student"
+    student.mkdir()
+    distilled = load_config(runs[0])
+    distilled.phase = "distill"
+    (student / "config.json").write_text(distilled.to_json())
+    cfg.reward.policy = str(student)
+    with pytest.raises(ValueError, match="is a distill run.*tune the diffusion run, then distil"):
+        RewardPhase(cfg).validate(mesh)
+    cfg = tuning_config(runs)
+    cfg.reward.models.sync.run = ""
+    with pytest.raises(ValueError, match=r"reward.models.sync.run is not set"):
+        RewardPhase(cfg).validate(mesh)

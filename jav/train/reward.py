@@ -1,8 +1,9 @@
 """The reward-tuning phase: GRPO on the flow SDE against reward models trained by jav.
 
 `python -m jav.train --config configs/reward.py:POLICY_RUN,SYNC_RUN --workdir DIR`
-runs it (`cfg.phase = "reward"`). The policy starts from a diffusion (or
-distilled) run's weights, pinned in DIR/policy.json at the first start; a frozen
+runs it (`cfg.phase = "reward"`). The policy starts from a diffusion run's
+weights (a distilled student is refused: tune first, then distil), pinned in
+DIR/policy.json at the first start; a frozen
 copy of those weights is the reference its KL is measured against; each reward
 model (`reward.models`, e.g. the sync model of configs/sync_reward.py) is loaded
 frozen from its own run directory. Neither is ever saved or updated.
@@ -57,7 +58,7 @@ MODALITIES = ("video", "audio")
 def reward_config(policy: str = "") -> ml_collections.ConfigDict:
     """The `reward` block of a config (configs/reward.py)."""
     return ml_collections.ConfigDict(dict(
-        policy=policy,  # the run tuned: a diffusion or distill run directory
+        policy=policy,  # the run tuned: a diffusion (or reward) run directory
         policy_weights="ema",
         policy_step=0,  # 0: its latest step at the first start (kept in WORKDIR/policy.json)
         # NAME -> {run: the reward model's run directory (autoencoder phase, a kind with
@@ -79,8 +80,9 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
     if r is None or not r.get("policy"):
         raise ValueError("reward.policy is not set: make the config with configs/reward.py:POLICY_RUN,SYNC_RUN")
     policy_cfg = load_config(r.policy)
-    if policy_cfg.get("phase", "diffusion") not in ("diffusion", "distill", "reward"):
-        raise ValueError(f"reward.policy={r.policy} is a {policy_cfg.phase} run; the policy must be a diffusion, distill or reward run")
+    if policy_cfg.get("phase", "diffusion") not in ("diffusion", "reward"):
+        raise ValueError(f"reward.policy={r.policy} is a {policy_cfg.phase} run; the policy must be a diffusion (or reward) run "
+                         "(a distilled student is refused: tune the diffusion run, then distil the tuned run)")
     if policy_cfg.model.to_dict() != cfg.model.to_dict():
         raise ValueError(f"model differs from the policy's ({r.policy}); a reward-tuned model is its policy's model "
                          "(make the config with configs/reward.py)")
