@@ -92,6 +92,11 @@ class TokenLayout:
         return {"video": int(np.prod(self.grid)), "audio": self.audio_shape[0] // self.audio_patch}
 
     @cached_property
+    def token_dims(self) -> dict:
+        """m -> values per token: a video patch's pixels x channels, an audio patch's frames x channels."""
+        return {"video": int(np.prod(self.video_patch)) * self.video_shape[-1], "audio": self.audio_patch * self.audio_shape[-1]}
+
+    @cached_property
     def pos(self) -> dict:
         """m -> [1, N_m, 3] positions (t seconds, h, w)."""
         t, h, w, _ = self.video_shape

@@ -33,7 +33,7 @@ def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout,
     text = model.encode_text(text_in, text_mask) if jnp.issubdtype(text_in.dtype, jnp.integer) else text_in
     b = text_in.shape[0]
     shapes = {m: (b, n, x_clean[m].shape[-1]) for m, n in layout.num_tokens.items()}
-    per_clip = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1
+    per_clip = _per_clip(key)
     clip_keys = key if per_clip else None
     if per_clip:  # one key per clip: each clip's noise is its own, whatever batch it is sampled in
         shapes = {m: jax.vmap(lambda k, i=i, s=s: flow.standard_normal(jax.random.fold_in(k, i), s[1:]))(key)
@@ -53,9 +53,14 @@ def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout,
     )
 
 
+def _per_clip(key: jax.Array) -> bool:
+    """Whether `key` is [B] keys, one per clip, rather than one key for the batch."""
+    return jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1
+
+
 def _second_stage(key: jax.Array) -> jax.Array:
     """The key (or [B] per-clip keys) of a second sampling stage: new noise, still a function of each clip's own key."""
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1:
+    if _per_clip(key):
         return jax.vmap(lambda k: jax.random.fold_in(k, 1))(key)
     return jax.random.fold_in(key, 1)
 

@@ -17,7 +17,7 @@ def test_tokens_round_trip(get):
     assert video.shape == layout.video_shape and audio.shape == layout.audio_shape
     tokens = layout.to_tokens(jnp.asarray(video)[None], jnp.asarray(audio)[None])
     for m in tokens:
-        assert tokens[m].shape[1] == layout.num_tokens[m]
+        assert tokens[m].shape[1:] == (layout.num_tokens[m], layout.token_dims[m])
         assert layout.pos[m].shape == (1, layout.num_tokens[m], 3)
     v, a = layout.from_tokens(tokens)
     np.testing.assert_array_equal(model_to_frames(np.asarray(v)[0]), clip.frames)

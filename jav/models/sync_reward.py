@@ -139,11 +139,9 @@ class SyncScorer(nnx.Module):
         t, s = v.shape[1], self.cfg.max_shift
         similarity = jnp.einsum("bfd,bgd->bfg", v, a)  # picture f against sound g
         rel = np.arange(t)[None, :] - np.arange(t)[:, None]  # g - f: how late the sound is
-        scores = []
-        for k in range(-s, s + 1):
-            on = (rel == k).astype(np.float32)
-            scores.append(jnp.einsum("bfg,fg->b", similarity, on) / on.sum())
-        logits = self.scale[...] * jnp.stack(scores + [jnp.zeros_like(scores[0])], axis=-1) + self.bias[...]
+        on = (rel[None] == np.arange(-s, s + 1)[:, None, None]).astype(np.float32)  # [2s + 1, T, T] each offset's pairs
+        scores = jnp.einsum("bfg,kfg->bk", similarity, on / on.sum((1, 2), keepdims=True))
+        logits = self.scale[...] * jnp.pad(scores, ((0, 0), (0, 1))) + self.bias[...]  # the last class scores 0 + its bias
         return (logits, similarity) if with_similarity else logits
 
 
@@ -220,15 +218,10 @@ def auc(positive: jax.Array, negative: jax.Array) -> jax.Array:
     return jnp.mean((p > n) + 0.5 * (p == n))
 
 
-def sync_log_prob(model: SyncScorer, video: jax.Array, logmel: jax.Array) -> jax.Array:
-    """[B] log-probability that each clip's sound is in sync with its picture."""
-    return jax.nn.log_softmax(model(video, logmel))[:, model.cfg.max_shift]
-
-
 def reward(model: SyncScorer, video: jax.Array, logmel: jax.Array) -> jax.Array:
     """The reward of generated clips (the reward phase's contract, jav/train/reward.py):
-    [B] log-probability of in sync (0 at best)."""
-    return sync_log_prob(model, video, logmel)
+    [B] log-probability that each clip's sound is in sync with its picture (0 at best)."""
+    return jax.nn.log_softmax(model(video, logmel))[:, model.cfg.max_shift]
 
 
 def predicted_offset(model: SyncScorer, video: jax.Array, logmel: jax.Array) -> jax.Array:

@@ -133,11 +133,14 @@ def step_statistics(denoise_fn, x: dict, x_next: dict, t: dict, t_next: dict, cl
     logprob, means, stds = {}, {}, {}
     for m in x:
         _, mean, std = samplers.sde_step(x[m], v[m], t[m], t_next[m], jnp.zeros_like(x[m]), noise_level)
-        keep = (std > 0) & ~clean[m]
-        values = jnp.maximum(keep.sum(-1) * x[m].shape[-1], 1)
-        logprob[m] = samplers.gaussian_logprob(x_next[m], mean, std, ~clean[m]) / values
+        logprob[m] = samplers.gaussian_logprob(x_next[m], mean, std, ~clean[m]) / _noisy_values(std, clean[m], x[m].shape[-1])
         means[m], stds[m] = mean, std
     return logprob, means, stds
+
+
+def _noisy_values(std: jax.Array, clean: jax.Array, per_token: int) -> jax.Array:
+    """[B] values of the tokens a step moves at random (std > 0, not clean), at least 1."""
+    return jnp.maximum(((std > 0) & ~clean).sum(-1) * per_token, 1)
 
 
 def gaussian_kl(mean: jax.Array, ref_mean: jax.Array, std: jax.Array, clean: jax.Array) -> jax.Array:
@@ -145,7 +148,7 @@ def gaussian_kl(mean: jax.Array, ref_mean: jax.Array, std: jax.Array, clean: jax
     keep = (std > 0) & ~clean
     safe = jnp.where(keep, std, 1.0)[..., None]
     per_token = (jnp.square((mean - ref_mean) / safe) / 2).sum(-1)
-    return jnp.where(keep, per_token, 0.0).sum(-1) / jnp.maximum(keep.sum(-1) * mean.shape[-1], 1)
+    return jnp.where(keep, per_token, 0.0).sum(-1) / _noisy_values(std, clean, mean.shape[-1])
 
 
 def modality_advantages(rewards: dict, models_cfg, group_size: int, eps: float) -> dict:
@@ -179,7 +182,7 @@ def _rollout(params, key, window_start, text_ids, text_mask, *, graphdef, layout
     k_init, k_steps = jax.random.split(key)
     init = {}
     for i, m in enumerate(sorted(layout.num_tokens)):  # one initial noise per caption, shared by its group
-        shape = (prompts, layout.num_tokens[m], _token_dim(layout, m))
+        shape = (prompts, layout.num_tokens[m], layout.token_dims[m])
         init[m] = jnp.repeat(flow.standard_normal(jax.random.fold_in(k_init, i), shape), r.group_size, axis=0)
     steps = jnp.arange(r.steps)
     levels = jnp.where((steps >= window_start) & (steps < window_start + r.window), r.noise_level, 0.0)
@@ -189,10 +192,6 @@ def _rollout(params, key, window_start, text_ids, text_mask, *, graphdef, layout
                               noise_level=levels, clean=clean, x_clean=x_clean, return_trajectory=True,
                               clip_keys=jax.random.split(k_steps, b))
     return jax.lax.stop_gradient(out.trajectory), clean, levels
-
-
-def _token_dim(layout, m: str) -> int:
-    return layout.to_tokens(jnp.zeros((1,) + layout.video_shape), jnp.zeros((1,) + layout.audio_shape))[m].shape[-1]
 
 
 def window_objective(policy_fn, reference_fn, trajectory, clean, levels, window_start, advantages, text, ref_text, text_mask, *,
