@@ -8,12 +8,15 @@
     python -m jav.train --config configs/audio_vae.py:tiny --workdir /tmp/audio_vae_tiny
     # 6 steps of a 0.02 M-parameter model in about 1.5 min on 2 CPU cores; loss 1.06 -> about 0.45
 
+    python -m benchmarks.audio_vae --workdir runs/vae/audio_phase
+    # held-out log-mel L1, onsets and pitch after Griffin-Lim, latent statistics;
+    # writes runs/vae/audio_phase/eval.json
+
 The loss weighs each log-mel bin by its level above the clip's floor and adds a
 time-difference term (`burst_gain`, `flux_weight`), so the sparse bursts are not
-drowned by the noise floor and their onsets stay sharp. The trained run of
-record comes from benchmarks/audio_vae.py's own loop (random 0.64 s crops, cheaper
-per step on CPU) and is loaded with `jav.models.audio_vae.load_params(workdir)`;
-`vae()` / `tiny()` are the model keys alone.
+drowned by the noise floor and their onsets stay sharp. A run loads with
+`cfg, vae = jav.runs.load_autoencoder(workdir)` (its EMA weights); `vae()` /
+`tiny()` are the model keys alone.
 """
 import ml_collections
 
@@ -62,9 +65,9 @@ def get_config(arg=None):
     if arg == "demo":
         # `make demo`'s audio VAE: the model of record trained on short clips (0.64 s
         # = 64 log-mel frames, most hold a burst; the VAE is convolutional, so it
-        # encodes the demo's 2.125 s clips as well), as benchmarks/audio_vae.py trains
-        # its crops; 700 steps, 14 min beside the video VAE on 2 CPU cores (9 min
-        # alone), log-mel L1 0.041 held-out (benchmarks/RESULTS.md, "The demo")
+        # encodes the demo's 2.125 s clips as well); 700 steps, 14 min beside the
+        # video VAE on 2 CPU cores (9 min alone), log-mel L1 0.041 held-out
+        # (benchmarks/RESULTS.md, "The demo")
         cfg = get_config("ltx2")
         cfg.data.duration, cfg.data.eval_clips = 0.64, 32
         cfg.optim.warmup_steps = 50

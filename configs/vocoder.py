@@ -5,14 +5,17 @@ the features of jav.data.mel) and `tiny` (for tests).
     python -m jav.train --config configs/vocoder.py:tiny --workdir /tmp/vocoder_tiny
     # 6 steps in about 1.5 min on 2 CPU cores; loss about 2.1 -> 1.3
 
-The run of record is trained and compared with Griffin-Lim by
+A run is trained and compared with Griffin-Lim by
 
-    python -m benchmarks.vocoder --workdir runs/vocoder --minutes 12 --vae runs/vae/audio
+    python -m jav.train --config configs/vocoder.py --workdir runs/vocoder
+    python -m benchmarks.vocoder --workdir runs/vocoder --vae runs/vae/audio
     # prints onset error, pitch agreement, re-analysed log-mel L1 and speed for
-    # Griffin-Lim and the vocoder; writes runs/vocoder/eval.json
+    # Griffin-Lim and the vocoder (also on the audio VAE run's reconstructions);
+    # writes runs/vocoder/eval.json
 
     from jav.models import vocoder
-    model = vocoder.load_params("runs/vocoder"); wave = vocoder.vocode(model, logmel)
+    from jav.runs import load_autoencoder
+    cfg, model = load_autoencoder("runs/vocoder"); wave = vocoder.vocode(model, logmel)
 """
 import ml_collections
 

@@ -1,7 +1,10 @@
 """The audio VAE: token shapes (also for the 212-frame demo clips), causality,
 logical axis names, its KL term against NumPy, that the loss weighs bursts above
 the noise floor and sharp onsets, the autoencoder phase's contract, and that a
-few Adam steps on bounce-world log-mels cut the reconstruction error."""
+few Adam steps on bounce-world log-mels cut the reconstruction error; and that a
+run saved in the retired msgpack format converts to a run directory that the
+benchmark reads."""
+import json
 import time
 
 import jax
@@ -9,13 +12,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
+from flax import nnx, serialization
 
+from benchmarks import audio_vae as benchmark
+from benchmarks import convert_msgpack_run
 from configs import audio_vae as audio_vae_configs
 from jav.audio import log_mel
 from jav.data import bounce
 from jav.models import audio_vae
+from jav.runs import load_autoencoder
 from jav.sharding import LOGICAL_AXES
+from jav.train.checkpoint import latest_step
 
 
 def test_default_config_gives_ltx2_token_shapes_and_named_axes():
@@ -146,11 +153,34 @@ def test_few_adam_steps_cut_reconstruction_l1(tiny_model):
     assert np.mean(history[-5:]) < 0.25 * history[0]
 
 
-def test_saved_params_load_back(tiny_model, tmp_path):
-    audio_vae.save_params(str(tmp_path), tiny_model)
-    loaded = audio_vae.load_params(str(tmp_path))
-    assert loaded.cfg.to_dict() == tiny_model.cfg.to_dict()
-    for a, b in zip(jax.tree.leaves(nnx.state(tiny_model, nnx.Param)), jax.tree.leaves(nnx.state(loaded, nnx.Param))):
-        np.testing.assert_array_equal(a, b)
-    with pytest.raises(FileNotFoundError, match="train one first"):
-        audio_vae.load_params(str(tmp_path / "missing"))
+def test_a_msgpack_run_converts_to_a_run_directory(tmp_path):
+    """A run of the retired benchmark loop (its model's keys, here without `kind` as the
+    oldest ones, and params.msgpack) is refused by the benchmark with the converter's
+    command, and converts to a run whose EMA weights are the saved ones."""
+    model = audio_vae.init_model(audio_vae_configs.get_config("tiny"), jax.random.key(7))  # not the converter's key 0
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    keys = model.cfg.to_dict()
+    del keys["kind"]
+    (old / "model_config.json").write_text(json.dumps(keys))
+    state = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    (old / "params.msgpack").write_bytes(serialization.msgpack_serialize(state))
+    with pytest.raises(SystemExit, match=f"{old} holds the retired params.msgpack format: convert it once with "
+                                         f"`python -m benchmarks.convert_msgpack_run {old} NEW_DIR`"):
+        benchmark.main(["--workdir", str(old)])
+
+    convert_msgpack_run.main([str(old), str(new), "--step", "40"])
+    cfg, loaded = load_autoencoder(new)
+    assert cfg.model.kind == "audio_vae" and latest_step(new) == 40
+    logmel = jax.random.normal(jax.random.key(1), (1, 32, 64))
+    encode_decode = nnx.jit(lambda m, x: (m.encode(x)[0], m.decode(m.encode(x)[0])))
+    for a, b in zip(encode_decode(model, logmel), encode_decode(loaded, logmel)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(FileExistsError, match="is already a run directory"):
+        convert_msgpack_run.main([str(old), str(new)])
+
+
+def test_benchmark_names_the_training_command_for_a_workdir_without_a_run(tmp_path):
+    with pytest.raises(SystemExit, match=f"{tmp_path} is not a run directory: train one with "
+                                         f"`python -m jav.train --config configs/audio_vae.py --workdir {tmp_path}`"):
+        benchmark.main(["--workdir", str(tmp_path)])

@@ -1,14 +1,19 @@
 """The neural vocoder and its multi-resolution STFT loss: output shapes (also for
 the 212-frame demo clips) and finiteness, logical axis names, the autoencoder
-phase's contract and its errors, and that a few Adam steps on bounce-world
-clips cut the loss."""
+phase's contract and its errors, that a few Adam steps on bounce-world
+clips cut the loss, and that benchmarks/vocoder.py evaluates a run directory."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
+from flax import nnx, serialization
 
+from benchmarks import audio_vae as audio_vae_benchmark
+from benchmarks import convert_msgpack_run
+from benchmarks import vocoder as benchmark
 from configs import vocoder as vocoder_configs
 from jav.audio import log_mel, stft_loss
 from jav.data import bounce
@@ -83,3 +88,33 @@ def test_few_adam_steps_cut_the_loss(tiny):
     assert set(terms) == {"spectral_convergence", "log_magnitude_l1", "mel_l1"}
     assert np.isfinite(history).all()
     assert np.mean(history[-3:]) < 0.75 * history[0], history
+
+
+def test_benchmark_evaluates_a_run_directory(tiny, tmp_path):
+    """A tiny random vocoder, saved as the retired loop did and converted, is a run the
+    benchmark scores on 2 held-out clips with the run's weights; the audio VAE benchmark
+    refuses it by its kind, and a workdir without a run gets the training command."""
+    model = vocoder.init_model(tiny[0], jax.random.key(0))
+    # Off its initial values (an untrained vocoder's output does not depend on the key)
+    nnx.update(model, jax.tree.map(lambda p: p + 0.02 * jax.random.normal(jax.random.key(7), p.shape),
+                                   nnx.state(model, nnx.Param)))
+    old, run = tmp_path / "old", tmp_path / "run"
+    old.mkdir()
+    (old / "model_config.json").write_text(model.cfg.to_json_best_effort())
+    state = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    (old / "params.msgpack").write_bytes(serialization.msgpack_serialize(state))
+    convert_msgpack_run.main([str(old), str(run)])
+
+    result = benchmark.main(["--workdir", str(run), "--test_clips", "2"])
+    assert json.loads((run / "eval.json").read_text()) == result
+    assert result["clips"] == 2 and set(result) >= {"original/griffin_lim", "original/vocoder", "original_audio"}
+    clips = [bounce.generate_clip(audio_vae_benchmark.HELD_OUT_SEED + s) for s in range(2)]
+    logmel = log_mel.waveform_to_logmel(np.stack([c.audio for c in clips]))
+    direct = audio_vae_benchmark.logmel_errors(log_mel.waveform_to_logmel(vocoder.vocode(model, logmel)), logmel)
+    assert result["original/vocoder"]["reanalysed_l1"] == pytest.approx(direct["l1"], rel=1e-5)
+
+    with pytest.raises(SystemExit, match=f"{run} is a run of model.kind='vocoder', not 'audio_vae'"):
+        audio_vae_benchmark.main(["--workdir", str(run)])
+    with pytest.raises(SystemExit, match=f"{tmp_path} is not a run directory: train one with "
+                                         f"`python -m jav.train --config configs/vocoder.py --workdir {tmp_path}`"):
+        benchmark.main(["--workdir", str(tmp_path)])

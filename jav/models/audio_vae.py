@@ -14,22 +14,18 @@ The loss (`reconstruction_terms`) weighs each bin by its level above the clip's
 floor and adds an L1 on frame-to-frame differences, so the world's short, sparse
 bursts and their onsets count for more than the noise floor that fills most of
 the spectrogram. `init_model` / `training_loss` / `evaluate` are the autoencoder
-phase's hooks (jav.train.autoencoder); `save_params` / `load_params` the
-lightweight checkpoint of benchmarks/audio_vae.py's own training loop.
+phase's hooks (jav.train.autoencoder).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from typing import Sequence
 
 import einops
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from flax import nnx, serialization
+from flax import nnx
 
 from jav.models.layers import RMSNorm, dtype_of, fan_in_normal, jit_init, param, zeros
 
@@ -249,48 +245,6 @@ def training_loss(model: AudioVAE, batch: dict, key: jax.Array, cfg: ml_collecti
     m = model_config(cfg)
     kl_weight = cfg.loss.kl_weight if "loss" in cfg else m.kl_weight  # an experiment's loss section wins
     return vae_loss(model, batch["logmel"], key, kl_weight, m.get("burst_gain", 0.0), m.get("flux_weight", 0.0))
-
-
-def save_params(workdir: str, model: nnx.Module) -> None:
-    """Writes workdir/model_config.json (the model's keys) and workdir/params.msgpack (its parameters).
-
-    The lightweight checkpoint of benchmarks' own training loops; `load_params` reads it back.
-    """
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "model_config.json"), "w") as f:
-        f.write(ml_collections.ConfigDict(model.cfg.to_dict()).to_json_best_effort(indent=1))
-    state = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    with open(os.path.join(workdir, "params.msgpack.tmp"), "wb") as f:
-        f.write(serialization.msgpack_serialize(state))
-    os.replace(os.path.join(workdir, "params.msgpack.tmp"), os.path.join(workdir, "params.msgpack"))
-
-
-def load_params(workdir: str, init=None) -> nnx.Module:
-    """The model saved by `save_params` in workdir, rebuilt by init(cfg, key) (default: init_vae)."""
-    path = os.path.join(workdir, "params.msgpack")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist; train one first (python -m benchmarks.audio_vae --workdir "
-                                f"{workdir}) or pass the workdir that holds params.msgpack")
-    config_path = os.path.join(workdir, "model_config.json")
-    if not os.path.exists(config_path):  # runs saved before model_config.json kept the model's keys in config.json
-        config_path = os.path.join(workdir, "config.json")
-    with open(config_path) as f:
-        cfg = ml_collections.ConfigDict(json.load(f))
-    cfg = _tuples(cfg.model if "model" in cfg else cfg)
-    model = (init or init_vae)(cfg, jax.random.key(0))
-    with open(path, "rb") as f:
-        state = serialization.msgpack_restore(f.read())
-    nnx.replace_by_pure_dict(params := nnx.state(model, nnx.Param), state)
-    nnx.update(model, params)
-    return model
-
-
-def _tuples(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """JSON turns tuples into lists; the configs use (nested) tuples."""
-    for key, value in cfg.items():
-        if isinstance(value, list):
-            cfg[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-    return cfg
 
 
 def evaluate(model: AudioVAE, batch: dict, cfg: ml_collections.ConfigDict) -> dict:

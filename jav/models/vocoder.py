@@ -28,7 +28,6 @@ from jav.audio import log_mel, stft_loss
 from jav.audio.griffin_lim import inverse_filters
 from jav.audio.mel_params import MelParams
 from jav.audio.stft import istft
-from jav.models import audio_vae
 from jav.models.layers import Dense, RMSNorm, dtype_of, fan_in_normal, jit_init, param, zeros
 
 
@@ -161,12 +160,6 @@ def training_loss(model: Vocoder, batch: dict, key: jax.Array, cfg: ml_collectio
         raise ValueError(f"the vocoder trains on batch['logmel'] and batch['wave']; {sorted(missing)} missing "
                          f"from a batch with {sorted(batch)}")
     return vocoder_loss(model, batch["logmel"], batch["wave"])
-
-
-def load_params(workdir: str) -> Vocoder:
-    """The vocoder saved in workdir by benchmarks/vocoder.py (config.json + params.msgpack,
-    the audio VAE's format)."""
-    return audio_vae.load_params(workdir, init=init_model)
 
 
 def parameter_count(model: nnx.Module) -> int:
