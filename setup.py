@@ -33,7 +33,8 @@ def compatible(package: str, version: str) -> str:
     return f"{package}~={version}" if parts.group(1) == "0" else f"{package}~={parts.group(1)}.{parts.group(2)}"
 
 
-runtime = {p: v for p, v in pins("requirements.txt").items() if not p.startswith("pytest")}
+TEST_TOOLS = ("pytest", "pytest-xdist", "ruff")  # the suite and its lint check (tests/test_lint.py)
+runtime = {p: v for p, v in pins("requirements.txt").items() if p not in TEST_TOOLS}
 jax_version = runtime["jax"]
 
 setup(
@@ -45,7 +46,7 @@ setup(
     # jax and jaxlib move together and with their plugins: kept exact
     install_requires=[f"{p}=={v}" if p in ("jax", "jaxlib") else compatible(p, v) for p, v in runtime.items()],
     extras_require={
-        "test": [compatible(p, v) for p, v in pins("requirements.txt").items() if p.startswith("pytest")],
+        "test": [compatible(p, v) for p, v in pins("requirements.txt").items() if p in TEST_TOOLS],
         # NVIDIA GPUs: the CUDA 12 plugin of the pinned jax with its CUDA libraries (requirements-cuda12.txt)
         "cuda12": [f"jax[cuda12]=={jax_version}"],
         # TPU VMs: the libtpu release built against the pinned jax (requirements-tpu.txt)

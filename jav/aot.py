@@ -115,7 +115,8 @@ def parse_topology(name: str) -> Topology:
     if m.group(3):
         shape = tuple(int(s) for s in m.group(3).split("x"))
         if len(shape) != chip.torus_dims:
-            raise ValueError(f"--topology={name!r}: {chip.generation} slices are {chip.torus_dims}-D, e.g. {chip.generation}:{'x'.join(['2'] * chip.torus_dims)}")
+            example = f"{chip.generation}:{'x'.join(['2'] * chip.torus_dims)}"
+            raise ValueError(f"--topology={name!r}: {chip.generation} slices are {chip.torus_dims}-D, e.g. {example}")
         return Topology(name, chip, shape)
     count = int(m.group(2))
     unit = "TensorCores (2 per chip)" if chip.cores_per_chip == 2 else "chips"
@@ -407,7 +408,8 @@ def advice(report: StepReport, hbm_bytes: int, cfg, kind: str, num_devices: int 
     state = report.inputs.get("params", 0) + report.inputs.get("opt_state", 0) + ema + report.inputs.get("teacher", 0)
     activations = max(need - state - report.inputs.get("batch", 0), 0)
     knobs = []  # (bytes saved, advice)
-    what = {"train": "parameters, optimizer state and EMA", "distill": "the student's parameters, optimizer state and EMA and the teacher"}.get(kind, "parameters")
+    what = {"train": "parameters, optimizer state and EMA",
+            "distill": "the student's parameters, optimizer state and EMA and the teacher"}.get(kind, "parameters")
     knobs.append((state / 2, f"{what} take {state / GiB:.1f} GiB a chip and split over fsdp x tensor: doubling mesh.shape.fsdp "
                               f"(now {mesh.get('fsdp')}) or mesh.shape.tensor (now {mesh.get('tensor')}) saves about {state / 2 / GiB:.1f} GiB"))
     if ema:
@@ -544,7 +546,8 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
     if report.error:
         return lines
     recompute = f"{report.executed_flops:.3e} with remat's recompute; " if report.executed_flops != report.model_flops else ""
-    lines.append(f"  FLOPs       model {report.model_flops:.3e} per step ({dict(train='3x forward', distill='student 3x, teacher passes, JVP 2x forward').get(kind, 'forward')}, jav.models.flops), "
+    counted = dict(train='3x forward', distill='student 3x, teacher passes, JVP 2x forward').get(kind, 'forward')
+    lines.append(f"  FLOPs       model {report.model_flops:.3e} per step ({counted}, jav.models.flops), "
                  f"{recompute}the compiler counts {report.compiler_flops:.3e} per chip "
                  f"({'the layer scan once: not a per-step total' if cfg.model.scan_layers else 'all layers'})")
     seconds, how = step_seconds(report, peak, num_devices)

@@ -16,6 +16,7 @@ size, however many prompts; progress lines count the steps, clips/s and an ETA.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import sys
@@ -42,8 +43,8 @@ class ProgressPrinter:
     writes a line at every quarter of the steps into a log file.
 
     The sampler's `on_step` is a static argument of its jitted function, so one
-    printer serves every batch (only its `label` changes) and the sampler
-    compiles once, not once per batch.
+    printer per step count (`progress_printer`) serves every batch and every call
+    (only its `label` changes) and the sampler compiles once, not once per batch.
     """
 
     def __init__(self, label: str, num_steps: int):
@@ -57,6 +58,12 @@ class ProgressPrinter:
             print(f"\r{self.label}: step {done}/{n}", end="\n" if done == n else "", file=sys.stderr, flush=True)
         elif done % self.every == 0 or done == n:
             print(f"{self.label}: step {done}/{n}", file=sys.stderr, flush=True)
+
+
+@functools.lru_cache(maxsize=None)
+def progress_printer(num_steps: int) -> ProgressPrinter:
+    """The one printer of `num_steps`-step sampling in this process."""
+    return ProgressPrinter("batch", num_steps)
 
 
 def video_from_file(cfg, path: str) -> np.ndarray:
@@ -152,7 +159,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
     cond = conditions_from_files(cfg, layout, batch_size, image, audio, video)
     out = []
     num_batches = -(-len(prompts) // batch_size)
-    progress = ProgressPrinter("batch", steps)
+    progress = progress_printer(steps)
     started = time.time()
     for b in range(num_batches):
         rows = slice(b * batch_size, (b + 1) * batch_size)

@@ -229,11 +229,10 @@ def euler_sample(
     def step(x, inputs):  # s: m -> (t, t_next) scalars
         i, s = inputs
         t = _token_t(clean_m, {m: s[m][0] for m in s})
-        fn = denoise_fn
-        if mean_velocity:  # noisy tokens (t > 0) span this step, clean ones nothing
-            def fn(xx, tt, *args):
-                return denoise_fn(xx, tt, *args, interval={m: jnp.where(tt[m] > 0, s[m][0] - s[m][1], 0.0) for m in tt})
-        v = guided_velocity(fn, x, t, text, text_mask, guidance)
+        def spanning(xx, tt, *args):  # noisy tokens (t > 0) span this step, clean ones nothing
+            return denoise_fn(xx, tt, *args, interval={m: jnp.where(tt[m] > 0, s[m][0] - s[m][1], 0.0) for m in tt})
+
+        v = guided_velocity(spanning if mean_velocity else denoise_fn, x, t, text, text_mask, guidance)
         x = {m: (x[m] + (s[m][1] - s[m][0]) * v[m]).astype(x[m].dtype) for m in x}
         if on_step is not None:
             jax.debug.callback(on_step, i + 1)

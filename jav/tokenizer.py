@@ -26,6 +26,14 @@ class HashTokenizer:
         self.vocab_size = vocab_size
         self.max_len = max_len
 
+    # Equal settings, equal tokenizers: a model keeps its tokenizer as a static attribute, so
+    # two models of one config then share a graph definition (and a jitted step's cache entry).
+    def __eq__(self, other):
+        return isinstance(other, HashTokenizer) and (self.vocab_size, self.max_len) == (other.vocab_size, other.max_len)
+
+    def __hash__(self):
+        return hash((HashTokenizer, self.vocab_size, self.max_len))
+
     def word_id(self, word: str) -> int:
         return 2 + zlib.crc32(word.encode()) % (self.vocab_size - 2)
 

@@ -53,7 +53,7 @@ def test_shapes_dtypes_and_metadata():
     for disc in meta["discs"]:
         assert disc["colour"] in PARAMS.palette and disc["radius"] == 4.0
         assert disc["centres"].shape == (16, 2)
-        assert all(0 <= time < 2.0 and axis in (0, 1) and wall in (0, 1) for time, axis, wall in disc["contacts"])
+        assert all(0 <= at < 2.0 and axis in (0, 1) and wall in (0, 1) for at, axis, wall in disc["contacts"])
 
 
 def test_scene_statistics():
@@ -104,8 +104,8 @@ def test_contacts_are_exact_and_complete():
     for seed in SEEDS:
         for disc in bounce.sample_scene(seed).discs:
             contacts = bounce.contacts(disc)
-            for time, axis, wall in contacts:
-                centre = bounce.centre_at(disc, [time])[0]
+            for at, axis, wall in contacts:
+                centre = bounce.centre_at(disc, [at])[0]
                 assert abs(centre[axis] - (r if wall == 0 else size - r)) < 1e-9
             # Every reversal of direction on a fine time grid is a listed contact.
             path = bounce.centre_at(disc, dense)

@@ -61,7 +61,8 @@ def model_config(hf: dict, dtype: str = "float32") -> ml_collections.ConfigDict:
         (hf.get("audio_out_channels") in (None, hf["audio_in_channels"]), "audio_out_channels must equal audio_in_channels"),
         (hf["cross_attention_dim"] == inner, f"cross_attention_dim={hf['cross_attention_dim']} must be the video width {inner}"),
         (hf["audio_cross_attention_dim"] == audio_inner, f"audio_cross_attention_dim={hf['audio_cross_attention_dim']} must be the audio width {audio_inner}"),
-        (hf["num_attention_heads"] == hf["audio_num_attention_heads"], "num_attention_heads must equal audio_num_attention_heads (LTX-2's cross-modal RoPE is laid out by both)"),
+        (hf["num_attention_heads"] == hf["audio_num_attention_heads"],
+         "num_attention_heads must equal audio_num_attention_heads (LTX-2's cross-modal RoPE is laid out by both)"),
         (hf["pos_embed_max_pos"] == hf["audio_pos_embed_max_pos"], "pos_embed_max_pos must equal audio_pos_embed_max_pos (jav has one model.rope.max_pos)"),
     ]
     for ok, message in checks:

@@ -59,7 +59,6 @@ from jav.models.layers import (
     NORMS,
     modulate,
     modulation_table,
-    param,
     zeros,
 )
 from jav.models.patch import as_batch_positions
@@ -637,7 +636,8 @@ class AVDiT(nnx.Module):
             raise ValueError("model.text.encoder='precomputed': pass precomputed text embeddings (batch['text_emb']) instead of token ids")
         return self.text_encoder(ids, mask)
 
-    def __call__(self, x: dict, t: dict, text: jax.Array | dict, text_mask: jax.Array | dict, cross_modal: jax.Array | None = None, *, pos: dict, token_mask: dict | None = None, grid: tuple[int, int, int] | None = None,
+    def __call__(self, x: dict, t: dict, text: jax.Array | dict, text_mask: jax.Array | dict, cross_modal: jax.Array | None = None, *,
+                 pos: dict, token_mask: dict | None = None, grid: tuple[int, int, int] | None = None,
                  guidance: jax.Array | None = None, interval: dict | None = None) -> dict:
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)

@@ -55,7 +55,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask | None, *, q_
         raise ValueError("windowed attention (model.video.decoupled=True) does not support context parallelism; set mesh.shape.context=1")
     axes = q_axes or k_axes
     size = _size(axes)
-    nq, nk = q.shape[1], k.shape[1]
+    nq = q.shape[1]
     q_valid = _valid(None if mask is None else mask.q_valid, q)
     k_valid = _valid(None if mask is None else mask.k_valid, k)
     if q_axes:

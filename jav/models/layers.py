@@ -2,6 +2,7 @@
 names, norms, MLPs, timestep embeddings and AdaLN modulation."""
 from __future__ import annotations
 
+import json
 import math
 from typing import Callable, Sequence
 
@@ -184,12 +185,32 @@ def jit_init(module_cls, cfg, key: jax.Array, out_shardings=None):
     Eager creation compiles one kernel per parameter shape; one jitted init is
     faster, and compiling it without backend optimisation (it runs once) cuts
     its compile time several-fold on CPU. `out_shardings` (a pytree of
-    shardings matching the state) creates the parameters already sharded.
+    shardings matching the state) creates the parameters already sharded. The
+    compiled initialiser is kept per (class, config, shardings), so a second
+    model of the same config in one process (a resumed run, a reference copy)
+    skips tracing and compiling.
     """
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: module_cls(cfg, rngs=nnx.Rngs(0))))
+    leaves, treedef = jax.tree.flatten(out_shardings)
+    memo = (module_cls, _config_key(cfg), key.shape, key.dtype, tuple(leaves), treedef)
+    if memo not in _JIT_INITS:
+        graphdef, _ = nnx.split(nnx.eval_shape(lambda: module_cls(cfg, rngs=nnx.Rngs(0))))
 
-    def make(k):
-        return nnx.state(module_cls(cfg, rngs=nnx.Rngs(params=k)))
+        def make(k):
+            return nnx.state(module_cls(cfg, rngs=nnx.Rngs(params=k)))
 
-    compiled = jax.jit(make, out_shardings=out_shardings).lower(key).compile({"xla_backend_optimization_level": 0})
+        compiled = jax.jit(make, out_shardings=out_shardings).lower(key).compile({"xla_backend_optimization_level": 0})
+        if len(_JIT_INITS) >= 16:
+            _JIT_INITS.pop(next(iter(_JIT_INITS)))
+        _JIT_INITS[memo] = (graphdef, compiled)
+    graphdef, compiled = _JIT_INITS[memo]
     return nnx.merge(graphdef, compiled(key))
+
+
+_JIT_INITS: dict = {}  # jit_init's compiled initialisers, oldest first
+
+
+def _config_key(cfg) -> str:
+    """A config as a hashable value (a ConfigDict or dataclass by its contents)."""
+    if hasattr(cfg, "to_dict"):
+        cfg = cfg.to_dict()
+    return json.dumps(cfg, sort_keys=True, default=repr)

@@ -28,16 +28,22 @@ def batch_loss(model, batch: dict, key: jax.Array, layout: TokenLayout, flow_cfg
 
 
 def optimizer(cfg) -> optax.GradientTransformation:
-    """AdamW with linear warmup, cosine decay and global-norm clipping."""
+    """AdamW with linear warmup, cosine decay and global-norm clipping.
+
+    Equal settings give the same object: the jitted steps take the optimiser as a
+    static argument, so a second run in the same process (a resume, the next
+    phase) reuses the compiled step instead of tracing it again.
+    """
     o = cfg.optim
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=o.lr, warmup_steps=o.warmup_steps,
-        decay_steps=max(cfg.train.steps, o.warmup_steps + 1), end_value=o.lr * o.end_lr_fraction,
-    )
-    return optax.chain(
-        optax.clip_by_global_norm(o.grad_clip),
-        optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay),
-    )
+    return _adamw(float(o.lr), int(o.warmup_steps), int(max(cfg.train.steps, o.warmup_steps + 1)), float(o.end_lr_fraction),
+                  float(o.grad_clip), float(o.b1), float(o.b2), float(o.weight_decay))
+
+
+@functools.lru_cache(maxsize=32)
+def _adamw(lr, warmup_steps, decay_steps, end_lr_fraction, grad_clip, b1, b2, weight_decay) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=lr, warmup_steps=warmup_steps,
+                                                  decay_steps=decay_steps, end_value=lr * end_lr_fraction)
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
 
 
 def opt_state_shardings(tx: optax.GradientTransformation, params):
