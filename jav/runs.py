@@ -6,15 +6,17 @@ the EMA or raw weights of its latest or a given step, on one device.
     cfg, vae = load_autoencoder("runs/demo_latent/vae/video")     # an autoencoder run: VAE or vocoder
 
 Sampling, evaluation, the latent codec, frozen text encoders and curation load
-runs through here; it imports no command-line tool and no training loop.
+runs through here; it imports no command-line tool and no training loop. A run
+directory may be local or on Google Cloud Storage (`gs://bucket/run`, through
+`etils.epath`).
 """
 from __future__ import annotations
 
 import json
-import pathlib
 
 import jax
 import ml_collections
+from etils import epath
 from flax import nnx
 
 from jav.models import AVDiT
@@ -26,7 +28,7 @@ WEIGHTS = ("ema", "params")
 
 def load_config(workdir) -> ml_collections.ConfigDict:
     """The config a run was trained with (workdir/config.json)."""
-    path = pathlib.Path(workdir) / "config.json"
+    path = epath.Path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {workdir} is not a run directory written by `python -m jav.train`")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
@@ -77,7 +79,7 @@ def pinned_reference(workdir, name: str, run_dir: str, step: int, weights: str) 
     recorded in WORKDIR/NAME.json at the first start and read back on every later one,
     so that a resumed run reads the same weights even if that run has trained on.
     `step` 0: its latest step at the first start. The file is written by process 0."""
-    path = pathlib.Path(workdir) / f"{name}.json"
+    path = epath.Path(workdir) / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
     _check_weights(weights)

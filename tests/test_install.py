@@ -32,7 +32,7 @@ def pins(name):
 def test_install_requires_are_ranges_around_the_pins(tmp_path):
     sections = requirements(tmp_path)
     exact = {p: v for p, v in pins("requirements.txt").items() if p not in ("pytest", "pytest-xdist", "ruff")}
-    runtime = dict(re.match(r"([A-Za-z0-9_.\-]+)(.*)", r).groups() for r in sections[""])
+    runtime = dict(re.match(r"([A-Za-z0-9_.\-]+(?:\[[a-z0-9,-]+\])?)(.*)", r).groups() for r in sections[""])  # a name keeps its extras
     assert set(runtime) == set(exact)
     for package, spec in runtime.items():
         if package in ("jax", "jaxlib"):

@@ -6,6 +6,8 @@ old steps are pruned to `max_to_keep`, and restores take abstract arrays carryin
 the *target* sharding, so a checkpoint written on one mesh loads onto another.
 One run directory holds `checkpoints/<step>/{params,ema,opt_state,extra,
 data_state,config}`; another phase starts from it with `restore_params_from`.
+A run directory may be local or on Google Cloud Storage (`gs://bucket/run`):
+every path goes through `etils.epath`, which Orbax takes as it is.
 """
 from __future__ import annotations
 
@@ -33,6 +35,19 @@ def abstract_like(tree: PyTree, shardings: PyTree | jax.sharding.Sharding | None
     if isinstance(shardings, jax.sharding.Sharding):
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shardings), tree)
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def is_remote(path) -> bool:
+    """Whether `path` names an object store (gs://bucket/...) rather than a local file system."""
+    return "://" in os.fspath(path)
+
+
+def run_path(workdir) -> epath.Path:
+    """A run directory as an epath.Path: gs://bucket/run as it is, a local one made
+    absolute (Orbax's array store needs an absolute path; a relative --workdir is
+    the common case, and os.path.abspath would turn gs://b/r into CWD/gs:/b/r)."""
+    path = epath.Path(workdir)
+    return path if is_remote(path) else epath.Path(os.path.abspath(path))
 
 
 def _encode_data_state(state: dict | bytes | None) -> dict:
@@ -99,8 +114,7 @@ class Checkpointer:
 
     def __init__(self, workdir, *, max_to_keep: int | None = 3, save_interval_steps: int = 1,
                  async_save: bool = True):
-        # Orbax's array store needs an absolute path; a relative --workdir is the common case.
-        self.directory = epath.Path(os.path.abspath(workdir)) / "checkpoints"
+        self.directory = run_path(workdir) / "checkpoints"
         self._mngr = _manager(self.directory, max_to_keep=max_to_keep,
                               save_interval_steps=save_interval_steps, async_save=async_save)
 
@@ -165,7 +179,7 @@ class Checkpointer:
 
 def latest_step(run_dir) -> int | None:
     """The latest saved step of another run (None: it has saved none), read-only."""
-    directory = epath.Path(os.path.abspath(run_dir)) / "checkpoints"
+    directory = run_path(run_dir) / "checkpoints"
     if not directory.exists():
         return None
     with _reader(directory) as mngr:
@@ -181,7 +195,7 @@ def restore_params_from(run_dir, *, use_ema: bool, abstract_params: PyTree, step
     jav.runs loads a run: only that one tree is read, so the optimizer state never
     touches memory.
     """
-    directory = epath.Path(os.path.abspath(run_dir)) / "checkpoints"
+    directory = run_path(run_dir) / "checkpoints"
     if not directory.exists():
         raise FileNotFoundError(f"no checkpoint in {directory} ({run_dir} is not a run directory)")
     name = "ema" if use_ema else "params"

@@ -10,7 +10,9 @@ Perfetto read WORKDIR/profile), checkpoints every train.checkpoint_every
 steps, at the end and on SIGTERM, resume, `init_from`, and every process
 stepping in lockstep on a multi-host mesh. A run lives in its workdir:
 rerunning the same command resumes from the latest checkpoint, so a run killed
-at any point continues with the batches it would have seen.
+at any point continues with the batches it would have seen. The workdir may be
+on Google Cloud Storage (`gs://bucket/run`): its files go through `etils.epath`,
+and TensorBoard's event files too (tensorboardX is given an epath writer for gs://).
 
 A phase (`Phase`, subclassed once per phase: jav/train/diffusion.py,
 jav/train/autoencoder.py) supplies only what differs: its config check, its
@@ -27,8 +29,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import io
 import json
-import pathlib
 import signal
 import time
 from typing import Any, Callable
@@ -38,11 +40,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from etils import epath
 from jax.experimental import multihost_utils
-from tensorboardX import SummaryWriter
+from tensorboardX import SummaryWriter, record_writer
 
 from jav import perf, sharding
-from jav.train.checkpoint import Checkpointer, abstract_like, restore_params_from
+from jav.train.checkpoint import Checkpointer, abstract_like, is_remote, restore_params_from
 from jav.train.step import init_opt_state, opt_state_shardings
 
 # Metrics the loop adds to a phase's step metrics at a logged step.
@@ -74,7 +77,7 @@ State = dict  # {network name: Trainable | Frozen}
 class Run:
     """What a phase may need to know about the run it is part of."""
     cfg: ml_collections.ConfigDict
-    workdir: pathlib.Path
+    workdir: epath.Path
     mesh: jax.sharding.Mesh
     rules: tuple
     shard: int  # this process loads part `shard` of `shards` of each global batch
@@ -155,7 +158,7 @@ class Profile:
     numbered first .. end - 1 (0 is the first step of a run, which compiles) in
     `directory`; empty: none. A resumed run traces what is left of the window."""
 
-    def __init__(self, window, directory: pathlib.Path, say):
+    def __init__(self, window, directory: epath.Path, say):
         if window and (len(window) != 2 or not 0 <= window[0] < window[1]):
             raise ValueError(f"train.profile_steps={list(window)} must be [first, end) with 0 <= first < end, or [] for no trace")
         self.window, self.directory, self.say, self.on = tuple(window), directory, say, False
@@ -265,7 +268,7 @@ def _init_from(cfg, phase: Phase, state: State) -> State:
 
 def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dict:
     """Trains `phase` as `cfg` says in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
-    workdir = pathlib.Path(workdir)
+    workdir = epath.Path(workdir)
     mesh = sharding.mesh_from_config(cfg.mesh)
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     phase.validate(mesh)
@@ -366,14 +369,49 @@ def nonfinite_error(ckpt, run: int, step: int, workdir) -> FloatingPointError:
                               f"saved a checkpoint in {workdir}. Lower optim.lr or check the data.")
 
 
-def record_metrics(writer, workdir: pathlib.Path, metrics: dict, step: int) -> None:
+def record_metrics(writer, workdir: epath.Path, metrics: dict, step: int) -> None:
     """One logged step's metrics into TensorBoard (finite values: a rate is NaN when the
     step after a resume is the last) and as a line of workdir/metrics.jsonl."""
     for k, v in metrics.items():
         if np.isfinite(v):
             writer.add_scalar(k, v, step)
-    with open(workdir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(dict(metrics, step=step)) + "\n")
+    path, line = workdir / "metrics.jsonl", json.dumps(dict(metrics, step=step)) + "\n"
+    if is_remote(path):  # an object is written whole: appending is rewriting
+        path.write_text((path.read_text() if path.exists() else "") + line)
+    else:
+        with path.open("a") as f:
+            f.write(line)
+
+
+class _EventFile:
+    """An event file on an object store through epath. Objects cannot be appended
+    to, so each flush rewrites the whole file, as tensorboardX's own gs:// writer
+    does (that one needs google-cloud-storage and reaches the bucket directly)."""
+
+    def __init__(self, path: str):
+        self.path, self.buffer = epath.Path(path), io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        self.buffer.write(data)
+
+    def flush(self) -> None:
+        self.path.write_bytes(self.buffer.getvalue())
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _EventFiles:
+    """tensorboardX's writer factory interface, for gs:// log directories."""
+
+    def open(self, path: str) -> _EventFile:
+        return _EventFile(path)
+
+    def directory_check(self, path: str) -> None:
+        epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+record_writer.register_writer_factory("gs", _EventFiles())
 
 
 def close_run(ckpt, preempt, writer) -> None:
@@ -386,7 +424,7 @@ def close_run(ckpt, preempt, writer) -> None:
         writer.close()
 
 
-def final_metrics(workdir: pathlib.Path, metrics: dict, *, step: int, start: int, total: int, is_main: bool, say) -> dict:
+def final_metrics(workdir: epath.Path, metrics: dict, *, step: int, start: int, total: int, is_main: bool, say) -> dict:
     """A run's last metrics, kept in workdir/last_metrics.json; a finished run started again
     (nothing trained) reports the ones it kept."""
     last = workdir / "last_metrics.json"
