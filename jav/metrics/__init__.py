@@ -1,0 +1,1 @@
+"""Distribution metrics of generated clips against real ones (FVD: jav.metrics.fvd)."""
