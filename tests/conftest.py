@@ -18,18 +18,25 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_diffusion_run(tmp_path_factory):
+def shards(tmp_path_factory):
+    """8 bounce-world clips in two ArrayRecord shards (once per test process)."""
+    from jav.data import synthetic
+
+    out = tmp_path_factory.mktemp("shards")
+    synthetic.main(["--out", str(out), "--num", "8", "--records-per-shard", "4"])
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion_run(tmp_path_factory, shards):
     """configs/test.py trained 2 steps (EMA 0.5) on 8 bounce clips: the teacher or policy
     that the distillation and reward-tuning tests start from (once per test process)."""
     from configs import test as test_config
-    from jav.data import synthetic
     from jav.train.diffusion import train
 
     root = tmp_path_factory.mktemp("tiny_run")
-    shards = root / "shards"
-    synthetic.main(["--out", str(shards), "--num", "8", "--records-per-shard", "4"])
     cfg = test_config.get_config()
-    cfg.data.dir = str(shards)
+    cfg.data.dir = shards
     cfg.train.steps = 2
     cfg.train.ema_decay = 0.5
     train(cfg, str(root / "run"), log=lambda _: None)

@@ -15,7 +15,6 @@ import time
 import pytest
 
 from configs import test as test_config
-from jav.data import synthetic
 from jav.train.checkpoint import Checkpointer
 from jav.train.diffusion import train
 
@@ -58,13 +57,6 @@ def wait_for_step(proc, workdir, step, timeout=300):
             proc.kill()
             pytest.fail(f"no step {step} within {timeout}s")
         time.sleep(0.02)
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shards")
-    synthetic.main(["--out", str(out), "--num", "8", "--records-per-shard", "4"])
-    return str(out)
 
 
 def test_sigterm_saves_and_sigkill_resumes_with_the_same_losses(shards, tmp_path):

@@ -19,7 +19,6 @@ from etils.epath import testing as epath_testing
 from orbax.checkpoint._src.path import gcs_utils  # where Orbax turns gs:// paths into GCS calls
 
 from configs import test as test_config
-from jav.data import synthetic
 from jav.runs import load_config, load_run
 from jav.train.diffusion import train
 
@@ -57,13 +56,6 @@ def bucket(tmp_path, monkeypatch):
     monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
     with epath_testing.mock_epath(**mocks):
         yield root
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shards")
-    synthetic.main(["--out", str(out), "--num", "8", "--records-per-shard", "4"])
-    return str(out)
 
 
 def config(shards, steps):

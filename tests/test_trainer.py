@@ -10,13 +10,6 @@ from jav.data import synthetic
 from jav.train.diffusion import train
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shards")
-    synthetic.main(["--out", str(out), "--num", "8", "--records-per-shard", "4"])
-    return str(out)
-
-
 def config(shards, steps):
     cfg = test_config.get_config()
     cfg.data.dir = shards
