@@ -28,6 +28,7 @@ from jav.evaluate import HELD_OUT_SEED, evaluate, world_params
 from jav.generate import generate
 from jav.runs import load_run
 from jav.sample import clip_keys
+from jav import samplers
 from jav.samplers import guidance_from
 
 METRICS = ("colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1")
@@ -36,10 +37,7 @@ METRICS = ("colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1")
 def passes_per_step(model, guidance) -> int:
     """Network passes of one sampler step: a student takes its guidance as input (1);
     a teacher runs the conditional pass plus one per guidance term that is on."""
-    if model.guide is not None:
-        return 1
-    text = any(s != 1.0 for s in (guidance.text_video, guidance.text_audio))
-    return 1 + text + (guidance.modality != 1.0)
+    return 1 if model.guide is not None else samplers.passes_per_step(guidance)
 
 
 def seconds_per_clip(workdir, steps: int, batch: int, repeats: int) -> float:

@@ -23,12 +23,13 @@ import time
 import jax
 from jax import monitoring
 
+from benchmarks.distill_compare import passes_per_step
 from jav import samplers
 from jav.data.bounce import caption_for, sample_scene
+from jav.evaluate import HELD_OUT_SEED
 from jav.runs import load_run
 from jav.sample import sample_clips
 
-HELD_OUT_SEED = 1_000_000
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
@@ -70,8 +71,7 @@ def measure(workdir: str, num: int, batch: int, steps: int | None = None, recomp
         monitoring.unregister_event_listener(on_event)
     total = sum(batch_seconds)
     steady = batch_seconds[1:] or batch_seconds
-    passes = 1 + (guidance.text_video != 1.0 or guidance.text_audio != 1.0) + (guidance.modality != 1.0)
-    return dict(workdir=workdir, checkpoint_step=step, clips=num, batch=batch, steps=steps, nfe_per_clip=steps * passes,
+    return dict(workdir=workdir, checkpoint_step=step, clips=num, batch=batch, steps=steps, nfe_per_clip=steps * passes_per_step(model, guidance),
                 recompile_each_batch=recompile_each_batch, compiles=counts["compiles"], compiles_per_batch=batch_compiles,
                 persistent_cache_loads=counts["loaded"],
                 seconds=round(total, 2), first_batch_seconds=round(batch_seconds[0], 2),

@@ -271,11 +271,6 @@ def guidance_of(cfg) -> samplers.Guidance:
     return samplers.Guidance(text_video=float(s.text_video), text_audio=float(s.text_audio), modality=float(s.modality))
 
 
-def guidance_passes(guidance: samplers.Guidance) -> int:
-    """Denoiser passes per sampling step: conditional, plus unconditional, plus no-cross-modal."""
-    return 1 + (guidance.text_video != 1.0 or guidance.text_audio != 1.0) + (guidance.modality != 1.0)
-
-
 def lower_sample_step(cfg, mesh: jax.sharding.Mesh, batch: int) -> tuple[jax.stages.Lowered, dict]:
     """One Euler step of `jav.samplers.euler_sample` (one guided denoiser call,
     its passes batched) lowered on abstract inputs placed on `mesh` -> (lowered,
@@ -484,7 +479,7 @@ def plan(cfg, devices: Sequence, *, hbm_bytes: int, steps: Sequence[str] = ("tra
             report = StepReport("distillation step", inputs, model_flops=flops, executed_flops=flops * 4 / 3 if cfg.model.remat == "full" else flops)
         elif step == "sample":
             batch = sample_batch or mesh.shape["data"] * mesh.shape["fsdp"]
-            passes = guidance_passes(guidance_of(cfg))
+            passes = samplers.passes_per_step(guidance_of(cfg))
             log(f"lowering one sampling step (batch {batch} x {passes} guidance passes)")
             lowered, inputs = lower_sample_step(cfg, mesh, batch)
             model = forward(batch=passes * batch)

@@ -70,6 +70,13 @@ def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> Guida
     )
 
 
+def passes_per_step(guidance: Guidance) -> int:
+    """Network passes of one guided step: the conditional pass, plus the unconditional one
+    when a text scale is on, plus the one without the coupling when the modality scale is."""
+    use_text = _on(guidance.text_video) or _on(guidance.text_audio)
+    return 1 + use_text + _on(guidance.modality)
+
+
 def _on(scale) -> bool:
     """Whether a guidance term needs its pass: an array scale always does, a float one unless 1."""
     return not isinstance(scale, (int, float)) or scale != 1.0
