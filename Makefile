@@ -71,7 +71,7 @@ $(EXTRAS_STAMP): $(STAMP) requirements-tpu.txt requirements-hf.txt requirements-
 	touch $(EXTRAS_STAMP)
 
 test: $(STAMP) $(EXTRAS_STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # The step-time benchmark beside diffusers' LTX-2 transformer (PyTorch, CPU), in
 # its own venv; torch is installed first so that pip takes the CPU build.

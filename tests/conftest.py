@@ -4,11 +4,13 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-# Tests compile far more than they run: without LLVM's optimisations a tiny model's
-# train step compiles in about half the time (45 -> 26 s on this CPU) and runs about
-# half as fast, which the suite's few steps per program repay many times over.
+# Tests compile far more than they run: tests/xla_flags.py compiles a tiny model's
+# train step in 16-18 s instead of 45 s on this CPU, at half the default's step speed,
+# which the suite's few steps per program repay many times over.
+from xla_flags import FAST_COMPILE  # noqa: E402
+
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE).strip()
 
 import jax  # noqa: E402
 
@@ -41,3 +43,18 @@ def tiny_diffusion_run(tmp_path_factory, shards):
     cfg.train.ema_decay = 0.5
     train(cfg, str(root / "run"), log=lambda _: None)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def mesh_reference(tmp_path_factory):
+    """tests/mesh_case.py's model trained on one device, the reference that the multi-device
+    and multi-host runs must reproduce: its data, run, losses, batches, loader state and
+    the final parameters (once per test process)."""
+    import mesh_case
+
+    root = tmp_path_factory.mktemp("mesh_reference")
+    data = mesh_case.write_data(root / "data")
+    cfg = mesh_case.config(data, mesh_case.STEPS, mesh_case.ONE_DEVICE)
+    loader = mesh_case.train_recording(cfg, root / "run", log=lambda _: None)
+    return dict(data=data, run=root / "run", losses=mesh_case.losses(root / "run"), shard=loader.shard, batches=loader.batches,
+                loader_state=loader.get_state(), params=mesh_case.full_arrays(mesh_case.restore_on_mesh(cfg, root / "run")))

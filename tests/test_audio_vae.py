@@ -23,6 +23,7 @@ from jav.models import audio_vae
 from jav.runs import load_autoencoder
 from jav.sharding import LOGICAL_AXES
 from jav.train.checkpoint import latest_step
+from xla_flags import COMPILER_OPTIONS
 
 
 def test_default_config_gives_ltx2_token_shapes_and_named_axes():
@@ -143,7 +144,7 @@ def test_few_adam_steps_cut_reconstruction_l1(tiny_model):
 
     opt_state = tx.init(params)
     # One compile without backend optimisation: it runs 40 tiny steps, so compile time dominates.
-    compiled = jax.jit(step).lower(params, opt_state, jax.random.key(1)).compile({"xla_backend_optimization_level": 0})
+    compiled = jax.jit(step).lower(params, opt_state, jax.random.key(1)).compile(COMPILER_OPTIONS)
     history = []
     for i in range(40):
         params, opt_state, terms = compiled(params, opt_state, jax.random.fold_in(jax.random.key(1), i))

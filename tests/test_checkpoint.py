@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from jav.train.checkpoint import Checkpointer, abstract_like, restore_params_from
+from xla_flags import with_devices
 
 
 def _params(scale=1.0):
@@ -158,7 +159,7 @@ _RESHARD_SCRIPT = textwrap.dedent("""
 
 
 def test_restore_onto_a_different_mesh(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=with_devices(8))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", _RESHARD_SCRIPT, str(tmp_path)], env=env,

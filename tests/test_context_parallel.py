@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from xla_flags import with_devices
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CASES = ["fsdp=2 context=4 ring", "fsdp=2 context=4 ulysses", "context=8 ring", "context=8 ulysses"]
@@ -18,7 +19,7 @@ ATTENTIONS = ["video_self", "a2v", "v2a", "joint_video", "joint_audio"]
 
 def test_context_parallel_attention_and_model_match_one_device():
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_DEFAULT_MATMUL_PRECISION="highest",
-               XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+               XLA_FLAGS=with_devices(8))
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "context_parallel_check.py")], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

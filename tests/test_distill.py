@@ -22,6 +22,9 @@ from jav.runs import load_run
 from jav.train import loop
 from jav.train.distill import DistillPhase, distill_loss, distill_targets, draw_interval
 
+# with tests/test_reward.py on one worker, which trains conftest's tiny run once (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("tiny_diffusion_run")
+
 
 def tiny_inputs(cfg, batch=2, seed=0):
     layout = TokenLayout.from_config(cfg)
@@ -144,10 +147,10 @@ def test_the_student_starts_as_its_teacher_and_no_gradient_reaches_the_teacher(t
     batch = jax.tree.map(jnp.asarray, next(phase.stream(run)))
     kw = dict(batch=batch, key=jax.random.key(0), graphdef=phase.graphdef, teacher_graphdef=phase.teacher_graphdef,
               layout=phase._layout_of(batch)[0], flow_cfg=phase.flow_cfg, distill_cfg=cfg.distill)
-    grads = jax.jit(jax.grad(lambda p, q: distill_loss(p, q, **kw)[0], argnums=(0, 1)))(state["model"].params, state["teacher"].params)
-    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads[1]))
-    assert sum(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[0])) > 0.0
-    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads[0]["guide"]))  # the new input's embedder learns
+    # The teacher's gradient alone: all zeros (a stopped gradient compiles to constants, so
+    # this costs no backward pass; the student's gradients are the resume test's steps).
+    teacher_grads = jax.jit(jax.grad(lambda q: distill_loss(state["model"].params, q, **kw)[0]))(state["teacher"].params)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(teacher_grads))
 
 
 def test_a_distill_run_resumes_to_the_same_losses_and_samples_in_its_steps(teacher, tmp_path):
@@ -172,6 +175,8 @@ def test_a_distill_run_resumes_to_the_same_losses_and_samples_in_its_steps(teach
 
     cfg_loaded, student, step = load_run(straight)
     assert step == 4 and cfg_loaded.phase == "distill" and cfg_loaded.sample.steps == 2
+    # the new input's embedder learned: its output layer started at zero
+    assert all(float(jnp.abs(student.guide[m].fc2.kernel[...]).max()) > 0 for m in ("video", "audio"))
 
     # sampled and scored beside its teacher: one pass per step against the teacher's 32
     rows = distill_compare.compare(teacher, straight, num=2, tasks=("v2a",), student_steps=[2], out=tmp_path / "compare",

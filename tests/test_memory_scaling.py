@@ -7,11 +7,12 @@ import os
 import pathlib
 import subprocess
 import sys
+from xla_flags import with_devices
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # backend optimisation and the fusion emitters change no buffer sizes here, and
 # halve the compile time
-FLAGS = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+FLAGS = with_devices(8)
 
 
 def test_parameter_and_optimizer_memory_falls_as_one_over_fsdp():

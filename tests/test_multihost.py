@@ -1,9 +1,10 @@
 """Multi-host runs on one machine: two CPU processes of 4 devices each, joined by
-jav.distributed through launch/local_multiprocess.sh, train like one process of
-8 devices; the joining rules and the launcher on their own.
+jav.distributed through launch/local_multiprocess.sh, train on fsdp=8 like one
+device; the joining rules and the launcher on their own.
 
-tests/multihost_train.py runs the training in subprocesses (the device count is
-fixed when JAX starts): the reference as one process, the other as two.
+tests/multihost_train.py runs the training in the two processes (the device count
+is fixed when JAX starts); the reference is the session fixture `mesh_reference`
+(tests/mesh_case.py, one device, in this process).
 """
 import json
 import os
@@ -16,18 +17,18 @@ import numpy as np
 import pytest
 
 from jav import distributed
-from test_multidevice import losses, write_data
+from mesh_case import STEPS, losses
+from xla_flags import FAST_COMPILE
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HELPER = str(ROOT / "tests" / "multihost_train.py")
 LAUNCH = str(ROOT / "launch" / "local_multiprocess.sh")
-STEPS = 3
 
 
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAV_", "SLURM_"))}
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_DEFAULT_MATMUL_PRECISION="highest",
-               XLA_FLAGS="--xla_backend_optimization_level=0")
+               XLA_FLAGS=FAST_COMPILE)
     env.update(extra)
     return env
 
@@ -53,21 +54,18 @@ def _read(workdir, process: int) -> dict:
     return json.loads((workdir / f"process_{process}.json").read_text())
 
 
-def test_two_processes_train_like_one_on_disjoint_halves_of_each_batch(tmp_path):
-    data = write_data(tmp_path / "data")
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir()
+@pytest.mark.xdist_group("mesh_reference")
+def test_two_processes_train_like_one_device_on_disjoint_halves_of_each_batch(mesh_reference, tmp_path):
+    two = tmp_path / "two"
     two.mkdir()
-    reference = _start([sys.executable, HELPER, one, data, STEPS],
-                       _env(XLA_FLAGS="--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=8"))
     # The persistent cache stays on, as for the rest of the suite: only process 0 finds the
     # step in it, and jav.distributed connects the device groups of this fsdp mesh up front.
-    joined = _start([LAUNCH, 2, sys.executable, HELPER, two, data, STEPS], _env(JAV_CPU_DEVICES="4", JAX_ENABLE_COMPILATION_CACHE="true"))
+    joined = _start([LAUNCH, 2, sys.executable, HELPER, two, mesh_reference["data"]],
+                    _env(JAV_CPU_DEVICES="4", JAX_ENABLE_COMPILATION_CACHE="true"))
     _finish(joined, 480)
-    _finish(reference, 120)
-    ref, p0, p1 = _read(one, 0), _read(two, 0), _read(two, 1)
+    ref, p0, p1 = mesh_reference, _read(two, 0), _read(two, 1)
 
-    assert (ref["process_count"], p0["process_index"], p1["process_index"], p0["process_count"]) == (1, 0, 1, 2)
+    assert (p0["process_index"], p1["process_index"], p0["process_count"]) == (0, 1, 2)
     assert any("2 process(es) x 4 cpu device(s) = 8" in m and "2 part(s) of 4" in m for m in p0["messages"]), p0["messages"]
     assert p1["messages"] == ["process 1 of 2, joined through JAV_COORDINATOR_ADDRESS=" + p0["messages"][0].split("=")[1]]
 
@@ -83,18 +81,32 @@ def test_two_processes_train_like_one_on_disjoint_halves_of_each_batch(tmp_path)
     assert p0["loader_state"] == p1["loader_state"]
 
     # The same losses; one line per step in metrics.jsonl, so only process 0 wrote it.
-    base, multi = losses(one / "run"), losses(two / "run")
+    base, multi = ref["losses"], losses(two / "run")
     assert len((two / "run" / "metrics.jsonl").read_text().splitlines()) == STEPS
     assert sorted(base) == sorted(multi) == list(range(1, STEPS + 1))
     np.testing.assert_allclose([multi[s] for s in sorted(multi)], [base[s] for s in sorted(base)], rtol=1e-5)
 
-    # The checkpoint both processes wrote, read back by both, holds the reference's parameters.
-    expected = {(path, json.dumps(index)): total for path, index, total in ref["restored"]}
-    got = {(path, json.dumps(index)): total for path, index, total in p0["restored"] + p1["restored"]}
-    assert len(p0["restored"]) == len(p1["restored"]) == len(ref["restored"]) // 2
-    assert got.keys() == expected.keys()
-    keys = sorted(expected)
-    np.testing.assert_allclose([got[k] for k in keys], [expected[k] for k in keys], rtol=1e-4, atol=1e-5)
+    # The checkpoint both processes wrote, read back by both onto fsdp=8, holds the
+    # reference's parameters: each process half of the shards, every shard the slice of
+    # the one-device parameter it stands for, the distinct shards of a parameter tiling it.
+    assert len(p0["restored"]) == len(p1["restored"])
+    shards = {}
+    for path, index, total in p0["restored"] + p1["restored"]:
+        shards.setdefault(path, {})[json.dumps(index)] = total
+    assert shards.keys() == ref["params"].keys()
+    split = 0
+    for path, by_index in shards.items():
+        full = ref["params"][path]
+        got, want, size = [], [], 0
+        for index, total in by_index.items():
+            window = tuple(slice(a, b) for a, b in json.loads(index))
+            got.append(total)
+            want.append(full[window].sum())
+            size += full[window].size
+        assert size == full.size, f"{path}: the shards cover {size} of {full.size} values"
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=path)
+        split += len(by_index) > 1
+    assert split > len(shards) // 2, f"only {split} of {len(shards)} parameters are split over the mesh"
 
     # SIGTERM to one process stops both at the same step (a preemption never strands a peer in a collective).
     assert p0["stopped_at"] == p1["stopped_at"] >= STEPS + 3

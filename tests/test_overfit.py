@@ -18,12 +18,13 @@ import numpy as np
 
 from jav.data.bounce import generate_clip
 from jav.media import read_mp4
+from xla_flags import default_codegen
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_one_batch_is_memorised(tmp_path):
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
+    flags = default_codegen(os.environ.get("XLA_FLAGS", ""))
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", JAX_DEFAULT_MATMUL_PRECISION="highest", PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-m", "benchmarks.overfit", "--config", "configs/test.py", "--steps", "200",
                              "--clips", "2", "--sample-steps", "16", "--out", str(tmp_path)],

@@ -12,9 +12,9 @@ from flax import nnx
 from configs.common import model as model_config
 from jav.models import AVDiT, patch, validate_config
 from jav.models.remat import REMAT_POLICIES, remat
+from xla_flags import COMPILER_OPTIONS
 
 B, T, S, TA = 2, 4, 16, 16
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def tiny(policy):
@@ -57,7 +57,7 @@ def compiled(policy):
 
     # backend optimisation and the fusion emitters off: at this size they only
     # cost compile time (half of it), and every policy compiles alike
-    fn = jax.jit(jax.value_and_grad(loss)).lower(state()).compile(FAST_COMPILE)
+    fn = jax.jit(jax.value_and_grad(loss)).lower(state()).compile(COMPILER_OPTIONS)
     value, grads = fn(state())
     return value, grads, fn.memory_analysis().temp_size_in_bytes
 

@@ -23,6 +23,9 @@ from jav.train import loop
 from jav.train.autoencoder import AutoencoderPhase
 from jav.train.reward import RewardPhase, clipped_surrogate, group_advantages, window_objective
 
+# with tests/test_distill.py on one worker, which trains conftest's tiny run once (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("tiny_diffusion_run")
+
 STEPS, MU = 4, {"video": 1.0, "audio": 0.5}
 SHAPES = {"video": (4, 3, 2), "audio": (4, 5, 2)}  # [B, N, P]
 

@@ -15,6 +15,10 @@ from configs import video_vae as vae_configs
 from jav.data.bounce import BounceParams, generate_clip
 from jav.models import video_vae as V
 from jav.sharding import LOGICAL_AXES
+from xla_flags import COMPILER_OPTIONS
+
+# one worker builds this module's trained tiny VAE (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("video_vae")
 
 CT = 4  # time compression of the default config
 FRAMES = 9  # 1 + 4k: three latent frames
@@ -59,7 +63,7 @@ def trained():
 
     # compiled without backend optimisation: a third of the compile time for
     # steps about 1.5x slower, a good trade at this many steps
-    @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+    @functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
     def step(state, opt_state, key):
         def loss_fn(s):
             recon, mean, logvar = nnx.merge(graphdef, s)(x, key)

@@ -19,6 +19,7 @@ from jav.audio import log_mel, stft_loss
 from jav.data import bounce
 from jav.models import vocoder
 from jav.sharding import LOGICAL_AXES
+from xla_flags import COMPILER_OPTIONS
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_few_adam_steps_cut_the_loss(tiny):
         return optax.apply_updates(params, updates), opt_state, value, terms
 
     opt_state = tx.init(params)
-    compiled = jax.jit(step).lower(params, opt_state).compile({"xla_backend_optimization_level": 0})
+    compiled = jax.jit(step).lower(params, opt_state).compile(COMPILER_OPTIONS)
     history = []
     for _ in range(12):
         params, opt_state, value, terms = compiled(params, opt_state)
