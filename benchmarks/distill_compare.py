@@ -29,7 +29,6 @@ from jav.generate import generate
 from jav.runs import load_run
 from jav.sample import clip_keys
 from jav import samplers
-from jav.samplers import guidance_from
 
 METRICS = ("colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1")
 
@@ -45,7 +44,7 @@ def seconds_per_clip(workdir, steps: int, batch: int, repeats: int) -> float:
     cfg, model, _ = load_run(workdir)
     layout = TokenLayout.from_config(cfg)
     captions = [generate_clip(HELD_OUT_SEED + i, world_params(cfg)).caption for i in range(batch)]
-    guidance = guidance_from(cfg)
+    guidance = samplers.guidance_from(cfg)
     keys = clip_keys(range(batch))
 
     def once():
@@ -63,7 +62,7 @@ def compare(teacher, student, *, num: int, tasks, student_steps, out, batch: int
     for role, workdir, steps in runs:
         cfg, model, step = load_run(workdir)
         steps = steps or cfg.sample.steps
-        nfe = steps * passes_per_step(model, guidance_from(cfg))
+        nfe = steps * passes_per_step(model, samplers.guidance_from(cfg))
         log(f"{role} {workdir} (step {step}): {steps} steps, {nfe} NFE per clip")
         summaries = evaluate(workdir, num, tasks=tasks, out=pathlib.Path(out) / f"{role}_{steps}", steps=steps, log=lambda _: None)
         rows.append(dict(role=role, workdir=str(workdir), checkpoint_step=step, steps=steps, nfe=nfe,

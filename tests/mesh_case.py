@@ -12,15 +12,13 @@ import pathlib
 
 import jax
 import numpy as np
-from flax import nnx
 
 from configs import test as test_config
-from jav import sharding
+from jav import aot, sharding
 from jav.clip_tokens import frames_to_model
 from jav.data import bounce, shards, synthetic
 from jav.data.record import decode_record
 from jav.data.shards import open_shards
-from jav.models import AVDiT
 from jav.train import diffusion
 from jav.train.checkpoint import restore_params_from
 
@@ -95,22 +93,20 @@ def train_recording(cfg, workdir, log) -> RecordingLoader:
     return loader
 
 
+def placed_params(cfg):
+    """The parameters as sharded ShapeDtypeStructs on cfg's mesh, placed as the trainer places them."""
+    mesh = sharding.make_mesh(dict(cfg.mesh.shape))
+    return aot.abstract_params(cfg, mesh, tuple(tuple(r) for r in cfg.mesh.rules))[1]
+
+
 def restore_on_mesh(cfg, run_dir):
     """The last checkpoint's parameters of run_dir, placed on cfg's mesh as the trainer places them."""
-    mesh = sharding.make_mesh(dict(cfg.mesh.shape))
-    abstract = nnx.state(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))
-    placed = sharding.param_shardings(abstract, mesh, tuple(tuple(r) for r in cfg.mesh.rules))
-    leaves, treedef = jax.tree.flatten(abstract)  # one leaf per Variable, in the order of `placed`'s shardings
-    target = treedef.unflatten([jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s) for x, s in zip(leaves, jax.tree.leaves(placed))])
-    return restore_params_from(run_dir, use_ema=False, abstract_params=target)
+    return restore_params_from(run_dir, use_ema=False, abstract_params=placed_params(cfg))
 
 
 def param_specs(cfg) -> list[str]:
     """The specs the trainer places the parameters with on cfg's mesh."""
-    mesh = sharding.make_mesh(dict(cfg.mesh.shape))
-    abstract = nnx.state(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))
-    placed = sharding.param_shardings(abstract, mesh, tuple(tuple(r) for r in cfg.mesh.rules))
-    return sorted({str(s.spec) for s in jax.tree.leaves(placed)})
+    return sorted({str(x.sharding.spec) for x in jax.tree.leaves(placed_params(cfg))})
 
 
 def shard_sums(params) -> list:

@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+
 from xla_flags import with_devices
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
