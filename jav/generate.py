@@ -27,10 +27,14 @@ SAMPLERS = ("ode", "sde")
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu", "on_step", "sampler", "noise_level"))
 def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout, num_steps, guidance, mu, on_step=None,
-            sampler="ode", noise_level=0.7):
+            sampler="ode", noise_level=0.7, negative_in=None, negative_mask=None):
     model = nnx.merge(graphdef, state)
-    # token ids [B, L] for the built-in encoder, else precomputed embeddings [B, L, D]
-    text = model.encode_text(text_in, text_mask) if jnp.issubdtype(text_in.dtype, jnp.integer) else text_in
+
+    def encode(ids_or_emb, mask):  # token ids [B, L] for the built-in encoder, else precomputed embeddings [B, L, D]
+        return model.encode_text(ids_or_emb, mask) if jnp.issubdtype(ids_or_emb.dtype, jnp.integer) else ids_or_emb
+
+    text = encode(text_in, text_mask)
+    negative = None if negative_in is None else (encode(negative_in, negative_mask), negative_mask)
     b = text_in.shape[0]
     shapes = {m: (b, n, x_clean[m].shape[-1]) for m, n in layout.num_tokens.items()}
     per_clip = _per_clip(key)
@@ -46,10 +50,10 @@ def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout,
     passes = samplers.NO_GUIDANCE if takes_guidance else guidance  # the guidance the sampler runs as extra passes
     if sampler == "sde":
         return samplers.sde_sample(denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu), guidance=passes,
-                                   noise_level=noise_level, clean=clean, x_clean=x_clean, clip_keys=clip_keys).x
+                                   noise_level=noise_level, clean=clean, x_clean=x_clean, clip_keys=clip_keys, negative=negative).x
     return samplers.euler_sample(
         denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu), guidance=passes,
-        clean=clean, x_clean=x_clean, on_step=on_step, mean_velocity=model.interval is not None,
+        clean=clean, x_clean=x_clean, on_step=on_step, mean_velocity=model.interval is not None, negative=negative,
     )
 
 
@@ -107,6 +111,7 @@ def generate(
     sampler: str = "ode",
     noise_level: float = 0.7,
     two_stage: bool = False,
+    negative_captions: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> model-space video [B, T, H, W, C] and audio [B, Ta, Ca] as NumPy arrays.
 
@@ -124,14 +129,32 @@ def generate(
     is sampled again with that video given clean (the model's V2A task), from noise
     of its own: twice the passes, and the sound reads a finished picture instead of
     one that is still being denoised beside it.
+    `negative_captions` (one per caption; "" for none): text guidance steers away from
+    them instead of from no caption. They act through the text scales, so a text scale
+    must be above 1; a distilled student takes its guidance as input and has no negative.
     """
     if model.text_encoder is not None:
-        text_in, mask = model.text_encoder.tokenizer.encode(list(captions))
+        encode = model.text_encoder.tokenizer.encode
     elif text_encoder is None:
         raise ValueError("this model reads precomputed text embeddings: pass text_encoder= the frozen encoder "
                          "that embedded its training captions (load_text_encoder('hf:DIR'); jav.sample --text-encoder)")
     else:
-        text_in, mask = text_encoder.encode(list(captions))
+        encode = text_encoder.encode
+    text_in, mask = encode(list(captions))
+    negative = {}
+    if negative_captions is not None:
+        if len(negative_captions) != len(captions):
+            raise ValueError(f"{len(negative_captions)} negative captions for {len(captions)} captions: give one per caption ('' for none)")
+        if model.guide is not None:
+            raise ValueError("a distilled student takes its guidance scales as input and has no unconditional pass "
+                             "for a negative prompt to replace: sample it without negative captions")
+        if not guidance.uses_text():
+            raise ValueError("a negative prompt acts through text guidance: set a text guidance scale above 1 "
+                             "(sample.text_video / text_audio; jav.sample --cfg-video / --cfg-audio)")
+        neg_in, neg_mask = encode(list(negative_captions))
+        # "" stands for no negative: that clip's unconditional pass reads no text, as without negatives
+        none = np.array([not c.strip() for c in negative_captions])
+        negative = dict(negative_in=jnp.asarray(neg_in), negative_mask=jnp.asarray(np.asarray(neg_mask) & ~none[:, None]))
     clean, x_clean = conditions(layout, len(captions), first_frame, video, audio)
     mu = tuple(sorted((m, float(v)) for m, v in flow.sampling_mu(flow_cfg, layout.num_tokens).items()))
     graphdef, state = nnx.split(model)
@@ -144,7 +167,7 @@ def generate(
                          f"{'video' if video is not None else 'audio'} there is one stage: drop two_stage")
     run = functools.partial(_sample, graphdef, state, text_in=jnp.asarray(text_in), text_mask=jnp.asarray(mask), layout=layout,
                             num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step if sampler == "ode" else None,
-                            sampler=sampler, noise_level=float(noise_level))
+                            sampler=sampler, noise_level=float(noise_level), **negative)
     tokens = run(key, clean=clean, x_clean=x_clean)
     if two_stage:  # the same clips' V2A: the generated video held clean, the audio from new noise
         clean = dict(clean, video=jnp.ones_like(clean["video"]))

@@ -3,6 +3,7 @@
     python -m jav.sample --workdir DIR --prompt "a red ball bouncing on a navy background" \
         [--prompt ...] --out DIR [--steps N] [--seed S] [--image PNG | --video MP4 | --audio WAV] [--sampler ode|sde]
     python -m jav.sample --workdir DIR --prompts prompts.jsonl --out DIR    # {"prompt": ..., "seed": ...} a line
+    python -m jav.sample ... --cfg-video 3 --negative-prompt "a green ball"    # guidance away from a caption
 
 For each prompt i it writes OUT/iii.mp4 (H.264 video + AAC audio, muxed),
 OUT/iii.wav and OUT/iii.json (the prompt, its seed and every setting that made
@@ -142,7 +143,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
                  guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
                  video: str | None = None, conditions: dict | None = None, log=print, text_encoder=None,
                  seeds: Sequence[int] | None = None, sampler: str = "ode", noise_level: float = 0.7,
-                 two_stage: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+                 two_stage: bool = False, negatives: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
     (the last batch padded, so one compile serves all). Clip i's noise comes from
     its own seed, `seeds[i]` (default `seed + i`), so it reproduces alone or in any
@@ -150,10 +151,13 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
     per-prompt model-space arrays, {"first_frame" | "video" | "audio": [len(prompts), ...]}
     (see `generate.conditions`). `text_encoder`: the frozen encoder of a model
     trained on precomputed text (see generate). `sampler` / `noise_level`: the ODE or
-    the SDE sampler; `two_stage`: the video first, then its soundtrack (see generate)."""
+    the SDE sampler; `two_stage`: the video first, then its soundtrack (see generate);
+    `negatives`: a negative prompt per prompt ("" for none; see generate)."""
     seeds = [seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
+    if negatives is not None and len(negatives) != len(prompts):
+        raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts: give one per prompt ('' for none)")
     layout = TokenLayout.from_config(cfg)
     to_clips = clip_decoder(cfg)
     cond = conditions_from_files(cfg, layout, batch_size, image, audio, video)
@@ -166,6 +170,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
         chunk, chunk_seeds = list(prompts[rows]), seeds[rows]
         pad = batch_size - len(chunk)
         padded = chunk + [chunk[-1]] * pad
+        negative = None if negatives is None else list(negatives[rows]) + [negatives[rows][-1]] * pad
         for name, value in (conditions or {}).items():
             value = np.asarray(value[rows])
             cond[name] = np.concatenate([value, np.repeat(value[-1:], pad, axis=0)]) if pad else value
@@ -173,7 +178,8 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
         progress.label = f"batch {b + 1}/{num_batches}"
         video, wave_mel = generate(model, layout, padded, clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad), num_steps=steps,
                                    flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
-                                   text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, two_stage=two_stage, **cond)
+                                   text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, two_stage=two_stage,
+                                   negative_captions=negative, **cond)
         out.extend(to_clips(video[:len(chunk)], wave_mel[:len(chunk)]))
         rate = len(out) / (time.time() - started)
         eta = (len(prompts) - len(out)) / rate
@@ -193,12 +199,13 @@ def write_sample(out_dir, index: int, frames: np.ndarray, wave: np.ndarray, cfg,
     return path
 
 
-def read_prompts(path: str, seed: int) -> tuple[list[str], list[int]]:
-    """A prompt file -> (prompts, seeds). Plain text: one caption a line (blank lines
-    and `#` comments skipped), clip i seeded `seed + i`. JSON lines (`.jsonl`): one
-    object a line with "prompt" and optionally "seed" (default `seed + i`)."""
+def read_prompts(path: str, seed: int, negative: str = "") -> tuple[list[str], list[int], list[str]]:
+    """A prompt file -> (prompts, seeds, negative prompts). Plain text: one caption a line
+    (blank lines and `#` comments skipped), clip i seeded `seed + i`. JSON lines (`.jsonl`):
+    one object a line with "prompt" and optionally "seed" (default `seed + i`) and
+    "negative_prompt" (default `negative`)."""
     text = pathlib.Path(path).read_text()
-    prompts, seeds = [], []
+    prompts, seeds, negatives = [], [], []
     if path.endswith(".jsonl"):
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -210,20 +217,24 @@ def read_prompts(path: str, seed: int) -> tuple[list[str], list[int]]:
                                  '{"prompt": "...", "seed": 7}') from None
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
                 raise ValueError(f'--prompts {path} line {n} has no "prompt" string: {line.strip()[:80]}')
+            if not isinstance(row.get("negative_prompt", ""), str):
+                raise ValueError(f'--prompts {path} line {n}: "negative_prompt" must be a string')
             prompts.append(row["prompt"])
             seeds.append(int(row.get("seed", seed + len(seeds))))
+            negatives.append(row.get("negative_prompt", negative))
     else:
         for line in text.splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
                 prompts.append(line.strip())
                 seeds.append(seed + len(seeds))
+                negatives.append(negative)
     if not prompts:
         raise ValueError(f"--prompts {path} holds no prompt")
-    return prompts, seeds
+    return prompts, seeds, negatives
 
 
-def finished(out_dir, index: int, prompt: str, seed: int) -> bool:
-    """Whether OUT/iii.json and its mp4 already hold this prompt with this seed (a rerun skips it)."""
+def finished(out_dir, index: int, prompt: str, seed: int, negative: str = "") -> bool:
+    """Whether OUT/iii.json and its mp4 already hold this prompt with this seed and negative prompt (a rerun skips it)."""
     meta, video = pathlib.Path(out_dir) / f"{index:03d}.json", pathlib.Path(out_dir) / f"{index:03d}.mp4"
     if not (meta.exists() and video.exists()):
         return False
@@ -231,7 +242,7 @@ def finished(out_dir, index: int, prompt: str, seed: int) -> bool:
         info = json.loads(meta.read_text())
     except json.JSONDecodeError:
         return False
-    return info.get("prompt") == prompt and info.get("seed") == seed
+    return info.get("prompt") == prompt and info.get("seed") == seed and info.get("negative_prompt", "") == negative
 
 
 def main(argv: list[str] | None = None) -> list[pathlib.Path]:
@@ -239,7 +250,7 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
     parser.add_argument("--prompt", action="append", default=[], help="caption; repeat for several clips")
     parser.add_argument("--prompts", default=None, help="a file of prompts: one caption a line, or JSON lines (.jsonl) "
-                        'with "prompt" and optional "seed"')
+                        'with "prompt" and optional "seed" and "negative_prompt"')
     parser.add_argument("--out", required=True, help="directory for NNN.mp4, NNN.wav, NNN.json")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the config's sample.steps)")
     parser.add_argument("--seed", type=int, default=0, help="clip i's noise seed is seed + i unless the prompt file gives one")
@@ -254,6 +265,8 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (1 = off)")
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (1 = off)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (1 = off)")
+    parser.add_argument("--negative-prompt", default="", help="caption that text guidance steers away from, for every clip "
+                        "(a .jsonl prompt file may give one per clip); needs a text guidance scale above 1")
     parser.add_argument("--two-stage", action="store_true", help="T2VA / I2VA in two stages: the joint sampler's video, then "
                         "its soundtrack sampled again with that video given (V2A); twice the passes")
     parser.add_argument("--text-encoder", default=None, help="frozen text encoder of a model trained on precomputed "
@@ -264,12 +277,15 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
         parser.error("give at most one of --image (I2VA), --video (V2A) and --audio (A2V)")
     if bool(args.prompt) == bool(args.prompts):
         parser.error("give the captions as --prompt TEXT (repeated) or as --prompts FILE, one of the two")
-    prompts, seeds = read_prompts(args.prompts, args.seed) if args.prompts else (args.prompt, [args.seed + i for i in range(len(args.prompt))])
+    if args.prompts:
+        prompts, seeds, negatives = read_prompts(args.prompts, args.seed, args.negative_prompt)
+    else:
+        prompts, seeds, negatives = args.prompt, [args.seed + i for i in range(len(args.prompt))], [args.negative_prompt] * len(args.prompt)
     # It loads the weights onto one device and writes every file itself: one process, not one per host.
     distributed.require_single_process("python -m jav.sample")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
 
-    done = [finished(args.out, i, prompts[i], seeds[i]) for i in range(len(prompts))]
+    done = [finished(args.out, i, prompts[i], seeds[i], negatives[i]) for i in range(len(prompts))]
     todo = [i for i in range(len(prompts)) if not done[i]]
     paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(prompts)) if done[i]]
     if not todo:
@@ -281,14 +297,18 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
         text_encoder = load_text_encoder(args.text_encoder, max_len=args.text_len or cfg.data.get("text_len", 128))
     steps = args.steps or cfg.sample.steps
     guidance = samplers.guidance_from(cfg, args.cfg_video, args.cfg_audio, args.modality_guidance)
+    if any(negatives) and not guidance.uses_text():
+        parser.error("a negative prompt acts through text guidance, which this run samples without: "
+                     "add --cfg-video and/or --cfg-audio above 1")
     skipped = f" ({len(prompts) - len(todo)} already in {args.out})" if len(todo) < len(prompts) else ""
     print(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps", flush=True)
     clips = sample_clips(model, cfg, [prompts[i] for i in todo], seed=args.seed, seeds=[seeds[i] for i in todo], steps=steps,
                          batch_size=min(args.batch, len(todo)), guidance=guidance, image=args.image, audio=args.audio,
                          video=args.video, sampler=args.sampler, noise_level=args.noise_level, two_stage=args.two_stage,
-                         log=lambda m: print(m, flush=True), text_encoder=text_encoder)
+                         log=lambda m: print(m, flush=True), text_encoder=text_encoder,
+                         negatives=[negatives[i] for i in todo] if any(negatives) else None)
     for i, (frames, wave) in zip(todo, clips):
-        info = dict(prompt=prompts[i], workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=seeds[i],
+        info = dict(prompt=prompts[i], negative_prompt=negatives[i], workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=seeds[i],
                     steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None, two_stage=args.two_stage,
                     guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                     image=args.image, video=args.video, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)

@@ -53,6 +53,10 @@ class Guidance:
     def text_scale(self, modality: str):
         return {"video": self.text_video, "audio": self.text_audio}[modality]
 
+    def uses_text(self) -> bool:
+        """Whether a text scale is on (the unconditional pass runs, and a negative prompt can replace it)."""
+        return _on(self.text_video) or _on(self.text_audio)
+
     def as_array(self, batch: int) -> jax.Array:
         """[batch, 3] scales in the order of `jav.models.av_dit.GUIDANCE_TERMS`: the
         input of a model with model.guidance_embed."""
@@ -73,8 +77,7 @@ def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> Guida
 def passes_per_step(guidance: Guidance) -> int:
     """Network passes of one guided step: the conditional pass, plus the unconditional one
     when a text scale is on, plus the one without the coupling when the modality scale is."""
-    use_text = _on(guidance.text_video) or _on(guidance.text_audio)
-    return 1 + use_text + _on(guidance.modality)
+    return 1 + guidance.uses_text() + _on(guidance.modality)
 
 
 def _on(scale) -> bool:
@@ -94,13 +97,15 @@ LTX2_GUIDANCE = Guidance(text_video=3.0, text_audio=7.0, modality=3.0)
 
 
 def guided_velocity(
-    denoise_fn: DenoiseFn, x: dict, t: dict, text, text_mask, guidance: Guidance = NO_GUIDANCE
+    denoise_fn: DenoiseFn, x: dict, t: dict, text, text_mask, guidance: Guidance = NO_GUIDANCE, negative=None
 ) -> dict:
     """Guided velocity per modality from ONE batched denoiser call.
 
     Passes, concatenated along the batch axis: conditional; unconditional (all-False
     text mask) if a text scale != 1; cross-modal off if guidance.modality != 1. Then
     v[m] = v_c + (s_text[m] - 1)(v_c - v_uncond) + (s_mod - 1)(v_c - v_nocross).
+    `negative`: (text, mask) of negative prompts, same shapes as text / text_mask: the
+    text-guidance pass reads them instead of no text, so guidance pushes away from them.
     The denoiser therefore sees a batch of n * B ([cond | uncond | nocross]); per-sample
     arrays it closes over (positions, padding masks) must follow: `tile_to_batch`.
     """
@@ -108,11 +113,16 @@ def guided_velocity(
     use_modality = _on(guidance.modality)
     batch = text.shape[0]
     on = jnp.ones((batch,), bool)
-    masks, cross = [text_mask], [on]
+    if negative is not None and not use_text:
+        raise ValueError("a negative prompt acts through text guidance: set a text guidance scale above 1")
+    texts, masks, cross = [text], [text_mask], [on]
     if use_text:
-        masks.append(jnp.zeros_like(text_mask))
+        neg_text, neg_mask = negative if negative is not None else (text, jnp.zeros_like(text_mask))
+        texts.append(neg_text.astype(text.dtype))
+        masks.append(neg_mask)
         cross.append(on)
     if use_modality:
+        texts.append(text)
         masks.append(text_mask)
         cross.append(~on)
     n = len(masks)
@@ -125,7 +135,7 @@ def guided_velocity(
     out = denoise_fn(
         {m: rep(x[m]) for m in x},
         {m: rep(t[m]) for m in t},
-        rep(text),
+        jnp.concatenate(texts, axis=0),
         jnp.concatenate(masks, axis=0),
         jnp.concatenate(cross, axis=0),
     )
@@ -216,6 +226,7 @@ def euler_sample(
     x_clean: dict | None = None,
     on_step: Callable[[jax.Array], None] | None = None,
     mean_velocity: bool = False,
+    negative=None,
 ) -> dict:
     """Euler steps of the probability-flow ODE from t = 1 to 0, in one lax.scan.
 
@@ -239,7 +250,7 @@ def euler_sample(
         def spanning(xx, tt, *args):  # noisy tokens (t > 0) span this step, clean ones nothing
             return denoise_fn(xx, tt, *args, interval={m: jnp.where(tt[m] > 0, s[m][0] - s[m][1], 0.0) for m in tt})
 
-        v = guided_velocity(spanning if mean_velocity else denoise_fn, x, t, text, text_mask, guidance)
+        v = guided_velocity(spanning if mean_velocity else denoise_fn, x, t, text, text_mask, guidance, negative)
         x = {m: (x[m] + (s[m][1] - s[m][0]) * v[m]).astype(x[m].dtype) for m in x}
         if on_step is not None:
             jax.debug.callback(on_step, i + 1)
@@ -324,6 +335,7 @@ def sde_sample(
     x_clean: dict | None = None,
     return_trajectory: bool = False,
     clip_keys: jax.Array | None = None,
+    negative=None,
 ) -> SDEOutput:
     """Flow-GRPO sampling: `sde_step` along the schedule, recording log-probs.
 
@@ -341,6 +353,7 @@ def sde_sample(
     clip_keys: [B] keys, one per clip, from which each clip's step noise is drawn
     (its initial noise then comes in `x`), so that a clip's trajectory does not
     depend on the batch it is sampled in; `key` is then unused.
+    negative: (text, mask) of negative prompts for text guidance (see `guided_velocity`).
     """
     if clip_keys is None:
         k_init, k_steps = jax.random.split(key)
@@ -356,7 +369,7 @@ def sde_sample(
         s, k, a = inp
         t = _token_t(clean_m, {m: s[m][0] for m in s})
         t_next = _token_t(clean_m, {m: s[m][1] for m in s})
-        v = guided_velocity(denoise_fn, x, t, text, text_mask, guidance)
+        v = guided_velocity(denoise_fn, x, t, text, text_mask, guidance, negative)
         x_next, lp = {}, 0.0
         for i, m in enumerate(names):
             if clip_keys is None:

@@ -98,6 +98,32 @@ def test_guidance_runs_all_passes():
     assert np.isfinite(v).all() and np.isfinite(a).all()
 
 
+def test_negative_prompts_replace_the_unconditional_pass():
+    """Text guidance with a negative caption steers from it instead of from no caption:
+    negative = the caption itself cancels the guidance (the unguided sample), "" is
+    the plain guided sample, another caption gives another sample."""
+    from jav.sample import clip_keys
+
+    cfg, model, layout, _, _ = setup()
+    keys, g = clip_keys([3, 4]), Guidance(text_video=4.0, text_audio=4.0)
+    sample = functools.partial(generate, model, layout, CAPTIONS, keys, num_steps=3, flow_cfg=cfg.flow)
+    plain_v, plain_a = sample()
+    guided_v, guided_a = sample(guidance=g)
+    assert np.abs(guided_v - plain_v).mean() > 1e-3
+    self_v, self_a = sample(guidance=g, negative_captions=CAPTIONS)
+    np.testing.assert_allclose(self_v, plain_v, atol=1e-4)
+    np.testing.assert_allclose(self_a, plain_a, atol=1e-4)
+    none_v, _ = sample(guidance=g, negative_captions=["", ""])
+    np.testing.assert_allclose(none_v, guided_v, atol=1e-4)
+    other_v, _ = sample(guidance=g, negative_captions=["a green ball", ""])
+    assert np.abs(other_v[0] - guided_v[0]).mean() > 1e-3  # the first clip steered from its negative
+    np.testing.assert_allclose(other_v[1], guided_v[1], atol=1e-4)  # the second has none
+    with pytest.raises(ValueError, match="text guidance scale above 1"):
+        sample(negative_captions=CAPTIONS)
+    with pytest.raises(ValueError, match="one per caption"):
+        sample(guidance=g, negative_captions=CAPTIONS[:1])
+
+
 def test_two_stage_is_the_joint_video_then_its_v2a_soundtrack():
     """two_stage: the video of the one-stage joint sample, and the audio that V2A makes
     for that video from the second-stage keys (each clip's key folded with 1)."""

@@ -59,18 +59,25 @@ def test_prompt_file_seeds_each_clip_and_a_rerun_skips_finished_ones(run_dir, tm
     depends on its seed alone is tests/test_generate.py's.)"""
     from jav import sample
 
-    rows = [{"prompt": PROMPTS[0], "seed": 11}, {"prompt": PROMPTS[1], "seed": 5}, {"prompt": PROMPTS[0]}]
+    rows = [{"prompt": PROMPTS[0], "seed": 11}, {"prompt": PROMPTS[1], "seed": 5, "negative_prompt": "a green ball"}, {"prompt": PROMPTS[0]}]
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = tmp_path / "out"
-    common = ["--workdir", str(run_dir), "--steps", "2", "--seed", "100"]
+    common = ["--workdir", str(run_dir), "--steps", "2", "--seed", "100", "--cfg-video", "2"]
     sample.main(common + ["--out", str(out), "--prompts", str(tmp_path / "p.jsonl"), "--batch", "3"])
-    assert [json.loads((out / f"{i:03d}.json").read_text())["seed"] for i in range(3)] == [11, 5, 102]
+    infos = [json.loads((out / f"{i:03d}.json").read_text()) for i in range(3)]
+    assert [i["seed"] for i in infos] == [11, 5, 102]
+    assert [i["negative_prompt"] for i in infos] == ["", "a green ball", ""]
     printed = capsys.readouterr().out
     assert "3/3 done" in printed and "clips/s, ETA" in printed
     before = (out / "000.mp4").stat().st_mtime_ns
     paths = sample.main(common + ["--out", str(out), "--prompts", str(tmp_path / "p.jsonl"), "--batch", "3"])
     assert [p.name for p in paths] == ["000.mp4", "001.mp4", "002.mp4"] and (out / "000.mp4").stat().st_mtime_ns == before
     assert "all 3 clips are already in" in capsys.readouterr().out
+    rows[1]["negative_prompt"] = "a red ball"  # a changed negative prompt makes that clip again, and only it
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    sample.main(common + ["--out", str(out), "--prompts", str(tmp_path / "p.jsonl"), "--batch", "3"])
+    assert "sampling 1 clip(s) (2 already in" in capsys.readouterr().out
+    assert json.loads((out / "001.json").read_text())["negative_prompt"] == "a red ball"
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\nnot json\n')
     with pytest.raises(ValueError, match="bad.jsonl line 2 is not JSON"):
         sample.main(common + ["--out", str(out), "--prompts", str(tmp_path / "bad.jsonl")])
