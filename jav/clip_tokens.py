@@ -13,6 +13,8 @@ content is invisible at most timesteps). Latents arrive standardised by
 from __future__ import annotations
 
 import dataclasses
+import math
+from fractions import Fraction
 from functools import cached_property
 
 import jax
@@ -180,3 +182,86 @@ def clip_to_arrays(frames: np.ndarray, wave: np.ndarray, params: mel.MelParams) 
 def arrays_to_clip(video: np.ndarray, logmel: np.ndarray, params: mel.MelParams) -> tuple[np.ndarray, np.ndarray]:
     """Model-space arrays -> uint8 frames and a waveform (Griffin-Lim)."""
     return model_to_frames(video), mel.logmel_to_waveform(np.asarray(logmel), params)
+
+
+def clip_config(cfg, duration: float | None = None, size: int | None = None):
+    """A copy of a run's config that makes clips of `duration` seconds and `size` x `size`
+    pixels (None: as trained). Tokens carry their time in seconds and their place on the
+    patch grid (rotary positions), so the network takes any such shape; past the trained
+    one it samples out of its training distribution. In latent space the latent shapes
+    follow from the VAEs' compression, read off the trained shapes (a causal VAE's
+    first latent is one frame alone). Raises, naming the durations or sizes that fit,
+    where a patch or the VAEs' compression does not divide the new shape."""
+    if duration is None and size is None:
+        return cfg
+    cfg = cfg.copy_and_resolve_references()
+    d, m = cfg.data, cfg.model
+    if d.get("world") == "latent" and not all(k in d for k in ("canvas", "duration", "pixel_fps")):
+        raise ValueError("this latent-space config does not name the clips its latents came from (data.canvas, "
+                         "data.duration, data.pixel_fps): it samples at its trained shape only; drop --duration / --size")
+    if duration is not None:
+        if duration <= 0:
+            raise ValueError(f"duration must be positive, got {duration:g} s")
+        if d.get("world") == "latent":
+            _latent_duration(d, m, duration)
+        d.duration = float(duration)
+    if size is not None:
+        if d.get("world") == "latent":
+            (t, _, _, c), space = d.video_latent_shape, d.canvas // d.video_latent_shape[1]
+            if size % (space * m.video.patch[1]):
+                raise ValueError(f"size {size} px does not fit: latents are {space}x smaller and patches "
+                                 f"{m.video.patch[1]} latents wide, so the size must be a multiple of {space * m.video.patch[1]} px")
+            d.video_latent_shape = (t, size // space, size // space, c)
+        elif size % m.video.patch[1]:
+            raise ValueError(f"size {size} px does not fit model.video.patch={tuple(m.video.patch)}: use a multiple of {m.video.patch[1]} px")
+        d.canvas = int(size)
+    if d.get("world") != "latent":
+        _pixel_duration_fits(d, m)
+    TokenLayout.from_config(cfg)  # every other check of the shape
+    return cfg
+
+
+def _pixel_duration_fits(d, m) -> None:
+    """Raises, naming the durations that fit, where the patches do not divide a pixel-space clip."""
+    frames, hops = d.duration * d.fps, d.duration * d.sample_rate / d.mel_hop
+    pt, pa = m.video.patch[0], m.audio.patch
+    if abs(frames - round(frames)) > 1e-6 or round(frames) % pt or (int(round(d.duration * d.sample_rate)) // d.mel_hop) % pa:
+        video_step = Fraction(pt) / Fraction(d.fps).limit_denominator()
+        audio_step = Fraction(pa * d.mel_hop, d.sample_rate)
+        step = _lcm(video_step, audio_step)
+        raise ValueError(f"a {d.duration:g} s clip is {frames:g} video frames and {hops:g} audio frames; patches of "
+                         f"{pt} frames and {pa} audio frames must divide them (multiples of {float(step):g} s always fit)")
+
+
+def _latent_duration(d, m, duration: float) -> None:
+    """Sets the latent shapes of a `duration`-second clip (raises where the VAEs' compression does not divide it)."""
+    t, h, w, c = d.video_latent_shape
+    frames = duration * d.pixel_fps
+    causal = int(d.get("video_time_compression", 0))
+    trained = int(round(d.duration * d.pixel_fps))
+    if abs(frames - round(frames)) > 1e-6:
+        raise ValueError(f"{duration:g} s is not a whole number of frames at {d.pixel_fps:g} fps")
+    frames = int(round(frames))
+    if causal:  # latent 0 is frame 0 alone, each later latent `causal` frames
+        if (frames - 1) % causal:
+            raise ValueError(f"a causal VAE with time compression {causal} needs 1 + {causal}k frames: {frames} is not; "
+                             f"at {d.pixel_fps:g} fps use (1 + {causal}k) / {d.pixel_fps:g} s")
+        latents = 1 + (frames - 1) // causal
+    else:
+        if (frames * t) % trained:
+            raise ValueError(f"{frames} frames do not fit the VAE's time compression ({trained} frames -> {t} latents)")
+        latents = frames * t // trained
+    if latents % m.video.patch[0]:
+        raise ValueError(f"{latents} video latents are not divisible by model.video.patch[0]={m.video.patch[0]}")
+    # audio latents: the log-mel's hops over the audio VAE's compression (read off the trained shape)
+    hops = lambda s: int(round(s * d.sample_rate)) // d.mel_hop  # noqa: E731
+    audio = hops(duration) // (hops(d.duration) // d.audio_latent_shape[0])
+    if audio % m.audio.patch:
+        raise ValueError(f"{duration:g} s is {audio} audio latents: model.audio.patch={m.audio.patch} must divide it")
+    d.video_latent_shape = (latents, h, w, c)
+    d.audio_latent_shape = (audio, d.audio_latent_shape[1])
+
+
+def _lcm(a, b):
+    """Least common multiple of two positive fractions."""
+    return Fraction(math.lcm(a.numerator, b.numerator), math.gcd(a.denominator, b.denominator))

@@ -4,6 +4,7 @@
         [--prompt ...] --out DIR [--steps N] [--seed S] [--image PNG | --video MP4 | --audio WAV] [--sampler ode|sde]
     python -m jav.sample --workdir DIR --prompts prompts.jsonl --out DIR    # {"prompt": ..., "seed": ...} a line
     python -m jav.sample ... --cfg-video 3 --negative-prompt "a green ball"    # guidance away from a caption
+    python -m jav.sample ... --duration 3 --size 48    # clips of another length and frame size than trained
 
 For each prompt i it writes OUT/iii.mp4 (H.264 video + AAC audio, muxed),
 OUT/iii.wav and OUT/iii.json (the prompt, its seed and every setting that made
@@ -30,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from jav import distributed, samplers
-from jav.clip_tokens import TokenLayout, arrays_to_clip, frames_to_model, mel_params, pixel_fps
+from jav.clip_tokens import TokenLayout, arrays_to_clip, clip_config, frames_to_model, mel_params, pixel_fps
 from jav.data import mel
 from jav.frozen_text_encoder import load_text_encoder
 from jav.generate import SAMPLERS, generate
@@ -233,8 +234,9 @@ def read_prompts(path: str, seed: int, negative: str = "") -> tuple[list[str], l
     return prompts, seeds, negatives
 
 
-def finished(out_dir, index: int, prompt: str, seed: int, negative: str = "") -> bool:
-    """Whether OUT/iii.json and its mp4 already hold this prompt with this seed and negative prompt (a rerun skips it)."""
+def finished(out_dir, index: int, want: dict) -> bool:
+    """Whether OUT/iii.json and its mp4 already hold the clip that `want` names (its prompt, seed,
+    negative prompt, duration, size; a key the JSON lacks counts as None): a rerun skips it."""
     meta, video = pathlib.Path(out_dir) / f"{index:03d}.json", pathlib.Path(out_dir) / f"{index:03d}.mp4"
     if not (meta.exists() and video.exists()):
         return False
@@ -242,7 +244,7 @@ def finished(out_dir, index: int, prompt: str, seed: int, negative: str = "") ->
         info = json.loads(meta.read_text())
     except json.JSONDecodeError:
         return False
-    return info.get("prompt") == prompt and info.get("seed") == seed and info.get("negative_prompt", "") == negative
+    return all(info.get(k) == v for k, v in want.items())
 
 
 def main(argv: list[str] | None = None) -> list[pathlib.Path]:
@@ -267,6 +269,9 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (1 = off)")
     parser.add_argument("--negative-prompt", default="", help="caption that text guidance steers away from, for every clip "
                         "(a .jsonl prompt file may give one per clip); needs a text guidance scale above 1")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per clip (default: as trained); "
+                        "positions are in seconds, so other durations run, out of the training distribution")
+    parser.add_argument("--size", type=int, default=None, help="frame width = height in pixels (default: as trained, data.canvas)")
     parser.add_argument("--two-stage", action="store_true", help="T2VA / I2VA in two stages: the joint sampler's video, then "
                         "its soundtrack sampled again with that video given (V2A); twice the passes")
     parser.add_argument("--text-encoder", default=None, help="frozen text encoder of a model trained on precomputed "
@@ -285,13 +290,17 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     distributed.require_single_process("python -m jav.sample")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
 
-    done = [finished(args.out, i, prompts[i], seeds[i], negatives[i]) for i in range(len(prompts))]
+    def identity(i):  # what makes clip i the clip it is: a rerun with any of these changed makes it again
+        return dict(prompt=prompts[i], seed=seeds[i], negative_prompt=negatives[i] or None, duration=args.duration, size=args.size)
+
+    done = [finished(args.out, i, identity(i)) for i in range(len(prompts))]
     todo = [i for i in range(len(prompts)) if not done[i]]
     paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(prompts)) if done[i]]
     if not todo:
         print(f"all {len(prompts)} clips are already in {args.out}", flush=True)
         return paths
     cfg, model, step = load_run(args.workdir, args.weights)
+    cfg = clip_config(cfg, args.duration, args.size)
     text_encoder = None
     if args.text_encoder:
         text_encoder = load_text_encoder(args.text_encoder, max_len=args.text_len or cfg.data.get("text_len", 128))
@@ -308,7 +317,7 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
                          log=lambda m: print(m, flush=True), text_encoder=text_encoder,
                          negatives=[negatives[i] for i in todo] if any(negatives) else None)
     for i, (frames, wave) in zip(todo, clips):
-        info = dict(prompt=prompts[i], negative_prompt=negatives[i], workdir=str(args.workdir), checkpoint_step=step, weights=args.weights, seed=seeds[i],
+        info = dict(identity(i), workdir=str(args.workdir), checkpoint_step=step, weights=args.weights,
                     steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None, two_stage=args.two_stage,
                     guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                     image=args.image, video=args.video, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)

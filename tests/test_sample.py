@@ -66,7 +66,7 @@ def test_prompt_file_seeds_each_clip_and_a_rerun_skips_finished_ones(run_dir, tm
     sample.main(common + ["--out", str(out), "--prompts", str(tmp_path / "p.jsonl"), "--batch", "3"])
     infos = [json.loads((out / f"{i:03d}.json").read_text()) for i in range(3)]
     assert [i["seed"] for i in infos] == [11, 5, 102]
-    assert [i["negative_prompt"] for i in infos] == ["", "a green ball", ""]
+    assert [i["negative_prompt"] for i in infos] == [None, "a green ball", None]
     printed = capsys.readouterr().out
     assert "3/3 done" in printed and "clips/s, ETA" in printed
     before = (out / "000.mp4").stat().st_mtime_ns
@@ -205,3 +205,42 @@ def test_sampling_compiles_once_for_many_batches_and_calls(run_dir):
     before = sample_speed.measure(str(run_dir), num=2, batch=2, steps=2, recompile_each_batch=True, log=lambda _: None)
     assert before["compiles_per_batch"][0] > 0, before  # the counter sees compiles where there are some
     assert jax.config.jax_enable_compilation_cache  # the benchmark put the persistent cache back
+
+
+def test_duration_and_size_are_chosen_at_sampling(run_dir, tmp_path):
+    """--duration / --size: clips of that length and frame size from a model trained on
+    2 s at 32 px (positions are seconds and grid places); recorded per clip, and a rerun
+    at another duration makes the clip again. A shape the patches cannot tile is refused, naming what fits."""
+    from jav import sample
+
+    cfg = test_config.get_config()
+    out = tmp_path / "out"
+    common = ["--workdir", str(run_dir), "--out", str(out), "--steps", "1", "--prompt", PROMPTS[0]]
+    sample.main(common + ["--duration", "3", "--size", "48"])
+    frames, fps, wave, rate = media.read_mp4(out / "000.mp4")
+    assert frames.shape == (24, 48, 48, 3) and fps == cfg.data.fps and abs(len(wave) - 3 * rate) < 0.1 * rate
+    info = json.loads((out / "000.json").read_text())
+    assert info["duration"] == 3.0 and info["size"] == 48
+    sample.main(common + ["--duration", "2.5"])  # not the recorded duration: made again
+    assert media.read_mp4(out / "000.mp4")[0].shape == (20, 32, 32, 3)
+    with pytest.raises(ValueError, match="multiples of 0.25 s always fit"):
+        sample.main(common + ["--duration", "2.1"])
+    with pytest.raises(ValueError, match="use a multiple of 4 px"):
+        sample.main(common + ["--size", "30"])
+
+
+def test_latent_clip_shapes_follow_the_vaes_compression():
+    """In latent space a new duration / size sets the latent shapes from the trained ones:
+    the causal VAE's 1 + 4k frames, 8x smaller frames, the audio VAE's 4 hops a latent."""
+    from configs import bounce_latent
+    from jav.clip_tokens import clip_config
+
+    cfg = bounce_latent.get_config()  # 2.125 s = 17 frames at 8 fps -> 5 latents; 53 audio latents; 32 px -> 4
+    c = clip_config(cfg, 4.125, 64)
+    layout = TokenLayout.from_config(c)
+    assert layout.video_shape == (9, 8, 8, 16) and layout.audio_shape == (103, 128)
+    assert clip_config(cfg) is cfg and tuple(cfg.data.video_latent_shape) == (5, 4, 4, 16)  # the run's own config is untouched
+    with pytest.raises(ValueError, match=r"needs 1 \+ 4k frames"):
+        clip_config(cfg, 4.0)
+    with pytest.raises(ValueError, match="multiple of 8 px"):
+        clip_config(cfg, size=60)
