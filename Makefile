@@ -26,6 +26,7 @@ DEMO_LATENT := runs/demo_latent
 demo: $(STAMP) $(DEMO)/data/manifest.json
 	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO)/run --config.data.dir=$(DEMO)/data
 	$(PY) -m jav.evaluate --workdir $(DEMO)/run --num 16 --task t2va,v2a --out $(DEMO)/samples
+	$(PY) -m jav.report $(DEMO)/run $(DEMO)/samples --out $(DEMO)/report --title "make demo"
 
 # The demo's model distilled into a student that samples in 4 passes instead of 64
 # (configs/distill.py, jav/train/distill.py), then both scored on the same 16
@@ -70,8 +71,17 @@ $(EXTRAS_STAMP): $(STAMP) requirements-tpu.txt requirements-hf.txt requirements-
 	$(PY) -m pip install -q -r requirements-beam.txt
 	touch $(EXTRAS_STAMP)
 
-test: $(STAMP) $(EXTRAS_STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+# The report's page test opens it in Debian's headless Chromium (jav.report.browser),
+# installed here if missing (about 30 s); JAV_REQUIRE_BROWSER makes its absence a failure.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BROWSER_STAMP := $(VENV)/.installed-browser
+$(BROWSER_STAMP): | $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+	touch $(BROWSER_STAMP)
+
+test: $(STAMP) $(EXTRAS_STAMP) $(BROWSER_STAMP)
+	JAV_REQUIRE_BROWSER=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 
 # The step-time benchmark beside diffusers' LTX-2 transformer (PyTorch, CPU), in
 # its own venv; torch is installed first so that pip takes the CPU build.
