@@ -109,7 +109,14 @@ def experiment(model_cfg, batch_size, steps, lr=1e-3, warmup_steps=50) -> ml_col
             max_nonfinite=5,  # this many non-finite steps in a row stop the run
             peak_flops_per_device=0.0,  # for the MFU estimate; 0: jav.perf's datasheet peak of the chip, or a measured matmul peak on CPU
             profile_steps=[],  # [first, end): a jax.profiler trace of those steps in WORKDIR/profile
+            eval_every=0,  # held-out samples scored (cfg.eval) every this many steps and at the end; 0: never
         ),
+        # what the trainer samples every train.eval_every steps: the captions of `num` held-out
+        # bounce-world clips per task, with the EMA weights and the config's sampling settings,
+        # written to WORKDIR/evals/step_NNNNNNN/TASK/ (jav.evaluate's layout; jav.report reads it),
+        # their metrics to TensorBoard and metrics.jsonl ("eval_TASK_METRIC"), and the first `media`
+        # clips' contact sheets and sound to TensorBoard
+        eval=dict(num=4, tasks="t2va", media=2),
         # dcn: {axis: slices} for a job over several TPU slices (jav.sharding.make_mesh), e.g. {"data": 2}
         mesh=dict(shape=dict(data=1, fsdp=-1, context=1, tensor=1), dcn=dict(), rules=[list(r) for r in DEFAULT_RULES]),
         init_from="",  # DIR or DIR:ema: start from another run's checkpoint

@@ -93,17 +93,33 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
              noise_level: float = 0.7, two_stage: bool = False, log=print) -> dict:
     """Samples and scores `num` held-out clips for each task -> {task: summary} (also written to OUT/TASK/summary.json).
     `two_stage`: T2VA and I2VA sample the video, then its soundtrack given it (jav.generate.generate)."""
+    check_tasks(tasks)
+    cfg, model, step = load_run(workdir, weights)
+    out = pathlib.Path(out) if out else pathlib.Path(workdir) / "samples"
+    return evaluate_model(model, cfg, step, num, tasks=tasks, out=out, workdir=workdir, steps=steps, seed=seed, sample_seed=sample_seed,
+                          batch_size=batch_size, weights=weights, guidance=guidance, sampler=sampler, noise_level=noise_level,
+                          two_stage=two_stage, log=log)
+
+
+def check_tasks(tasks) -> None:
     for task in tasks:
         if task not in TASKS:
             raise ValueError(f"--task {task!r} is not one of {', '.join(TASKS)}")
-    cfg, model, step = load_run(workdir, weights)
+
+
+def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
+                   sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str = "ode",
+                   noise_level: float = 0.7, two_stage: bool = False, log=print) -> dict:
+    """`evaluate` for a model in memory (the trainer's, during training) -> {task: summary}, written under `out`."""
+    check_tasks(tasks)
+    out = pathlib.Path(out)
     steps = steps or cfg.sample.steps
     world = world_params(cfg)
     clips = [generate_clip(seed + i, world) for i in range(num)]
     captions = [c.caption for c in clips]
     guidance = samplers.guidance_from(cfg, **(guidance or {}))
-    out = pathlib.Path(out) if out else pathlib.Path(workdir) / "samples"
-    log(f"loaded {workdir} step {step} ({weights}); {num} held-out clips (seeds {seed}..{seed + num - 1}), {steps} steps, tasks {', '.join(tasks)}")
+    log(f"{'loaded ' + str(workdir) + ' ' if workdir else ''}step {step} ({weights}); {num} held-out clips (seeds {seed}..{seed + num - 1}), "
+        f"{steps} steps, tasks {', '.join(tasks)}")
     video, audio = real_arrays(cfg, clips)
     to_clips = clip_decoder(cfg)
     references = [clip_metrics(*ref, clip.caption, world) for clip, ref in zip(clips, to_clips(video, audio))]
@@ -111,6 +127,8 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
     unrelated = [clip_metrics(clip.frames, clips[(i + 1) % num].audio, clip.caption, world) for i, clip in enumerate(clips)]
     scales = dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality)
     staged = {task: two_stage and task in ("t2va", "i2va") for task in tasks}
+    # network passes per clip: a distilled student guides inside its one pass
+    passes = 1 if model.guide is not None else samplers.passes_per_step(guidance)
     summaries = {}
     for task in tasks:
         start = time.time()
@@ -120,17 +138,18 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
                                two_stage=staged[task], log=log)
         task_out = out / task
         results = []
+        nfe = steps * passes * (2 if staged[task] else 1)
         for i, (clip, sample) in enumerate(zip(clips, samples)):
             frames, wave = scored_clip(task, clip, sample)
             m = clip_metrics(frames, wave, clip.caption, world)
             results.append(m)
             info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed + i,
-                        batch_size=min(batch_size, num), steps=steps, sampler=sampler, two_stage=staged[task], caption_seed=seed + i,
+                        batch_size=min(batch_size, num), steps=steps, nfe=nfe, sampler=sampler, two_stage=staged[task], caption_seed=seed + i,
                         guidance=scales, metrics=m)
             write_sample(task_out, i, frames, wave, cfg, info)
             log(f"[{task}] {i:03d} {clip.caption!r}: {_line(m)}")
         summary = dict(task=task, workdir=str(workdir), checkpoint_step=step, weights=weights, num=num, caption_seed=seed,
-                       sample_seed=sample_seed, steps=steps, guidance=scales, sampler=sampler, two_stage=staged[task],
+                       sample_seed=sample_seed, steps=steps, nfe=nfe, guidance=scales, sampler=sampler, two_stage=staged[task],
                        noise_level=noise_level if sampler == "sde" else None,
                        metrics=aggregate(results), reference_metrics=aggregate(references),
                        unrelated_metrics=aggregate(unrelated), seconds=time.time() - start)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jav import flow, samplers
+from jav import flow, samplers, sharding
 from jav.clip_tokens import TokenLayout
 
 
@@ -112,6 +112,8 @@ def generate(
     noise_level: float = 0.7,
     two_stage: bool = False,
     negative_captions: Sequence[str] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    rules=(),
 ) -> tuple[np.ndarray, np.ndarray]:
     """-> model-space video [B, T, H, W, C] and audio [B, Ta, Ca] as NumPy arrays.
 
@@ -132,6 +134,10 @@ def generate(
     `negative_captions` (one per caption; "" for none): text guidance steers away from
     them instead of from no caption. They act through the text scales, so a text scale
     must be above 1; a distilled student takes its guidance as input and has no negative.
+    `mesh` (a model loaded onto it, `jav.runs.load_run(..., mesh=)`): the clips are split
+    over the mesh axes of the logical batch axis (`rules`, as in training; the batch must
+    divide them), the model's own shardings as trained; with several processes every
+    process passes the same captions and gets every clip back.
     """
     if model.text_encoder is not None:
         encode = model.text_encoder.tokenizer.encode
@@ -168,9 +174,57 @@ def generate(
     run = functools.partial(_sample, graphdef, state, text_in=jnp.asarray(text_in), text_mask=jnp.asarray(mask), layout=layout,
                             num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step if sampler == "ode" else None,
                             sampler=sampler, noise_level=float(noise_level), **negative)
-    tokens = run(key, clean=clean, x_clean=x_clean)
-    if two_stage:  # the same clips' V2A: the generated video held clean, the audio from new noise
-        clean = dict(clean, video=jnp.ones_like(clean["video"]))
-        tokens = run(_second_stage(key), clean=clean, x_clean=dict(x_clean, video=tokens["video"]))
-    v, a = layout.from_tokens(tokens)
-    return np.asarray(v), np.asarray(a)
+    if mesh is None:
+        tokens = run(key, clean=clean, x_clean=x_clean)
+        if two_stage:  # the same clips' V2A: the generated video held clean, the audio from new noise
+            clean = dict(clean, video=jnp.ones_like(clean["video"]))
+            tokens = run(_second_stage(key), clean=clean, x_clean=dict(x_clean, video=tokens["video"]))
+        v, a = layout.from_tokens(tokens)
+        return np.asarray(v), np.asarray(a)
+    if not _per_clip(key):
+        raise ValueError("sampling on a mesh takes one key per clip (jav.sample.clip_keys(seeds)), so that each clip is its own")
+    with jax.set_mesh(mesh), sharding.logical_rules(rules):
+        place = functools.partial(_on_mesh, mesh, rules)
+        run = functools.partial(run, text_in=place(run.keywords["text_in"]), text_mask=place(run.keywords["text_mask"]),
+                                **{k: place(v) for k, v in negative.items()})
+        tokens = run(place(key), clean=place(clean), x_clean=place(x_clean))
+        if two_stage:
+            clean = dict(clean, video=jnp.ones_like(clean["video"]))
+            tokens = run(place(_second_stage(key)), clean=place(clean), x_clean=dict(place(x_clean), video=tokens["video"]))
+        v, a = layout.from_tokens(tokens)
+        return _gather(v), _gather(a)
+
+
+def _on_mesh(mesh, rules, tree):
+    """Host or single-device arrays (the same on every process) -> global arrays, rows split over the batch's mesh axes."""
+    def one(a):
+        a = a if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else np.asarray(a)
+        placement = sharding.batch_sharding(mesh, rules, a.ndim)
+        if len(a) % int(np.prod([mesh.shape[ax] for ax in _batch_axes(placement)])):
+            raise ValueError(f"{len(a)} clips do not split over the mesh's batch axes {dict(mesh.shape)}: "
+                             "sample a batch that is a multiple of data x fsdp (jav.sample --batch)")
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            data = jax.random.key_data(a)
+            return jax.random.wrap_key_data(jax.make_array_from_callback(data.shape, _trailing(placement, data.ndim), lambda i: np.asarray(data)[i]))
+        return jax.make_array_from_callback(a.shape, placement, lambda i: a[i])
+    return jax.tree.map(one, tree)
+
+
+def _batch_axes(placement) -> tuple:
+    axes = placement.spec[0] if len(placement.spec) else None
+    return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def _trailing(placement, ndim: int):
+    """The batch's sharding for an array with trailing dimensions (a key array's data)."""
+    spec = tuple(placement.spec) + (None,) * (ndim - len(placement.spec))
+    return jax.sharding.NamedSharding(placement.mesh, jax.sharding.PartitionSpec(*spec[:ndim]))
+
+
+def _gather(a: jax.Array) -> np.ndarray:
+    """A global array -> the whole of it on this host (every process gets every row)."""
+    if a.is_fully_addressable:
+        return np.asarray(a)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))

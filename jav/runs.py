@@ -19,6 +19,7 @@ import ml_collections
 from etils import epath
 from flax import nnx
 
+from jav import sharding
 from jav.models import AVDiT
 from jav.models.autoencoders import model_module
 from jav.train.checkpoint import abstract_like, latest_step, restore_params_from
@@ -39,16 +40,22 @@ def _check_weights(weights: str) -> None:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
 
 
-def _restore(workdir, state, weights: str, step: int | None):
-    """`weights` of `step` (None: the latest) onto the first device, shaped like `state` -> (params, step)."""
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return restore_params_from(workdir, use_ema=weights == "ema", abstract_params=abstract_like(state, device),
-                               step=step, with_step=True)
+def _restore(workdir, state, weights: str, step: int | None, shardings=None):
+    """`weights` of `step` (None: the latest) shaped like `state` -> (params, step): onto the
+    first device, or placed by `shardings` (one per variable of `state`, `sharding.param_shardings`)."""
+    if shardings is None:
+        abstract = abstract_like(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    else:
+        abstract = jax.tree.map(lambda placement, variable: abstract_like(variable, placement), shardings, state)
+    return restore_params_from(workdir, use_ema=weights == "ema", abstract_params=abstract, step=step, with_step=True)
 
 
-def load_run(workdir, weights: str = "ema", step: int | None = None) -> tuple[ml_collections.ConfigDict, nnx.Module, int]:
+def load_run(workdir, weights: str = "ema", step: int | None = None, mesh: jax.sharding.Mesh | None = None,
+             rules=None) -> tuple[ml_collections.ConfigDict, nnx.Module, int]:
     """A diffusion run's config and model with the `weights` ("ema" or "params") of `step`
-    (default: the latest) -> (cfg, model, step). A run that kept no EMA gives its raw weights."""
+    (default: the latest) -> (cfg, model, step). A run that kept no EMA gives its raw weights.
+    With `mesh`, each parameter is read straight into its shards on the mesh, placed by
+    the logical-axis `rules` (default: the run's mesh.rules), as the trainer places them."""
     _check_weights(weights)
     cfg = load_config(workdir)
     phase = cfg.get("phase", "diffusion")
@@ -57,7 +64,11 @@ def load_run(workdir, weights: str = "ema", step: int | None = None) -> tuple[ml
     if weights == "ema" and not cfg.train.ema_decay:
         weights = "params"  # the run kept no EMA
     graphdef, state = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))
-    params, step = _restore(workdir, state, weights, step)
+    shardings = None
+    if mesh is not None:
+        rules = tuple(tuple(r) for r in (rules if rules is not None else cfg.mesh.rules))
+        shardings = sharding.param_shardings(state, mesh, rules)
+    params, step = _restore(workdir, state, weights, step, shardings)
     return cfg, nnx.merge(graphdef, params), step
 
 

@@ -144,7 +144,8 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
                  guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
                  video: str | None = None, conditions: dict | None = None, log=print, text_encoder=None,
                  seeds: Sequence[int] | None = None, sampler: str = "ode", noise_level: float = 0.7,
-                 two_stage: bool = False, negatives: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                 two_stage: bool = False, negatives: Sequence[str] | None = None, mesh=None,
+                 rules=()) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
     (the last batch padded, so one compile serves all). Clip i's noise comes from
     its own seed, `seeds[i]` (default `seed + i`), so it reproduces alone or in any
@@ -153,7 +154,8 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
     (see `generate.conditions`). `text_encoder`: the frozen encoder of a model
     trained on precomputed text (see generate). `sampler` / `noise_level`: the ODE or
     the SDE sampler; `two_stage`: the video first, then its soundtrack (see generate);
-    `negatives`: a negative prompt per prompt ("" for none; see generate)."""
+    `negatives`: a negative prompt per prompt ("" for none; see generate); `mesh` / `rules`:
+    each batch split over the mesh's batch axes, for a model loaded onto it (see generate)."""
     seeds = [seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
@@ -180,7 +182,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
         video, wave_mel = generate(model, layout, padded, clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad), num_steps=steps,
                                    flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
                                    text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, two_stage=two_stage,
-                                   negative_captions=negative, **cond)
+                                   negative_captions=negative, mesh=mesh, rules=rules, **cond)
         out.extend(to_clips(video[:len(chunk)], wave_mel[:len(chunk)]))
         rate = len(out) / (time.time() - started)
         eta = (len(prompts) - len(out)) / rate
@@ -274,6 +276,9 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--size", type=int, default=None, help="frame width = height in pixels (default: as trained, data.canvas)")
     parser.add_argument("--two-stage", action="store_true", help="T2VA / I2VA in two stages: the joint sampler's video, then "
                         "its soundtrack sampled again with that video given (V2A); twice the passes")
+    parser.add_argument("--mesh", default=None, help="the devices to sample on, as mesh axis sizes: 'data=8' splits each batch "
+                        "over 8 devices, 'fsdp=4,tensor=2' shards the model too (the run's mesh.rules; -1 for the rest). Default: "
+                        "one device, or data over every device when several processes were started (jav.distributed)")
     parser.add_argument("--text-encoder", default=None, help="frozen text encoder of a model trained on precomputed "
                         "embeddings: the spec its shards were embedded with (hf:DIR, builtin:RUN)")
     parser.add_argument("--text-len", type=int, default=None, help="caption tokens for --text-encoder (default: the config's data.text_len, else 128)")
@@ -286,20 +291,26 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
         prompts, seeds, negatives = read_prompts(args.prompts, args.seed, args.negative_prompt)
     else:
         prompts, seeds, negatives = args.prompt, [args.seed + i for i in range(len(args.prompt))], [args.negative_prompt] * len(args.prompt)
-    # It loads the weights onto one device and writes every file itself: one process, not one per host.
-    distributed.require_single_process("python -m jav.sample")
+    distributed.initialize()  # joins the other processes, if the launcher started several
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
+    mesh = mesh_of(args.mesh)
+    process, processes = jax.process_index(), jax.process_count()
 
     def identity(i):  # what makes clip i the clip it is: a rerun with any of these changed makes it again
         return dict(prompt=prompts[i], seed=seeds[i], negative_prompt=negatives[i] or None, duration=args.duration, size=args.size)
 
     done = [finished(args.out, i, identity(i)) for i in range(len(prompts))]
+    if processes > 1:  # every process samples the same batches: agree on what is left before any writes
+        from jax.experimental import multihost_utils
+
+        done = [bool(d) for d in multihost_utils.broadcast_one_to_all(np.asarray(done))]
     todo = [i for i in range(len(prompts)) if not done[i]]
     paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(prompts)) if done[i]]
     if not todo:
         print(f"all {len(prompts)} clips are already in {args.out}", flush=True)
         return paths
-    cfg, model, step = load_run(args.workdir, args.weights)
+    cfg, model, step = load_run(args.workdir, args.weights, mesh=mesh)
+    rules = tuple(tuple(r) for r in cfg.mesh.rules) if mesh is not None else ()
     cfg = clip_config(cfg, args.duration, args.size)
     text_encoder = None
     if args.text_encoder:
@@ -310,20 +321,44 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
         parser.error("a negative prompt acts through text guidance, which this run samples without: "
                      "add --cfg-video and/or --cfg-audio above 1")
     skipped = f" ({len(prompts) - len(todo)} already in {args.out})" if len(todo) < len(prompts) else ""
-    print(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps", flush=True)
+    say = (lambda m: print(m, flush=True)) if process == 0 else (lambda m: None)
+    batch = min(args.batch, len(todo))
+    if mesh is not None:  # a batch split over the mesh's batch axes (the last one padded, as always)
+        shards = mesh.shape["data"] * mesh.shape["fsdp"]
+        batch = -(-batch // shards) * shards
+    on = f" on mesh {dict(mesh.shape)}" + (f", {processes} processes" if processes > 1 else "") if mesh is not None else ""
+    say(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps{on}")
     clips = sample_clips(model, cfg, [prompts[i] for i in todo], seed=args.seed, seeds=[seeds[i] for i in todo], steps=steps,
-                         batch_size=min(args.batch, len(todo)), guidance=guidance, image=args.image, audio=args.audio,
+                         batch_size=batch, guidance=guidance, image=args.image, audio=args.audio,
                          video=args.video, sampler=args.sampler, noise_level=args.noise_level, two_stage=args.two_stage,
-                         log=lambda m: print(m, flush=True), text_encoder=text_encoder,
-                         negatives=[negatives[i] for i in todo] if any(negatives) else None)
-    for i, (frames, wave) in zip(todo, clips):
+                         log=say, text_encoder=text_encoder, negatives=[negatives[i] for i in todo] if any(negatives) else None,
+                         mesh=mesh, rules=rules)
+    for n, (i, (frames, wave)) in enumerate(zip(todo, clips)):
+        if n % processes != process:  # every process has every clip; each writes its share
+            continue
         info = dict(identity(i), workdir=str(args.workdir), checkpoint_step=step, weights=args.weights,
                     steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None, two_stage=args.two_stage,
                     guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                     image=args.image, video=args.video, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
         paths.append(write_sample(args.out, i, frames, wave, cfg, info))
-        print(f"wrote {paths[-1]}", flush=True)
+        print(f"wrote {paths[-1]}" + (f" (process {process})" if processes > 1 else ""), flush=True)
     return sorted(paths)
+
+
+def mesh_of(spec: str | None):
+    """`--mesh` -> a mesh of every device (None: one device, unless several processes run: data over all)."""
+    from jav import sharding
+
+    if not spec:
+        return sharding.make_mesh({"data": -1}) if jax.process_count() > 1 else None
+    shape = {}
+    for part in spec.split(","):
+        axis, _, size = part.partition("=")
+        try:
+            shape[axis.strip()] = int(size)
+        except ValueError:
+            raise ValueError(f"--mesh {spec!r}: write axis sizes as 'data=8' or 'fsdp=4,tensor=2'") from None
+    return sharding.make_mesh(shape)
 
 
 if __name__ == "__main__":

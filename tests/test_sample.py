@@ -1,5 +1,6 @@
 """`python -m jav.sample` and `python -m jav.evaluate` on a run trained for two steps."""
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -22,9 +23,51 @@ def run_dir(tmp_path_factory):
     cfg.data.dir = str(shards)
     cfg.train.steps = 2
     cfg.train.log_every = 1
+    cfg.train.eval_every = 2  # the trainer's held-out samples at step 2 (test_the_trainer_samples_held_out_clips)
+    cfg.eval.update(num=2, tasks="t2va", media=1)
+    cfg.sample.steps = 2
     workdir = tmp_path_factory.mktemp("run")
     train(cfg, str(workdir), log=lambda _: None)
     return workdir
+
+
+def event_values(workdir) -> dict:
+    """TensorBoard tag -> which of simple_value / image / audio it holds, read from the run's event files."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    found = {}
+    for path in (workdir / "tensorboard").glob("events.*"):
+        data, at = path.read_bytes(), 0
+        while at < len(data):  # TFRecord: length (u64), its crc (u32), the record, its crc (u32)
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 16 + length
+            for value in event.summary.value:
+                found.setdefault(value.tag, set()).add(value.WhichOneof("value"))
+    return found
+
+
+def test_the_trainer_samples_held_out_clips(run_dir):
+    """train.eval_every: the trainer samples cfg.eval.num held-out captions, writes them as
+    jav.evaluate does (WORKDIR/evals/step_NNNNNNN/TASK/), logs their metrics and the first clip's
+    contact sheet and sound to TensorBoard; jav.report reads the directory."""
+    from jav import report
+
+    out = run_dir / "evals" / "step_0000002" / "t2va"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num"] == 2 and summary["checkpoint_step"] == 2 and summary["nfe"] == 2  # 2 steps, one pass each (no guidance in configs/test.py)
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["000.mp4", "001.mp4"]
+    frames, _, _, _ = media.read_mp4(out / "000.mp4")
+    assert frames.shape == TokenLayout.from_config(test_config.get_config()).video_shape[:3] + (3,)
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == 2 and logged[-1]["eval_t2va_sync_error_ms"] == pytest.approx(summary["metrics"]["sync_error_ms"], nan_ok=True)
+    assert "eval_t2va_event_f1" in logged[-1] and "eval_t2va_event_f1" not in logged[0]
+    tags = event_values(run_dir)
+    assert tags["samples/t2va/0"] == {"image", "audio"} and "samples/t2va/1" not in tags
+    assert tags["eval_t2va_colour_accuracy"] == {"simple_value"}
+    assert [e.label for e in report.find_evaluations(run_dir, "run")] == ["run/evals/step_0000002/t2va"]
 
 
 def test_sample_writes_muxed_mp4_wav_and_settings(run_dir, tmp_path, capsys):
@@ -244,3 +287,33 @@ def test_latent_clip_shapes_follow_the_vaes_compression():
         clip_config(cfg, 4.0)
     with pytest.raises(ValueError, match="multiple of 8 px"):
         clip_config(cfg, size=60)
+
+
+def test_sampling_on_a_mesh_gives_the_clips_of_one_device(run_dir, tmp_path):
+    """`--mesh data=2,fsdp=2,tensor=2` on 8 simulated CPU devices, in a subprocess: the parameters
+    read into their shards as the trainer places them, each batch split over data x fsdp (3
+    prompts padded to a batch of 4): the clips one device makes, each from its own seed."""
+    import os
+    import subprocess
+    import sys
+
+    from jav import sample
+    from xla_flags import with_devices
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    args = ["--workdir", str(run_dir), "--steps", "2", "--seed", "7", "--batch", "4", "--cfg-video", "2",
+            "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--prompt", "a green ball bouncing on an olive background"]
+    sample.main(args + ["--out", str(tmp_path / "one")])
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(root), JAX_DEFAULT_MATMUL_PRECISION="highest", XLA_FLAGS=with_devices(8))
+    proc = subprocess.run([sys.executable, "-m", "jav.sample", *args, "--out", str(tmp_path / "mesh"), "--mesh", "data=2,fsdp=2,tensor=2"],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "on mesh {'data': 2, 'fsdp': 2, 'context': 1, 'tensor': 2}" in proc.stdout
+    for i in range(3):
+        one, mesh = (media.read_mp4(tmp_path / d / f"{i:03d}.mp4") for d in ("one", "mesh"))
+        assert np.abs(one[0].astype(int) - mesh[0].astype(int)).mean() < 0.5  # frames, up to H.264 and rounding
+        np.testing.assert_allclose(media.read_wav(tmp_path / "mesh" / f"{i:03d}.wav")[0],
+                                   media.read_wav(tmp_path / "one" / f"{i:03d}.wav")[0], atol=2e-3)
+        assert json.loads((tmp_path / "mesh" / f"{i:03d}.json").read_text())["seed"] == 7 + i
+    with pytest.raises(ValueError, match="write axis sizes as"):
+        sample.mesh_of("data:8")

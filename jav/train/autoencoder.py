@@ -207,7 +207,7 @@ class AutoencoderPhase(loop.Phase):
             state["disc"] = loop.Trainable(disc_params, disc_opt)
         return state, metrics
 
-    def evaluate(self, state):
+    def evaluate(self, state, step, writer):
         if self.heldout is None:
             return {}
         model = state["model"]

@@ -5,6 +5,9 @@ counted from the model's FLOPs. `python -m jav.train` runs it when `cfg.phase` i
 """
 from __future__ import annotations
 
+import pathlib
+import time
+
 import jax
 import ml_collections
 import numpy as np
@@ -55,6 +58,26 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {jax.process_count()} processes")
     if not cfg.data.get("dir"):
         raise ValueError("data.dir is not set: point it at shards written by `python -m jav.data.synthetic --out DIR --num N`")
+    if cfg.train.get("eval_every"):
+        _validate_eval(cfg, mesh)
+
+
+def _validate_eval(cfg, mesh) -> None:
+    """train.eval_every samples the bounce world's held-out captions in this process."""
+    from jav.evaluate import check_tasks
+
+    e = cfg.get("eval") or {}
+    if not all(k in cfg.data for k in ("canvas", "fps", "duration", "sample_rate")):
+        raise ValueError("train.eval_every samples and scores held-out bounce-world clips, and this config's data names no "
+                         "bounce world (data.canvas, fps, duration, sample_rate): set train.eval_every=0")
+    if jax.process_count() > 1:
+        raise ValueError(f"train.eval_every samples in one process; this run has {jax.process_count()}: set train.eval_every=0 "
+                         "and score its checkpoints with `python -m jav.evaluate --workdir DIR`")
+    check_tasks([t.strip() for t in str(e.get("tasks", "t2va")).split(",") if t.strip()])
+    batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
+    if e.get("num", 4) < 1 or e.get("num", 4) % batch_axes:
+        raise ValueError(f"eval.num={e.get('num', 4)} clips are sampled as one batch over mesh data x fsdp={batch_axes}: "
+                         "make it a positive multiple of that")
 
 
 def _curriculum(buckets):
@@ -139,10 +162,41 @@ class DiffusionPhase(loop.Phase):
                                                      **self.step_options(self._layout_of(batch)[0]))
         return {"model": loop.Trainable(params, opt_state, ema)}, metrics
 
+    def evaluate(self, state, step, writer):
+        """cfg.eval.num held-out captions per task (cfg.eval.tasks) sampled with the EMA weights (see
+        configs/common.py) -> their mean metrics as "TASK_METRIC"; the clips go to
+        WORKDIR/evals/step_NNNNNNN/TASK/ and the first cfg.eval.media of them to TensorBoard."""
+        from jav.evaluate import evaluate_model
+        from jav.media import read_image, read_mp4
+        from jav.report import contact_sheet
+
+        e = self.cfg.get("eval") or {}
+        tasks = tuple(t.strip() for t in str(e.get("tasks", "t2va")).split(",") if t.strip())
+        trainable = state["model"]
+        model = nnx.merge(self.graphdef, trainable.ema if trainable.ema is not None else trainable.params)
+        out = pathlib.Path(str(self.run.workdir)) / "evals" / f"step_{step:07d}"
+        started = time.time()
+        summaries = evaluate_model(model, self.cfg, step, int(e.get("num", 4)), tasks=tasks, out=out, workdir=str(self.run.workdir),
+                                   batch_size=int(e.get("num", 4)), log=lambda _: None)
+        scores = {f"{task}_{k}": v for task, s in summaries.items() for k, v in s["metrics"].items()}
+        self.run.say(f"step {step}: held-out " + "; ".join(
+            f"{task} sync {s['metrics']['sync_error_ms']:.0f} ms F1 {s['metrics']['event_f1']:.2f}" for task, s in summaries.items())
+            + f" ({time.time() - started:.0f}s; {out})")
+        if writer is not None:
+            for task in tasks:
+                for i in range(min(int(e.get("media", 2)), int(e.get("num", 4)))):
+                    frames, fps, wave, rate = read_mp4(out / task / f"{i:03d}.mp4")
+                    sheet = out / task / f"{i:03d}.png"
+                    contact_sheet(frames, fps, wave, rate, sheet)
+                    writer.add_image(f"samples/{task}/{i}", read_image(sheet), step, dataformats="HWC")
+                    writer.add_audio(f"samples/{task}/{i}", np.clip(wave, -1, 1), step, sample_rate=rate)
+        return scores
+
     def log_line(self, step, m):
+        held = " ".join(f"{k[5:]} {v:.3g}" for k, v in m.items() if k.startswith("eval_") and k.endswith(("sync_error_ms", "event_f1")))
         return (f"step {step:6d}/{self.cfg.train.steps}  loss {m['loss']:.4f} (video {m['loss_video']:.4f}, audio {m['loss_audio']:.4f})  "
                 f"grad {m['grad_norm']:.3f}  {m['steps_per_s']:.2f} steps/s  {m['tokens_per_s']:.0f} tok/s  MFU {100 * m['mfu']:.1f}%  "
-                f"skipped {m['skipped_total']}")
+                f"skipped {m['skipped_total']}" + (f"  held-out {held}" if held else ""))
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:

@@ -148,8 +148,9 @@ class Phase(abc.ABC):
         """(FLOPs, tokens) of one step on `batch`, for MFU and tokens/s; None if not counted."""
         return None
 
-    def evaluate(self, state: State) -> dict:
-        """Held-out scores every train.eval_every steps, logged with an 'eval_' prefix."""
+    def evaluate(self, state: State, step: int, writer) -> dict:
+        """Held-out scores every train.eval_every steps, logged with an 'eval_' prefix. `writer`:
+        the run's TensorBoard writer for pictures and sound (None on processes that log nothing)."""
         return {}
 
 
@@ -336,7 +337,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dic
                         raise nonfinite_error(ckpt, nonfinite_run, step, workdir)
                 evaluated = {}
                 if t.get("eval_every") and (step % t.eval_every == 0 or step == t.steps):
-                    evaluated = {f"eval_{k}": float(v) for k, v in phase.evaluate(state).items()}
+                    evaluated = {f"eval_{k}": float(v) for k, v in phase.evaluate(state, step, writer).items()}
                 if step % t.log_every == 0 or step == t.steps or evaluated:
                     metrics = {k: float(v) for k, v in m.items()}  # waits for the step: the window's time is its steps' time
                     elapsed = time.time() - window_start
