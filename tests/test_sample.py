@@ -289,26 +289,30 @@ def test_latent_clip_shapes_follow_the_vaes_compression():
         clip_config(cfg, size=60)
 
 
-def test_sampling_on_a_mesh_gives_the_clips_of_one_device(run_dir, tmp_path):
-    """`--mesh data=2,fsdp=2,tensor=2` on 8 simulated CPU devices, in a subprocess: the parameters
-    read into their shards as the trainer places them, each batch split over data x fsdp (3
-    prompts padded to a batch of 4): the clips one device makes, each from its own seed."""
+def test_sampling_on_a_mesh_of_two_processes_gives_the_clips_of_one_device(run_dir, tmp_path):
+    """`jav.sample --mesh data=2,fsdp=2,tensor=2` as two processes of 4 simulated CPU devices each
+    (launch/local_multiprocess.sh, joined through jav.distributed): the parameters read into
+    their shards as the trainer places them, each batch split over data x fsdp (3 prompts
+    padded to a batch of 4), every clip gathered to every process and each written once: the
+    clips one device makes, each from its own seed."""
     import os
     import subprocess
     import sys
 
     from jav import sample
-    from xla_flags import with_devices
 
     root = pathlib.Path(__file__).resolve().parent.parent
     args = ["--workdir", str(run_dir), "--steps", "2", "--seed", "7", "--batch", "4", "--cfg-video", "2",
             "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--prompt", "a green ball bouncing on an olive background"]
     sample.main(args + ["--out", str(tmp_path / "one")])
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(root), JAX_DEFAULT_MATMUL_PRECISION="highest", XLA_FLAGS=with_devices(8))
-    proc = subprocess.run([sys.executable, "-m", "jav.sample", *args, "--out", str(tmp_path / "mesh"), "--mesh", "data=2,fsdp=2,tensor=2"],
+    env = dict(os.environ, PYTHONPATH=str(root), JAV_CPU_DEVICES="4", JAX_ENABLE_COMPILATION_CACHE="true")
+    proc = subprocess.run([str(root / "launch" / "local_multiprocess.sh"), "2", sys.executable, "-m", "jav.sample", *args,
+                           "--out", str(tmp_path / "mesh"), "--mesh", "data=2,fsdp=2,tensor=2"],
                           env=env, cwd=root, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "on mesh {'data': 2, 'fsdp': 2, 'context': 1, 'tensor': 2}" in proc.stdout
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "on mesh {'data': 2, 'fsdp': 2, 'context': 1, 'tensor': 2}, 2 processes" in proc.stdout
+    writers = sorted(line.split("(process ")[1].rstrip(")") for line in proc.stdout.splitlines() if line.startswith("wrote "))
+    assert writers == ["0", "0", "1"]  # clips 0 and 2 by process 0, clip 1 by process 1
     for i in range(3):
         one, mesh = (media.read_mp4(tmp_path / d / f"{i:03d}.mp4") for d in ("one", "mesh"))
         assert np.abs(one[0].astype(int) - mesh[0].astype(int)).mean() < 0.5  # frames, up to H.264 and rounding
