@@ -202,13 +202,19 @@ def write_sample(out_dir, index: int, frames: np.ndarray, wave: np.ndarray, cfg,
     return path
 
 
-def read_prompts(path: str, seed: int, negative: str = "") -> tuple[list[str], list[int], list[str]]:
-    """A prompt file -> (prompts, seeds, negative prompts). Plain text: one caption a line
-    (blank lines and `#` comments skipped), clip i seeded `seed + i`. JSON lines (`.jsonl`):
-    one object a line with "prompt" and optionally "seed" (default `seed + i`) and
-    "negative_prompt" (default `negative`)."""
+CONDITIONS = {"image": "i2va", "video": "v2a", "audio": "a2v"}  # a row's condition file -> its task
+ROW_KEYS = ("prompt", "seed", "negative_prompt", "task") + tuple(CONDITIONS)
+
+
+def read_prompts(path: str, seed: int, defaults: dict | None = None) -> list[dict]:
+    """A prompt file -> one row per clip: {prompt, seed, negative_prompt, image, video, audio, task}.
+    Plain text: one caption a line (blank lines and `#` comments skipped). JSON lines
+    (`.jsonl`): one object a line with "prompt" and optionally "seed" (default `seed + i`),
+    "negative_prompt", and a condition file ("image" for I2VA, "video" for V2A, "audio"
+    for A2V) with or without its "task"; what a row leaves out comes from `defaults`
+    (the command line's --negative-prompt / --image / --video / --audio)."""
     text = pathlib.Path(path).read_text()
-    prompts, seeds, negatives = [], [], []
+    rows = []
     if path.endswith(".jsonl"):
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -220,20 +226,38 @@ def read_prompts(path: str, seed: int, negative: str = "") -> tuple[list[str], l
                                  '{"prompt": "...", "seed": 7}') from None
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
                 raise ValueError(f'--prompts {path} line {n} has no "prompt" string: {line.strip()[:80]}')
-            if not isinstance(row.get("negative_prompt", ""), str):
-                raise ValueError(f'--prompts {path} line {n}: "negative_prompt" must be a string')
-            prompts.append(row["prompt"])
-            seeds.append(int(row.get("seed", seed + len(seeds))))
-            negatives.append(row.get("negative_prompt", negative))
+            unknown = set(row) - set(ROW_KEYS)
+            if unknown:
+                raise ValueError(f"--prompts {path} line {n} has unknown keys {sorted(unknown)}; a row may hold {', '.join(ROW_KEYS)}")
+            rows.append(_row(dict(row, seed=int(row.get("seed", seed + len(rows)))), defaults, f"--prompts {path} line {n}"))
     else:
         for line in text.splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
-                prompts.append(line.strip())
-                seeds.append(seed + len(seeds))
-                negatives.append(negative)
-    if not prompts:
+                rows.append(_row(dict(prompt=line.strip(), seed=seed + len(rows)), defaults, f"--prompts {path}"))
+    if not rows:
         raise ValueError(f"--prompts {path} holds no prompt")
-    return prompts, seeds, negatives
+    return rows
+
+
+def _row(row: dict, defaults: dict | None, where: str) -> dict:
+    """A prompt row completed from the command line's defaults, its task checked against its condition."""
+    defaults = defaults or {}
+    given = [k for k in CONDITIONS if row.get(k)]
+    if not given:  # the command line's condition, if any, for rows that name none
+        given = [k for k in CONDITIONS if defaults.get(k)]
+        row.update({k: defaults[k] for k in given})
+    if len(given) > 1:
+        raise ValueError(f"{where}: give one condition file of {', '.join(CONDITIONS)}, not {', '.join(given)}")
+    task = CONDITIONS[given[0]] if given else "t2va"
+    if row.get("task", task) != task:
+        want = {v: k for k, v in CONDITIONS.items()}.get(row["task"])
+        raise ValueError(f"{where}: task {row['task']!r} " + (f"needs an {want!r} file" if want else "is not one of t2va, i2va, v2a, a2v")
+                         + (f", and the row gives {given[0]!r} ({task})" if given else ""))
+    negative = row.get("negative_prompt", defaults.get("negative_prompt", "")) or ""
+    if not isinstance(negative, str):
+        raise ValueError(f'{where}: "negative_prompt" must be a string')
+    return dict(prompt=row["prompt"], seed=int(row["seed"]), negative_prompt=negative, task=task,
+                **{k: row.get(k) for k in CONDITIONS})
 
 
 def finished(out_dir, index: int, want: dict) -> bool:
@@ -254,7 +278,8 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
     parser.add_argument("--prompt", action="append", default=[], help="caption; repeat for several clips")
     parser.add_argument("--prompts", default=None, help="a file of prompts: one caption a line, or JSON lines (.jsonl) "
-                        'with "prompt" and optional "seed" and "negative_prompt"')
+                        'with "prompt" and optional "seed", "negative_prompt" and a condition file ("image", "video" or '
+                        '"audio", which sets the row\'s task)')
     parser.add_argument("--out", required=True, help="directory for NNN.mp4, NNN.wav, NNN.json")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the config's sample.steps)")
     parser.add_argument("--seed", type=int, default=0, help="clip i's noise seed is seed + i unless the prompt file gives one")
@@ -287,27 +312,28 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
         parser.error("give at most one of --image (I2VA), --video (V2A) and --audio (A2V)")
     if bool(args.prompt) == bool(args.prompts):
         parser.error("give the captions as --prompt TEXT (repeated) or as --prompts FILE, one of the two")
+    defaults = dict(negative_prompt=args.negative_prompt, image=args.image, video=args.video, audio=args.audio)
     if args.prompts:
-        prompts, seeds, negatives = read_prompts(args.prompts, args.seed, args.negative_prompt)
+        rows = read_prompts(args.prompts, args.seed, defaults)
     else:
-        prompts, seeds, negatives = args.prompt, [args.seed + i for i in range(len(args.prompt))], [args.negative_prompt] * len(args.prompt)
+        rows = [_row(dict(prompt=p, seed=args.seed + i), defaults, "--prompt") for i, p in enumerate(args.prompt)]
     distributed.initialize()  # joins the other processes, if the launcher started several
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
     mesh = mesh_of(args.mesh)
     process, processes = jax.process_index(), jax.process_count()
 
     def identity(i):  # what makes clip i the clip it is: a rerun with any of these changed makes it again
-        return dict(prompt=prompts[i], seed=seeds[i], negative_prompt=negatives[i] or None, duration=args.duration, size=args.size)
+        return dict(rows[i], negative_prompt=rows[i]["negative_prompt"] or None, duration=args.duration, size=args.size)
 
-    done = [finished(args.out, i, identity(i)) for i in range(len(prompts))]
+    done = [finished(args.out, i, identity(i)) for i in range(len(rows))]
     if processes > 1:  # every process samples the same batches: agree on what is left before any writes
         from jax.experimental import multihost_utils
 
         done = [bool(d) for d in multihost_utils.broadcast_one_to_all(np.asarray(done))]
-    todo = [i for i in range(len(prompts)) if not done[i]]
-    paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(prompts)) if done[i]]
+    todo = [i for i in range(len(rows)) if not done[i]]
+    paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(rows)) if done[i]]
     if not todo:
-        print(f"all {len(prompts)} clips are already in {args.out}", flush=True)
+        print(f"all {len(rows)} clips are already in {args.out}", flush=True)
         return paths
     cfg, model, step = load_run(args.workdir, args.weights, mesh=mesh)
     rules = tuple(tuple(r) for r in cfg.mesh.rules) if mesh is not None else ()
@@ -317,10 +343,10 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
         text_encoder = load_text_encoder(args.text_encoder, max_len=args.text_len or cfg.data.get("text_len", 128))
     steps = args.steps or cfg.sample.steps
     guidance = samplers.guidance_from(cfg, args.cfg_video, args.cfg_audio, args.modality_guidance)
-    if any(negatives) and not guidance.uses_text():
+    if any(r["negative_prompt"] for r in rows) and not guidance.uses_text():
         parser.error("a negative prompt acts through text guidance, which this run samples without: "
                      "add --cfg-video and/or --cfg-audio above 1")
-    skipped = f" ({len(prompts) - len(todo)} already in {args.out})" if len(todo) < len(prompts) else ""
+    skipped = f" ({len(rows) - len(todo)} already in {args.out})" if len(todo) < len(rows) else ""
     say = (lambda m: print(m, flush=True)) if process == 0 else (lambda m: None)
     batch = min(args.batch, len(todo))
     if mesh is not None:  # a batch split over the mesh's batch axes (the last one padded, as always)
@@ -328,18 +354,37 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
         batch = -(-batch // shards) * shards
     on = f" on mesh {dict(mesh.shape)}" + (f", {processes} processes" if processes > 1 else "") if mesh is not None else ""
     say(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps{on}")
-    clips = sample_clips(model, cfg, [prompts[i] for i in todo], seed=args.seed, seeds=[seeds[i] for i in todo], steps=steps,
-                         batch_size=batch, guidance=guidance, image=args.image, audio=args.audio,
-                         video=args.video, sampler=args.sampler, noise_level=args.noise_level, two_stage=args.two_stage,
-                         log=say, text_encoder=text_encoder, negatives=[negatives[i] for i in todo] if any(negatives) else None,
-                         mesh=mesh, rules=rules)
-    for n, (i, (frames, wave)) in enumerate(zip(todo, clips)):
+    # one batch stream per task: a batch's clips share what is given clean (each its own file)
+    tasks = {}
+    for i in todo:
+        tasks.setdefault(rows[i]["task"], []).append(i)
+    layout, per_file = TokenLayout.from_config(cfg), {}
+    order, clips = [], []
+    for task, idx in tasks.items():
+        if len(tasks) > 1:
+            say(f"[{task}] {len(idx)} clip(s)")
+        cond = {}
+        for name in CONDITIONS:
+            files = [rows[i][name] for i in idx if rows[i][name]]
+            for f in set(files) - set(per_file):
+                per_file[f] = conditions_from_files(cfg, layout, 1, **{k: (f if k == name else None) for k in CONDITIONS})
+            if files:
+                key = {"image": "first_frame"}.get(name, name)
+                cond[key] = np.concatenate([per_file[f][key] for f in files])
+        negatives = [rows[i]["negative_prompt"] for i in idx]
+        clips += sample_clips(model, cfg, [rows[i]["prompt"] for i in idx], seed=args.seed, seeds=[rows[i]["seed"] for i in idx],
+                              steps=steps, batch_size=batch, guidance=guidance, conditions=cond, sampler=args.sampler,
+                              noise_level=args.noise_level, two_stage=args.two_stage and task in ("t2va", "i2va"), log=say,
+                              text_encoder=text_encoder, negatives=negatives if any(negatives) else None, mesh=mesh, rules=rules)
+        order += idx
+    for n, (i, (frames, wave)) in enumerate(zip(order, clips)):
         if n % processes != process:  # every process has every clip; each writes its share
             continue
         info = dict(identity(i), workdir=str(args.workdir), checkpoint_step=step, weights=args.weights,
-                    steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None, two_stage=args.two_stage,
+                    steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None,
+                    two_stage=args.two_stage and rows[i]["task"] in ("t2va", "i2va"),
                     guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
-                    image=args.image, video=args.video, audio=args.audio, fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
+                    fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
         paths.append(write_sample(args.out, i, frames, wave, cfg, info))
         print(f"wrote {paths[-1]}" + (f" (process {process})" if processes > 1 else ""), flush=True)
     return sorted(paths)

@@ -237,6 +237,38 @@ def test_v2a_from_an_mp4_keeps_its_frames_and_generates_their_soundtrack(run_dir
         sample.main(["--workdir", str(run_dir), "--out", str(tmp_path), "--prompt", "x", "--video", "a.mp4", "--audio", "b.wav"])
 
 
+def test_a_prompt_file_mixes_tasks_row_by_row(run_dir, tmp_path, capsys):
+    """JSON lines may give each row its own condition file (and so its task): the rows of
+    each task are sampled together, each with its own file, and every clip records its task."""
+    from jav import sample
+    from jav.data.bounce import generate_clip
+
+    clips = [generate_clip(1_000_000 + i) for i in range(2)]
+    for i, clip in enumerate(clips):
+        media.write_mp4(tmp_path / f"v{i}.mp4", clip.frames, 8.0)
+    media.write_wav(tmp_path / "a.wav", clips[0].audio, 16000)
+    rows = [{"prompt": clips[0].caption, "video": str(tmp_path / "v0.mp4")}, {"prompt": PROMPTS[0]},
+            {"prompt": clips[1].caption, "video": str(tmp_path / "v1.mp4"), "task": "v2a"},
+            {"prompt": clips[0].caption, "audio": str(tmp_path / "a.wav")}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    sample.main(["--workdir", str(run_dir), "--out", str(out), "--prompts", str(tmp_path / "p.jsonl"), "--steps", "1"])
+    printed = capsys.readouterr().out
+    assert "[v2a] 2 clip(s)" in printed and "[t2va] 1 clip(s)" in printed and "[a2v] 1 clip(s)" in printed
+    infos = [json.loads((out / f"{i:03d}.json").read_text()) for i in range(4)]
+    assert [i["task"] for i in infos] == ["v2a", "t2va", "v2a", "a2v"] and infos[3]["audio"] == str(tmp_path / "a.wav")
+    for i in (0, 2):  # each V2A row keeps its own video
+        given, _, _, _ = media.read_mp4(tmp_path / f"v{i // 2}.mp4")
+        made, _, _, _ = media.read_mp4(out / f"{i:03d}.mp4")
+        assert np.abs(made.astype(float) - given).mean() < 3.0
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "x", "task": "a2v"}))
+    with pytest.raises(ValueError, match="line 1: task 'a2v' needs an 'audio' file"):
+        sample.main(["--workdir", str(run_dir), "--out", str(out), "--prompts", str(tmp_path / "bad.jsonl")])
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "x", "vidoe": "v.mp4"}))
+    with pytest.raises(ValueError, match=r"unknown keys \['vidoe'\]"):
+        sample.main(["--workdir", str(run_dir), "--out", str(out), "--prompts", str(tmp_path / "bad.jsonl")])
+
+
 def test_sampling_compiles_once_for_many_batches_and_calls(run_dir):
     """benchmarks/sample_speed.py: after the first batch no batch compiles, though every batch is
     its own `sample_clips` call; clearing the caches per batch (the cost before) compiles each."""
