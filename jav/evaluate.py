@@ -35,12 +35,13 @@ import numpy as np
 from absl import logging
 
 from jav import distributed, samplers
-from jav.clip_tokens import TokenLayout, clip_to_arrays, mel_params, pixel_fps
+from jav.clip_tokens import TokenLayout, clip_to_arrays, frames_to_model, mel_params, pixel_fps
+from jav.data import mel
 from jav.data.bounce import BounceParams, generate_clip
 from jav.data.bounce_metrics import aggregate, clip_metrics
 from jav.generate import SAMPLERS
 from jav.latents import codec_from_config
-from jav.runs import load_run
+from jav.runs import load_autoencoder, load_run
 from jav.sample import clip_decoder, sample_clips, write_sample
 
 TASKS = ("t2va", "i2va", "v2a", "a2v")
@@ -84,21 +85,37 @@ def scored_clip(task: str, clip, sample: tuple[np.ndarray, np.ndarray]) -> tuple
     return frames, wave
 
 
+def learned_sync(scorer, frames: np.ndarray, wave: np.ndarray, cfg) -> dict:
+    """The sync reward model's reading of one clip (jav/models/sync_reward.py): `learned_sync`, its
+    probability that the sound is in sync with the picture, and `learned_offset_frames`, the offset it
+    reads (whole video frames, positive: the sound late). Only as good as that model: on held-out
+    clips it tells another clip's sound from the clip's own (AUC 0.86) far better than a 250 ms shift
+    (AUC 0.56; benchmarks/RESULTS.md, "Reward tuning"), so it ranks colour and pitch mismatches before timing."""
+    from jav.models.sync_reward import predicted_offset, reward
+
+    video = frames_to_model(frames)[None]
+    logmel = mel.waveform_to_logmel(np.asarray(wave, np.float32), mel_params(cfg))[None]
+    return dict(learned_sync=float(np.exp(reward(scorer, video, logmel)[0])),
+                learned_offset_frames=float(predicted_offset(scorer, video, logmel)[0]))
+
+
 def _line(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
 
 
 def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
              sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str = "ode",
-             noise_level: float = 0.7, two_stage: bool = False, log=print) -> dict:
+             noise_level: float = 0.7, two_stage: bool = False, sync_model: str | None = None, log=print) -> dict:
     """Samples and scores `num` held-out clips for each task -> {task: summary} (also written to OUT/TASK/summary.json).
-    `two_stage`: T2VA and I2VA sample the video, then its soundtrack given it (jav.generate.generate)."""
+    `two_stage`: T2VA and I2VA sample the video, then its soundtrack given it (jav.generate.generate).
+    `sync_model`: a sync reward model's run directory, whose reading (`learned_sync`) joins the metrics."""
     check_tasks(tasks)
     cfg, model, step = load_run(workdir, weights)
     out = pathlib.Path(out) if out else pathlib.Path(workdir) / "samples"
+    scorer = load_autoencoder(sync_model)[1] if sync_model else None
     return evaluate_model(model, cfg, step, num, tasks=tasks, out=out, workdir=workdir, steps=steps, seed=seed, sample_seed=sample_seed,
                           batch_size=batch_size, weights=weights, guidance=guidance, sampler=sampler, noise_level=noise_level,
-                          two_stage=two_stage, log=log)
+                          two_stage=two_stage, scorer=scorer, log=log)
 
 
 def check_tasks(tasks) -> None:
@@ -109,8 +126,9 @@ def check_tasks(tasks) -> None:
 
 def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
                    sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str = "ode",
-                   noise_level: float = 0.7, two_stage: bool = False, log=print) -> dict:
-    """`evaluate` for a model in memory (the trainer's, during training) -> {task: summary}, written under `out`."""
+                   noise_level: float = 0.7, two_stage: bool = False, scorer=None, log=print) -> dict:
+    """`evaluate` for a model in memory (the trainer's, during training) -> {task: summary}, written under `out`.
+    `scorer`: a sync reward model (jav.models.sync_reward) whose reading joins each clip's metrics."""
     check_tasks(tasks)
     out = pathlib.Path(out)
     steps = steps or cfg.sample.steps
@@ -122,9 +140,14 @@ def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None,
         f"{steps} steps, tasks {', '.join(tasks)}")
     video, audio = real_arrays(cfg, clips)
     to_clips = clip_decoder(cfg)
-    references = [clip_metrics(*ref, clip.caption, world) for clip, ref in zip(clips, to_clips(video, audio))]
+
+    def score(frames, wave, caption):
+        m = clip_metrics(frames, wave, caption, world)
+        return dict(m, **learned_sync(scorer, frames, wave, cfg)) if scorer is not None else m
+
+    references = [score(*ref, clip.caption) for clip, ref in zip(clips, to_clips(video, audio))]
     # each real video with the next clip's real soundtrack: sound that ignores the picture
-    unrelated = [clip_metrics(clip.frames, clips[(i + 1) % num].audio, clip.caption, world) for i, clip in enumerate(clips)]
+    unrelated = [score(clip.frames, clips[(i + 1) % num].audio, clip.caption) for i, clip in enumerate(clips)]
     scales = dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality)
     staged = {task: two_stage and task in ("t2va", "i2va") for task in tasks}
     # network passes per clip: a distilled student guides inside its one pass
@@ -141,7 +164,7 @@ def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None,
         nfe = steps * passes * (2 if staged[task] else 1)
         for i, (clip, sample) in enumerate(zip(clips, samples)):
             frames, wave = scored_clip(task, clip, sample)
-            m = clip_metrics(frames, wave, clip.caption, world)
+            m = score(frames, wave, clip.caption)
             results.append(m)
             info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed + i,
                         batch_size=min(batch_size, num), steps=steps, nfe=nfe, sampler=sampler, two_stage=staged[task], caption_seed=seed + i,
@@ -183,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (default: the config's sample.modality)")
     parser.add_argument("--two-stage", action="store_true", help="T2VA and I2VA in two stages: the video, then its soundtrack "
                         "sampled again with that video given (V2A); twice the passes")
+    parser.add_argument("--sync-model", default=None, help="run directory of a sync reward model (configs/sync_reward.py): "
+                        "adds its reading, learned_sync and learned_offset_frames, to every clip's metrics")
     args = parser.parse_args(argv)
     # It loads the weights onto one device and writes every file itself: one process, not one per host.
     distributed.require_single_process("python -m jav.evaluate")
@@ -190,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     tasks = tuple(t.strip() for t in args.task.split(",") if t.strip())
     return evaluate(args.workdir, args.num, tasks=tasks, out=args.out, steps=args.steps, seed=args.seed, sample_seed=args.sample_seed,
                     batch_size=args.batch, weights=args.weights, sampler=args.sampler, noise_level=args.noise_level, two_stage=args.two_stage,
-                    log=lambda m: print(m, flush=True), guidance=dict(text_video=args.cfg_video, text_audio=args.cfg_audio, modality=args.modality_guidance))
+                    sync_model=args.sync_model, log=lambda m: print(m, flush=True),
+                    guidance=dict(text_video=args.cfg_video, text_audio=args.cfg_audio, modality=args.modality_guidance))
 
 
 if __name__ == "__main__":

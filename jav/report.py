@@ -41,6 +41,7 @@ METRICS = (  # key, heading, better
     ("event_f1", "event F1", "higher"),
     ("num_audio_onsets", "onsets", None),
     ("num_video_contacts", "contacts", None),
+    ("learned_sync", "learned sync", "higher"),  # jav.evaluate --sync-model: the sync reward model's reading
 )
 SAMPLE = re.compile(r"^(\d{3,})\.json$")
 
@@ -325,15 +326,15 @@ def _plots(evaluations: list[Evaluation], curves: dict, out: pathlib.Path) -> st
         path = out / "plots" / "loss.png"
         plot_metric_lines({k: v for k, v in curves.items()}, "training step", "loss", path)
         images.append(path)
-    for key, heading, better in METRICS[:4]:
+    for key, heading, better in [m for m in METRICS if m[2]]:
         for axis, xlabel, x_of, group_of in (
             ("step", "training step", lambda ev: ev.step, lambda ev: f"{ev.summary.get('workdir', ev.label)} {ev.task}, {ev.setting}"),
             ("nfe", "network passes per clip (NFE)", lambda ev: ev.nfe, lambda ev: f"{ev.summary.get('workdir', ev.label)} {ev.task}, step {ev.step}"),
         ):
             series = {}
             for ev in scored:
-                if x_of(ev) is not None:
-                    series.setdefault(group_of(ev), []).append((x_of(ev), ev.summary["metrics"].get(key)))
+                if x_of(ev) is not None and ev.summary["metrics"].get(key) is not None:
+                    series.setdefault(group_of(ev), []).append((x_of(ev), ev.summary["metrics"][key]))
             if any(len({x for x, _ in pts}) > 1 for pts in series.values()):  # a line needs two x values
                 path = out / "plots" / f"{key}_vs_{axis}.png"
                 plot_metric_lines(series, xlabel, f"{heading} ({better} is better)", path)

@@ -57,6 +57,18 @@ def test_tiny_config_trains_scores_and_loads(tmp_path):
     offsets = S.predicted_offset(model, clip["video"], clip["logmel"])
     assert bool(jnp.all(jnp.abs(offsets) <= cfg.model.max_shift))
 
+    # jav.evaluate --sync-model: the model's reading of a clip as jav.evaluate writes it (uint8 frames, a waveform)
+    from configs import test as test_config
+    from jav.clip_tokens import clip_to_arrays, mel_params
+    from jav.data.bounce import generate_clip
+    from jav.evaluate import learned_sync
+
+    diffusion_cfg, real = test_config.get_config(), generate_clip(1_000_000)
+    got = learned_sync(model, real.frames, real.audio, diffusion_cfg)
+    video, logmel = clip_to_arrays(real.frames, real.audio, mel_params(diffusion_cfg))
+    assert got["learned_sync"] == pytest.approx(float(jnp.exp(S.reward(model, video[None], logmel[None])[0])), rel=1e-5)
+    assert 0 < got["learned_sync"] < 1 and abs(got["learned_offset_frames"]) <= cfg.model.max_shift
+
 
 def test_wrong_shapes_are_named():
     m = configs.get_config("tiny").model
