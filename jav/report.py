@@ -56,21 +56,27 @@ class Evaluation:
     clips: list[tuple[pathlib.Path, dict]]  # (mp4, its JSON), in index order
 
     @property
+    def settings(self) -> dict:
+        """How the samples were made: the summary's record over the first clip's (older summaries lack some keys)."""
+        first = {k: v for k, v in (self.clips[0][1] if self.clips else {}).items() if k != "metrics"}
+        return dict(first, **{k: v for k, v in self.summary.items() if k != "metrics"})
+
+    @property
     def task(self) -> str:
-        return self.summary.get("task") or (self.clips[0][1].get("task", "samples") if self.clips else "samples")
+        return self.settings.get("task", "samples")
 
     @property
     def step(self):
-        return self.summary.get("checkpoint_step", self.clips[0][1].get("checkpoint_step") if self.clips else None)
+        return self.settings.get("checkpoint_step")
 
     @property
     def nfe(self) -> int | None:
-        return self.summary.get("nfe") or nfe_of(self.summary or (self.clips[0][1] if self.clips else {}))
+        return nfe_of(self.settings)
 
     @property
     def setting(self) -> str:
         """The sampling setting, as a short label: steps, guidance, sampler, stages."""
-        s = self.summary or (self.clips[0][1] if self.clips else {})
+        s = self.settings
         g = s.get("guidance") or {}
         parts = [f"{s.get('steps', '?')} steps"]
         parts += [f"{k.replace('text_', 'cfg ')} {v:g}" for k, v in g.items() if isinstance(v, (int, float)) and v != 1]
