@@ -46,7 +46,7 @@ def get_config(arg=None):
     # pitch is judged against the visible discs, pitch agreement (0.78 -> 0.92); on
     # audio as well it adds spurious bursts (18 onsets per clip against 3.3 real).
     cfg.sample.text_video = 3.0
-    # held-out T2VA and V2A samples every 200 steps (WORKDIR/evals; in TensorBoard and the report)
-    cfg.train.eval_every = 200
+    # held-out T2VA and V2A samples at steps 300 and 600 (WORKDIR/evals; in TensorBoard and the report)
+    cfg.train.eval_every = 300
     cfg.eval.update(num=4, tasks="t2va,v2a", media=2)
     return cfg

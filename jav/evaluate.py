@@ -126,7 +126,7 @@ def check_tasks(tasks) -> None:
 
 def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
                    sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str = "ode",
-                   noise_level: float = 0.7, two_stage: bool = False, scorer=None, log=print) -> dict:
+                   noise_level: float = 0.7, two_stage: bool = False, scorer=None, show_steps: bool = True, log=print) -> dict:
     """`evaluate` for a model in memory (the trainer's, during training) -> {task: summary}, written under `out`.
     `scorer`: a sync reward model (jav.models.sync_reward) whose reading joins each clip's metrics."""
     check_tasks(tasks)
@@ -158,7 +158,7 @@ def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None,
         log(f"[{task}] sampling")
         samples = sample_clips(model, cfg, captions, seed=sample_seed, steps=steps, batch_size=min(batch_size, num), guidance=guidance,
                                conditions=task_conditions(cfg, task, video, audio), sampler=sampler, noise_level=noise_level,
-                               two_stage=staged[task], log=log)
+                               two_stage=staged[task], show_steps=show_steps, log=log)
         task_out = out / task
         results = []
         nfe = steps * passes * (2 if staged[task] else 1)

@@ -145,7 +145,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
                  video: str | None = None, conditions: dict | None = None, log=print, text_encoder=None,
                  seeds: Sequence[int] | None = None, sampler: str = "ode", noise_level: float = 0.7,
                  two_stage: bool = False, negatives: Sequence[str] | None = None, mesh=None,
-                 rules=()) -> list[tuple[np.ndarray, np.ndarray]]:
+                 rules=(), show_steps: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
     (the last batch padded, so one compile serves all). Clip i's noise comes from
     its own seed, `seeds[i]` (default `seed + i`), so it reproduces alone or in any
@@ -155,7 +155,8 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
     trained on precomputed text (see generate). `sampler` / `noise_level`: the ODE or
     the SDE sampler; `two_stage`: the video first, then its soundtrack (see generate);
     `negatives`: a negative prompt per prompt ("" for none; see generate); `mesh` / `rules`:
-    each batch split over the mesh's batch axes, for a model loaded onto it (see generate)."""
+    each batch split over the mesh's batch axes, for a model loaded onto it (see generate);
+    `show_steps`: the in-place step counter of each batch (off inside a training run's log)."""
     seeds = [seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
@@ -166,7 +167,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
     cond = conditions_from_files(cfg, layout, batch_size, image, audio, video)
     out = []
     num_batches = -(-len(prompts) // batch_size)
-    progress = progress_printer(steps)
+    progress = progress_printer(steps) if show_steps else None
     started = time.time()
     for b in range(num_batches):
         rows = slice(b * batch_size, (b + 1) * batch_size)
@@ -178,7 +179,8 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
             value = np.asarray(value[rows])
             cond[name] = np.concatenate([value, np.repeat(value[-1:], pad, axis=0)]) if pad else value
         start = time.time()
-        progress.label = f"batch {b + 1}/{num_batches}"
+        if progress is not None:
+            progress.label = f"batch {b + 1}/{num_batches}"
         video, wave_mel = generate(model, layout, padded, clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad), num_steps=steps,
                                    flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
                                    text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, two_stage=two_stage,

@@ -252,7 +252,8 @@ def test_a_prompt_file_mixes_tasks_row_by_row(run_dir, tmp_path, capsys):
             {"prompt": clips[0].caption, "audio": str(tmp_path / "a.wav")}]
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "out"
-    sample.main(["--workdir", str(run_dir), "--out", str(out), "--prompts", str(tmp_path / "p.jsonl"), "--steps", "1"])
+    # batches of 1 at 2 steps: the sampler the V2A test above compiled
+    sample.main(["--workdir", str(run_dir), "--out", str(out), "--prompts", str(tmp_path / "p.jsonl"), "--steps", "2", "--batch", "1"])
     printed = capsys.readouterr().out
     assert "[v2a] 2 clip(s)" in printed and "[t2va] 1 clip(s)" in printed and "[a2v] 1 clip(s)" in printed
     infos = [json.loads((out / f"{i:03d}.json").read_text()) for i in range(4)]

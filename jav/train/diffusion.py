@@ -177,7 +177,7 @@ class DiffusionPhase(loop.Phase):
         out = pathlib.Path(str(self.run.workdir)) / "evals" / f"step_{step:07d}"
         started = time.time()
         summaries = evaluate_model(model, self.cfg, step, int(e.get("num", 4)), tasks=tasks, out=out, workdir=str(self.run.workdir),
-                                   batch_size=int(e.get("num", 4)), log=lambda _: None)
+                                   batch_size=int(e.get("num", 4)), show_steps=False, log=lambda _: None)
         scores = {f"{task}_{k}": v for task, s in summaries.items() for k, v in s["metrics"].items()}
         self.run.say(f"step {step}: held-out " + "; ".join(
             f"{task} sync {s['metrics']['sync_error_ms']:.0f} ms F1 {s['metrics']['event_f1']:.2f}" for task, s in summaries.items())
