@@ -297,8 +297,9 @@ def test_duration_and_size_are_chosen_at_sampling(run_dir, tmp_path):
     assert frames.shape == (24, 48, 48, 3) and fps == cfg.data.fps and abs(len(wave) - 3 * rate) < 0.1 * rate
     info = json.loads((out / "000.json").read_text())
     assert info["duration"] == 3.0 and info["size"] == 48
-    sample.main(common + ["--duration", "2.5"])  # not the recorded duration: made again
-    assert media.read_mp4(out / "000.mp4")[0].shape == (20, 32, 32, 3)
+    want = dict(prompt=PROMPTS[0], seed=0, negative_prompt=None, task="t2va", image=None, video=None, audio=None)
+    assert sample.finished(out, 0, dict(want, duration=3.0, size=48))  # a rerun skips it ...
+    assert not sample.finished(out, 0, dict(want, duration=2.5, size=48))  # ... unless its duration (or size) changed
     with pytest.raises(ValueError, match="multiples of 0.25 s always fit"):
         sample.main(common + ["--duration", "2.1"])
     with pytest.raises(ValueError, match="use a multiple of 4 px"):

@@ -17,11 +17,14 @@ from jav import sharding
 from jav.clip_tokens import TokenLayout
 from jav.data.buckets import make_bucket_loader
 from jav.data.loader import make_loader, text_input_for
+from jav.evaluation import check_tasks, evaluate_model
 from jav.flow import validate_flow_config
+from jav.media import read_image, read_mp4
 from jav.models import AVDiT, init_model, validate_config
 from jav.models.attention_kernels import check_kernel
 from jav.models.av_dit import LENGTH, attention_options
 from jav.models.flops import forward_flops
+from jav.plots import contact_sheet
 from jav.train import loop
 from jav.train.step import optimizer, train_step
 
@@ -64,8 +67,6 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
 
 def _validate_eval(cfg, mesh) -> None:
     """train.eval_every samples the bounce world's held-out captions in this process."""
-    from jav.evaluate import check_tasks
-
     e = cfg.get("eval") or {}
     if not all(k in cfg.data for k in ("canvas", "fps", "duration", "sample_rate")):
         raise ValueError("train.eval_every samples and scores held-out bounce-world clips, and this config's data names no "
@@ -166,10 +167,6 @@ class DiffusionPhase(loop.Phase):
         """cfg.eval.num held-out captions per task (cfg.eval.tasks) sampled with the EMA weights (see
         configs/common.py) -> their mean metrics as "TASK_METRIC"; the clips go to
         WORKDIR/evals/step_NNNNNNN/TASK/ and the first cfg.eval.media of them to TensorBoard."""
-        from jav.evaluate import evaluate_model
-        from jav.media import read_image, read_mp4
-        from jav.report import contact_sheet
-
         e = self.cfg.get("eval") or {}
         tasks = tuple(t.strip() for t in str(e.get("tasks", "t2va")).split(",") if t.strip())
         trainable = state["model"]
