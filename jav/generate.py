@@ -10,6 +10,7 @@ given first frame), V2A (a given video) and A2V (a given audio track).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Sequence
 
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from jav import flow, samplers, sharding
 from jav.clip_tokens import TokenLayout
@@ -171,60 +173,51 @@ def generate(
     if two_stage and (video is not None or audio is not None):
         raise ValueError("two_stage samples T2VA or I2VA (the video first, then its sound); with a given "
                          f"{'video' if video is not None else 'audio'} there is one stage: drop two_stage")
-    run = functools.partial(_sample, graphdef, state, text_in=jnp.asarray(text_in), text_mask=jnp.asarray(mask), layout=layout,
+    run = functools.partial(_sample, graphdef, state, layout=layout,
                             num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step if sampler == "ode" else None,
                             sampler=sampler, noise_level=float(noise_level), **negative)
-    if mesh is None:
-        tokens = run(key, clean=clean, x_clean=x_clean)
-        if two_stage:  # the same clips' V2A: the generated video held clean, the audio from new noise
-            clean = dict(clean, video=jnp.ones_like(clean["video"]))
-            tokens = run(_second_stage(key), clean=clean, x_clean=dict(x_clean, video=tokens["video"]))
-        v, a = layout.from_tokens(tokens)
-        return np.asarray(v), np.asarray(a)
-    if not _per_clip(key):
+    if mesh is not None and not _per_clip(key):
         raise ValueError("sampling on a mesh takes one key per clip (jav.sample.clip_keys(seeds)), so that each clip is its own")
-    with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        place = functools.partial(_on_mesh, mesh, rules)
-        run = functools.partial(run, text_in=place(run.keywords["text_in"]), text_mask=place(run.keywords["text_mask"]),
+    place = (lambda tree: tree) if mesh is None else functools.partial(_on_mesh, mesh, rules)
+    with _mesh_context(mesh, rules):
+        run = functools.partial(run, text_in=place(jnp.asarray(text_in)), text_mask=place(jnp.asarray(mask)),
                                 **{k: place(v) for k, v in negative.items()})
         tokens = run(place(key), clean=place(clean), x_clean=place(x_clean))
-        if two_stage:
+        if two_stage:  # the same clips' V2A: the generated video held clean, the audio from new noise
             clean = dict(clean, video=jnp.ones_like(clean["video"]))
             tokens = run(place(_second_stage(key)), clean=place(clean), x_clean=dict(place(x_clean), video=tokens["video"]))
         v, a = layout.from_tokens(tokens)
         return _gather(v), _gather(a)
 
 
+@contextlib.contextmanager
+def _mesh_context(mesh, rules):
+    """The mesh and logical rules the sampler traces under (nothing without a mesh)."""
+    if mesh is None:
+        yield
+        return
+    with jax.set_mesh(mesh), sharding.logical_rules(rules):
+        yield
+
+
 def _on_mesh(mesh, rules, tree):
     """Host or single-device arrays (the same on every process) -> global arrays, rows split over the batch's mesh axes."""
+    shards = sharding.batch_shards(mesh, rules)
+
     def one(a):
-        a = a if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else np.asarray(a)
-        placement = sharding.batch_sharding(mesh, rules, a.ndim)
-        if len(a) % int(np.prod([mesh.shape[ax] for ax in _batch_axes(placement)])):
-            raise ValueError(f"{len(a)} clips do not split over the mesh's batch axes {dict(mesh.shape)}: "
-                             "sample a batch that is a multiple of data x fsdp (jav.sample --batch)")
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            data = jax.random.key_data(a)
-            return jax.random.wrap_key_data(jax.make_array_from_callback(data.shape, _trailing(placement, data.ndim), lambda i: np.asarray(data)[i]))
-        return jax.make_array_from_callback(a.shape, placement, lambda i: a[i])
+        if len(a) % shards:
+            raise ValueError(f"{len(a)} clips do not split over the mesh's {shards} batch shards {dict(mesh.shape)}: "
+                             "sample a batch that is a multiple of them (jav.sample --batch)")
+        keys = jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+        host = np.asarray(jax.random.key_data(a) if keys else a)
+        placement = sharding.batch_sharding(mesh, rules, host.ndim)
+        placed = jax.make_array_from_callback(host.shape, placement, lambda index: host[index])
+        return jax.random.wrap_key_data(placed) if keys else placed
     return jax.tree.map(one, tree)
-
-
-def _batch_axes(placement) -> tuple:
-    axes = placement.spec[0] if len(placement.spec) else None
-    return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-
-
-def _trailing(placement, ndim: int):
-    """The batch's sharding for an array with trailing dimensions (a key array's data)."""
-    spec = tuple(placement.spec) + (None,) * (ndim - len(placement.spec))
-    return jax.sharding.NamedSharding(placement.mesh, jax.sharding.PartitionSpec(*spec[:ndim]))
 
 
 def _gather(a: jax.Array) -> np.ndarray:
     """A global array -> the whole of it on this host (every process gets every row)."""
     if a.is_fully_addressable:
         return np.asarray(a)
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(a, tiled=True))

@@ -10,9 +10,9 @@ import numpy as np
 
 
 def contact_sheet(frames: np.ndarray, fps: float, wave: np.ndarray | None, rate: int | None, path: pathlib.Path,
-                  num_frames: int = 8) -> None:
+                  num_frames: int = 8) -> np.ndarray:
     """PNG: `num_frames` frames evenly over the clip above the log-mel spectrogram of its sound,
-    the shown frames' times marked on the spectrogram."""
+    the shown frames' times marked on the spectrogram -> the picture as uint8 RGB [H, W, 3]."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +22,7 @@ def contact_sheet(frames: np.ndarray, fps: float, wave: np.ndarray | None, rate:
 
     picks = np.unique(np.linspace(0, len(frames) - 1, min(num_frames, len(frames))).round().astype(int))
     duration = len(frames) / fps
-    fig, axes = plt.subplots(2, 1, figsize=(len(picks) * 0.9, 2.2), gridspec_kw=dict(height_ratios=[1, 1]))
+    fig, axes = plt.subplots(2, 1, figsize=(len(picks) * 0.9, 2.2), dpi=110, gridspec_kw=dict(height_ratios=[1, 1]))
     axes[0].imshow(np.concatenate([frames[i] for i in picks], axis=1), interpolation="nearest")
     axes[0].set_xticks([(k + 0.5) * frames.shape[2] for k in range(len(picks))], [f"{i / fps:.2f}s" for i in picks], fontsize=6)
     axes[0].set_yticks([])
@@ -37,8 +37,11 @@ def contact_sheet(frames: np.ndarray, fps: float, wave: np.ndarray | None, rate:
     axes[1].set_yticks([])
     axes[1].tick_params(labelsize=6)
     fig.tight_layout(pad=0.2)
-    fig.savefig(path, dpi=110)
+    fig.canvas.draw()
+    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    fig.savefig(path)
     plt.close(fig)
+    return picture
 
 
 def plot_metric_lines(series: dict, xlabel: str, ylabel: str, path: pathlib.Path) -> None:

@@ -34,6 +34,7 @@ import shutil
 
 import numpy as np
 
+from jav import samplers
 from jav.plots import contact_sheet, plot_metric_lines
 
 METRICS = (  # key, heading, better
@@ -96,9 +97,7 @@ def nfe_of(info: dict) -> int | None:
         return info["nfe"]
     if "steps" not in info:
         return None
-    g = info.get("guidance") or {}
-    on = lambda k: g.get(k, 1.0) != 1.0  # noqa: E731
-    passes = 1 + (on("text_video") or on("text_audio")) + on("modality")
+    passes = samplers.passes_per_step(samplers.Guidance(**{k: float(v) for k, v in (info.get("guidance") or {}).items()}))
     return int(info["steps"]) * passes * (2 if info.get("two_stage") else 1)
 
 

@@ -24,8 +24,9 @@ import pathlib
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
-from jav import distributed, samplers
+from jav import distributed, samplers, sharding
 from jav.clip_tokens import TokenLayout, clip_config, pixel_fps
 from jav.frozen_text_encoder import load_text_encoder
 from jav.generate import SAMPLERS
@@ -160,8 +161,6 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
 
     done = [finished(args.out, i, identity(i)) for i in range(len(rows))]
     if processes > 1:  # every process samples the same batches: agree on what is left before any writes
-        from jax.experimental import multihost_utils
-
         done = [bool(d) for d in multihost_utils.broadcast_one_to_all(np.asarray(done))]
     todo = [i for i in range(len(rows)) if not done[i]]
     paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(rows)) if done[i]]
@@ -183,10 +182,13 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     say = (lambda m: print(m, flush=True)) if process == 0 else (lambda m: None)
     batch = min(args.batch, len(todo))
     if mesh is not None:  # a batch split over the mesh's batch axes (the last one padded, as always)
-        shards = mesh.shape["data"] * mesh.shape["fsdp"]
+        shards = sharding.batch_shards(mesh, rules)
         batch = -(-batch // shards) * shards
     on = f" on mesh {dict(mesh.shape)}" + (f", {processes} processes" if processes > 1 else "") if mesh is not None else ""
     say(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps{on}")
+    def staged(task):  # --two-stage applies where the video is generated
+        return args.two_stage and task in ("t2va", "i2va")
+
     # one batch stream per task: a batch's clips share what is given clean (each its own file)
     tasks = {}
     for i in todo:
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
         negatives = [rows[i]["negative_prompt"] for i in idx]
         clips += sample_clips(model, cfg, [rows[i]["prompt"] for i in idx], seed=args.seed, seeds=[rows[i]["seed"] for i in idx],
                               steps=steps, batch_size=batch, guidance=guidance, conditions=cond, sampler=args.sampler,
-                              noise_level=args.noise_level, two_stage=args.two_stage and task in ("t2va", "i2va"), log=say,
+                              noise_level=args.noise_level, two_stage=staged(task), log=say,
                               text_encoder=text_encoder, negatives=negatives if any(negatives) else None, mesh=mesh, rules=rules)
         order += idx
     for n, (i, (frames, wave)) in enumerate(zip(order, clips)):
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
             continue
         info = dict(identity(i), workdir=str(args.workdir), checkpoint_step=step, weights=args.weights,
                     steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None,
-                    two_stage=args.two_stage and rows[i]["task"] in ("t2va", "i2va"),
+                    two_stage=staged(rows[i]["task"]),
                     guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                     fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
         paths.append(write_sample(args.out, i, frames, wave, cfg, info))
@@ -225,8 +227,6 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
 
 def mesh_of(spec: str | None):
     """`--mesh` -> a mesh of every device (None: one device, unless several processes run: data over all)."""
-    from jav import sharding
-
     if not spec:
         return sharding.make_mesh({"data": -1}) if jax.process_count() > 1 else None
     shape = {}

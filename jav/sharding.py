@@ -238,6 +238,11 @@ def batch_sharding(mesh: jax.sharding.Mesh, rules: Rules, ndim: int) -> jax.shar
     return jax.sharding.NamedSharding(mesh, logical_to_spec(("activation_batch",) + (None,) * (ndim - 1), rules))
 
 
+def batch_shards(mesh: jax.sharding.Mesh, rules: Rules) -> int:
+    """Into how many parts `batch_sharding` splits a batch's rows (a batch must be a multiple)."""
+    return int(np.prod([mesh.shape[a] for a in mesh_axes_of("activation_batch", mesh, rules)]))
+
+
 def data_shard(placement: jax.sharding.Sharding, batch_size: int) -> tuple[int, int]:
     """Which part of each global batch placed by `placement` (`batch_sharding(mesh, rules, 1)`)
     this process loads -> (index, count).

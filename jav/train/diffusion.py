@@ -19,7 +19,7 @@ from jav.data.buckets import make_bucket_loader
 from jav.data.loader import make_loader, text_input_for
 from jav.evaluation import check_tasks, evaluate_model
 from jav.flow import validate_flow_config
-from jav.media import read_image, read_mp4
+from jav.media import read_mp4
 from jav.models import AVDiT, init_model, validate_config
 from jav.models.attention_kernels import check_kernel
 from jav.models.av_dit import LENGTH, attention_options
@@ -65,19 +65,24 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
         _validate_eval(cfg, mesh)
 
 
+def _eval_tasks(cfg) -> tuple[str, ...]:
+    return tuple(t.strip() for t in str(cfg.eval.tasks).split(",") if t.strip())
+
+
 def _validate_eval(cfg, mesh) -> None:
     """train.eval_every samples the bounce world's held-out captions in this process."""
-    e = cfg.get("eval") or {}
+    if "eval" not in cfg:
+        raise ValueError("train.eval_every needs the config's eval block (num, tasks, media; configs/common.py): add it or set train.eval_every=0")
     if not all(k in cfg.data for k in ("canvas", "fps", "duration", "sample_rate")):
         raise ValueError("train.eval_every samples and scores held-out bounce-world clips, and this config's data names no "
                          "bounce world (data.canvas, fps, duration, sample_rate): set train.eval_every=0")
     if jax.process_count() > 1:
         raise ValueError(f"train.eval_every samples in one process; this run has {jax.process_count()}: set train.eval_every=0 "
                          "and score its checkpoints with `python -m jav.evaluate --workdir DIR`")
-    check_tasks([t.strip() for t in str(e.get("tasks", "t2va")).split(",") if t.strip()])
-    batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
-    if e.get("num", 4) < 1 or e.get("num", 4) % batch_axes:
-        raise ValueError(f"eval.num={e.get('num', 4)} clips are sampled as one batch over mesh data x fsdp={batch_axes}: "
+    check_tasks(_eval_tasks(cfg))
+    shards = sharding.batch_shards(mesh, tuple(tuple(r) for r in cfg.mesh.rules))
+    if cfg.eval.num < 1 or cfg.eval.num % shards:
+        raise ValueError(f"eval.num={cfg.eval.num} clips are sampled as one batch over the mesh's {shards} batch shards: "
                          "make it a positive multiple of that")
 
 
@@ -167,25 +172,23 @@ class DiffusionPhase(loop.Phase):
         """cfg.eval.num held-out captions per task (cfg.eval.tasks) sampled with the EMA weights (see
         configs/common.py) -> their mean metrics as "TASK_METRIC"; the clips go to
         WORKDIR/evals/step_NNNNNNN/TASK/ and the first cfg.eval.media of them to TensorBoard."""
-        e = self.cfg.get("eval") or {}
-        tasks = tuple(t.strip() for t in str(e.get("tasks", "t2va")).split(",") if t.strip())
+        e, tasks = self.cfg.eval, _eval_tasks(self.cfg)
         trainable = state["model"]
         model = nnx.merge(self.graphdef, trainable.ema if trainable.ema is not None else trainable.params)
         out = pathlib.Path(str(self.run.workdir)) / "evals" / f"step_{step:07d}"
         started = time.time()
-        summaries = evaluate_model(model, self.cfg, step, int(e.get("num", 4)), tasks=tasks, out=out, workdir=str(self.run.workdir),
-                                   batch_size=int(e.get("num", 4)), show_steps=False, log=lambda _: None)
+        summaries = evaluate_model(model, self.cfg, step, e.num, tasks=tasks, out=out, workdir=str(self.run.workdir),
+                                   batch_size=e.num, show_steps=False, log=lambda _: None)
         scores = {f"{task}_{k}": v for task, s in summaries.items() for k, v in s["metrics"].items()}
         self.run.say(f"step {step}: held-out " + "; ".join(
             f"{task} sync {s['metrics']['sync_error_ms']:.0f} ms F1 {s['metrics']['event_f1']:.2f}" for task, s in summaries.items())
             + f" ({time.time() - started:.0f}s; {out})")
         if writer is not None:
             for task in tasks:
-                for i in range(min(int(e.get("media", 2)), int(e.get("num", 4)))):
+                for i in range(min(e.media, e.num)):  # what a viewer gets: the written mp4, decoded
                     frames, fps, wave, rate = read_mp4(out / task / f"{i:03d}.mp4")
-                    sheet = out / task / f"{i:03d}.png"
-                    contact_sheet(frames, fps, wave, rate, sheet)
-                    writer.add_image(f"samples/{task}/{i}", read_image(sheet), step, dataformats="HWC")
+                    sheet = contact_sheet(frames, fps, wave, rate, out / task / f"{i:03d}.png")
+                    writer.add_image(f"samples/{task}/{i}", sheet, step, dataformats="HWC")
                     writer.add_audio(f"samples/{task}/{i}", np.clip(wave, -1, 1), step, sample_rate=rate)
         return scores
 
