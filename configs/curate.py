@@ -44,10 +44,10 @@ def get_config(arg=None):
         "fps": 24.0,
         "buckets": "96x64x64,48x64x64,24x64x64,48x32x32,24x32x32",  # FRAMESxHEIGHTxWIDTH at fps; longest that fits wins
         "mel": dataclasses.asdict(mel.MelParams()),
-        # a trained video VAE run directory: store latents (the mean) instead of pixels; bucket frames
-        # must be a length the VAE takes (a causal VAE of time stride 4: 1 + 4k, e.g. 17)
-        "video_vae_dir": "",
-        "audio_vae_dir": "",   # a trained audio VAE run directory: store latents instead of log-mel
+        # a latent codec (latent.json: two VAE runs and their statistics, python -m jav.data.latent_stats):
+        # store normalised latents instead of pixels and log-mel, and pack the codec beside each bucket's
+        # shards; bucket frames must be a length the video VAE takes (time stride 4: 1 + 4k, e.g. 17)
+        "latent": "",
         "text_encoder": "",    # a text encoder spec (jav.frozen_text_encoder.load_text_encoder): store embeddings
     })
     cfg.pack = ml_collections.ConfigDict({"records_per_shard": 256})

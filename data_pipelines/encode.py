@@ -2,10 +2,11 @@
 
 Default: pixels (uint8 frames resampled to the bucket's fps, area-resized and centre-cropped to
 its height x width) and the normalised log-mel of `jav.data.mel` (audio mixed to mono and
-resampled to the mel rate). Optional, when the config names them: latents through a trained
-video / audio VAE run directory (`jav.runs.load_autoencoder`) and text embeddings
-(`jav.frozen_text_encoder.load_text_encoder`). Those pull in JAX and the models, so they are
-imported only when a config uses them.
+resampled to the mel rate). Optional, when the config names them: normalised latents through
+the latent codec of `encode.latent` (a latent.json: two VAE runs and their statistics,
+`jav.latents`; the same latent space `jav.data.synthetic --latent` writes, packed beside the
+shards so samplers decode with it) and text embeddings (`jav.frozen_text_encoder.load_text_encoder`).
+Those pull in JAX and the models, so they are imported only when a config uses them.
 
 A shape bucket is "FRAMESxHEIGHTxWIDTH" at the config's fps; its audio length follows from the
 duration. Its name, e.g. "v16x32x32_a200", names the shard directory it is packed into.
@@ -16,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 
 import numpy as np
 from scipy import signal
@@ -131,23 +133,27 @@ def jsonable(x):
 
 
 def fingerprint(cfg) -> str:
-    """Digest of the settings that change encoded bytes: a clip encoded under others is encoded again."""
+    """Digest of the settings that change encoded bytes: a clip encoded under others is encoded again.
+    A latent codec counts by its contents (runs and statistics), not only its path."""
     enc = cfg.encode.to_dict() if hasattr(cfg.encode, "to_dict") else dict(cfg.encode)
+    if enc.get("latent"):
+        enc["latent_codec"] = read_latent_codec(enc["latent"])
     return hashlib.sha256(json.dumps(enc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class _JittedEncode:
-    """A VAE's `encode` compiled once per input shape (one shape per bucket)."""
-
-    def __init__(self, model):
-        import jax
-        from flax import nnx
-
-        graphdef, self.state = nnx.split(model)
-        self._fn = jax.jit(lambda state, x: nnx.merge(graphdef, state).encode(x))
-
-    def encode(self, x):
-        return self._fn(self.state, x)
+def read_latent_codec(path: str) -> dict:
+    """The latent.json `encode.latent` names (a file or a directory holding one), checked."""
+    file = os.path.join(path, "latent.json") if os.path.isdir(path) else path
+    try:
+        with open(file) as f:
+            info = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"encode.latent={path!r}: no latent.json there; fit one over pixel shards with "
+                                "python -m jav.data.latent_stats --video-vae RUN --audio-vae RUN --shards DIR --out FILE") from None
+    if not all(k in info for k in ("video_vae", "audio_vae", "stats")):
+        raise ValueError(f"encode.latent={path!r} is not a latent codec file (it needs video_vae, audio_vae, stats); "
+                         "write one with python -m jav.data.latent_stats")
+    return info
 
 
 class Encoders:
@@ -159,16 +165,12 @@ class Encoders:
 
     def _load(self):
         enc, out = self.cfg.encode, {}
-        if enc.video_vae_dir or enc.audio_vae_dir:
+        if enc.latent:
             try:
-                from jav.runs import load_autoencoder
+                from jav.latents import LatentCodec
             except ImportError as e:
-                raise ImportError(f"encode.video_vae_dir / audio_vae_dir need jav.runs.load_autoencoder "
-                                  f"({e}); leave them empty to store pixels and log-mel") from e
-            if enc.video_vae_dir:
-                out["video"] = _JittedEncode(load_autoencoder(enc.video_vae_dir)[1])
-            if enc.audio_vae_dir:
-                out["audio"] = _JittedEncode(load_autoencoder(enc.audio_vae_dir)[1])
+                raise ImportError(f"encode.latent needs jav.latents ({e}); leave it empty to store pixels and log-mel") from e
+            out["latent"] = LatentCodec.from_latent_json(enc.latent)
         if enc.text_encoder:
             try:
                 from jav.frozen_text_encoder import load_text_encoder
@@ -201,15 +203,13 @@ def encode_clip(clip: Clip, bucket: Bucket, cfg, encoders: Encoders | None = Non
     metadata["bucket"] = bucket.name
     metadata["audio_repr"] = {"kind": "logmel", **dataclasses.asdict(params)}
     learned = encoders.get() if encoders is not None else {}
-    if "video" in learned:
+    if "latent" in learned:  # the model's latent space: both modalities through one codec
         from jav.clip_tokens import frames_to_model
-        mean, _ = learned["video"].encode(frames_to_model(frames)[None])
-        arrays["video"] = np.asarray(mean[0], np.float32)
-        metadata["video_repr"] = {"kind": "latent", "vae": cfg.encode.video_vae_dir}
-    if "audio" in learned:
-        mean, _ = learned["audio"].encode(logmel[None])
-        arrays["audio"] = np.asarray(mean[0], np.float32)
-        metadata["audio_repr"] = {"kind": "latent", "vae": cfg.encode.audio_vae_dir, "of": metadata["audio_repr"]}
+        codec = learned["latent"]
+        zv, za = codec.encode(frames_to_model(frames)[None], logmel[None])
+        arrays["video"], arrays["audio"] = np.asarray(zv[0], np.float32), np.asarray(za[0], np.float32)
+        metadata["video_repr"] = {"kind": "video_vae_latent", "run": codec.video_dir}
+        metadata["audio_repr"] = {"kind": "audio_vae_latent", "run": codec.audio_dir, "of": metadata["audio_repr"]}
     if "text" in learned:
         emb, mask = learned["text"].encode([clip.caption or ""])
         arrays["text_emb"] = np.asarray(emb[0], np.float32)

@@ -17,6 +17,7 @@ from data_pipelines.store import EncodeStore
 from jav.data.shards import MANIFEST, write_shards
 
 PACK_FILE = "pack.json"
+LATENT_JSON = "latent.json"  # jav.latents.LATENT_JSON, named here so packing needs no JAX
 
 
 def pack_fingerprint(markers: list[dict], records_per_shard: int) -> str:
@@ -34,9 +35,12 @@ def _read_json(path: str) -> dict | None:
         return None
 
 
-def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str], records_per_shard: int) -> dict:
+def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str], records_per_shard: int,
+                latent: dict | None = None) -> dict:
     """Write (or keep) shards_root/bucket from the encoded clips `keys`; returns
-    {bucket, num_records, written: bool, fingerprint}."""
+    {bucket, num_records, written: bool, fingerprint}. `latent`: the latent codec the clips were
+    encoded with (a latent.json's contents), written beside the shards with the bucket's latent
+    shapes, so a model trained on them decodes its samples through it."""
     store = EncodeStore(store_root)
     keys = sorted(set(keys))
     markers = [store.marker(k) for k in keys]
@@ -59,6 +63,12 @@ def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str],
     tmp = os.path.join(shards_root, f".{bucket}.tmp")  # hidden: loaders skip it if a crash leaves it
     shutil.rmtree(tmp, ignore_errors=True)
     write_shards(records(), tmp, records_per_shard)
+    if latent is not None:
+        arrays, _ = store.get(keys[0])
+        info = dict(latent, video_latent_shape=list(arrays["video"].shape), audio_latent_shape=list(arrays["audio"].shape),
+                    bucket=bucket)
+        with open(os.path.join(tmp, LATENT_JSON), "w") as f:
+            json.dump(info, f, indent=2)
     with open(os.path.join(tmp, PACK_FILE), "w") as f:
         json.dump({"fingerprint": fingerprint, "keys": keys}, f, indent=1)
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -366,11 +366,12 @@ def build(p: beam.Pipeline, cfg, inputs: list[str], output: str, stage_fns: dict
            | "Encode" >> beam.ParDo(EncodeFn(cfg, store_root, stage_fns.get("load"))).with_outputs(DROPS, main="kept"))
     drops.append(enc[DROPS])
     records_per_shard = int(cfg.pack.records_per_shard)
+    latent = encode_lib.read_latent_codec(cfg.encode.latent) if cfg.encode.latent else None
     packed = (enc.kept
               | "BucketKey" >> beam.Map(lambda e: (e["bucket"], e["key"]))
               | "ByBucket" >> beam.GroupByKey()
               | "Pack" >> beam.MapTuple(lambda bucket, keys: pack_lib.pack_bucket(
-                  store_root, shards_root, bucket, list(keys), records_per_shard)))
+                  store_root, shards_root, bucket, list(keys), records_per_shard, latent)))
     kept_all = enc.kept | "KeptList" >> beam.combiners.ToList()
     drops_all = tuple(drops) | "AllDrops" >> beam.Flatten() | "DropList" >> beam.combiners.ToList()
     packed_all = packed | "PackedList" >> beam.combiners.ToList()

@@ -35,11 +35,7 @@ def real_arrays(cfg, clips) -> tuple[np.ndarray, np.ndarray]:
     and log-mel, encoded by the shards' VAEs and normalised in latent space."""
     mp = mel_params(cfg)
     arrays = [clip_to_arrays(c.frames, c.audio, mp) for c in clips]
-    video, audio = np.stack([v for v, _ in arrays]), np.stack([a for _, a in arrays])
-    if cfg.data.get("world") != "latent":
-        return video, audio[:, :TokenLayout.from_config(cfg).audio_shape[0]]
-    codec, stats = codec_from_config(cfg)
-    return codec.encode(video, audio, stats)
+    return codec_from_config(cfg).encode(np.stack([v for v, _ in arrays]), np.stack([a for _, a in arrays]))
 
 
 def task_conditions(cfg, task: str, video: np.ndarray, audio: np.ndarray) -> dict:

@@ -72,48 +72,38 @@ def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | Non
     """`--image` / `--video` / `--audio` files -> model-space `first_frame` / `video` / `audio`
     arrays for `generate` (through the shards' VAEs in latent space)."""
     out = {}
-    latent = cfg.data.get("world") == "latent"
-    if latent and (image or audio or video):
-        codec, stats = codec_from_config(cfg)
+    codec = codec_from_config(cfg) if (image or audio or video) else None
     pt = layout.video_patch[0]
     if image:
         frame = read_image(image)
-        want = (cfg.data.canvas, cfg.data.canvas) if latent else layout.video_shape[1:3]
+        want = (cfg.data.canvas, cfg.data.canvas) if codec.latent else layout.video_shape[1:3]
         if frame.shape[:2] != tuple(want):
             raise ValueError(f"--image {image} is {frame.shape[1]}x{frame.shape[0]}; this model makes {want[1]}x{want[0]} video (data.canvas)")
-        x = frames_to_model(frame)[None, None]  # [1, 1, H, W, 3]
-        if latent:
-            if pt != 1:
-                raise ValueError(f"I2VA in latent space needs model.video.patch[0]=1 (the image is the first latent frame), got {pt}")
-            x = codec.encode_video(x, stats)  # a causal VAE encodes the first frame on its own
+        if codec.latent and pt != 1:
+            raise ValueError(f"I2VA in latent space needs model.video.patch[0]=1 (the image is the first latent frame), got {pt}")
+        x = codec.encode_video(frames_to_model(frame)[None, None])  # [1, 1, ...]: a causal VAE encodes the first frame alone
         # In pixel space the first temporal patch holds `pt` frames: all start as the image.
         out["first_frame"] = np.broadcast_to(x, (batch, pt) + x.shape[2:]).copy()
     if video:
-        x = frames_to_model(video_from_file(cfg, video))[None]  # [1, T, H, W, 3]
-        if latent:
-            x = codec.encode_video(x, stats)
+        x = codec.encode_video(frames_to_model(video_from_file(cfg, video))[None])  # [1, T, ...]
         out["video"] = np.broadcast_to(x, (batch,) + x.shape[1:]).copy()
     if audio:
         wave, _ = read_wav(audio, cfg.data.sample_rate)
         n = int(round(cfg.data.duration * cfg.data.sample_rate))
         wave = np.pad(wave[:n], (0, max(0, n - len(wave))))
-        logmel = mel.waveform_to_logmel(wave, mel_params(cfg))
-        a = codec.encode_audio(logmel[None], stats)[0] if latent else logmel[: layout.audio_shape[0]]
+        a = codec.encode_audio(mel.waveform_to_logmel(wave, mel_params(cfg))[None])[0]
         out["audio"] = np.broadcast_to(a[None], (batch,) + a.shape).copy()
     return out
 
 
 def clip_decoder(cfg) -> Callable:
     """The model's output space -> clips: a function from model-space video [B, ...] and
-    audio [B, ...] to [(uint8 frames [T, H, W, 3], waveform)]. In pixel space that is
-    rescaling and Griffin-Lim; in latent space the shards' VAEs decode first (jav.latents)."""
-    mp = mel_params(cfg)
-    if cfg.data.get("world") != "latent":
-        return lambda video, logmel: [arrays_to_clip(v, a, mp) for v, a in zip(video, logmel)]
-    codec, stats = codec_from_config(cfg)
+    audio [B, ...] to [(uint8 frames [T, H, W, 3], waveform)], through the run's codec (in latent
+    space the shards' VAEs decode first; jav.latents), then rescaling and the vocoder."""
+    mp, codec = mel_params(cfg), codec_from_config(cfg)
 
-    def decode(zv, za):
-        video, logmel = codec.decode(zv, za, stats)
+    def decode(video, audio):
+        video, logmel = codec.decode(video, audio)
         return [arrays_to_clip(v, a, mp) for v, a in zip(video, logmel)]
 
     return decode

@@ -245,27 +245,32 @@ def test_png_encoder_writes_the_pixels():
 def test_learned_encoders_replace_pixels_mel_and_add_text_embeddings():
     from jav.data.record import decode_record, encode_record
 
-    class HalveVAE:  # stands in for a trained VAE: (mean, logvar) of half the size in time
-        def encode(self, x):
-            return x[:, ::2] * 0.5, np.zeros_like(x[:, ::2])
+    class HalveCodec:  # stands in for a latent codec: normalised latents of half the size in time
+        video_dir, audio_dir = "vae/video", "vae/audio"
+
+        def encode(self, video, logmel):
+            return video[:, ::2] * 0.5, logmel[:, ::2] * 0.5
 
     class Text:
         def encode(self, texts):
             return np.ones((len(texts), 3, 4), np.float32), np.array([[True, True, False]] * len(texts))
 
     cfg = _config()
-    cfg.encode.video_vae_dir, cfg.encode.audio_vae_dir, cfg.encode.text_encoder = "vae/video", "vae/audio", "builtin:x"
+    cfg.encode.latent, cfg.encode.text_encoder = "codec/latent.json", "builtin:x"
     encoders = encode_lib.Encoders(cfg)
-    encoders._loaded = {"video": HalveVAE(), "audio": HalveVAE(), "text": Text()}
+    encoders._loaded = {"latent": HalveCodec(), "text": Text()}
     rng = np.random.default_rng(3)
     clip = Clip(source="x", start=0.0, end=2.0, fps=FPS, sample_rate=SR, caption="a red disc",
                 video=rng.integers(0, 255, (16, 32, 32, 3), np.uint8), audio=rng.standard_normal((32000, 1)) * 0.1)
     arrays, fields = encode_lib.encode_clip(clip, encode_lib.parse_buckets(cfg)[0], cfg, encoders)
     assert arrays["video"].shape == (8, 32, 32, 3) and arrays["video"].dtype == np.float32
     assert arrays["audio"].shape == (100, 64) and arrays["text_emb"].shape == (3, 4)
-    assert fields["metadata"]["video_repr"] == {"kind": "latent", "vae": "vae/video"}
+    assert fields["metadata"]["video_repr"] == {"kind": "video_vae_latent", "run": "vae/video"}
+    assert fields["metadata"]["audio_repr"]["of"]["kind"] == "logmel"
     rec = decode_record(encode_record(**arrays, **{k: v for k, v in fields.items() if k != "bucket"}))
     assert rec["text_mask"].tolist() == [True, True, False] and rec["caption"] == "a red disc"
+    with pytest.raises(FileNotFoundError, match="jav.data.latent_stats"):
+        encode_lib.fingerprint(cfg)  # the codec file counts by its contents: a missing one is named
 
 
 def test_command_line_with_the_real_stages_on_a_tiny_corpus(tmp_path):

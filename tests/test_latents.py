@@ -86,13 +86,13 @@ def test_samples_decode_through_the_shards_vaes(latent_shards):
     assert frames.shape == (9, 32, 32, 3) and frames.dtype == np.uint8
     assert abs(len(wave) - DURATION * 16000) < 0.05 * 16000
     # the stored latents are the normalised encoding of their clip: decoding them gives the VAE's reconstruction
-    codec, stats = codec_from_config(cfg)
+    codec = codec_from_config(cfg)
     rec0 = synthetic.clip_record(0, bounce.BounceParams(duration=DURATION))  # the shards' first clip (seed 0)
     pixels, logmel = frames_to_model(rec0["video"])[None], rec0["audio"][None]
-    zv, za = codec.encode(pixels, logmel, stats)
+    zv, za = codec.encode(pixels, logmel)
     np.testing.assert_allclose(zv[0], rec["video"], atol=1e-4)
     np.testing.assert_allclose(za[0], rec["audio"], atol=1e-4)
-    video, _ = codec.decode(zv, za, stats)
+    video, _ = codec.decode(zv, za)
     direct = np.asarray(codec.video_vae.decode(codec.video_vae.encode(pixels)[0]))
     np.testing.assert_allclose(video, np.clip(direct, -1, 1), atol=1e-4)
 
@@ -126,20 +126,12 @@ def test_make_demo_configs_fit_together():
 
 
 def test_latent_normalisation_per_channel_or_shared():
-    from jav.latents import LatentCodec, _normalise
+    from jav.latents import _normalise, fit_stats
 
     rng = np.random.default_rng(0)
     scales, means = np.array([0.1, 1.0, 2.0, 0.5]), np.array([1.0, 0.0, -1.0, 0.0])
     z = rng.normal(size=(64, 10, 4)) * scales + means
-
-    class Fixed(LatentCodec):
-        def encode_video(self, video, stats=None):
-            return z
-
-        encode_audio = encode_video
-
-    codec = Fixed(None, None)
-    stats = codec.fit_stats(None, None, {"audio": "shared"})
+    stats = fit_stats(z, z, {"audio": "shared"})
     per_channel = _normalise(z, stats["video"]).reshape(-1, 4)
     shared = _normalise(z, stats["audio"]).reshape(-1, 4)
     np.testing.assert_allclose(per_channel.std(0), 1.0, rtol=1e-5)
@@ -148,4 +140,59 @@ def test_latent_normalisation_per_channel_or_shared():
     np.testing.assert_allclose(shared.std(0) / shared.std(0)[1], z.reshape(-1, 4).std(0) / z.reshape(-1, 4).std(0)[1], rtol=1e-6)
     assert (stats["video"]["norm"], stats["audio"]["norm"]) == ("channel", "shared")
     with pytest.raises(ValueError, match="use 'channel' or 'shared'"):
-        codec.fit_stats(None, None, {"audio": "global"})
+        fit_stats(z, z, {"audio": "global"})
+
+
+def test_curated_latent_shards_carry_the_codec_and_decode(latent_shards, tmp_path):
+    """Curation's latents are the model's latent space: statistics fitted over pixel shards
+    (python -m jav.data.latent_stats), clips encoded through that codec by the curation encoder,
+    and the packed bucket carries the codec, so a run on it decodes its samples."""
+    from configs import curate
+    from data_pipelines import encode as encode_lib
+    from data_pipelines.clip import Clip
+    from data_pipelines.pack import pack_bucket
+    from data_pipelines.store import EncodeStore
+    from jav.clip_tokens import frames_to_model
+    from jav.data import bounce
+    from jav.data.latent_stats import main as fit_main
+    from jav.data.record import decode_record
+    from jav.latents import LatentCodec
+    from jav.sample import clip_decoder
+
+    runs = json.loads((latent_shards / "latent.json").read_text())
+    pixels = tmp_path / "pixels"
+    synthetic.main(["--out", str(pixels), "--num", "4", "--duration", str(DURATION)])
+    path = fit_main(["--video-vae", runs["video_vae"], "--audio-vae", runs["audio_vae"], "--shards", str(pixels),
+                     "--out", str(tmp_path / "codec" / "stats.json"), "--num", "4", "--batch", "3"])
+    assert path == tmp_path / "codec" / "stats.json"
+    codec = LatentCodec.from_latent_json(path)
+    _, source = open_shards(str(pixels))
+    recs = [decode_record(source[i]) for i in range(4)]
+    video, logmel = np.stack([frames_to_model(r["video"]) for r in recs]), np.stack([r["audio"] for r in recs])
+    direct = LatentCodec.load(runs["video_vae"], runs["audio_vae"]).fitted(video, logmel).stats  # all 4 clips at once
+    for m in ("video", "audio"):
+        np.testing.assert_allclose(codec.stats[m]["mean"], direct[m]["mean"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(codec.stats[m]["std"], direct[m]["std"], rtol=1e-5)
+
+    cfg = curate.get_config("bounce")
+    cfg.encode.fps, cfg.encode.buckets, cfg.encode.latent = 8.0, "9x32x32", str(path)
+    [bucket] = encode_lib.parse_buckets(cfg)
+    world = bounce.generate_clip(0, bounce.BounceParams(duration=DURATION))
+    clip = Clip(source="bounce_0", start=0.0, end=DURATION, fps=8.0, sample_rate=16000, caption=world.caption,
+                video=world.frames, audio=np.asarray(world.audio, np.float32)[:, None])
+    arrays, fields = encode_lib.encode_clip(clip, bucket, cfg, encode_lib.Encoders(cfg))
+    zv, _ = codec.encode(frames_to_model(world.frames)[None], logmel[:1])
+    np.testing.assert_allclose(arrays["video"], zv[0], atol=1e-5)  # the same frames, the same codec
+    assert arrays["audio"].shape == codec.latent_shapes(world.frames.shape, logmel.shape[1:])[1]
+
+    store = EncodeStore(str(tmp_path / "store"))
+    store.put("bounce_0", arrays, fields, encode_lib.fingerprint(cfg))
+    pack_bucket(str(tmp_path / "store"), str(tmp_path / "shards"), bucket.name, ["bounce_0"], 4,
+                latent=encode_lib.read_latent_codec(cfg.encode.latent))
+    packed = tmp_path / "shards" / bucket.name
+    info = json.loads((packed / "latent.json").read_text())
+    assert info["stats"] == codec.stats and info["video_latent_shape"] == list(arrays["video"].shape)
+    _, source = open_shards(str(packed))
+    rec = decode_record(source[0])
+    [(frames, wave)] = clip_decoder(latent_config(packed))(rec["video"][None], rec["audio"][None])
+    assert frames.shape == (9, 32, 32, 3) and frames.dtype == np.uint8 and np.isfinite(wave).all()

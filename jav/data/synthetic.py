@@ -25,7 +25,7 @@ from jav.clip_tokens import frames_to_model
 from jav.data import bounce, mel, shards
 from jav.data.text_embeddings import add_text_embeddings
 from jav.frozen_text_encoder import load_text_encoder
-from jav.latents import LatentCodec, write_latent_json
+from jav.latents import LatentCodec
 
 
 def _jsonable(x):
@@ -62,15 +62,15 @@ def latent_records(args, params: bounce.BounceParams, log=print):
         return recs, np.stack([frames_to_model(r["video"]) for r in recs]), np.stack([r["audio"] for r in recs])
 
     _, video, logmel = arrays(range(args.seed, args.seed + min(args.num, args.stats_clips)))
-    stats = codec.fit_stats(video, logmel, {"video": args.video_norm, "audio": args.audio_norm})
+    codec = codec.fitted(video, logmel, {"video": args.video_norm, "audio": args.audio_norm})
     zv, za = codec.latent_shapes(video.shape[1:], logmel.shape[1:])
     pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
-    write_latent_json(args.out, codec, stats, video_latent_shape=zv, audio_latent_shape=za, stats_clips=min(args.num, args.stats_clips),
+    codec.write_latent_json(args.out, video_latent_shape=zv, audio_latent_shape=za, stats_clips=min(args.num, args.stats_clips),
                       world=dataclasses.asdict(params) | {"fps": params.fps}, mel=dataclasses.asdict(mp))
     log(f"latents: video {zv}, audio {za}; statistics from {min(args.num, args.stats_clips)} clips in {args.out}/latent.json")
     for start in range(args.seed, args.seed + args.num, args.batch):
         recs, video, logmel = arrays(range(start, min(start + args.batch, args.seed + args.num)))
-        lv, la = codec.encode(video, logmel, stats)
+        lv, la = codec.encode(video, logmel)
         for rec, v, a in zip(recs, lv, la):
             rec["metadata"]["audio_repr"] = {"kind": "audio_vae_latent", "run": str(args.audio_vae)}
             rec["metadata"]["video_repr"] = {"kind": "video_vae_latent", "run": str(args.video_vae)}
