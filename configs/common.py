@@ -73,6 +73,9 @@ def model(
         interval_embed=False,
         remat="none",
         scan_layers=True,
+        # low-rank adapters (jav.models.lora) on the "attn" and / or "mlp" projections; rank 0: none.
+        # A run with adapters trains only them unless train.trainable says otherwise
+        lora=dict(rank=0, alpha=0.0, targets="attn,mlp"),
         dtype="float32",
         param_dtype="float32",
     ))
@@ -110,6 +113,9 @@ def experiment(model_cfg, batch_size, steps, lr=1e-3, warmup_steps=50) -> ml_col
             peak_flops_per_device=0.0,  # for the MFU estimate; 0: jav.perf's datasheet peak of the chip, or a measured matmul peak on CPU
             profile_steps=[],  # [first, end): a jax.profiler trace of those steps in WORKDIR/profile
             eval_every=0,  # held-out samples scored (cfg.eval) every this many steps and at the end; 0: never
+            # which parameters train: "auto" (the LoRA adapters where model.lora.rank > 0, else all) or a
+            # regular expression searched in each parameter's path (e.g. "audio|cross"; see jav.train.step)
+            trainable="auto",
         ),
         # what the trainer samples every train.eval_every steps: the captions of `num` held-out
         # bounce-world clips per task, with the EMA weights and the config's sampling settings,

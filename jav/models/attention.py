@@ -27,10 +27,10 @@ class AttentionProjections(nnx.Module):
     def __init__(self, q_dim: int, kv_dim: int, heads: int, head_dim: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str, qk_norm: bool = True,
                  qk_norm_across_heads: bool = False, rope_pairs: str = "split"):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.q = Dense(q_dim, (heads, head_dim), ("embed", "heads", "kv"), **kw)
-        self.k = Dense(kv_dim, (heads, head_dim), ("embed", "heads", "kv"), **kw)
-        self.v = Dense(kv_dim, (heads, head_dim), ("embed", "heads", "kv"), **kw)
-        self.o = Dense((heads, head_dim), q_dim, ("heads", "kv", "embed"), **kw)
+        self.q = Dense(q_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", **kw)
+        self.k = Dense(kv_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", **kw)
+        self.v = Dense(kv_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", **kw)
+        self.o = Dense((heads, head_dim), q_dim, ("heads", "kv", "embed"), role="attn", **kw)
         norm_shape, norm_axes = ((heads, head_dim), ("heads", "kv")) if qk_norm_across_heads else (head_dim, "kv")
         self.q_norm = RMSNorm(norm_shape, norm_axes, rngs=rngs, param_dtype=param_dtype) if qk_norm else None
         self.k_norm = RMSNorm(norm_shape, norm_axes, rngs=rngs, param_dtype=param_dtype) if qk_norm else None

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jav.models import context_parallel
+from jav.models import context_parallel, lora
 from jav.models.attention import Attention, AttentionProjections
 from jav.models.attention_kernels import KERNELS, Mask, dot_product_attention, key_mask
 from jav.models.layers import (
@@ -138,6 +138,7 @@ def validate_config(cfg) -> None:
     if cfg.prediction not in PREDICTIONS:
         raise ValueError(f"model.prediction={cfg.prediction!r} is not one of {PREDICTIONS}")
     validate_remat(cfg.remat)
+    lora.parse(cfg.get("lora"))
     for m in MODALITIES:
         b = cfg[m]
         if b.width % b.heads:
@@ -605,31 +606,32 @@ class AVDiT(nnx.Module):
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         validate_config(cfg)
-        cfg = ml_collections.FrozenConfigDict(cfg)  # hashable, so the graphdef can be a jit static
-        self.cfg = cfg
-        kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
-        self.embed = nnx.Dict({m: Dense(patch_dim(cfg, m), cfg[m].width, ("patch", "embed"), **kw) for m in MODALITIES})
-        self.time = nnx.Dict({m: TimestepEmbedder(cfg[m].width, **kw) for m in MODALITIES})
-        self.guide = nnx.Dict({m: ConditionEmbedder(len(GUIDANCE_TERMS), cfg[m].width, scale=GUIDANCE_EMBED_SCALE, **kw)
-                               for m in MODALITIES}) if cfg.get("guidance_embed", False) else None
-        self.interval = nnx.Dict({m: ConditionEmbedder(1, cfg[m].width, **kw) for m in MODALITIES}) if cfg.get("interval_embed", False) else None
-        self.abs_pos = nnx.Dict({m: AbsolutePosition(cfg[m].width, **kw) for m in MODALITIES}) if cfg.abs_pos else None
-        self.adaln = nnx.Dict({m: AdaLNSingle(cfg[m].width, len(modulation_names(cfg, m)), **kw) for m in MODALITIES})
-        self.cross_adaln = nnx.Dict({m: CrossModalAdaLN(cfg[m].width, **kw) for m in MODALITIES}) if own_cross_adaln(cfg) else None
-        self.caption = nnx.Dict({m: CaptionProjection(cfg.text.dim, cfg[m].width, **kw) for m in MODALITIES})
-        self.final = nnx.Dict({m: FinalLayer(cfg[m].width, patch_dim(cfg, m), **kw) for m in MODALITIES})
-        self.text_encoder = TextEncoder(cfg.text, **kw) if cfg.text.encoder == "builtin" else None
-        group = cfg.joint.every if cfg.joint.mode != "none" else 1
-        self.num_groups = cfg.depth // group
-        if cfg.scan_layers:
-            @nnx.split_rngs(splits=self.num_groups)
-            @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-            def make(r):
-                return LayerGroup(cfg, rngs=r)
+        with lora.building(cfg.get("lora")):  # adapters on the projections model.lora targets (jav.models.lora)
+            cfg = ml_collections.FrozenConfigDict(cfg)  # hashable, so the graphdef can be a jit static
+            self.cfg = cfg
+            kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+            self.embed = nnx.Dict({m: Dense(patch_dim(cfg, m), cfg[m].width, ("patch", "embed"), **kw) for m in MODALITIES})
+            self.time = nnx.Dict({m: TimestepEmbedder(cfg[m].width, **kw) for m in MODALITIES})
+            self.guide = nnx.Dict({m: ConditionEmbedder(len(GUIDANCE_TERMS), cfg[m].width, scale=GUIDANCE_EMBED_SCALE, **kw)
+                                   for m in MODALITIES}) if cfg.get("guidance_embed", False) else None
+            self.interval = nnx.Dict({m: ConditionEmbedder(1, cfg[m].width, **kw) for m in MODALITIES}) if cfg.get("interval_embed", False) else None
+            self.abs_pos = nnx.Dict({m: AbsolutePosition(cfg[m].width, **kw) for m in MODALITIES}) if cfg.abs_pos else None
+            self.adaln = nnx.Dict({m: AdaLNSingle(cfg[m].width, len(modulation_names(cfg, m)), **kw) for m in MODALITIES})
+            self.cross_adaln = nnx.Dict({m: CrossModalAdaLN(cfg[m].width, **kw) for m in MODALITIES}) if own_cross_adaln(cfg) else None
+            self.caption = nnx.Dict({m: CaptionProjection(cfg.text.dim, cfg[m].width, **kw) for m in MODALITIES})
+            self.final = nnx.Dict({m: FinalLayer(cfg[m].width, patch_dim(cfg, m), **kw) for m in MODALITIES})
+            self.text_encoder = TextEncoder(cfg.text, **kw) if cfg.text.encoder == "builtin" else None
+            group = cfg.joint.every if cfg.joint.mode != "none" else 1
+            self.num_groups = cfg.depth // group
+            if cfg.scan_layers:
+                @nnx.split_rngs(splits=self.num_groups)
+                @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+                def make(r):
+                    return LayerGroup(cfg, rngs=r)
 
-            self.groups = make(rngs)
-        else:
-            self.groups = nnx.List([LayerGroup(cfg, rngs=rngs) for _ in range(self.num_groups)])
+                self.groups = make(rngs)
+            else:
+                self.groups = nnx.List([LayerGroup(cfg, rngs=rngs) for _ in range(self.num_groups)])
 
     def encode_text(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
         if self.text_encoder is None:

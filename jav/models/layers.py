@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jav.models import lora
+
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
 
@@ -52,6 +54,7 @@ class Dense(nnx.Module):
         init: Initializer | None = None,
         dtype: str = "float32",
         param_dtype: str = "float32",
+        role: str | None = None,
     ):
         self.in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
         self.out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
@@ -60,10 +63,15 @@ class Dense(nnx.Module):
         out_axes = tuple(axes[len(self.in_shape):])
         self.bias = param(rngs, zeros, self.out_shape, out_axes, dtype_of(param_dtype)) if use_bias else None
         self.dtype = dtype_of(dtype)
+        rank, scale = lora.adapter_rank(role)  # a low-rank adapter where the model's config targets this role
+        self.lora = lora.Adapter(self.in_shape, self.out_shape, tuple(axes), rank, scale, rngs=rngs, dtype=self.dtype,
+                                 param_dtype=dtype_of(param_dtype)) if rank else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n = len(self.in_shape)
         y = jnp.tensordot(x.astype(self.dtype), self.kernel[...].astype(self.dtype), axes=n)
+        if self.lora is not None:
+            y = y + self.lora(x)
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
@@ -115,8 +123,8 @@ class MLP(nnx.Module):
 
     def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.up = Dense(dim, hidden, ("embed", "mlp"), **kw)
-        self.down = Dense(hidden, dim, ("mlp", "embed"), **kw)
+        self.up = Dense(dim, hidden, ("embed", "mlp"), role="mlp", **kw)
+        self.down = Dense(hidden, dim, ("mlp", "embed"), role="mlp", **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down(jax.nn.gelu(self.up(x), approximate=True))

@@ -26,7 +26,7 @@ from jav.models.av_dit import LENGTH, attention_options
 from jav.models.flops import forward_flops
 from jav.plots import contact_sheet
 from jav.train import loop
-from jav.train.step import optimizer, train_step
+from jav.train.step import optimizer, train_step, trainable_mask, trainable_pattern
 
 
 def validate(cfg, mesh: jax.sharding.Mesh) -> None:
@@ -63,6 +63,17 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
         raise ValueError("data.dir is not set: point it at shards written by `python -m jav.data.synthetic --out DIR --num N`")
     if cfg.train.get("eval_every"):
         _validate_eval(cfg, mesh)
+
+
+def trained_count(params, cfg) -> tuple[int, int]:
+    """(parameters that train, all parameters) under train.trainable; raises when none train."""
+    pattern = trainable_pattern(cfg)
+    sizes = [(x.size, m) for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(trainable_mask(params, pattern)))]
+    trained, total = sum(n for n, m in sizes if m), sum(n for n, _ in sizes)
+    if not trained:
+        raise ValueError(f"train.trainable={cfg.train.get('trainable')!r} (pattern {pattern!r}) matches no parameter of the model: "
+                         "paths read like groups/layers/0/audio/mlp/up/kernel; widen the pattern, or use 'auto'")
+    return trained, total
 
 
 def _eval_tasks(cfg) -> tuple[str, ...]:
@@ -116,6 +127,7 @@ class DiffusionPhase(loop.Phase):
         t = self.cfg.train
         _, shardings = self._model(run.mesh, run.rules)  # the parameters are made in place
         params = nnx.state(init_model(self.cfg.model, jax.random.key(t.seed), out_shardings=shardings))
+        self.trained = trained_count(params, self.cfg)
         return {"model": loop.trainable(params, self.tx, run, ema=bool(t.ema_decay))}
 
     def abstract_state(self, mesh, rules):
@@ -128,12 +140,15 @@ class DiffusionPhase(loop.Phase):
     def step_options(self, layout: TokenLayout) -> dict:
         """The static arguments of jav.train.step.train_step for batches of `layout`."""
         t = self.cfg.train
-        return dict(tx=self.tx, layout=layout, flow_cfg=self.flow_cfg, ema_decay=t.ema_decay, accum_steps=t.get("grad_accum", 1))
+        return dict(tx=self.tx, layout=layout, flow_cfg=self.flow_cfg, ema_decay=t.ema_decay, accum_steps=t.get("grad_accum", 1),
+                    trainable=trainable_pattern(self.cfg))
 
     def describe(self, state):
         t, shards = self.cfg.train, self.run.shards
+        trained, total = self.trained
         return (f"{jax.process_count()} process(es) x {jax.local_device_count()} {jax.default_backend()} device(s) = {jax.device_count()}, "
-                f"mesh {dict(self.run.mesh.shape)}; each step's {t.batch_size} clips are loaded in {shards} part(s) of {t.batch_size // shards}")
+                f"mesh {dict(self.run.mesh.shape)}; each step's {t.batch_size} clips are loaded in {shards} part(s) of {t.batch_size // shards}"
+                + ("" if trained == total else f"; trains {trained:,} of {total:,} parameters (train.trainable={t.get('trainable', 'auto')!r})"))
 
     def stream(self, run):
         cfg, t = self.cfg, self.cfg.train

@@ -41,6 +41,7 @@ import ml_collections
 import numpy as np
 import optax
 from etils import epath
+from flax import nnx
 from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter, record_writer
 
@@ -256,13 +257,30 @@ def _restore(ckpt: Checkpointer, phase: Phase, state: State) -> dict:
     return dict(restored, state=_from_trees(phase, state, restored))
 
 
-def _init_from(cfg, phase: Phase, state: State) -> State:
-    """`init_from=DIR[:ema]`: the primary network starts from another run's weights (its EMA restarts there too)."""
+def _init_from(cfg, phase: Phase, state: State, say) -> State:
+    """`init_from=DIR[:ema]`: the primary network starts from another run's weights (its EMA restarts
+    there too). LoRA adapters (nnx.LoRAParam) the other run does not have start as made (B = 0: the
+    model computes what the other run's weights compute)."""
     run_dir, _, which = cfg.init_from.partition(":")
     main = state[phase.primary]
-    params = restore_params_from(run_dir, use_ema=which == "ema", abstract_params=abstract_like(main.params))
+    adapters, base = nnx.split_state(main.params, nnx.LoRAParam, ...)
+    if jax.tree.leaves(adapters) and not _has_adapters(run_dir):
+        params = restore_params_from(run_dir, use_ema=which == "ema", abstract_params=abstract_like(base))
+        params = nnx.merge_state(params, adapters)
+        say(f"LoRA adapters start fresh: {sum(x.size for x in jax.tree.leaves(adapters)):,} parameters on the weights of {run_dir}")
+    else:
+        params = restore_params_from(run_dir, use_ema=which == "ema", abstract_params=abstract_like(main.params))
     ema = jax.tree.map(jnp.copy, params) if main.ema is not None else None
     return dict(state, **{phase.primary: Trainable(params, main.opt_state, ema)})
+
+
+def _has_adapters(run_dir) -> bool:
+    """Whether a run's model has LoRA adapters (its config.json's model.lora.rank)."""
+    path = epath.Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"init_from={run_dir}: no config.json there; name a run directory written by jav.train or jav.convert")
+    lora = json.loads(path.read_text()).get("model", {}).get("lora") or {}
+    return bool(lora.get("rank", 0))
 
 
 # ---- The loop
@@ -294,7 +312,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dic
             stream.set_state(restored["data_state"])
             say(f"resumed from {workdir} at step {start}")
         elif cfg.get("init_from"):
-            state = _init_from(cfg, phase, state)
+            state = _init_from(cfg, phase, state, say)
             say(f"initialised from {cfg.init_from}")
 
         writer = None
