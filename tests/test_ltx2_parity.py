@@ -15,6 +15,7 @@ diffusers = pytest.importorskip("diffusers", reason="the reference is diffusers'
 
 from configs import ltx2  # noqa: E402
 from jav.convert import ltx2 as convert  # noqa: E402
+from jav.convert.__main__ import main as convert_cli  # noqa: E402
 from jav.convert.safetensors_io import SafetensorsReader  # noqa: E402
 from jav.models import rope  # noqa: E402
 from jav.runs import load_run  # noqa: E402
@@ -107,6 +108,26 @@ def test_ltx2_parity_and_round_trip(tmp_path, rope_type):
             print(f"{rope_type} grid={grid} audio={audio_len} {m}: max abs {err:.2e}, max rel {rel:.2e}")
             assert got[m].shape == want[m].shape
             assert rel <= RTOL, (m, grid, err, rel)
+
+    # the same check from the command line, on inputs named as diffusers' forward arguments
+    # (one timestep per clip here: the command broadcasts it over the tokens)
+    grid, audio_len = SHAPES[0]
+    inp = inputs(7, grid, audio_len)
+    inp["t_video"], inp["t_audio"] = inp["t_video"][:, :1] * np.ones_like(inp["t_video"]), inp["t_audio"][:, :1] * np.ones_like(inp["t_audio"])
+    want = run_reference(ref, inp, grid, audio_len)
+    named = dict(hidden_states=inp["video"], audio_hidden_states=inp["audio"], encoder_hidden_states=inp["text_video"],
+                 audio_encoder_hidden_states=inp["text_audio"], timestep=inp["t_video"][:, 0] * np.float32(1000),
+                 audio_timestep=inp["t_audio"][:, 0] * np.float32(1000), encoder_attention_mask=inp["mask_video"],
+                 audio_encoder_attention_mask=inp["mask_audio"], num_frames=np.array(grid[0]), height=np.array(grid[1]),
+                 width=np.array(grid[2]), fps=np.array(FPS), audio_num_frames=np.array(audio_len))
+    np.savez(tmp_path / "in.npz", **named)
+    convert_cli(["forward", "--workdir", str(tmp_path / "run"), "--inputs", str(tmp_path / "in.npz"), "--out", str(tmp_path / "out.npz")])
+    with np.load(tmp_path / "out.npz") as out:
+        for m in ("video", "audio"):
+            assert np.abs(out[m] - want[m]).max() / np.abs(want[m]).max() <= RTOL, m
+    np.savez(tmp_path / "bad.npz", **{k: v for k, v in named.items() if k != "fps"})
+    with pytest.raises(SystemExit):
+        convert_cli(["forward", "--workdir", str(tmp_path / "run"), "--inputs", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "x.npz")])
 
     # jav -> safetensors: the reference's tensors exactly; -> jav again: the same parameters
     path = convert.to_diffusers(tmp_path / "run", tmp_path / "export")

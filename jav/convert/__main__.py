@@ -6,8 +6,17 @@
         a jav LTX-2 run -> a diffusers transformer folder
     python -m jav.convert merge-lora RUN --workdir OUT [--weights ema|params] [--step N]
         a run trained with LoRA adapters -> a run with the adapters folded into its kernels
+    python -m jav.convert forward --workdir RUN --inputs IN.npz --out OUT.npz [--weights ema|params]
+        an LTX-2 run on inputs named as diffusers' LTX2VideoTransformer3DModel.forward arguments
+        (scalars as 0-d arrays) -> OUT.npz with `video` and `audio`, to check a conversion in PyTorch
 """
 import argparse
+
+
+def ltx2_forward_names() -> list[str]:
+    from jav.convert.ltx2 import FORWARD_ARRAYS, FORWARD_SCALARS
+
+    return list(FORWARD_ARRAYS + FORWARD_SCALARS)
 
 
 def main(argv=None):
@@ -27,7 +36,23 @@ def main(argv=None):
     merge.add_argument("--workdir", required=True, help="the run directory to write")
     merge.add_argument("--weights", default="ema", choices=("ema", "params"))
     merge.add_argument("--step", type=int, default=None)
+    fwd = sub.add_parser("forward", help="LTX-2 run on diffusers-named inputs (.npz) -> video and audio outputs (.npz)")
+    fwd.add_argument("--workdir", required=True, help="a run directory written by `ltx2` or by training")
+    fwd.add_argument("--inputs", required=True, help="an .npz of " + ", ".join(ltx2_forward_names()))
+    fwd.add_argument("--out", required=True, help="the .npz to write (video, audio)")
+    fwd.add_argument("--weights", default="ema", choices=("ema", "params"))
+    fwd.add_argument("--step", type=int, default=None)
     args = parser.parse_args(argv)
+
+    if args.command == "forward":
+        from jav.convert.ltx2 import forward
+
+        try:
+            out = forward(args.workdir, args.inputs, args.out, args.weights, args.step)
+        except (FileNotFoundError, ValueError) as e:
+            parser.exit(2, f"python -m jav.convert forward: {e}\n")
+        print(f"wrote {args.out}: video {out['video'].shape}, audio {out['audio'].shape}")
+        return
 
     if args.command == "merge-lora":
         from jav.convert.lora import merge_run

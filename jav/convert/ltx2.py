@@ -250,3 +250,53 @@ def to_diffusers(run, out, weights: str = "ema", step: int | None = None) -> pat
     write_safetensors(path, [(n, hf_shape(e), flat[e.path].dtype) for n, e in sorted(entries.items())], tensor,
                       metadata={"format": "pt"})
     return path
+
+
+# diffusers' LTX2VideoTransformer3DModel.forward arguments `forward` reads (scalars as 0-d arrays)
+FORWARD_ARRAYS = ("hidden_states", "audio_hidden_states", "encoder_hidden_states", "audio_encoder_hidden_states",
+                  "timestep", "audio_timestep", "encoder_attention_mask", "audio_encoder_attention_mask")
+FORWARD_SCALARS = ("num_frames", "height", "width", "fps", "audio_num_frames")
+
+
+def forward_inputs(arrays: dict) -> tuple[dict, dict, dict, dict, dict]:
+    """diffusers-named forward inputs -> jav's (x, t, text, text_mask, pos). Timesteps are diffusers'
+    (sigma x 1000), one per clip [B] or per token [B, N]; masks 1 = keep."""
+    from jav.models import rope
+
+    missing = [k for k in FORWARD_ARRAYS + FORWARD_SCALARS if k not in arrays]
+    if missing:
+        raise ValueError(f"the inputs lack {missing}: name them as the arguments of diffusers' LTX2VideoTransformer3DModel.forward")
+    f32 = lambda k: np.asarray(arrays[k], np.float32)  # noqa: E731
+    x = {"video": f32("hidden_states"), "audio": f32("audio_hidden_states")}
+    grid = tuple(int(arrays[k]) for k in ("num_frames", "height", "width"))
+    audio_len = int(arrays["audio_num_frames"])
+    if x["video"].shape[1] != math.prod(grid) or x["audio"].shape[1] != audio_len:
+        raise ValueError(f"hidden_states has {x['video'].shape[1]} tokens for num_frames x height x width = {math.prod(grid)}, "
+                         f"audio_hidden_states {x['audio'].shape[1]} for audio_num_frames = {audio_len}: they must agree")
+    t = {}
+    for m, key in (("video", "timestep"), ("audio", "audio_timestep")):
+        sigma = f32(key) / 1000.0
+        t[m] = np.broadcast_to(sigma.reshape(sigma.shape + (1,) * (2 - sigma.ndim)), x[m].shape[:2]).copy()
+    text = {"video": f32("encoder_hidden_states"), "audio": f32("audio_encoder_hidden_states")}
+    text_mask = {"video": f32("encoder_attention_mask") > 0, "audio": f32("audio_encoder_attention_mask") > 0}
+    pos = {"video": rope.ltx2_video_positions(*grid, fps=float(arrays["fps"])), "audio": rope.ltx2_audio_positions(audio_len)}
+    return x, t, text, text_mask, pos
+
+
+def forward(run, inputs, out, weights: str = "ema", step: int | None = None) -> dict:
+    """A converted (or trained) LTX-2 run on diffusers-named inputs (an .npz) -> {"video", "audio"}
+    velocities in diffusers' token layout, also written to the .npz `out`."""
+    import jax
+
+    from jav.runs import load_run
+
+    with np.load(inputs) as f:
+        arrays = {k: f[k] for k in f.files}
+    x, t, text, text_mask, pos = forward_inputs(arrays)
+    _, model, _ = load_run(run, weights=weights, step=step)
+    graphdef, state = nnx.split(model)
+    apply = jax.jit(lambda s, x, t, text, text_mask, pos: nnx.merge(graphdef, s)(x, t, text, text_mask, pos=pos))
+    result = {k: np.asarray(v, np.float32) for k, v in apply(state, x, t, text, text_mask, pos).items()}
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **result)
+    return result
