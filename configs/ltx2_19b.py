@@ -63,8 +63,11 @@ def get_config(arg=None):
         video_latent_shape=(frames, height // VAE_SPACE, width // VAE_SPACE, 128),  # 5 s at 720p: 121 frames of 704 x 1280
         audio_latent_shape=(seconds * AUDIO_LATENTS_PER_S, 128),
         text_len=256,
-        fps=frames / seconds,  # latent frames per second, RoPE's time axis
+        fps=frames / seconds,  # latent frames per second
         audio_rate=float(AUDIO_LATENTS_PER_S),
+        # the VAEs the latents come from: token times and, with model.rope.layout="ltx2", LTX-2's positions
+        pixel_fps=float(FPS), video_time_compression=VAE_TIME, video_space_compression=VAE_SPACE,
+        sample_rate=16_000, mel_hop=160,
     )
     cfg.sample = common.sample(steps=40)
     cfg.sample.update(text_video=3.0, text_audio=7.0, modality=3.0)

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from jav.data import mel
-from jav.models import patch
+from jav.models import patch, rope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,13 @@ class TokenLayout:
     # tokens = (array - mean) / std, per modality (the arrays' scale is left to to_tokens / from_tokens)
     video_norm: tuple[float, float] = (0.0, 1.0)
     audio_norm: tuple[float, float] = (0.0, 1.0)
+    # the units of `pos`, model.rope.layout's: "jav" (t seconds, h and w in patches) or "ltx2" (LTX-2's:
+    # the centre of each token's span of pixel frames in seconds, a causal VAE's first latent holding one
+    # frame, and of pixels; audio the span of its mel frames, a causal audio VAE's first one shortened)
+    positions: str = "jav"
+    pixels_per_element: tuple[int, int] = (1, 1)  # h, w: a video VAE's spatial compression (1 in pixel space)
+    mel_per_element: int = 1  # audio: mel frames per array row (an audio VAE's compression; 1 for log-mel)
+    mel_hop: tuple[int, int] = (1, 100)  # (hop samples, sample rate): a mel frame's duration, hop / rate
 
     @classmethod
     def from_batch(cls, cfg, video_shape, audio_shape) -> "TokenLayout":
@@ -58,12 +65,16 @@ class TokenLayout:
     @classmethod
     def from_config(cls, cfg) -> "TokenLayout":
         d, m = cfg.data, cfg.model
+        positions = m.rope.get("layout", "jav")
         if d.get("world") == "latent":  # precomputed latents: shapes and clock rates straight from the config
             causal = int(d.get("video_time_compression", 0))
+            space = int(d.get("video_space_compression", 0) or (d.canvas // d.video_latent_shape[1] if "canvas" in d else 1))
+            hop = (int(d.mel_hop), int(d.sample_rate)) if "mel_hop" in d and "sample_rate" in d else (1, 100)
             layout = cls(video_shape=tuple(d.video_latent_shape), audio_shape=tuple(d.audio_latent_shape),
                          video_patch=tuple(m.video.patch), audio_patch=int(m.audio.patch),
                          fps=float(d.pixel_fps if causal else d.fps), audio_frame_rate=float(d.audio_rate),
-                         video_causal_compression=causal)
+                         video_causal_compression=causal, positions=positions, pixels_per_element=(space, space),
+                         mel_per_element=max(1, round(hop[1] / hop[0] / float(d.audio_rate))), mel_hop=hop)
             layout.grid  # noqa: B018 -- raises early if a patch does not divide
             return layout
         frames = int(round(d.duration * d.fps))
@@ -77,6 +88,8 @@ class TokenLayout:
             audio_frame_rate=d.sample_rate / d.mel_hop,
             video_norm=_norm(d, "video_norm"),
             audio_norm=_norm(d, "audio_norm"),
+            positions=positions,
+            mel_hop=(int(d.mel_hop), int(d.sample_rate)),
         )
         layout.grid  # noqa: B018 -- raises early, naming the axis, if a patch does not divide
         if audio_frames % m.audio.patch:
@@ -100,12 +113,31 @@ class TokenLayout:
 
     @cached_property
     def pos(self) -> dict:
-        """m -> [1, N_m, 3] positions (t seconds, h, w)."""
+        """m -> [1, N_m, 3] positions (t seconds, h, w), in the units `positions` names."""
+        if self.positions == "ltx2":
+            return self._ltx2_pos()
+        if self.positions != "jav":
+            raise ValueError(f"model.rope.layout={self.positions!r}: positions are 'jav' or 'ltx2'")
         t, h, w, _ = self.video_shape
         c = self.video_causal_compression
         times = patch.causal_latent_frame_times(t, c, self.fps) if c else patch.uniform_frame_times(t, self.fps)
         v = patch.video_positions(times, (h, w), self.video_patch)
         a = patch.audio_positions(patch.uniform_frame_times(self.audio_shape[0], self.audio_frame_rate), self.audio_patch)
+        return {"video": v[None], "audio": a[None]}
+
+    def _ltx2_pos(self) -> dict:
+        """LTX-2's positions (jav.models.rope.ltx2_video_positions / ltx2_audio_positions): a token
+        spans pt frames of its array, each `video_causal_compression` pixel frames after the causal
+        first, and ph x pw elements of `pixels_per_element` pixels; an audio token `audio_patch` rows
+        of `mel_per_element` mel frames (causal, the first shortened, where the rows are latents)."""
+        pt, ph, pw = self.video_patch
+        c = self.video_causal_compression
+        frames = (c or 1) * pt  # pixel frames per token in time
+        v = rope.ltx2_video_positions(*self.grid, fps=self.fps, causal_offset=1 if c else frames,
+                                      scale=(frames, ph * self.pixels_per_element[0], pw * self.pixels_per_element[1]))
+        mel = self.mel_per_element * self.audio_patch
+        a = rope.ltx2_audio_positions(self.num_tokens["audio"], latents_per_hop=mel, hop=self.mel_hop[0], rate=self.mel_hop[1],
+                                      causal_offset=1 if self.mel_per_element > 1 else mel)
         return {"video": v[None], "audio": a[None]}
 
     @cached_property

@@ -59,3 +59,32 @@ def test_standardised_tokens():
     cfg.data.audio_norm = (0.0, 0.0)
     with pytest.raises(ValueError, match=r"data.audio_norm=\(0.0, 0.0\): the standard deviation must be > 0"):
         TokenLayout.from_config(cfg)
+
+
+def test_ltx2_layout_gives_ltx2s_positions():
+    """With model.rope.layout="ltx2" the token layout gives LTX-2's positions: for LTX-2's own latents
+    (causal 8x / 32x video VAE at 24 fps, 25 audio latents/s of 4 mel frames) exactly what
+    jav.models.rope.ltx2_*_positions give (checked against diffusers in tests/test_ltx2_parity.py);
+    in pixel space each token's span of frames and pixels, the time in seconds."""
+    from configs import ltx2, test as test_config
+    from jav.models import rope
+
+    cfg = ltx2.get_config()
+    layout = TokenLayout.from_config(cfg)
+    np.testing.assert_array_equal(layout.pos["video"][0], rope.ltx2_video_positions(*layout.grid, fps=24.0))
+    np.testing.assert_array_equal(layout.pos["audio"][0], rope.ltx2_audio_positions(layout.num_tokens["audio"]))
+
+    cfg = test_config.get_config()
+    jav_pos = TokenLayout.from_config(cfg).pos
+    cfg.model.rope.layout = "ltx2"
+    layout = TokenLayout.from_config(cfg)
+    (_, ph, pw), fps = layout.video_patch, layout.fps
+    v = layout.pos["video"][0]
+    # the centre of a token's span of frames, frame i spanning [i, i + 1) / fps: half a frame after jav's mean frame time
+    np.testing.assert_allclose(v[:, 0], jav_pos["video"][0][:, 0] + 0.5 / fps, rtol=1e-6)
+    np.testing.assert_array_equal(v[:, 1], jav_pos["video"][0][:, 1] * ph + ph / 2)  # the centre of its pixels
+    np.testing.assert_array_equal(v[:, 2], jav_pos["video"][0][:, 2] * pw + pw / 2)
+    hop, rate = layout.mel_hop
+    a = layout.pos["audio"][0][:, 0]
+    np.testing.assert_allclose(np.diff(a), layout.audio_patch * hop / rate, atol=1e-6)  # one patch of mel frames apart
+    np.testing.assert_allclose(a[0], layout.audio_patch * hop / rate / 2, rtol=1e-5)
