@@ -66,11 +66,14 @@ def main(argv=None):
 
     from jav.convert import ltx2
 
-    if args.command == "ltx2":
-        cfg = ltx2.to_jav(args.src, args.workdir, args.dtype)
-        print(f"wrote {args.workdir}: LTX-2 with {cfg.model.depth} blocks ({cfg.model.param_dtype})")
-    else:
-        print(f"wrote {ltx2.to_diffusers(args.run, args.out, args.weights, args.step)}")
+    try:
+        if args.command == "ltx2":
+            cfg = ltx2.to_jav(args.src, args.workdir, args.dtype)
+            print(f"wrote {args.workdir}: LTX-2 with {cfg.model.depth} blocks ({cfg.model.param_dtype})")
+        else:
+            print(f"wrote {ltx2.to_diffusers(args.run, args.out, args.weights, args.step)}")
+    except (FileNotFoundError, ValueError) as e:  # a bad folder or an option jav does not express: one line naming it
+        parser.exit(2, f"python -m jav.convert {args.command}: {e}\n")
 
 
 if __name__ == "__main__":
