@@ -2,6 +2,8 @@
 nothing, a merged one changes nothing further, a fine-tune from another run trains only what it
 names, resumes bit-exactly, and merges into a plain run."""
 import json
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -87,6 +89,7 @@ def test_bad_lora_and_trainable_settings_are_named():
     assert trainable_pattern(lora_config()) == LORA_PATTERN
 
 
+@pytest.mark.xdist_group("tiny_diffusion_run")  # with the distillation and reward tests, which train the fixture's run
 def test_lora_finetune_from_a_run_trains_only_adapters_resumes_and_merges(tiny_diffusion_run, shards, tmp_path):
     from jav.convert.__main__ import main as convert
     from jav.runs import load_run
@@ -94,7 +97,7 @@ def test_lora_finetune_from_a_run_trains_only_adapters_resumes_and_merges(tiny_d
 
     def config(steps):
         cfg = lora_config()
-        cfg.data.dir, cfg.train.steps, cfg.train.ema_decay = shards, steps, 0.0
+        cfg.data.dir, cfg.train.steps, cfg.train.ema_decay, cfg.train.log_every = shards, steps, 0.0, 1
         cfg.optim.lr, cfg.optim.warmup_steps = 1e-2, 0
         cfg.init_from = f"{tiny_diffusion_run}:ema"
         return cfg
@@ -115,9 +118,15 @@ def test_lora_finetune_from_a_run_trains_only_adapters_resumes_and_merges(tiny_d
     adapter_size = sum(x.size for p, x in got.items() if "/lora/" in p)
     assert 2 * adapter_size <= opt_size <= 2 * adapter_size + 16, (opt_size, adapter_size)
 
-    # killed after step 1 and resumed: the same adapters, bit for bit
-    train(config(1), str(tmp_path / "resumed"), log=lambda _: None)
-    train(config(2), str(tmp_path / "resumed"), log=lambda _: None)
+    # preempted (SIGTERM) after step 1 and rerun: the same adapters, bit for bit
+    def preempt_at_1(msg):
+        if msg.startswith("step      1/"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    train(config(2), str(tmp_path / "resumed"), log=preempt_at_1)
+    rerun = []
+    train(config(2), str(tmp_path / "resumed"), log=rerun.append)
+    assert any(m.startswith("resumed from") and "step 1" in m for m in rerun), rerun
     _, resumed, _ = load_run(tmp_path / "resumed", weights="params")
     for p, x in flat(nnx.state(resumed)).items():
         np.testing.assert_array_equal(x, got[p], err_msg=p)
@@ -133,6 +142,7 @@ def test_lora_finetune_from_a_run_trains_only_adapters_resumes_and_merges(tiny_d
         convert(["merge-lora", str(tmp_path / "merged"), "--workdir", str(tmp_path / "again")])  # no adapters left
 
 
+@pytest.mark.xdist_group("tiny_diffusion_run")
 def test_freezing_by_pattern_trains_only_the_named_parameters(tiny_diffusion_run, shards, tmp_path):
     from jav.runs import load_run
     from jav.train.diffusion import train
