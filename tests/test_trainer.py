@@ -169,3 +169,22 @@ def test_shape_buckets_train_one_compiled_step_per_shape(shards, tmp_path):
     assert len(buckets) == 2, lines
     assert "video (8, 32, 32, 3) audio (100, 64)" in buckets[0] and "video (16, 32, 32, 3) audio (200, 64)" in buckets[1]
     assert metrics["step"] == 8 and np.isfinite(metrics["loss"])
+
+
+def test_command_line_names_a_bad_setting_in_one_line(shards, tmp_path):
+    """`python -m jav.train` with a config that cannot run prints jav's error as one line, no traceback."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "jav.train", "--config", str(root / "configs" / "test.py"), "--workdir", str(tmp_path / "run"),
+           f"--config.data.dir={shards}", "--config.train.batch_size=3", "--config.mesh.shape.fsdp=2"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(root), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env.pop("JAV_TRACEBACK", None)
+    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("jav.train: ValueError: train.batch_size=3 is not divisible by mesh data x fsdp=2"), out.stderr[-2000:]

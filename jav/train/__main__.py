@@ -11,6 +11,9 @@ each runs on the one loop of jav/train/loop.py. Rerunning
 the same command resumes from DIR's latest checkpoint. Started once per host
 (launch/), it joins the other processes first (jav/distributed.py).
 """
+import os
+import sys
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -44,7 +47,14 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; keep the progress lines readable
     if jax.process_index() == 0:
         print(f"jav.train: {joined}", flush=True)
-    loop.run(_CONFIG.value, _WORKDIR.value, phase_of(_CONFIG.value), log=lambda msg: print(msg, flush=True))
+    try:
+        loop.run(_CONFIG.value, _WORKDIR.value, phase_of(_CONFIG.value), log=lambda msg: print(msg, flush=True))
+    except (ValueError, FileNotFoundError) as e:
+        # a config that cannot run, a missing run or data directory, corrupt shards: jav's errors name the key
+        # or file and the fix, so one line says it (JAV_TRACEBACK=1 shows where it was raised)
+        if os.environ.get("JAV_TRACEBACK"):
+            raise
+        sys.exit(f"jav.train: {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":
