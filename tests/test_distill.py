@@ -196,3 +196,31 @@ def test_a_student_that_is_not_its_teachers_architecture_is_refused(teacher):
     cfg.distill.guidance.text_video = [0.5, 2.0]
     with pytest.raises(ValueError, match=r"distill.guidance.text_video=\[0.5, 2.0\]"):
         DistillPhase(cfg).validate(mesh)
+
+
+def test_the_teacher_path_target_is_the_teachers_euler_displacement():
+    """teacher_steps = K: for a teacher velocity v(x, t) = a x + b t, K Euler steps from t to
+    r = t - h give x_r, and the target is (x_t - x_r) / h on tokens with h > 0, the velocity at
+    x_t where h = 0 (clean tokens, r = t clips). No student is called."""
+    from jav.train.distill import teacher_path_targets
+
+    a, b, k = -0.7, 1.5, 3
+    rng = np.random.default_rng(0)
+    x = {"video": jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32), "audio": jnp.asarray(rng.normal(size=(2, 5, 2)), jnp.float32)}
+    t = {"video": jnp.array([[0.8, 0.8, 0.0], [0.4, 0.4, 0.4]]), "audio": jnp.full((2, 5), 0.6)}
+    h = draw_interval(jax.random.key(1), t, fraction=0.5)
+
+    def teacher(xx, tt, text, mask, cross):
+        return {m: a * xx[m] + b * tt[m][..., None] for m in xx}
+
+    got = jax.jit(lambda: teacher_path_targets(teacher, x, t, jnp.zeros((2, 1, 1)), jnp.ones((2, 1), bool), samplers.NO_GUIDANCE, h, k))()
+    for m in x:
+        xm, tm, hm = np.asarray(x[m], np.float64), np.asarray(t[m], np.float64)[..., None], np.asarray(h[m], np.float64)[..., None]
+        v0 = a * xm + b * tm
+        y, tau = xm.copy(), tm.copy()
+        for _ in range(k):
+            y, tau = y - hm / k * (a * y + b * tau), tau - hm / k
+        want = np.where(hm > 0, (xm - y) / np.where(hm > 0, hm, 1.0), v0)
+        np.testing.assert_allclose(np.asarray(got[m]), want, rtol=1e-5, atol=1e-5)
+    spans = np.asarray(h["video"][:, 0]) > 0
+    assert spans.any() and not spans.all()  # both kinds of clip are in the check

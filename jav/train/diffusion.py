@@ -127,7 +127,6 @@ class DiffusionPhase(loop.Phase):
         t = self.cfg.train
         _, shardings = self._model(run.mesh, run.rules)  # the parameters are made in place
         params = nnx.state(init_model(self.cfg.model, jax.random.key(t.seed), out_shardings=shardings))
-        self.trained = trained_count(params, self.cfg)
         return {"model": loop.trainable(params, self.tx, run, ema=bool(t.ema_decay))}
 
     def abstract_state(self, mesh, rules):
@@ -145,7 +144,7 @@ class DiffusionPhase(loop.Phase):
 
     def describe(self, state):
         t, shards = self.cfg.train, self.run.shards
-        trained, total = self.trained
+        trained, total = trained_count(state["model"].params, self.cfg)  # raises if train.trainable names no parameter
         return (f"{jax.process_count()} process(es) x {jax.local_device_count()} {jax.default_backend()} device(s) = {jax.device_count()}, "
                 f"mesh {dict(self.run.mesh.shape)}; each step's {t.batch_size} clips are loaded in {shards} part(s) of {t.batch_size // shards}"
                 + ("" if trained == total else f"; trains {trained:,} of {total:,} parameters (train.trainable={t.get('trainable', 'auto')!r})"))

@@ -14,12 +14,15 @@ as the teacher:
   `distill.guidance`, and the student learns in one pass the teacher's guided
   velocity for them (up to three teacher passes, `jav.samplers.guided_velocity`).
 - `model.interval_embed`: the student's output is the mean velocity over a step
-  from t to r (x_r = x_t - (t - r) u), learned by the identity a mean velocity
-  obeys along the teacher's path (MeanFlow): u(x_t, r, t) = v(x_t, t) - (t - r)
-  du/dt, with v the teacher's guided velocity and du/dt the student's own total
-  derivative along v, one `jax.jvp`. A fraction `distill.mean_fraction` of clips
+  from t to r (x_r = x_t - (t - r) u). A fraction `distill.mean_fraction` of clips
   draws r uniformly below t, the rest r = t (the guided velocity itself). Sampled
-  with the config's `sample.steps` (4) Euler steps, each spanning its step.
+  with the config's `sample.steps` (4) Euler steps, each spanning its step. Its
+  target over [r, t] is either (`distill.teacher_steps` = 0) the identity a mean
+  velocity obeys along the teacher's path (MeanFlow): u(x_t, r, t) = v(x_t, t) -
+  (t - r) du/dt, with v the teacher's guided velocity and du/dt the student's own
+  total derivative along v, one `jax.jvp`; or (`teacher_steps` = K > 0) the
+  teacher's own path: K guided Euler steps of the teacher from t to r, u = (x_t -
+  x_r) / (t - r), which refers to no student output (K teacher evaluations, no JVP).
 
 Clips are noised data, drawn as pretraining draws them (`jav.flow`): every task
 of the shared model (T2VA, I2VA, T2V, V2A, A2V: clean tokens at t = 0, whose step
@@ -69,6 +72,9 @@ def distill_config(teacher: str = "") -> ml_collections.ConfigDict:
         # through the weight (MeanFlow's adaptive weighting; 0: plain mean squares):
         # the mean-velocity targets are heavy-tailed
         adaptive_p=1.0,
+        # the mean-velocity target: 0, MeanFlow's identity (one JVP through the student);
+        # K > 0, K guided Euler steps of the teacher over the step (no student in the target)
+        teacher_steps=0,
     ))
 
 
@@ -124,6 +130,9 @@ def validate_distill(cfg) -> ml_collections.ConfigDict:
         raise ValueError(f"distill.jvp_warmup={d.jvp_warmup} and distill.adaptive_p={d.adaptive_p} must be >= 0")
     if not 0.0 <= d.mean_fraction <= 1.0:
         raise ValueError(f"distill.mean_fraction={d.mean_fraction} must be in [0, 1]")
+    k = d.get("teacher_steps", 0)
+    if not isinstance(k, int) or k < 0:
+        raise ValueError(f"distill.teacher_steps={k!r} must be a whole number >= 0 (0: MeanFlow's target; K: K teacher Euler steps)")
     return teacher_cfg
 
 
@@ -171,6 +180,27 @@ def distill_targets(teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask,
     tangents = ({m: v[m] * noisy[m][..., None] for m in v}, noisy, noisy)
     _, dudt = jax.jvp(u_of, (x_t, t, interval), tangents)
     return jax.lax.stop_gradient({m: v[m] - ramp * interval[m][..., None] * dudt[m] for m in v})
+
+
+def teacher_path_targets(teacher_fn, x_t: dict, t: dict, text, text_mask, guidance: samplers.Guidance, interval: dict,
+                         steps: int) -> dict:
+    """The mean velocity over [t - h, t] along the teacher's own path: `steps` Euler steps of its
+    guided velocity from x_t at t (each token its own t and h; a token with h = 0 stays), then
+    u = (x_t - x_r) / h where h > 0, and the guided velocity at x_t where h = 0. One traced teacher
+    evaluation in a loop; no gradient flows into the targets."""
+    dt = {m: interval[m] / steps for m in t}
+
+    def body(k, carry):
+        x, v0 = carry
+        tau = {m: t[m] - k * dt[m] for m in t}
+        v = samplers.guided_velocity(teacher_fn, x, tau, text, text_mask, guidance)
+        v0 = {m: jnp.where(k == 0, v[m], v0[m]) for m in v}
+        return {m: x[m] - dt[m][..., None] * v[m] for m in x}, v0
+
+    x_r, v0 = jax.lax.fori_loop(0, steps, body, (x_t, {m: jnp.zeros_like(x) for m, x in x_t.items()}))
+    span = {m: interval[m][..., None] for m in interval}
+    return jax.lax.stop_gradient({m: jnp.where(span[m] > 0, (x_t[m] - x_r[m]) / jnp.where(span[m] > 0, span[m], 1.0), v0[m])
+                                  for m in x_t})
 
 
 def adaptive_loss(u: dict, target: dict, t: dict, loss_mask: dict, flow_cfg, p: float, eps: float = 1e-3):
@@ -221,8 +251,12 @@ def distill_loss(params, teacher_params, batch, key, step=None, *, graphdef, tea
     student_text = text_of(student)
     warmup = distill_cfg.get("jvp_warmup", 0)
     ramp = 1.0 if step is None or not warmup else jnp.minimum(1.0, step / warmup)
-    target = distill_targets(layout.denoiser(teacher), student_fn, x_t, d.t, text_of(teacher), text_mask, guidance, interval,
-                             jax.lax.stop_gradient(student_text), ramp)
+    if interval is not None and distill_cfg.get("teacher_steps", 0):
+        target = teacher_path_targets(layout.denoiser(teacher), x_t, d.t, text_of(teacher), text_mask, guidance, interval,
+                                      int(distill_cfg.teacher_steps))
+    else:
+        target = distill_targets(layout.denoiser(teacher), student_fn, x_t, d.t, text_of(teacher), text_mask, guidance, interval,
+                                 jax.lax.stop_gradient(student_text), ramp)
     extra = {} if interval is None else {"interval": interval}
     u = student_fn(x_t, d.t, student_text, text_mask, jnp.ones((batch_size,), bool), **extra)
     loss, plain, plain_total = adaptive_loss(u, target, d.t, d.loss_mask, flow_cfg, distill_cfg.get("adaptive_p", 0.0))
@@ -293,18 +327,22 @@ class DistillPhase(DiffusionPhase):
 
     def describe(self, state):
         ref, d = self.teacher_ref, self.cfg.distill
-        what = "guidance scales as input" + (f", mean velocity over steps (fraction {d.mean_fraction})" if self.cfg.model.get("interval_embed") else "")
+        target = f"{d.teacher_steps} teacher steps" if d.get("teacher_steps", 0) else "MeanFlow's identity"
+        what = "guidance scales as input" + (f", mean velocity over steps (fraction {d.mean_fraction}, target by {target})"
+                                             if self.cfg.model.get("interval_embed") else "")
         return (f"{super().describe(state)}\ndistilling {ref['dir']} step {ref['step']} ({ref['weights']}): {what}; "
                 f"guidance ranges {dict((k, list(v)) for k, v in d.guidance.items())}")
 
     def cost(self, batch):
-        """Student forward and backward, the teacher's passes and (with intervals) the JVP: counted as
-        3 + passes + 2 forward passes of the model."""
+        """Student forward and backward, the teacher's passes (times its steps over a step with
+        teacher_steps) and (MeanFlow's target) the JVP: counted as 3 + passes + 2 forward passes."""
         flops, tokens = self._layout_of(batch)[1:]
         d = self.cfg.distill
         passes = 1 + any(d.guidance[m][1] > 1 for m in ("text_video", "text_audio")) + (d.guidance.modality[1] > 1)
-        jvp = 2 if self.cfg.model.get("interval_embed") else 0
-        return flops * (3 + passes + jvp) / 3, tokens
+        interval, k = self.cfg.model.get("interval_embed"), d.get("teacher_steps", 0)
+        if interval and k:
+            return flops * (3 + passes * k) / 3, tokens
+        return flops * (3 + passes + (2 if interval else 0)) / 3, tokens
 
     def step(self, state, batch, key, step):
         return distill_step(state, batch, key, jnp.asarray(step, jnp.float32), **self.step_options(self._layout_of(batch)[0]))
