@@ -47,7 +47,7 @@ from jav.runs import load_config, pinned_reference
 from jav.train import loop
 from jav.train.checkpoint import restore_params_from
 from jav.train.diffusion import DiffusionPhase, validate as validate_diffusion
-from jav.train.step import guarded_update
+from jav.train.step import freeze_grads, guarded_update, trainable_pattern
 
 STUDENT_INPUTS = ("guidance_embed", "interval_embed")  # what the student's model config adds to the teacher's
 
@@ -263,16 +263,18 @@ def distill_loss(params, teacher_params, batch, key, step=None, *, graphdef, tea
     return loss, (plain, plain_total)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "teacher_graphdef", "tx", "layout", "flow_cfg", "distill_cfg", "ema_decay"),
-                   donate_argnums=(0,))
-def distill_step(state, batch, key, step, *, graphdef, teacher_graphdef, tx, layout, flow_cfg, distill_cfg, ema_decay):
+@functools.partial(jax.jit, static_argnames=("graphdef", "teacher_graphdef", "tx", "layout", "flow_cfg", "distill_cfg", "ema_decay",
+                                             "trainable"), donate_argnums=(0,))
+def distill_step(state, batch, key, step, *, graphdef, teacher_graphdef, tx, layout, flow_cfg, distill_cfg, ema_decay, trainable=None):
     """One student update on `batch` at training step `step` -> (state, metrics); the
     teacher is read, never changed. `loss` is the plain weighted mean square (what
-    the student is from its targets); `loss_weighted` what the gradient follows."""
+    the student is from its targets); `loss_weighted` what the gradient follows.
+    `trainable`: the pattern of the parameters that train (jav.train.step.trainable_pattern; None: all)."""
     student_net = state["model"]
     loss_fn = functools.partial(distill_loss, teacher_params=state["teacher"].params, batch=batch, key=key, step=step, graphdef=graphdef,
                                 teacher_graphdef=teacher_graphdef, layout=layout, flow_cfg=flow_cfg, distill_cfg=distill_cfg)
     (weighted, (losses, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(student_net.params)
+    grads = freeze_grads(grads, trainable)
     params, opt_state, ema, grad_norm, skipped = guarded_update(tx, student_net.params, student_net.opt_state, student_net.ema,
                                                                 grads, weighted, ema_decay)
     metrics = dict(loss=loss, loss_weighted=weighted, loss_video=losses["video"], loss_audio=losses["audio"], grad_norm=grad_norm,
@@ -323,7 +325,8 @@ class DistillPhase(DiffusionPhase):
     def step_options(self, layout):
         """The static arguments of distill_step for batches of `layout`."""
         return dict(graphdef=self.graphdef, teacher_graphdef=self.teacher_graphdef, tx=self.tx, layout=layout, flow_cfg=self.flow_cfg,
-                    distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill), ema_decay=self.cfg.train.ema_decay)
+                    distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill), ema_decay=self.cfg.train.ema_decay,
+                    trainable=trainable_pattern(self.cfg))
 
     def describe(self, state):
         ref, d = self.teacher_ref, self.cfg.distill

@@ -50,7 +50,7 @@ from jav.runs import load_autoencoder, load_config, pinned_reference
 from jav.train import loop
 from jav.train.checkpoint import restore_params_from
 from jav.train.diffusion import DiffusionPhase, validate as validate_diffusion
-from jav.train.step import guarded_update
+from jav.train.step import freeze_grads, guarded_update, trainable_pattern
 
 MODALITIES = ("video", "audio")
 
@@ -232,10 +232,11 @@ def reward_loss(params, ref_params, trajectory, clean, levels, window_start, adv
                             num_steps=r.steps, window=r.window, mu=dict(mu), guidance=guidance, clip=r.clip, kl_weight=r.kl)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "reward_graphdefs", "layout", "mu", "guidance", "reward_cfg", "tx", "ema_decay"),
-                   donate_argnums=(0,))
-def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, guidance, reward_cfg, tx, ema_decay):
-    """One GRPO step on the captions of `batch` -> (state, metrics)."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "reward_graphdefs", "layout", "mu", "guidance", "reward_cfg", "tx", "ema_decay",
+                                             "trainable"), donate_argnums=(0,))
+def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, guidance, reward_cfg, tx, ema_decay, trainable=None):
+    """One GRPO step on the captions of `batch` -> (state, metrics); `trainable`: the pattern of the
+    parameters that train (jav.train.step.trainable_pattern; None: all)."""
     r = reward_cfg
     policy = state["model"]
     text_ids = jnp.repeat(batch["text_ids"], r.group_size, axis=0)
@@ -252,6 +253,7 @@ def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, gu
     loss_fn = functools.partial(reward_loss, ref_params=state["reference"].params, trajectory=trajectory, clean=clean, levels=levels,
                                 window_start=window_start, advantages=advantages, text_ids=text_ids, text_mask=text_mask, **options)
     (loss, (surrogate, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
+    grads = freeze_grads(grads, trainable)
     params, opt_state, ema, grad_norm, skipped = guarded_update(tx, policy.params, policy.opt_state, policy.ema, grads, loss, ema_decay)
     total = sum(r.models[name].weight * v.mean() for name, v in rewards.items())
     metrics = dict(loss=loss, surrogate=surrogate, kl=kl, reward=total, grad_norm=grad_norm, skipped=skipped,
@@ -309,7 +311,7 @@ class RewardPhase(DiffusionPhase):
         layout = self._layout_of(batch)[0]
         return reward_step(state, batch, key, graphdef=self.graphdef, reward_graphdefs=self.reward_graphdefs, layout=layout,
                            mu=self.mu, guidance=self.guidance, reward_cfg=self.reward_cfg, tx=self.tx,
-                           ema_decay=self.cfg.train.ema_decay)
+                           ema_decay=self.cfg.train.ema_decay, trainable=trainable_pattern(self.cfg))
 
     def log_line(self, step, m):
         rewards = "  ".join(f"{k[len('reward_'):]} {m[k]:.4f}" for k in m if k.startswith("reward_"))
