@@ -17,13 +17,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 
 import numpy as np
 from scipy import signal
 
 from data_pipelines.clip import Clip
 from jav.data import mel
+from jav.latent_file import read_latent_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,18 +142,11 @@ def fingerprint(cfg) -> str:
 
 
 def read_latent_codec(path: str) -> dict:
-    """The latent.json `encode.latent` names (a file or a directory holding one), checked."""
-    file = os.path.join(path, "latent.json") if os.path.isdir(path) else path
+    """The codec file `encode.latent` names (jav.latent_file), its errors naming the key."""
     try:
-        with open(file) as f:
-            info = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"encode.latent={path!r}: no latent.json there; fit one over pixel shards with "
-                                "python -m jav.data.latent_stats --video-vae RUN --audio-vae RUN --shards DIR --out FILE") from None
-    if not all(k in info for k in ("video_vae", "audio_vae", "stats")):
-        raise ValueError(f"encode.latent={path!r} is not a latent codec file (it needs video_vae, audio_vae, stats); "
-                         "write one with python -m jav.data.latent_stats")
-    return info
+        return read_latent_json(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"encode.latent={path!r}: {e}") from None
 
 
 class Encoders:

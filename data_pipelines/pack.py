@@ -15,9 +15,9 @@ import shutil
 
 from data_pipelines.store import EncodeStore
 from jav.data.shards import MANIFEST, write_shards
+from jav.latent_file import write_latent_json
 
 PACK_FILE = "pack.json"
-LATENT_JSON = "latent.json"  # jav.latents.LATENT_JSON, named here so packing needs no JAX
 
 
 def pack_fingerprint(markers: list[dict], records_per_shard: int) -> str:
@@ -65,10 +65,8 @@ def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str],
     write_shards(records(), tmp, records_per_shard)
     if latent is not None:
         arrays, _ = store.get(keys[0])
-        info = dict(latent, video_latent_shape=list(arrays["video"].shape), audio_latent_shape=list(arrays["audio"].shape),
-                    bucket=bucket)
-        with open(os.path.join(tmp, LATENT_JSON), "w") as f:
-            json.dump(info, f, indent=2)
+        write_latent_json(tmp, dict(latent, video_latent_shape=list(arrays["video"].shape),
+                                    audio_latent_shape=list(arrays["audio"].shape), bucket=bucket))
     with open(os.path.join(tmp, PACK_FILE), "w") as f:
         json.dump({"fingerprint": fingerprint, "keys": keys}, f, indent=1)
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from typing import ClassVar
 
@@ -33,10 +32,8 @@ import numpy as np
 from flax import nnx
 
 from jav.clip_tokens import TokenLayout
+from jav.latent_file import read_latent_json, write_latent_json
 from jav.runs import load_autoencoder
-
-LATENT_JSON = "latent.json"
-
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(graphdef, state, x):
@@ -143,12 +140,11 @@ class LatentCodec:
         logmel = _decode(*nnx.split(self.audio_vae), False, jnp.asarray(za))
         return np.asarray(video), np.asarray(logmel)
 
-    def write_latent_json(self, data_dir, **extra) -> pathlib.Path:
-        """DIR/latent.json: the two runs, the statistics and `extra` (latent shapes, where they came from)."""
+    def write_latent_json(self, path, **extra) -> pathlib.Path:
+        """The codec's file at `path` (a .json file, or a directory that gets latent.json): the two runs,
+        the statistics and `extra` (latent shapes, where they came from)."""
         self._stats("video")
-        path = pathlib.Path(data_dir) / LATENT_JSON
-        path.write_text(json.dumps(dict(video_vae=self.video_dir, audio_vae=self.audio_dir, stats=self.stats, **extra), indent=2))
-        return path
+        return write_latent_json(path, dict(video_vae=self.video_dir, audio_vae=self.audio_dir, stats=self.stats, **extra))
 
 
 def fit_stats(video_latents, audio_latents, norm: dict | None = None) -> dict:
@@ -170,25 +166,6 @@ def fit_stats(video_latents, audio_latents, norm: dict | None = None) -> dict:
         return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist(), "norm": kind}
 
     return {"video": stat(video_latents, norm["video"]), "audio": stat(audio_latents, norm["audio"])}
-
-
-def latent_json_path(path) -> pathlib.Path:
-    """A latent.json file, or the one inside a shard directory."""
-    path = pathlib.Path(path)
-    return path / LATENT_JSON if path.is_dir() else path
-
-
-def read_latent_json(path) -> dict:
-    path = latent_json_path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: a latent codec is written by `python -m jav.data.synthetic --latent "
-                                "--video-vae DIR --audio-vae DIR` (the bounce world) or `python -m jav.data.latent_stats` "
-                                "(over pixel shards), which record the VAEs and latent statistics there")
-    info = json.loads(path.read_text())
-    missing = [k for k in ("video_vae", "audio_vae", "stats") if k not in info]
-    if missing:
-        raise ValueError(f"{path} lacks {missing}: it is not a latent codec file; write it again with python -m jav.data.latent_stats")
-    return info
 
 
 def codec_from_config(cfg) -> PixelCodec | LatentCodec:

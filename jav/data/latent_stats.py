@@ -22,7 +22,8 @@ import numpy as np
 from jav.clip_tokens import frames_to_model
 from jav.data.record import decode_record
 from jav.data.shards import open_shards
-from jav.latents import LATENT_JSON, LatentCodec, fit_stats
+from jav.latent_file import LATENT_JSON
+from jav.latents import LatentCodec, fit_stats
 
 
 def pixel_clips(shards: str, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,13 +56,8 @@ def fit(video_vae: str, audio_vae: str, shards: str, out: str, num: int = 256, n
     raw_a = np.concatenate([codec.encode_audio(logmel[i:i + batch], raw=True) for i in range(0, len(logmel), batch)])
 
     codec = dataclasses.replace(codec, stats=fit_stats(raw_v, raw_a, norm))
-    out = pathlib.Path(out)
-    directory = out if out.is_dir() or not out.suffix else out.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    path = codec.write_latent_json(directory, video_latent_shape=raw_v.shape[1:], audio_latent_shape=raw_a.shape[1:],
+    path = codec.write_latent_json(out, video_latent_shape=raw_v.shape[1:], audio_latent_shape=raw_a.shape[1:],
                                    stats_clips=len(video), stats_shards=str(shards))
-    if out != path and out.suffix:
-        path = path.rename(out)
     log(f"latent statistics of {len(video)} clips of {shards}: video latents {raw_v.shape[1:]}, audio {raw_a.shape[1:]} "
         f"-> {path} ({time.perf_counter() - start:.1f} s)")
     return path
@@ -72,7 +68,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--video-vae", required=True, help="trained video VAE run (python -m jav.train --config configs/video_vae.py)")
     parser.add_argument("--audio-vae", required=True, help="trained audio VAE run (python -m jav.train --config configs/audio_vae.py)")
     parser.add_argument("--shards", required=True, help="a pixel shard directory (one clip shape)")
-    parser.add_argument("--out", required=True, help=f"the {LATENT_JSON} to write (a file, or a directory to hold one)")
+    parser.add_argument("--out", required=True, help=f"the codec file to write (a .json file, or a directory to hold {LATENT_JSON})")
     parser.add_argument("--num", type=int, default=256, help="clips the statistics are measured on")
     parser.add_argument("--video-norm", default="channel", choices=("channel", "shared"),
                         help="scale each video latent channel to unit variance, or all by one shared scale")
