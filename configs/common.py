@@ -5,6 +5,8 @@ config file reads as the list of what makes that experiment what it is.
 """
 import ml_collections
 
+from jav import schema
+
 
 def bounce_data() -> ml_collections.ConfigDict:
     """The bounce world in pixel / log-mel space (see docs/bounce_world.md)."""
@@ -23,62 +25,10 @@ def bounce_data() -> ml_collections.ConfigDict:
     ))
 
 
-def model(
-    video_width=128, video_heads=4, audio_width=64, audio_heads=2, depth=4,
-    joint="cross_attn", every=1, video_patch=(1, 4, 4), video_channels=3,
-    audio_patch=4, audio_channels=64, text_dim=64, text_encoder="builtin",
-) -> ml_collections.ConfigDict:
-    """A dual-branch model config; widths and depth are the usual knobs."""
-    return ml_collections.ConfigDict(dict(
-        video=dict(width=video_width, heads=video_heads, mlp_ratio=4.0, patch=video_patch,
-                   channels=video_channels, decoupled=False, temporal_window=2),
-        audio=dict(width=audio_width, heads=audio_heads, mlp_ratio=4.0, patch=audio_patch,
-                   channels=audio_channels),
-        depth=depth,
-        # time_bias: cross_attn logits fall by this much per second between a query
-        # and a key in the sharpest head, halving per head (0: off); aligned: cross_attn
-        # and joint_attn layers also add the other modality's features at each token's
-        # instant through a fixed kernel in time (jav.models.av_dit.AlignedPath);
-        # frame_tokens: keep each of a frame's H'W' tokens in place on that path (0: mean
-        # over space); aligned_read: "mix" the two frames around a sound token's instant,
-        # or read them apart with the phase between them ("pair"); aligned_read_video: a
-        # frame reads the sound around it as one average ("mix") or in SOUND_BINS parts
-        # each projected on its own ("bins": where the burst falls); heads: cross_attn
-        # queries in their own branch's heads ("own") or both in the audio branch's
-        # ("audio", LTX-2); adaln: cross_attn shifts, scales and gates as chunks of each
-        # branch's AdaLN ("shared") or from their own timestep embeddings ("own", LTX-2)
-        joint=dict(mode=joint, every=every, time_bias=0.0, aligned=False, frame_tokens=0, aligned_read="mix",
-                   aligned_read_video="mix", heads="own", adaln="shared"),
-        text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2,
-                  vocab_size=1024, max_len=16),
-        # layout: "jav" (angles shared by the heads; time in seconds x time_scale, h, w in
-        # patches) or "ltx2" (positions as fractions of max_pos, t seconds, h and w
-        # pixels, over one ladder spread across the heads); pairs: "split" rotates
-        # (i, i + Dh/2), "interleaved" (2i, 2i + 1) (jav.models.rope)
-        rope=dict(theta=10_000.0, time_scale=25.0, layout="jav", pairs="split", max_pos=(20.0, 2048.0, 2048.0)),
-        # kernel: "xla" (einsums, any platform), "cudnn" (GPU; computes in bf16),
-        # "splash" (TPU Pallas). context: how attention over video tokens split
-        # over the mesh's context axis runs, "ring" (K/V blocks passed around)
-        # or "ulysses" (all-to-all to heads; video heads divisible by context x tensor)
-        attention=dict(kernel="xla", context="ring"),
-        qk_norm=True,
-        qk_norm_across_heads=False,  # True: one RMS norm over all heads' dims, an (H, Dh) scale (LTX-2)
-        norm="layer",  # the blocks' pre-norms: "layer" or "rms" (LTX-2); parameter-free either way
-        abs_pos=True,
-        prediction="velocity",
-        x0_min_t=0.05,
-        # inputs of distilled students (jav/train/distill.py): the guidance scales, and
-        # the length of the step the output spans (a mean velocity); both start at zero
-        guidance_embed=False,
-        interval_embed=False,
-        remat="none",
-        scan_layers=True,
-        # low-rank adapters (jav.models.lora) on the "attn" and / or "mlp" projections; rank 0: none.
-        # A run with adapters trains only them unless train.trainable says otherwise
-        lora=dict(rank=0, alpha=0.0, targets="attn,mlp"),
-        dtype="float32",
-        param_dtype="float32",
-    ))
+def model(**knobs) -> ml_collections.ConfigDict:
+    """A dual-branch model config: jav.schema.model (every key with its default and what it
+    means), the usual knobs (widths, heads, depth, joint mode, patches) given here."""
+    return schema.model(**knobs)
 
 
 def optim(lr=1e-3, warmup_steps=50) -> ml_collections.ConfigDict:
@@ -89,8 +39,8 @@ def optim(lr=1e-3, warmup_steps=50) -> ml_collections.ConfigDict:
 
 
 def sample(steps=32) -> ml_collections.ConfigDict:
-    """Sampling defaults: Euler steps and guidance scales (1.0 = off)."""
-    return ml_collections.ConfigDict(dict(steps=steps, text_video=1.0, text_audio=1.0, modality=1.0))
+    """Sampling defaults (jav.schema.sample): Euler steps, guidance scales (1.0 = off), sampler."""
+    return schema.sample(steps)
 
 
 def experiment(model_cfg, batch_size, steps, lr=1e-3, warmup_steps=50) -> ml_collections.ConfigDict:

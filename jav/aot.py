@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jav import flow, perf, samplers, sharding
+from jav import flow, perf, samplers, schema, sharding
 from jav.clip_tokens import TokenLayout
 from jav.models import AVDiT
 from jav.models.flops import forward_flops, param_count
@@ -571,7 +571,7 @@ def main(argv) -> None:
     from absl import flags
 
     FLAGS = flags.FLAGS
-    cfg = FLAGS.config
+    cfg = schema.complete(FLAGS.config)  # every key the config leaves unsaid at its default
     topology = parse_topology(FLAGS.topology)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     say(f"jav.aot: {FLAGS['config'].config_filename} on {topology.name} = {topology.libtpu_name} "
@@ -591,8 +591,8 @@ def main(argv) -> None:
     if FLAGS.json:
         record = dict(config=FLAGS["config"].config_filename, topology=topology.name, libtpu_topology=topology.libtpu_name, slices=FLAGS.slices, dcn=dcn,
                       chips=len(devices), hbm_bytes=topology.chip.hbm_bytes, peak_flops=peak, mesh=mesh_sizes,
-                      batch_size=cfg.train.batch_size, grad_accum=cfg.train.get("grad_accum", 1), remat=cfg.model.remat,
-                      attention=cfg.model.get("attention", {}).get("kernel", "xla"),
+                      batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, remat=cfg.model.remat,
+                      attention=cfg.model.attention.kernel,
                       reports={k: r.as_dict() for k, r in reports.items()})
         with open(FLAGS.json, "a") as f:
             f.write(json.dumps(record) + "\n")

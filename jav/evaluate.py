@@ -1,6 +1,7 @@
 """Evaluation on the bounce world: sample held-out clips for each task, score the samples.
 
-    python -m jav.evaluate --workdir DIR --num N [--task t2va,i2va,v2a,a2v] [--out DIR] [--steps S] [--seed 1000000]
+    python -m jav.evaluate --workdir DIR --num N [--task t2va,i2va,v2a,a2v] [--out DIR] [--seed 1000000] \
+        [--config.sample.steps=64 --config.sample.modality=3 --config.model.dtype=bfloat16 ...]
 
 Takes N bounce-world clips whose seeds start at `--seed` (default 1,000,000:
 clips no training set made by `python -m jav.data.synthetic` with fewer than a
@@ -23,15 +24,23 @@ that ignores the picture scores, the floor for sync error and event F1.
 Writes OUT/TASK/NNN.mp4, NNN.wav, NNN.json (prompt, settings, metrics) and
 OUT/TASK/summary.json (default OUT: WORKDIR/samples); prints one line per clip
 and the means.
+
+Sampling settings are the run's config keys (`sample.steps`, `sample.text_video`,
+`sample.text_audio`, `sample.modality`, `sample.sampler`, `sample.noise_level`,
+`model.dtype`, `model.attention.kernel`), changed for one evaluation by
+`--config.KEY=VALUE` (jav.cli); `--steps`, `--cfg-video`, `--cfg-audio`,
+`--modality-guidance`, `--sampler` and `--noise-level` are shorthands for the
+`sample.` keys.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 
 from absl import logging
 
-from jav import distributed
+from jav import cli, distributed
 # the library part, named here too for callers of jav.evaluate (benchmarks, tests)
 from jav.evaluation import (HELD_OUT_SEED, TASKS, check_tasks, evaluate_model, learned_sync, real_arrays,  # noqa: F401
                             scored_clip, task_conditions, world_params)
@@ -39,13 +48,16 @@ from jav.generate import SAMPLERS
 from jav.runs import load_autoencoder, load_run
 
 def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
-             sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str = "ode",
-             noise_level: float = 0.7, two_stage: bool = False, sync_model: str | None = None, log=print) -> dict:
+             sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str | None = None,
+             noise_level: float | None = None, two_stage: bool = False, sync_model: str | None = None,
+             overrides: dict[str, str] | None = None, log=print) -> dict:
     """Samples and scores `num` held-out clips for each task -> {task: summary} (also written to OUT/TASK/summary.json).
     `two_stage`: T2VA and I2VA sample the video, then its soundtrack given it (jav.generate.generate).
-    `sync_model`: a sync reward model's run directory, whose reading (`learned_sync`) joins the metrics."""
+    `sync_model`: a sync reward model's run directory, whose reading (`learned_sync`) joins the metrics.
+    `overrides`: {KEY: VALUE} applied to the run's config first (jav.cli); steps, guidance, sampler
+    and noise_level left None come from its `sample` section."""
     check_tasks(tasks)
-    cfg, model, step = load_run(workdir, weights)
+    cfg, model, step = load_run(workdir, weights, overrides=overrides)
     out = pathlib.Path(out) if out else pathlib.Path(workdir) / "samples"
     scorer = load_autoencoder(sync_model)[1] if sync_model else None
     return evaluate_model(model, cfg, step, num, tasks=tasks, out=out, workdir=workdir, steps=steps, seed=seed, sample_seed=sample_seed,
@@ -55,18 +67,20 @@ def evaluate(workdir, num: int, *, tasks=("t2va",), out=None, steps: int | None 
 
 def main(argv: list[str] | None = None) -> dict:
     """-> {task: summary}."""
+    overrides, argv = cli.split_overrides(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m jav.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
     parser.add_argument("--num", type=int, default=16, help="number of held-out clips")
     parser.add_argument("--task", default="t2va", help=f"comma-separated tasks among {','.join(TASKS)} (default t2va)")
     parser.add_argument("--out", default=None, help="where samples go (default WORKDIR/samples)")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the config's sample.steps)")
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (--config.sample.steps; default: the run's)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="bounce-world seed of the first held-out caption")
     parser.add_argument("--sample-seed", type=int, default=0, help="seed of the sampler's noise")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--weights", default="ema", choices=("ema", "params"))
-    parser.add_argument("--sampler", default="ode", choices=SAMPLERS, help="the probability-flow ODE or the flow SDE (jav.sample --sampler)")
-    parser.add_argument("--noise-level", type=float, default=0.7, help="the SDE's noise level a (--sampler sde)")
+    parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="the probability-flow ODE or the flow SDE "
+                        "(--config.sample.sampler; default: the run's, 'ode')")
+    parser.add_argument("--noise-level", type=float, default=None, help="the SDE's noise level a (--config.sample.noise_level; default 0.7)")
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (default: the config's sample.text_video)")
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (default: the config's sample.text_audio)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (default: the config's sample.modality)")
@@ -81,9 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
     tasks = tuple(t.strip() for t in args.task.split(",") if t.strip())
     return evaluate(args.workdir, args.num, tasks=tasks, out=args.out, steps=args.steps, seed=args.seed, sample_seed=args.sample_seed,
                     batch_size=args.batch, weights=args.weights, sampler=args.sampler, noise_level=args.noise_level, two_stage=args.two_stage,
-                    sync_model=args.sync_model, log=lambda m: print(m, flush=True),
+                    sync_model=args.sync_model, overrides=overrides, log=lambda m: print(m, flush=True),
                     guidance=dict(text_video=args.cfg_video, text_audio=args.cfg_audio, modality=args.modality_guidance))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_main("jav.evaluate", main)

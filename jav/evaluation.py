@@ -82,13 +82,16 @@ def check_tasks(tasks) -> None:
 
 
 def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
-                   sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str = "ode",
-                   noise_level: float = 0.7, two_stage: bool = False, scorer=None, show_steps: bool = True, log=print) -> dict:
+                   sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str | None = None,
+                   noise_level: float | None = None, two_stage: bool = False, scorer=None, show_steps: bool = True, log=print) -> dict:
     """`evaluate` for a model in memory (the trainer's, during training) -> {task: summary}, written under `out`.
-    `scorer`: a sync reward model (jav.models.sync_reward) whose reading joins each clip's metrics."""
+    `scorer`: a sync reward model (jav.models.sync_reward) whose reading joins each clip's metrics. Steps,
+    sampler and noise level left None come from cfg.sample."""
     check_tasks(tasks)
     out = pathlib.Path(out)
     steps = steps or cfg.sample.steps
+    sampler = sampler or cfg.sample.sampler
+    noise_level = cfg.sample.noise_level if noise_level is None else noise_level
     world = world_params(cfg)
     clips = [generate_clip(seed + i, world) for i in range(num)]
     captions = [c.caption for c in clips]

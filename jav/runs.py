@@ -19,7 +19,7 @@ import ml_collections
 from etils import epath
 from flax import nnx
 
-from jav import sharding
+from jav import cli, schema, sharding
 from jav.models import AVDiT
 from jav.models.autoencoders import model_module
 from jav.train.checkpoint import abstract_like, latest_step, restore_params_from
@@ -28,11 +28,12 @@ WEIGHTS = ("ema", "params")
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
-    """The config a run was trained with (workdir/config.json)."""
+    """The config a run was trained with (workdir/config.json), every key it lacks (written
+    before the key existed) at its default (jav.schema.complete)."""
     path = epath.Path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {workdir} is not a run directory written by `python -m jav.train`")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return schema.complete(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
 def _check_weights(weights: str) -> None:
@@ -51,16 +52,17 @@ def _restore(workdir, state, weights: str, step: int | None, shardings=None):
 
 
 def load_run(workdir, weights: str = "ema", step: int | None = None, mesh: jax.sharding.Mesh | None = None,
-             rules=None) -> tuple[ml_collections.ConfigDict, nnx.Module, int]:
+             rules=None, overrides: dict[str, str] | None = None) -> tuple[ml_collections.ConfigDict, nnx.Module, int]:
     """A diffusion run's config and model with the `weights` ("ema" or "params") of `step`
     (default: the latest) -> (cfg, model, step). A run that kept no EMA gives its raw weights.
     With `mesh`, each parameter is read straight into its shards on the mesh, placed by
-    the logical-axis `rules` (default: the run's mesh.rules), as the trainer places them."""
+    the logical-axis `rules` (default: the run's mesh.rules), as the trainer places them.
+    `overrides` ({KEY: VALUE} of `--config.KEY=VALUE` flags, jav.cli) change the run's config
+    before the model is built: sampling settings, model.dtype, model.attention.kernel."""
     _check_weights(weights)
-    cfg = load_config(workdir)
-    phase = cfg.get("phase", "diffusion")
-    if phase not in ("diffusion", "distill", "reward"):  # a distilled student and a reward-tuned policy are AVDiTs too
-        raise ValueError(f"{workdir} is a run of the {phase} phase; load it with jav.runs.load_autoencoder")
+    cfg = cli.apply_overrides(load_config(workdir), overrides or {}, what=f"{workdir}/config.json")
+    if cfg.phase not in schema.DIFFUSION_PHASES:  # a distilled student and a reward-tuned policy are AVDiTs too
+        raise ValueError(f"{workdir} is a run of the {cfg.phase} phase; load it with jav.runs.load_autoencoder")
     if weights == "ema" and not cfg.train.ema_decay:
         weights = "params"  # the run kept no EMA
     graphdef, state = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))

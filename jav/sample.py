@@ -5,6 +5,7 @@
     python -m jav.sample --workdir DIR --prompts prompts.jsonl --out DIR    # {"prompt": ..., "seed": ...} a line
     python -m jav.sample ... --cfg-video 3 --negative-prompt "a green ball"    # guidance away from a caption
     python -m jav.sample ... --duration 3 --size 48    # clips of another length and frame size than trained
+    python -m jav.sample ... --config.sample.steps=64 --config.model.dtype=bfloat16    # any key of the run's config
 
 For each prompt i it writes OUT/iii.mp4 (H.264 video + AAC audio, muxed),
 OUT/iii.wav and OUT/iii.json (the prompt, its seed and every setting that made
@@ -14,19 +15,27 @@ so any clip reproduces alone; a rerun skips the clips already written.
 soundtrack is generated), `--audio` on a soundtrack (A2V: the video is generated
 to match it). Sampling is one jitted function per batch
 size, however many prompts; progress lines count the steps, clips/s and an ETA.
+
+Sampling settings are the run's config keys (`sample.steps`, `sample.text_video`,
+`sample.text_audio`, `sample.modality`, `sample.sampler`, `sample.noise_level`,
+`model.dtype`, `model.attention.kernel`), changed for one call by
+`--config.KEY=VALUE` (jav.cli); `--steps`, `--cfg-video`, `--cfg-audio`,
+`--modality-guidance`, `--sampler` and `--noise-level` are shorthands for the
+`sample.` keys.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import pathlib
+import sys
 
 import jax
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jav import distributed, samplers, sharding
+from jav import cli, distributed, samplers, sharding
 from jav.clip_tokens import TokenLayout, clip_config, pixel_fps
 from jav.frozen_text_encoder import load_text_encoder
 from jav.generate import SAMPLERS
@@ -108,6 +117,7 @@ def finished(out_dir, index: int, want: dict) -> bool:
 
 
 def main(argv: list[str] | None = None) -> list[pathlib.Path]:
+    overrides, argv = cli.split_overrides(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m jav.sample", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
     parser.add_argument("--prompt", action="append", default=[], help="caption; repeat for several clips")
@@ -115,16 +125,16 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
                         'with "prompt" and optional "seed", "negative_prompt" and a condition file ("image", "video" or '
                         '"audio", which sets the row\'s task)')
     parser.add_argument("--out", required=True, help="directory for NNN.mp4, NNN.wav, NNN.json")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the config's sample.steps)")
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (--config.sample.steps; default: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="clip i's noise seed is seed + i unless the prompt file gives one")
     parser.add_argument("--batch", type=int, default=8, help="clips sampled together")
     parser.add_argument("--image", default=None, help="first frame to start from (I2VA), at the model's resolution")
     parser.add_argument("--video", default=None, help="mp4 to generate the soundtrack of (V2A), at the model's size and frame rate; cut to its duration")
     parser.add_argument("--audio", default=None, help="soundtrack to generate video for (A2V); resampled, cut or padded")
     parser.add_argument("--weights", default="ema", choices=("ema", "params"), help="EMA or raw weights")
-    parser.add_argument("--sampler", default="ode", choices=SAMPLERS, help="Euler steps of the probability-flow ODE, or of the flow SDE "
-                        "with the same marginals (noise from each clip's seed)")
-    parser.add_argument("--noise-level", type=float, default=0.7, help="the SDE's noise level a (--sampler sde)")
+    parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="Euler steps of the probability-flow ODE, or of the flow SDE "
+                        "with the same marginals (noise from each clip's seed) (--config.sample.sampler; default: the run's, 'ode')")
+    parser.add_argument("--noise-level", type=float, default=None, help="the SDE's noise level a (--config.sample.noise_level; default 0.7)")
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (1 = off)")
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (1 = off)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (1 = off)")
@@ -167,7 +177,9 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     if not todo:
         print(f"all {len(rows)} clips are already in {args.out}", flush=True)
         return paths
-    cfg, model, step = load_run(args.workdir, args.weights, mesh=mesh)
+    cfg, model, step = load_run(args.workdir, args.weights, mesh=mesh, overrides=overrides)
+    sampler = args.sampler or cfg.sample.sampler
+    noise_level = cfg.sample.noise_level if args.noise_level is None else args.noise_level
     rules = tuple(tuple(r) for r in cfg.mesh.rules) if mesh is not None else ()
     cfg = clip_config(cfg, args.duration, args.size)
     text_encoder = None
@@ -208,15 +220,15 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
                 cond[key] = np.concatenate([per_file[f][key] for f in files])
         negatives = [rows[i]["negative_prompt"] for i in idx]
         clips += sample_clips(model, cfg, [rows[i]["prompt"] for i in idx], seed=args.seed, seeds=[rows[i]["seed"] for i in idx],
-                              steps=steps, batch_size=batch, guidance=guidance, conditions=cond, sampler=args.sampler,
-                              noise_level=args.noise_level, two_stage=staged(task), log=say,
+                              steps=steps, batch_size=batch, guidance=guidance, conditions=cond, sampler=sampler,
+                              noise_level=noise_level, two_stage=staged(task), log=say,
                               text_encoder=text_encoder, negatives=negatives if any(negatives) else None, mesh=mesh, rules=rules)
         order += idx
     for n, (i, (frames, wave)) in enumerate(zip(order, clips)):
         if n % processes != process:  # every process has every clip; each writes its share
             continue
         info = dict(identity(i), workdir=str(args.workdir), checkpoint_step=step, weights=args.weights,
-                    steps=steps, sampler=args.sampler, noise_level=args.noise_level if args.sampler == "sde" else None,
+                    steps=steps, sampler=sampler, noise_level=noise_level if sampler == "sde" else None,
                     two_stage=staged(rows[i]["task"]),
                     guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
                     fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
@@ -240,4 +252,4 @@ def mesh_of(spec: str | None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_main("jav.sample", main)

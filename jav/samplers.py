@@ -66,11 +66,11 @@ class Guidance:
 
 def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> Guidance:
     """A run's sampling guidance (cfg.sample), each scale overridden where given."""
-    s = cfg.get("sample", {})
+    s = cfg.sample
     return Guidance(
-        text_video=text_video if text_video is not None else s.get("text_video", 1.0),
-        text_audio=text_audio if text_audio is not None else s.get("text_audio", 1.0),
-        modality=modality if modality is not None else s.get("modality", 1.0),
+        text_video=text_video if text_video is not None else s.text_video,
+        text_audio=text_audio if text_audio is not None else s.text_audio,
+        modality=modality if modality is not None else s.modality,
     )
 
 

@@ -211,6 +211,41 @@ def test_evaluate_conditional_tasks_keep_the_given_modality(run_dir, tmp_path):
         evaluate.main(["--workdir", str(run_dir), "--num", "1", "--task", "x2y"])
 
 
+def test_sampling_settings_are_the_runs_config_keys(run_dir, tmp_path):
+    """`--config.KEY=VALUE` changes the run's config for one evaluation: the sampler, its steps and
+    guidance come from `sample.*`; a misspelt key or a bad value is one line naming the flag."""
+    from jav import cli, evaluate
+
+    out = tmp_path / "eval"
+    s = evaluate.main(["--workdir", str(run_dir), "--num", "1", "--out", str(out), "--batch", "1", "--config.sample.steps=3",
+                       "--config.sample.modality", "1.5", "--config.sample.sampler=sde", "--config.sample.noise_level=0.5"])["t2va"]
+    info = json.loads((out / "t2va" / "000.json").read_text())
+    assert (s["steps"], info["steps"], s["sampler"], info["sampler"], s["noise_level"]) == (3, 3, "sde", "sde", 0.5)
+    assert s["guidance"]["modality"] == 1.5
+    for flag, message in (("--config.sample.stpes=2", "has no key 'sample.stpes'; did you mean sample.steps"),
+                          ("--config.sample.steps=two", "--config.sample.steps='two': write a number"),
+                          ("--config.sample=2", "is a group")):
+        with pytest.raises(SystemExit, match=message):
+            cli.run_main("jav.evaluate", evaluate.main, ["--workdir", str(run_dir), "--num", "1", "--out", str(out), flag])
+
+
+def test_a_run_written_before_a_key_existed_loads_with_its_default(run_dir, tmp_path):
+    """A config.json that lacks keys added later (jav.schema) loads with each at its default."""
+    from jav.runs import load_config, load_run
+
+    old = json.loads((run_dir / "config.json").read_text())
+    for section, key in (("sample", "sampler"), ("sample", "noise_level"), ("train", "trainable")):
+        del old[section][key]
+    del old["model"]["joint"]["adaln"], old["model"]["lora"], old["model"]["attention"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(old))
+    (tmp_path / "old" / "checkpoints").symlink_to(run_dir / "checkpoints")
+    cfg, model, step = load_run(tmp_path / "old")
+    assert step == 2 and cfg.sample.sampler == "ode" and cfg.model.joint.adaln == "shared" and cfg.model.lora.rank == 0
+    assert cfg.model.attention.kernel == "xla" and cfg.train.trainable == "auto"
+    assert load_config(tmp_path / "old").to_dict() == cfg.to_dict()
+
+
 def test_v2a_from_an_mp4_keeps_its_frames_and_generates_their_soundtrack(run_dir, tmp_path):
     from jav import sample
     from jav.clip_tokens import frames_to_model

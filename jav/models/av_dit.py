@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from jav import schema
 from jav.models import context_parallel, lora
 from jav.models.attention import Attention, AttentionProjections
 from jav.models.attention_kernels import KERNELS, Mask, dot_product_attention, key_mask
@@ -93,24 +94,23 @@ def _act(modality: str) -> tuple[str, str, str]:
 def attention_options(cfg) -> dict:
     """`model.attention` as Attention keyword arguments; a config saved before
     the key existed means its defaults (configs/common.py)."""
-    a = cfg.get("attention") or {}
-    return dict(kernel=a.get("kernel", "xla"), context=a.get("context", "ring"))
+    return dict(kernel=cfg.attention.kernel, context=cfg.attention.context)
 
 
 def projection_options(cfg) -> dict:
     """QK-norm and RoPE pairing of every attention, as AttentionProjections keywords."""
-    return dict(qk_norm=cfg.qk_norm, qk_norm_across_heads=bool(cfg.get("qk_norm_across_heads", False)),
-                rope_pairs=cfg.rope.get("pairs", "split"))
+    return dict(qk_norm=cfg.qk_norm, qk_norm_across_heads=bool(cfg.qk_norm_across_heads),
+                rope_pairs=cfg.rope.pairs)
 
 
 def own_cross_adaln(cfg) -> bool:
-    return cfg.joint.mode == "cross_attn" and cfg.joint.get("adaln", "shared") == "own"
+    return cfg.joint.mode == "cross_attn" and cfg.joint.adaln == "own"
 
 
 def self_axes(cfg, modality: str) -> str:
     """Which position axes a modality's self-attention rotates by: LTX-2 rotates
     audio over its whole head by time; jav's layout gives audio (t, 0, 0)."""
-    return "t" if modality == "audio" and cfg.rope.get("layout", "jav") == "ltx2" else "thw"
+    return "t" if modality == "audio" and cfg.rope.layout == "ltx2" else "thw"
 
 
 def modulation_names(cfg, modality: str) -> tuple[str, ...]:
@@ -133,12 +133,17 @@ def patch_dim(cfg, modality: str) -> int:
 
 def validate_config(cfg) -> None:
     """Checks a model config once, with errors that name the key and the fix."""
+    missing = schema.missing_keys(cfg, schema.model())
+    if missing:
+        raise ValueError(f"the model config lacks {', '.join('model.' + k for k in missing[:6])}"
+                         + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+                         + "; build it with jav.schema.model (configs/common.py) or fill it with jav.schema.complete_model")
     if cfg.joint.mode not in JOINT_MODES:
         raise ValueError(f"model.joint.mode={cfg.joint.mode!r} is not one of {JOINT_MODES}")
     if cfg.prediction not in PREDICTIONS:
         raise ValueError(f"model.prediction={cfg.prediction!r} is not one of {PREDICTIONS}")
     validate_remat(cfg.remat)
-    lora.parse(cfg.get("lora"))
+    lora.parse(cfg.lora)
     for m in MODALITIES:
         b = cfg[m]
         if b.width % b.heads:
@@ -147,33 +152,33 @@ def validate_config(cfg) -> None:
             raise ValueError(f"model.{m} head dimension {b.width // b.heads} must be even for RoPE; change model.{m}.heads")
     if cfg.joint.mode != "none" and cfg.depth % cfg.joint.every:
         raise ValueError(f"model.depth={cfg.depth} is not divisible by model.joint.every={cfg.joint.every}")
-    if cfg.joint.get("time_bias", 0.0) < 0:
+    if cfg.joint.time_bias < 0:
         raise ValueError(f"model.joint.time_bias={cfg.joint.time_bias} must be >= 0 (0: off)")
-    if cfg.joint.get("aligned", False) and cfg.joint.mode == "none":
+    if cfg.joint.aligned and cfg.joint.mode == "none":
         raise ValueError("model.joint.aligned=True couples the branches; set it to False with model.joint.mode='none'")
-    if cfg.joint.get("frame_tokens", 0) and not cfg.joint.get("aligned", False):
+    if cfg.joint.frame_tokens and not cfg.joint.aligned:
         raise ValueError(f"model.joint.frame_tokens={cfg.joint.frame_tokens} shapes the aligned path; set model.joint.aligned=True or frame_tokens=0")
-    if cfg.joint.get("aligned_read", "mix") not in ALIGNED_READS:
+    if cfg.joint.aligned_read not in ALIGNED_READS:
         raise ValueError(f"model.joint.aligned_read={cfg.joint.aligned_read!r}; choose one of {ALIGNED_READS}")
-    if cfg.joint.get("aligned_read_video", "mix") not in VIDEO_READS:
+    if cfg.joint.aligned_read_video not in VIDEO_READS:
         raise ValueError(f"model.joint.aligned_read_video={cfg.joint.aligned_read_video!r}; choose one of {VIDEO_READS}")
-    if cfg.joint.get("time_bias", 0.0) > 0 and cfg.joint.mode == "joint_attn":
+    if cfg.joint.time_bias > 0 and cfg.joint.mode == "joint_attn":
         raise ValueError("model.joint.time_bias applies to model.joint.mode='cross_attn'; set it to 0 with joint_attn")
     if cfg.video.decoupled and cfg.joint.mode == "joint_attn":
         raise ValueError("model.video.decoupled=True needs model.joint.mode 'cross_attn' or 'none': joint_attn attends over all video tokens")
-    if cfg.get("norm", "layer") not in NORMS:
+    if cfg.norm not in NORMS:
         raise ValueError(f"model.norm={cfg.norm!r} is not one of {tuple(NORMS)}")
-    if cfg.rope.get("layout", "jav") not in LAYOUTS:
+    if cfg.rope.layout not in LAYOUTS:
         raise ValueError(f"model.rope.layout={cfg.rope.layout!r} is not one of {LAYOUTS}")
-    if cfg.rope.get("pairs", "split") not in PAIRS:
+    if cfg.rope.pairs not in PAIRS:
         raise ValueError(f"model.rope.pairs={cfg.rope.pairs!r} is not one of {PAIRS}")
-    if cfg.rope.get("layout", "jav") == "ltx2" and len(cfg.rope.get("max_pos", ())) != 3:
+    if cfg.rope.layout == "ltx2" and len(cfg.rope.max_pos) != 3:
         raise ValueError("model.rope.layout='ltx2' needs model.rope.max_pos=(t seconds, h pixels, w pixels), e.g. (20, 2048, 2048)")
-    if cfg.joint.get("heads", "own") not in CROSS_HEADS:
+    if cfg.joint.heads not in CROSS_HEADS:
         raise ValueError(f"model.joint.heads={cfg.joint.heads!r} is not one of {CROSS_HEADS}")
-    if cfg.joint.get("adaln", "shared") not in CROSS_ADALN:
+    if cfg.joint.adaln not in CROSS_ADALN:
         raise ValueError(f"model.joint.adaln={cfg.joint.adaln!r} is not one of {CROSS_ADALN}")
-    if cfg.joint.mode != "cross_attn" and (cfg.joint.get("heads", "own"), cfg.joint.get("adaln", "shared")) != ("own", "shared"):
+    if cfg.joint.mode != "cross_attn" and (cfg.joint.heads, cfg.joint.adaln) != ("own", "shared"):
         raise ValueError(f"model.joint.heads / adaln shape cross_attn layers; with model.joint.mode={cfg.joint.mode!r} set them to 'own' / 'shared'")
     options = attention_options(cfg)
     if options["kernel"] not in KERNELS:
@@ -221,7 +226,7 @@ class BranchBlock(nnx.Module):
         self.window = int(cfg.video.temporal_window) if self.decoupled else 0
         self.rope = cfg.rope
         self.axes = self_axes(cfg, modality)
-        self.norm = cfg.get("norm", "layer")
+        self.norm = cfg.norm
         self.heads = b.heads
         self.head_dim = b.width // b.heads
         akw = dict(kw, **projection_options(cfg), **attention_options(cfg))
@@ -309,19 +314,19 @@ class AlignedPath:
 
     def _init_aligned(self, cfg, rngs: nnx.Rngs) -> None:
         v, a = cfg.video, cfg.audio
-        self.aligned = bool(cfg.joint.get("aligned", False))
-        self.frame_tokens = int(cfg.joint.get("frame_tokens", 0))
+        self.aligned = bool(cfg.joint.aligned)
+        self.frame_tokens = int(cfg.joint.frame_tokens)
         if self.aligned:
             dkw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
             # each token of the frame in its place (where the disc is, not just that it is),
             # or the frame's tokens averaged over space
             frame_in, frame_axes = ((self.frame_tokens, v.width), (None, "embed", "embed")) if self.frame_tokens else (v.width, ("embed", "embed"))
             self.frames_to_audio = Dense(frame_in, a.width, frame_axes, **dkw)
-            self.read_video = cfg.joint.get("aligned_read_video", "mix")
+            self.read_video = cfg.joint.aligned_read_video
             # "bins": the sound in each part of the frame's neighbourhood through its own projection
             sound_in, sound_axes = ((SOUND_BINS, a.width), (None, "embed", "embed")) if self.read_video == "bins" else (a.width, ("embed", "embed"))
             self.audio_to_frames = Dense(sound_in, v.width, sound_axes, **dkw)
-            self.read = cfg.joint.get("aligned_read", "mix")
+            self.read = cfg.joint.aligned_read
             if self.read == "pair":  # the frames before and after apart, and where between them the instant falls
                 self.next_frame_to_audio = Dense(frame_in, a.width, frame_axes, **dkw)
                 self.phase_to_audio = Dense(2 * PHASE_FREQS, a.width, (None, "embed"), **dkw)
@@ -413,14 +418,14 @@ class CrossModalAttention(AlignedPath, nnx.Module):
         kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype, **projection_options(cfg), **attention_options(cfg))
         v, a = cfg.video, cfg.audio
         # joint.heads="audio" (LTX-2): both directions attend in the audio branch's heads
-        layout = {m: a if cfg.joint.get("heads", "own") == "audio" else cfg[m] for m in MODALITIES}
+        layout = {m: a if cfg.joint.heads == "audio" else cfg[m] for m in MODALITIES}
         heads = {m: b.heads for m, b in layout.items()}
         head_dims = {m: b.width // b.heads for m, b in layout.items()}
         self.a2v = Attention(v.width, a.width, heads["video"], head_dim=head_dims["video"], **kw)  # video queries audio
         self.v2a = Attention(a.width, v.width, heads["audio"], head_dim=head_dims["audio"], **kw)  # audio queries video
         self.head_dims = tuple(head_dims.items())
         self.rope = cfg.rope
-        self.time_bias = float(cfg.joint.get("time_bias", 0.0))
+        self.time_bias = float(cfg.joint.time_bias)
         self.heads = tuple(heads.items())
         self._init_aligned(cfg, rngs)
 
@@ -606,15 +611,15 @@ class AVDiT(nnx.Module):
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         validate_config(cfg)
-        with lora.building(cfg.get("lora")):  # adapters on the projections model.lora targets (jav.models.lora)
+        with lora.building(cfg.lora):  # adapters on the projections model.lora targets (jav.models.lora)
             cfg = ml_collections.FrozenConfigDict(cfg)  # hashable, so the graphdef can be a jit static
             self.cfg = cfg
             kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
             self.embed = nnx.Dict({m: Dense(patch_dim(cfg, m), cfg[m].width, ("patch", "embed"), **kw) for m in MODALITIES})
             self.time = nnx.Dict({m: TimestepEmbedder(cfg[m].width, **kw) for m in MODALITIES})
             self.guide = nnx.Dict({m: ConditionEmbedder(len(GUIDANCE_TERMS), cfg[m].width, scale=GUIDANCE_EMBED_SCALE, **kw)
-                                   for m in MODALITIES}) if cfg.get("guidance_embed", False) else None
-            self.interval = nnx.Dict({m: ConditionEmbedder(1, cfg[m].width, **kw) for m in MODALITIES}) if cfg.get("interval_embed", False) else None
+                                   for m in MODALITIES}) if cfg.guidance_embed else None
+            self.interval = nnx.Dict({m: ConditionEmbedder(1, cfg[m].width, **kw) for m in MODALITIES}) if cfg.interval_embed else None
             self.abs_pos = nnx.Dict({m: AbsolutePosition(cfg[m].width, **kw) for m in MODALITIES}) if cfg.abs_pos else None
             self.adaln = nnx.Dict({m: AdaLNSingle(cfg[m].width, len(modulation_names(cfg, m)), **kw) for m in MODALITIES})
             self.cross_adaln = nnx.Dict({m: CrossModalAdaLN(cfg[m].width, **kw) for m in MODALITIES}) if own_cross_adaln(cfg) else None

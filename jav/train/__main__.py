@@ -18,7 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jav import distributed
+from jav import distributed, schema
 from jav.train import loop
 from jav.train.autoencoder import AutoencoderPhase
 from jav.train.diffusion import DiffusionPhase
@@ -35,10 +35,9 @@ PHASES = {"diffusion": DiffusionPhase, "autoencoder": AutoencoderPhase, "reward_
 
 def phase_of(cfg) -> loop.Phase:
     """The phase `cfg.phase` names, made from `cfg`."""
-    phase = cfg.get("phase", "diffusion")
-    if phase not in PHASES:
-        raise ValueError(f"phase={phase!r} is not a training phase; use one of {tuple(PHASES)}")
-    return PHASES[phase](cfg)
+    if cfg.phase not in PHASES:
+        raise ValueError(f"phase={cfg.phase!r} is not a training phase; use one of {tuple(PHASES)}")
+    return PHASES[cfg.phase](cfg)
 
 
 def main(argv):
@@ -48,7 +47,8 @@ def main(argv):
     if jax.process_index() == 0:
         print(f"jav.train: {joined}", flush=True)
     try:
-        loop.run(_CONFIG.value, _WORKDIR.value, phase_of(_CONFIG.value), log=lambda msg: print(msg, flush=True))
+        cfg = schema.complete(_CONFIG.value)  # every key the config leaves unsaid at its default, in one pass
+        loop.run(cfg, _WORKDIR.value, phase_of(cfg), log=lambda msg: print(msg, flush=True))
     except (ValueError, FileNotFoundError) as e:
         # a config that cannot run, a missing run or data directory, corrupt shards: jav's errors name the key
         # or file and the fix, so one line says it (JAV_TRACEBACK=1 shows where it was raised)

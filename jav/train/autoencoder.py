@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jav import sharding
+from jav import schema, sharding
 from jav.data.bounce_stream import BounceStream, heldout_batch
 from jav.data.loader import make_loader
 from jav.models.autoencoders import MODELS, model_module
@@ -223,4 +223,5 @@ class AutoencoderPhase(loop.Phase):
 
 def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     """Trains the autoencoder of `cfg` in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
+    cfg = schema.complete(cfg)  # every key the config leaves unsaid at its default
     return loop.run(cfg, workdir, AutoencoderPhase(cfg), log)

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jav import sharding
+from jav import schema, sharding
 from jav.clip_tokens import TokenLayout
 from jav.data.buckets import make_bucket_loader
 from jav.data.loader import make_loader, text_input_for
@@ -53,7 +53,7 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
     batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
     if cfg.train.batch_size % batch_axes:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by mesh data x fsdp={batch_axes}; change the batch or mesh.shape")
-    accum = cfg.train.get("grad_accum", 1)
+    accum = cfg.train.grad_accum
     if accum < 1 or cfg.train.batch_size % (accum * batch_axes):
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by train.grad_accum={accum} x mesh data x fsdp={batch_axes}: "
                          "each microbatch must spread over every batch shard; change train.grad_accum or the batch")
@@ -61,7 +61,7 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {jax.process_count()} processes")
     if not cfg.data.get("dir"):
         raise ValueError("data.dir is not set: point it at shards written by `python -m jav.data.synthetic --out DIR --num N`")
-    if cfg.train.get("eval_every"):
+    if cfg.train.eval_every:
         _validate_eval(cfg, mesh)
 
 
@@ -71,7 +71,7 @@ def trained_count(params, cfg) -> tuple[int, int]:
     sizes = [(x.size, m) for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(trainable_mask(params, pattern)))]
     trained, total = sum(n for n, m in sizes if m), sum(n for n, _ in sizes)
     if not trained:
-        raise ValueError(f"train.trainable={cfg.train.get('trainable')!r} (pattern {pattern!r}) matches no parameter of the model: "
+        raise ValueError(f"train.trainable={cfg.train.trainable!r} (pattern {pattern!r}) matches no parameter of the model: "
                          "paths read like groups/layers/0/audio/mlp/up/kernel; widen the pattern, or use 'auto'")
     return trained, total
 
@@ -139,7 +139,7 @@ class DiffusionPhase(loop.Phase):
     def step_options(self, layout: TokenLayout) -> dict:
         """The static arguments of jav.train.step.train_step for batches of `layout`."""
         t = self.cfg.train
-        return dict(tx=self.tx, layout=layout, flow_cfg=self.flow_cfg, ema_decay=t.ema_decay, accum_steps=t.get("grad_accum", 1),
+        return dict(tx=self.tx, layout=layout, flow_cfg=self.flow_cfg, ema_decay=t.ema_decay, accum_steps=t.grad_accum,
                     trainable=trainable_pattern(self.cfg))
 
     def describe(self, state):
@@ -215,4 +215,5 @@ class DiffusionPhase(loop.Phase):
 
 def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     """Trains the diffusion phase of `cfg` in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
+    cfg = schema.complete(cfg)  # every key the config leaves unsaid at its default
     return loop.run(cfg, workdir, DiffusionPhase(cfg), log)

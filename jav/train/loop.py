@@ -311,7 +311,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dic
             state, start = restored["state"], restored["step"]
             stream.set_state(restored["data_state"])
             say(f"resumed from {workdir} at step {start}")
-        elif cfg.get("init_from"):
+        elif cfg.init_from:
             state = _init_from(cfg, phase, state, say)
             say(f"initialised from {cfg.init_from}")
 
@@ -320,12 +320,12 @@ def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dic
             workdir.mkdir(parents=True, exist_ok=True)
             writer = SummaryWriter(str(workdir / "tensorboard"))
             (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-        peak = t.get("peak_flops_per_device")
+        peak = t.peak_flops_per_device
         if phase.mfu_dtype() is not None and not peak:
             peak, source = perf.peak_flops(phase.mfu_dtype())
             say(f"MFU against {peak / 1e12:.3g} TFLOP/s per device ({source}; set train.peak_flops_per_device to override)")
         preempt = Preemption()
-        profile = Profile(t.get("profile_steps") or (), workdir / "profile", say)
+        profile = Profile(t.profile_steps or (), workdir / "profile", say)
         base_key = jax.random.key(t.seed + 1)
         nonfinite_run, skipped_total, pending = 0, 0, None
         metrics, window_start, window_steps, run_start = {}, time.time(), 0, time.time()
@@ -354,7 +354,7 @@ def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dic
                         _save(ckpt, step, phase, state, stream, cfg)
                         raise nonfinite_error(ckpt, nonfinite_run, step, workdir)
                 evaluated = {}
-                if t.get("eval_every") and (step % t.eval_every == 0 or step == t.steps):
+                if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
                     evaluated = {f"eval_{k}": float(v) for k, v in phase.evaluate(state, step, writer).items()}
                 if step % t.log_every == 0 or step == t.steps or evaluated:
                     metrics = {k: float(v) for k, v in m.items()}  # waits for the step: the window's time is its steps' time

@@ -39,7 +39,7 @@ LORA_PATTERN = r"(^|/)lora/"  # the adapters' parameters (jav.models.lora.Adapte
 
 def trainable_pattern(cfg) -> str | None:
     """train.trainable -> the regular expression of the parameters that train; None: all of them."""
-    spec = cfg.train.get("trainable", "auto") or "auto"
+    spec = cfg.train.trainable or "auto"
     if spec == "auto":
         return LORA_PATTERN if cfg.model.get("lora") and cfg.model.lora.get("rank", 0) else None
     try:
