@@ -2,7 +2,7 @@
 
     pip install -r requirements-beam.txt      # Apache Beam, an optional extra
     python -m data_pipelines.corpus --out runs/corpus --num 200 --seed 0
-    python -m data_pipelines.run --config configs/curate.py:bounce --input runs/corpus --output runs/curated
+    python -m data_pipelines.run --config configs/curate.py:bounce --input runs/corpus --out runs/curated
 
 On the 2-core CPU this writes runs/curated/shards/v16x32x32_a200/ (the demo's shape: 16 frames of
 32x32 at 8 fps, 200 log-mel frames) and v8x32x32_a100/, manifest.jsonl, drops.jsonl, quarantine/
@@ -13,10 +13,10 @@ and report.md; a second run of the same command changes no file. Train the demo 
 Engines (same code; Beam pipeline options after the config flags):
     --runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2   (default)
     --runner DataflowRunner --project P --region R --temp_location gs://B/tmp \
-        --requirements_file requirements-beam.txt --setup_file ./setup.py --output gs://B/curated
+        --requirements_file requirements-beam.txt --setup_file ./setup.py --out gs://B/curated
     --runner FlinkRunner --flink_master HOST:8081 --environment_type LOOPBACK
     --runner SparkRunner --spark_master_url spark://HOST:7077 --environment_type LOOPBACK
-On a distributed runner --input / --output must be paths every worker sees (a bucket or shared
+On a distributed runner --input / --out must be paths every worker sees (a bucket or shared
 file system): the encode store (tensorstore) and the shards are written there.
 
 Args: "" (general footage: buckets at 24 fps up to 64x64) or "bounce" (the bounce-world corpus).

@@ -1,12 +1,12 @@
 """Command line of the curation pipeline.
 
-    python -m data_pipelines.run --config configs/curate.py[:bounce] --input DIR_OR_GLOB --output DIR \
+    python -m data_pipelines.run --config configs/curate.py[:bounce] --input DIR_OR_GLOB --out DIR \
         [--config.KEY=VALUE ...] [Beam pipeline options, e.g. --runner DirectRunner --direct_num_workers 2]
 
 Runs `data_pipelines.pipeline` and prints the counts and how many output files changed (0 on a
 re-run over the same input). Flags this program does not know go to Beam, so the same command runs on
     Dataflow: --runner DataflowRunner --project P --region R --temp_location gs://B/tmp
-              --requirements_file requirements-beam.txt --setup_file ./setup.py (and gs:// --input/--output)
+              --requirements_file requirements-beam.txt --setup_file ./setup.py (and gs:// --input/--out)
     Flink:    --runner FlinkRunner --flink_master HOST:8081 --environment_type LOOPBACK
     Spark:    --runner SparkRunner --spark_master_url spark://HOST:7077 --environment_type LOOPBACK
 (configs/curate.py says more). Re-running the same command skips clips already encoded and
@@ -106,17 +106,17 @@ def main(argv: list[str]) -> dict:
     config_flags.DEFINE_config_file("config", None, "curation config (configs/curate.py[:bounce])",
                                     flag_values=fv, lock_config=True)
     flags.DEFINE_string("input", None, "a directory of media files or a glob", flag_values=fv)
-    flags.DEFINE_string("output", None, "output directory: shards/, store/, manifest.jsonl, drops.jsonl, report",
+    flags.DEFINE_string("out", None, "output directory: shards/, store/, manifest.jsonl, drops.jsonl, report",
                         flag_values=fv)
     beam_args = fv(argv, known_only=True)[1:]  # what these flags do not name is Beam's
-    for name in ("config", "input", "output"):
+    for name in ("config", "input", "out"):
         if fv[name].value is None:
             raise SystemExit(f"python -m data_pipelines.run: --{name} is required\n\n{__doc__}")
     quiet_beam_logs()
-    summary = run(fv.config, fv.input, fv.output, beam_args)
+    summary = run(fv.config, fv.input, fv.out, beam_args)
     print(f"data_pipelines.run: {summary['inputs']} inputs, kept {summary['kept']} clips "
           f"{summary['kept_by_bucket']}, dropped {summary['dropped']} {summary['dropped_by_reason']}, "
-          f"{len(summary['changed'])} output files changed, {summary['seconds']:.1f} s -> {fv.output}",
+          f"{len(summary['changed'])} output files changed, {summary['seconds']:.1f} s -> {fv.out}",
           flush=True)
     return summary
 

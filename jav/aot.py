@@ -11,7 +11,7 @@ abstract, sharded inputs, so nothing is allocated. Topologies are named as
 Cloud TPU names them (v4-N and v5p-N count TensorCores, two a chip; v5e-N and
 v6e-N count chips) or as libtpu does (`v5p:4x4x8`).
 
-`--steps distill` plans the distillation step of a student of the config's model
+`--compile distill` plans the distillation step of a student of the config's model
 (jav/train/distill.py: student with optimizer state and EMA, the teacher frozen
 in bfloat16). It prints, per chip: arguments (parameters, optimizer state, EMA, batch),
 outputs, temporaries and their total against the chip's HBM (or the TPU
@@ -485,7 +485,7 @@ def plan(cfg, devices: Sequence, *, hbm_bytes: int, steps: Sequence[str] = ("tra
             model = forward(batch=passes * batch)
             report = StepReport(f"sampling step (batch {batch} x {passes} passes)", inputs, model_flops=model, executed_flops=model)
         else:
-            raise ValueError(f"--steps: unknown step {step!r}; use train, sample, distill")
+            raise ValueError(f"--compile: unknown step {step!r}; use train, sample, distill")
         log(f"compiling the {report.label} for {num_devices} {devices[0].device_kind} device(s)")
         t = time.time()
         try:
@@ -583,7 +583,7 @@ def main(argv) -> None:
     mesh_sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(dict(cfg.mesh.shape), len(devices))))
     dcn = dict(cfg.mesh.get("dcn", None) or {})
     say(f"mesh {mesh_sizes}{f', over slices {dcn}' if dcn else ''}; {summary(cfg, devices)}")
-    reports = plan(cfg, devices, hbm_bytes=topology.chip.hbm_bytes, steps=FLAGS.steps, sample_batch=FLAGS.sample_batch, say=say)
+    reports = plan(cfg, devices, hbm_bytes=topology.chip.hbm_bytes, steps=FLAGS.compile, sample_batch=FLAGS.sample_batch, say=say)
     peak, source = perf.peak_flops(cfg.model.dtype, devices[0])
     say(f"peak {peak / 1e12:.0f} TFLOP/s per chip ({source})")
     for kind, report in reports.items():
@@ -606,7 +606,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("topology", None, "TPU slice: v4-N, v5p-N, v5e-N, v6e-N (e.g. v5p-128), or libtpu's v5p:4x4x8")
     flags.DEFINE_integer("slices", 1, "how many such slices the job spans (multi-slice over the data-centre network; "
                          "config.mesh.dcn says which axes cross it, default the data axis)")
-    flags.DEFINE_list("steps", ["train", "sample"], "which steps to compile: train, sample, distill (a 4-step student of the config's "
+    flags.DEFINE_list("compile", ["train", "sample"], "which steps to compile: train, sample, distill (a 4-step student of the config's "
                       "model distilled from it, jav/train/distill.py, the teacher frozen in bfloat16)")
     flags.DEFINE_integer("sample_batch", None, "clips per sampling step (default: one per batch shard, mesh data x fsdp)")
     flags.DEFINE_string("json", None, "append the reports to this JSON-lines file")

@@ -96,7 +96,7 @@ def test_cli_compiles_the_train_step_for_a_tpu_slice(tmp_path):
     out = tmp_path / "aot.jsonl"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "jav.aot", "--config", str(ROOT / "tests" / "aot_tiny.py"), "--topology", "v5e-4",
-                           "--steps", "train", "--json", str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "--compile", "train", "--json", str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     assert "v5e-4 = v5e:2x2 (4 chips, 16 GiB HBM each)" in text and "mesh {'data': 1, 'fsdp': 4, 'context': 1, 'tensor': 1}" in text

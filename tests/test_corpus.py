@@ -120,7 +120,7 @@ def test_command_lines(built, tmp_path, capsys):
     from data_pipelines.stages import local
 
     root, _, _ = built
-    local.main(["--input", str(root), "--output", str(tmp_path)])
+    local.main(["--input", str(root), "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert f"{len(KINDS)} files ->" in printed and "sync" in printed and "clips/s" in printed
     truth.main(["--run", str(tmp_path), "--corpus", str(root)])

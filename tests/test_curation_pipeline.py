@@ -280,7 +280,7 @@ def test_command_line_with_the_real_stages_on_a_tiny_corpus(tmp_path):
     out = tmp_path / "out"
     config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "curate.py")
     argv = ["data_pipelines.run", "--config", f"{config}:bounce", "--input", str(tmp_path / "raw"),
-            "--output", str(out), "--config.pack.records_per_shard=4", "--runner", "DirectRunner", *BEAM_ARGS]
+            "--out", str(out), "--config.pack.records_per_shard=4", "--runner", "DirectRunner", *BEAM_ARGS]
     summary = run_lib.main(argv)
     reasons = summary["dropped_by_reason"]
     assert reasons.get("corrupt") == 1 and reasons.get("silent_audio", 0) >= 1 and reasons.get("near_duplicate", 0) >= 1

@@ -2,7 +2,7 @@
 near-duplicate removal, writing OUTPUT/manifest.jsonl and OUTPUT/drops.jsonl in the
 engine's format (no encoding, no shards).
 
-    python -m data_pipelines.stages.local --input DIR --output DIR
+    python -m data_pipelines.stages.local --input DIR --out DIR
     # prints kept / dropped counts and clips per second per stage (one process)
 """
 from __future__ import annotations
@@ -48,9 +48,9 @@ def write_jsonl(path, rows) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--out", required=True, help="directory for manifest.jsonl and drops.jsonl")
     args = parser.parse_args(argv)
-    out = pathlib.Path(args.output)
+    out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = list_inputs(args.input)
     t0 = time.time()

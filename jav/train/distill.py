@@ -81,7 +81,7 @@ def distill_config(teacher: str = "") -> ml_collections.ConfigDict:
 def student_config(teacher_cfg, teacher: str = "") -> ml_collections.ConfigDict:
     """A distillation config from the teacher's: its data, model, flow, optimiser and
     mesh, `phase="distill"`, the student's two inputs on, 4 sampling steps and the
-    short run of a fine-tune (configs/distill.py; jav.aot --steps distill plans it)."""
+    short run of a fine-tune (configs/distill.py; jav.aot --compile distill plans it)."""
     cfg = ml_collections.ConfigDict(teacher_cfg.to_dict())
     cfg.phase = "distill"
     cfg.distill = distill_config(teacher)
