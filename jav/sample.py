@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
                         "one device, or data over every device when several processes were started (jav.distributed)")
     parser.add_argument("--text-encoder", default=None, help="frozen text encoder of a model trained on precomputed "
                         "embeddings: the spec its shards were embedded with (hf:DIR, builtin:RUN)")
+    parser.add_argument("--profile", default=None, help="directory for a jax.profiler trace of one batch (the second: the "
+                        "first compiles), for TensorBoard's profile plugin or Perfetto")
     parser.add_argument("--text-len", type=int, default=None, help="caption tokens for --text-encoder (default: the config's data.text_len, else 128)")
     args = parser.parse_args(argv)
     if sum(x is not None for x in (args.image, args.video, args.audio)) > 1:
@@ -222,7 +224,8 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
         clips += sample_clips(model, cfg, [rows[i]["prompt"] for i in idx], seed=args.seed, seeds=[rows[i]["seed"] for i in idx],
                               steps=steps, batch_size=batch, guidance=guidance, conditions=cond, sampler=sampler,
                               noise_level=noise_level, two_stage=staged(task), log=say,
-                              text_encoder=text_encoder, negatives=negatives if any(negatives) else None, mesh=mesh, rules=rules)
+                              text_encoder=text_encoder, negatives=negatives if any(negatives) else None, mesh=mesh, rules=rules,
+                              profile=args.profile if not order else None)  # a trace of the first task's stream
         order += idx
     for n, (i, (frames, wave)) in enumerate(zip(order, clips)):
         if n % processes != process:  # every process has every clip; each writes its share

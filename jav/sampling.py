@@ -5,6 +5,7 @@ on this module; it imports none of them.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import pathlib
@@ -119,7 +120,7 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
                  video: str | None = None, conditions: dict | None = None, log=print, text_encoder=None,
                  seeds: Sequence[int] | None = None, sampler: str = "ode", noise_level: float = 0.7,
                  two_stage: bool = False, negatives: Sequence[str] | None = None, mesh=None,
-                 rules=(), show_steps: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+                 rules=(), show_steps: bool = True, profile=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
     (the last batch padded, so one compile serves all). Clip i's noise comes from
     its own seed, `seeds[i]` (default `seed + i`), so it reproduces alone or in any
@@ -130,7 +131,9 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
     the SDE sampler; `two_stage`: the video first, then its soundtrack (see generate);
     `negatives`: a negative prompt per prompt ("" for none; see generate); `mesh` / `rules`:
     each batch split over the mesh's batch axes, for a model loaded onto it (see generate);
-    `show_steps`: the in-place step counter of each batch (off inside a training run's log)."""
+    `show_steps`: the in-place step counter of each batch (off inside a training run's log).
+    `profile`: a directory for a `jax.profiler` trace of one batch, the second (the first
+    compiles) or the only one (then with its compile)."""
     seeds = [seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
@@ -155,10 +158,15 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
         start = time.time()
         if progress is not None:
             progress.label = f"batch {b + 1}/{num_batches}"
-        video, wave_mel = generate(model, layout, padded, clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad), num_steps=steps,
-                                   flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
-                                   text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, two_stage=two_stage,
-                                   negative_captions=negative, mesh=mesh, rules=rules, **cond)
+        traced = profile is not None and b == min(1, num_batches - 1)
+        with jax.profiler.trace(str(profile)) if traced else contextlib.nullcontext():
+            video, wave_mel = generate(model, layout, padded, clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad), num_steps=steps,
+                                       flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
+                                       text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, two_stage=two_stage,
+                                       negative_captions=negative, mesh=mesh, rules=rules, **cond)
+            jax.block_until_ready((video, wave_mel))
+        if traced:
+            log(f"profiled batch {b + 1}{' (with its compile)' if b == 0 else ''} into {profile} (TensorBoard's profile plugin or Perfetto)")
         out.extend(to_clips(video[:len(chunk)], wave_mel[:len(chunk)]))
         rate = len(out) / (time.time() - started)
         eta = (len(prompts) - len(out)) / rate

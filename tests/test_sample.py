@@ -79,11 +79,14 @@ def test_sample_writes_muxed_mp4_wav_and_settings(run_dir, tmp_path, capsys):
     image[8:16, 4:12] = (230, 50, 50)
     media.write_png(tmp_path / "first.png", image)
     out = tmp_path / "out"
-    paths = sample.main(["--workdir", str(run_dir), "--out", str(out), "--steps", "2", "--seed", "3",
+    paths = sample.main(["--workdir", str(run_dir), "--out", str(out), "--steps", "2", "--seed", "3", "--profile", str(tmp_path / "trace"),
                          "--image", str(tmp_path / "first.png")] + sum((["--prompt", p] for p in PROMPTS), []))
     assert [p.name for p in paths] == ["000.mp4", "001.mp4"]
     jax.effects_barrier()
-    assert "step 2/2" in capsys.readouterr().err  # the progress line (one per quarter in a log)
+    captured = capsys.readouterr()
+    assert "step 2/2" in captured.err  # the progress line (one per quarter in a log)
+    # --profile: a trace of the one batch (with its compile), which TensorBoard's profile plugin reads
+    assert "profiled batch 1 (with its compile)" in captured.out and list((tmp_path / "trace").rglob("*.xplane.pb"))
     for i, prompt in enumerate(PROMPTS):
         frames, fps, wave, rate = media.read_mp4(out / f"{i:03d}.mp4")
         assert frames.shape == layout.video_shape[:3] + (3,) and fps == cfg.data.fps
