@@ -1,18 +1,20 @@
 """The latent codec's file, `latent.json`: the two VAE runs, the latent statistics and where they
 came from, kept beside every shard set encoded with them. Plain JSON, no JAX, so that curation's
-packing and fingerprinting read it without the models (jav.latents loads the codec it names)."""
+packing and fingerprinting read it without the models (jav.latents loads the codec it names).
+Local or gs:// paths (etils.epath)."""
 from __future__ import annotations
 
 import json
-import pathlib
+
+from etils import epath
 
 LATENT_JSON = "latent.json"
 FIELDS = ("video_vae", "audio_vae", "stats")
 
 
-def latent_json_path(path) -> pathlib.Path:
+def latent_json_path(path) -> epath.Path:
     """A latent.json file: `path` itself when it names a .json file, else the one inside that directory."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     return path if path.suffix == ".json" and not path.is_dir() else path / LATENT_JSON
 
 
@@ -30,7 +32,7 @@ def read_latent_json(path) -> dict:
     return info
 
 
-def write_latent_json(path, info: dict) -> pathlib.Path:
+def write_latent_json(path, info: dict) -> epath.Path:
     """Writes `info` to `path` (a .json file, or a directory that gets latent.json) -> the file."""
     path = latent_json_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from jav.clip_tokens import TokenLayout
@@ -86,7 +87,7 @@ class LatentCodec:
         """The EMA weights of two autoencoder-phase runs (statistics still to fit, unless given)."""
         kinds = {}
         for name, run in (("video", video_dir), ("audio", audio_dir)):
-            if not (pathlib.Path(run) / "config.json").exists():
+            if not (epath.Path(run) / "config.json").exists():
                 raise FileNotFoundError(f"{name} VAE run {run!r} has no config.json: train it first with "
                                         f"`python -m jav.train --config configs/{name}_vae.py --workdir {run}`")
             cfg, model = load_autoencoder(run)

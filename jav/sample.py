@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import sys
 
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 
 from jav import cli, distributed, samplers, sharding
@@ -56,7 +56,7 @@ def read_prompts(path: str, seed: int, defaults: dict | None = None) -> list[dic
     "negative_prompt", and a condition file ("image" for I2VA, "video" for V2A, "audio"
     for A2V) with or without its "task"; what a row leaves out comes from `defaults`
     (the command line's --negative-prompt / --image / --video / --audio)."""
-    text = pathlib.Path(path).read_text()
+    text = epath.Path(path).read_text()
     rows = []
     if path.endswith(".jsonl"):
         for n, line in enumerate(text.splitlines(), 1):
@@ -106,7 +106,7 @@ def _row(row: dict, defaults: dict | None, where: str) -> dict:
 def finished(out_dir, index: int, want: dict) -> bool:
     """Whether OUT/iii.json and its mp4 already hold the clip that `want` names (its prompt, seed,
     negative prompt, duration, size; a key the JSON lacks counts as None): a rerun skips it."""
-    meta, video = pathlib.Path(out_dir) / f"{index:03d}.json", pathlib.Path(out_dir) / f"{index:03d}.mp4"
+    meta, video = epath.Path(out_dir) / f"{index:03d}.json", epath.Path(out_dir) / f"{index:03d}.mp4"
     if not (meta.exists() and video.exists()):
         return False
     try:
@@ -116,7 +116,7 @@ def finished(out_dir, index: int, want: dict) -> bool:
     return all(info.get(k) == v for k, v in want.items())
 
 
-def main(argv: list[str] | None = None) -> list[pathlib.Path]:
+def main(argv: list[str] | None = None) -> list[epath.Path]:
     overrides, argv = cli.split_overrides(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m jav.sample", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     if processes > 1:  # every process samples the same batches: agree on what is left before any writes
         done = [bool(d) for d in multihost_utils.broadcast_one_to_all(np.asarray(done))]
     todo = [i for i in range(len(rows)) if not done[i]]
-    paths = [pathlib.Path(args.out) / f"{i:03d}.mp4" for i in range(len(rows)) if done[i]]
+    paths = [epath.Path(args.out) / f"{i:03d}.mp4" for i in range(len(rows)) if done[i]]
     if not todo:
         print(f"all {len(rows)} clips are already in {args.out}", flush=True)
         return paths

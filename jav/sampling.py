@@ -10,12 +10,14 @@ import functools
 import json
 import pathlib
 import sys
+import tempfile
 import time
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from jav import samplers
 from jav.clip_tokens import TokenLayout, arrays_to_clip, frames_to_model, mel_params, pixel_fps
@@ -175,12 +177,20 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
     return out
 
 
-def write_sample(out_dir, index: int, frames: np.ndarray, wave: np.ndarray, cfg, info: dict) -> pathlib.Path:
-    """OUT/iii.mp4, OUT/iii.wav and OUT/iii.json -> the mp4's path."""
-    out_dir = pathlib.Path(out_dir)
+def write_sample(out_dir, index: int, frames: np.ndarray, wave: np.ndarray, cfg, info: dict) -> epath.Path:
+    """OUT/iii.mp4, OUT/iii.wav and OUT/iii.json -> the mp4's path. OUT may be local or
+    gs:// (etils.epath): PyAV and wave write local files, copied there."""
+    out_dir = epath.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{index:03d}.mp4"
-    write_mp4(path, frames, pixel_fps(cfg), wave, cfg.data.sample_rate)
-    write_wav(out_dir / f"{index:03d}.wav", wave, cfg.data.sample_rate)
-    (out_dir / f"{index:03d}.json").write_text(json.dumps(info, indent=2))
-    return path
+    name = f"{index:03d}"
+    if "://" not in str(out_dir):
+        write_mp4(out_dir / f"{name}.mp4", frames, pixel_fps(cfg), wave, cfg.data.sample_rate)
+        write_wav(out_dir / f"{name}.wav", wave, cfg.data.sample_rate)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_mp4(pathlib.Path(tmp) / f"{name}.mp4", frames, pixel_fps(cfg), wave, cfg.data.sample_rate)
+            write_wav(pathlib.Path(tmp) / f"{name}.wav", wave, cfg.data.sample_rate)
+            for suffix in (".mp4", ".wav"):
+                epath.Path(tmp, name + suffix).copy(out_dir / (name + suffix), overwrite=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(info, indent=2))
+    return out_dir / f"{name}.mp4"

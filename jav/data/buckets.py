@@ -14,13 +14,14 @@ get_state() / set_state() resume with exactly the batches an uninterrupted run w
 """
 from __future__ import annotations
 
-import os
+
 import sys
 import threading
 from typing import Sequence
 
 import grain
 import numpy as np
+from etils import epath
 
 from jav.data.loader import make_dataset
 from jav.data.shards import MANIFEST
@@ -42,10 +43,10 @@ def uniform_draws(seed: int, steps: np.ndarray) -> np.ndarray:
 def find_buckets(root: str) -> list[str]:
     """Sorted names of the finished shard directories (with a manifest) directly under root; hidden
     ones (a packer's unfinished ".NAME.tmp") are skipped."""
-    if not os.path.isdir(root):
+    path = epath.Path(root)
+    if not path.is_dir():
         raise FileNotFoundError(f"bucket root {root} does not exist; point it at a curation run's OUTPUT/shards")
-    names = sorted(n for n in os.listdir(root)
-                   if not n.startswith(".") and os.path.isfile(os.path.join(root, n, MANIFEST)))
+    names = sorted(p.name for p in path.iterdir() if not p.name.startswith(".") and (p / MANIFEST).exists())
     if not names:
         raise FileNotFoundError(f"{root} holds no shard directory with a {MANIFEST}; point it at a curation "
                                 "run's OUTPUT/shards (python -m data_pipelines.run)")
@@ -147,7 +148,7 @@ def make_bucket_dataset(root: str, curriculum, *, batch_size: int, seed: int, pr
     dataset_kwargs (tokenizer_vocab, tokenizer_len, text_input, text_dim) go to `make_dataset`."""
     names = find_buckets(root)
     schedule = BucketSchedule(len(names), normalize_curriculum(curriculum, names), seed)
-    datasets = [make_dataset(os.path.join(root, n), batch_size=batch_size, seed=seed + i, process_index=process_index,
+    datasets = [make_dataset(str(epath.Path(root) / n), batch_size=batch_size, seed=seed + i, process_index=process_index,
                              process_count=process_count, **dataset_kwargs)
                 for i, n in enumerate(names)]
     return _BucketBatches(schedule, datasets), names, schedule

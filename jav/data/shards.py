@@ -6,15 +6,19 @@ A shard directory holds `records-00000.array_record`, ... and `manifest.json`
 video/audio shape and dtype that every record in the directory shares: one shape
 bucket per directory). The manifest is written last, atomically, so a directory
 without one is an unfinished write.
+
+A directory may be local or on Google Cloud Storage (`gs://bucket/data`): the
+manifest and the checks go through `etils.epath`, the records through
+ArrayRecord's own file layer, which takes the same gs:// path.
 """
 from __future__ import annotations
 
 import json
-import os
 from typing import Iterable
 
 import grain
 import numpy as np
+from etils import epath
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
 from jav.data.record import FORMAT_VERSION, RecordError, decode_record, encode_record
@@ -34,7 +38,8 @@ def write_shards(records: Iterable[dict], out_dir: str, records_per_shard: int) 
     """Write record dicts (keyword arguments of `encode_record`) to shards in out_dir; returns the manifest."""
     if records_per_shard < 1:
         raise ValueError(f"records_per_shard={records_per_shard} must be at least 1")
-    os.makedirs(out_dir, exist_ok=True)
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     shards, shapes, writer, count = [], None, None, 0
     for rec in records:
         video, audio = np.asarray(rec["video"]), np.asarray(rec["audio"])
@@ -47,7 +52,7 @@ def write_shards(records: Iterable[dict], out_dir: str, records_per_shard: int) 
                               f"directory holds {shapes}; write each shape bucket to its own directory")
         if writer is None:
             shards.append({"file": shard_name(len(shards)), "num_records": 0})
-            writer = ArrayRecordWriter(os.path.join(out_dir, shards[-1]["file"]), _WRITER_OPTIONS)
+            writer = ArrayRecordWriter(str(out / shards[-1]["file"]), _WRITER_OPTIONS)
         writer.write(encode_record(**rec))
         shards[-1]["num_records"] += 1
         count += 1
@@ -59,10 +64,9 @@ def write_shards(records: Iterable[dict], out_dir: str, records_per_shard: int) 
     if shapes is None:
         raise ValueError(f"write_shards: no records to write to {out_dir}")
     manifest = {"format_version": FORMAT_VERSION, "num_records": count, "shards": shards, **shapes}
-    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(out / MANIFEST)
     return manifest
 
 
@@ -73,7 +77,7 @@ class ShardSource:
     """
 
     def __init__(self, data_dir: str, manifest: dict):
-        self.paths = [os.path.join(data_dir, s["file"]) for s in manifest["shards"]]
+        self.paths = [str(epath.Path(data_dir) / s["file"]) for s in manifest["shards"]]
         self.starts = np.cumsum([0] + [s["num_records"] for s in manifest["shards"]])
         self._source = grain.sources.ArrayRecordDataSource(self.paths)
 
@@ -89,13 +93,12 @@ class ShardSource:
 
 
 def _read_manifest(data_dir: str) -> dict:
-    path = os.path.join(data_dir, MANIFEST)
-    if not os.path.isfile(path):
+    path = epath.Path(data_dir) / MANIFEST
+    if not path.exists() or path.is_dir():
         raise RecordError(f"{path} does not exist: {data_dir} is not a finished shard directory; "
                           "(re)write it with jav.data.shards.write_shards or python -m jav.data.synthetic")
     try:
-        with open(path) as f:
-            manifest = json.load(f)
+        manifest = json.loads(path.read_text())
     except ValueError as e:
         raise RecordError(f"{path} is not valid JSON ({e}); rewrite the shard directory") from e
     missing = _MANIFEST_KEYS - set(manifest) if isinstance(manifest, dict) else _MANIFEST_KEYS
@@ -109,7 +112,7 @@ def _read_manifest(data_dir: str) -> dict:
 
 def _check_shard(path: str, expected: int, manifest: dict) -> None:
     """Open one shard, check its record count, and decode its first and last record."""
-    if not os.path.isfile(path):
+    if not epath.Path(path).exists():
         raise RecordError(f"shard {path} is listed in the manifest but missing; restore it or rewrite "
                           "the shard directory")
     try:
@@ -139,9 +142,9 @@ def open_shards(data_dir: str) -> tuple[dict, ShardSource]:
     """
     manifest = _read_manifest(data_dir)
     for shard in manifest["shards"]:
-        _check_shard(os.path.join(data_dir, shard["file"]), shard["num_records"], manifest)
+        _check_shard(str(epath.Path(data_dir) / shard["file"]), shard["num_records"], manifest)
     total = sum(s["num_records"] for s in manifest["shards"])
     if total != manifest["num_records"]:
-        raise RecordError(f"{os.path.join(data_dir, MANIFEST)}: shards hold {total} records, the manifest "
+        raise RecordError(f"{epath.Path(data_dir) / MANIFEST}: shards hold {total} records, the manifest "
                           f"says {manifest['num_records']}; rewrite the shard directory")
     return manifest, ShardSource(data_dir, manifest)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import pathlib
 import sys
 import time
 
 import numpy as np
+from etils import epath
 
 from jav.clip_tokens import frames_to_model
 from jav.data import bounce, mel, shards
@@ -64,7 +64,7 @@ def latent_records(args, params: bounce.BounceParams, log=print):
     _, video, logmel = arrays(range(args.seed, args.seed + min(args.num, args.stats_clips)))
     codec = codec.fitted(video, logmel, {"video": args.video_norm, "audio": args.audio_norm})
     zv, za = codec.latent_shapes(video.shape[1:], logmel.shape[1:])
-    pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
+    epath.Path(args.out).mkdir(parents=True, exist_ok=True)
     codec.write_latent_json(args.out, video_latent_shape=zv, audio_latent_shape=za, stats_clips=min(args.num, args.stats_clips),
                       world=dataclasses.asdict(params) | {"fps": params.fps}, mel=dataclasses.asdict(mp))
     log(f"latents: video {zv}, audio {za}; statistics from {min(args.num, args.stats_clips)} clips in {args.out}/latent.json")
