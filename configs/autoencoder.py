@@ -11,6 +11,7 @@ jav.models.autoencoders.MODELS). Run it with
 import ml_collections
 
 from configs import common
+from jav import schema
 
 
 def bounce_stream(duration=2.125, fields=("video", "logmel", "wave"), seed=0) -> ml_collections.ConfigDict:
@@ -62,6 +63,7 @@ def experiment(model_cfg, kind, *, batch_size, steps, lr=1e-3, warmup_steps=100,
             eval_every=eval_every,  # held-out PSNR every this many steps (0 = never)
             ema_decay=ema_decay,
             max_nonfinite=5,  # this many non-finite steps in a row stop the run
+            **{k: v for k, v in schema.TRAIN.items() if k != "eval_every"},  # trainable, profile_steps, peak FLOP/s
         ),
         mesh=dict(shape=dict(data=1, fsdp=-1, context=1, tensor=1), rules=[list(r) for r in DEFAULT_RULES]),
         init_from="",  # DIR or DIR:ema: start from another autoencoder run's checkpoint

@@ -16,8 +16,10 @@ Engines (same code; Beam pipeline options after the config flags):
         --requirements_file requirements-beam.txt --setup_file ./setup.py --out gs://B/curated
     --runner FlinkRunner --flink_master HOST:8081 --environment_type LOOPBACK
     --runner SparkRunner --spark_master_url spark://HOST:7077 --environment_type LOOPBACK
-On a distributed runner --input / --out must be paths every worker sees (a bucket or shared
-file system): the encode store (tensorstore) and the shards are written there.
+On a distributed runner --input / --out must be paths every worker sees: --out may be a bucket
+(gs://B/curated: the encode store through tensorstore's gcs kvstore, the shards, manifests and
+report through etils.epath), --input a shared file system or a bucket mounted as one (the
+stages decode local files).
 
 Args: "" (general footage: buckets at 24 fps up to 64x64) or "bounce" (the bounce-world corpus).
 """

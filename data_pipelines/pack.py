@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+
+from etils import epath
 
 from data_pipelines.store import EncodeStore
 from jav.data.shards import MANIFEST, write_shards
@@ -27,11 +27,10 @@ def pack_fingerprint(markers: list[dict], records_per_shard: int) -> str:
     return h.hexdigest()
 
 
-def _read_json(path: str) -> dict | None:
+def _read_json(path: epath.Path) -> dict | None:
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
+        return json.loads(path.read_text()) if path.exists() else None
+    except ValueError:
         return None
 
 
@@ -48,9 +47,9 @@ def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str],
     if missing:
         raise KeyError(f"pack: clips {missing[:5]} of bucket {bucket} are not in the encode store {store_root}")
     fingerprint = pack_fingerprint(markers, records_per_shard)
-    out_dir = os.path.join(shards_root, bucket)
-    done = _read_json(os.path.join(out_dir, PACK_FILE))
-    if done and done.get("fingerprint") == fingerprint and os.path.isfile(os.path.join(out_dir, MANIFEST)):
+    out_dir = epath.Path(shards_root) / bucket
+    done = _read_json(out_dir / PACK_FILE)
+    if done and done.get("fingerprint") == fingerprint and (out_dir / MANIFEST).exists():
         return {"bucket": bucket, "num_records": len(keys), "written": False, "fingerprint": fingerprint}
 
     def records():
@@ -60,28 +59,29 @@ def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str],
                    "duration": marker["duration"], "metadata": marker["metadata"]}
 
     # Write beside the old directory and swap: a reader never sees a half-written bucket.
-    tmp = os.path.join(shards_root, f".{bucket}.tmp")  # hidden: loaders skip it if a crash leaves it
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_shards(records(), tmp, records_per_shard)
+    tmp = epath.Path(shards_root) / f".{bucket}.tmp"  # hidden: loaders skip it if a crash leaves it
+    if tmp.exists():
+        tmp.rmtree()
+    write_shards(records(), str(tmp), records_per_shard)
     if latent is not None:
         arrays, _ = store.get(keys[0])
         write_latent_json(tmp, dict(latent, video_latent_shape=list(arrays["video"].shape),
                                     audio_latent_shape=list(arrays["audio"].shape), bucket=bucket))
-    with open(os.path.join(tmp, PACK_FILE), "w") as f:
-        json.dump({"fingerprint": fingerprint, "keys": keys}, f, indent=1)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    (tmp / PACK_FILE).write_text(json.dumps({"fingerprint": fingerprint, "keys": keys}, indent=1))
+    if out_dir.exists():
+        out_dir.rmtree()
+    tmp.rename(out_dir)
     return {"bucket": bucket, "num_records": len(keys), "written": True, "fingerprint": fingerprint}
 
 
 def remove_stale_buckets(shards_root: str, keep: set[str]) -> list[str]:
     """Delete bucket directories this packer wrote earlier that the current run no longer fills."""
     removed = []
-    if not os.path.isdir(shards_root):
+    root = epath.Path(shards_root)
+    if not root.is_dir():
         return removed
-    for name in sorted(os.listdir(shards_root)):
-        path = os.path.join(shards_root, name)
-        if name not in keep and os.path.isfile(os.path.join(path, PACK_FILE)):
-            shutil.rmtree(path)
-            removed.append(name)
+    for path in sorted(root.iterdir()):
+        if path.name not in keep and (path / PACK_FILE).exists():
+            path.rmtree()
+            removed.append(path.name)
     return removed

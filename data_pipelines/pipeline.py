@@ -28,6 +28,7 @@ import os
 import time
 
 import apache_beam as beam
+from etils import epath
 
 from data_pipelines import encode as encode_lib
 from data_pipelines import pack as pack_lib
@@ -84,8 +85,8 @@ def stage_fingerprint(cfg, stage_fns: dict | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def _cache_path(cache_root: str, source: str) -> str:
-    return os.path.join(cache_root, hashlib.sha1(source.encode()).hexdigest() + ".json")
+def _cache_path(cache_root: str, source: str) -> epath.Path:
+    return epath.Path(cache_root) / (hashlib.sha1(source.encode()).hexdigest() + ".json")
 
 
 def _source_id(source: str, fingerprint: str) -> list | None:
@@ -111,11 +112,11 @@ class CachedFn(beam.DoFn):
     def process(self, clip: Clip):
         ident = _source_id(clip.source, self.fingerprint)
         cached = None
-        if ident is not None:
+        path = _cache_path(self.cache_root, clip.source)
+        if ident is not None and path.exists():
             try:
-                with open(_cache_path(self.cache_root, clip.source)) as f:
-                    cached = json.load(f)
-            except (FileNotFoundError, ValueError):
+                cached = json.loads(path.read_text())
+            except ValueError:
                 cached = None
         if cached is None or cached.get("id") != ident:
             yield clip
@@ -136,7 +137,7 @@ def write_stage_cache(item, cache_root: str, fingerprint: str) -> None:
     rows = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
     body = {"id": ident, "source": source, "clips": [e for kind, e in rows if kind == "clip"],
             "drops": [e for kind, e in rows if kind == "drop"]}
-    os.makedirs(cache_root, exist_ok=True)
+    epath.Path(cache_root).mkdir(parents=True, exist_ok=True)
     report_lib.write_if_changed(_cache_path(cache_root, source), json.dumps(body, sort_keys=True))
 
 
@@ -308,20 +309,22 @@ def finalize(_, output: str, kept: list[dict], drops: list[dict], packed: list[d
     kept = sorted(kept, key=lambda e: e["key"])
     drops = sorted(drops, key=lambda d: (d["source"], d["start"], d["stage"], d["key"], d["reason"]))
     lines = lambda rows: "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)  # noqa: E731
-    written = [report_lib.write_if_changed(os.path.join(output, "manifest.jsonl"), lines(kept)),
-               report_lib.write_if_changed(os.path.join(output, "drops.jsonl"), lines(drops))]
-    quarantine = os.path.join(output, "quarantine")
-    os.makedirs(quarantine, exist_ok=True)
+    out = epath.Path(output)
+    written = [report_lib.write_if_changed(out / "manifest.jsonl", lines(kept)),
+               report_lib.write_if_changed(out / "drops.jsonl", lines(drops))]
+    quarantine = out / "quarantine"
+    quarantine.mkdir(parents=True, exist_ok=True)
     current = set()
     for d in drops:
         if d["reason"] in QUARANTINE_REASONS:
             name = f"{os.path.basename(d['source'])}.{hashlib.sha1(d['source'].encode()).hexdigest()[:8]}.json"
             body = json.dumps({k: d[k] for k in ("source", "stage", "reason", "detail")}, indent=1, sort_keys=True)
-            written.append(report_lib.write_if_changed(os.path.join(quarantine, name), body))
+            written.append(report_lib.write_if_changed(quarantine / name, body))
             current.add(name)
-    for name in set(os.listdir(quarantine)) - current:  # inputs since fixed or removed
-        os.remove(os.path.join(quarantine, name))
-        written.append(True)
+    for path in quarantine.iterdir():
+        if path.name not in current:  # inputs since fixed or removed
+            path.unlink()
+            written.append(True)
     summary = report_lib.write_report(output, kept, drops, packed)
     summary["files_written"] += sum(written) + sum(p["written"] for p in packed) + len(stale)
     summary["stale_buckets_removed"] = stale
@@ -335,9 +338,9 @@ def build(p: beam.Pipeline, cfg, inputs: list[str], output: str, stage_fns: dict
     clips from the stage cache with the "load" stage.
     """
     stage_fns = stage_fns or {}
-    store_root, shards_root = os.path.join(output, "store"), os.path.join(output, "shards")
+    store_root, shards_root = str(epath.Path(output) / "store"), str(epath.Path(output) / "shards")
     encode_lib.parse_buckets(cfg)  # bad bucket specs fail here, before any work
-    cache_root, fingerprint = os.path.join(store_root, "sources"), stage_fingerprint(cfg, stage_fns)
+    cache_root, fingerprint = str(epath.Path(store_root) / "sources"), stage_fingerprint(cfg, stage_fns)
     looked_up = (p | "ListInputs" >> beam.Create(inputs)
                  | "ToClip" >> beam.Map(lambda path: Clip(source=path))
                  | "StageCache" >> beam.ParDo(CachedFn(cache_root, fingerprint)).with_outputs(

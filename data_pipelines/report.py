@@ -9,11 +9,12 @@ from __future__ import annotations
 import collections
 import json
 import math
-import os
+
 import struct
 import zlib
 
 import numpy as np
+from etils import epath
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -90,37 +91,34 @@ def write_report(output: str, kept: list[dict], drops: list[dict], packed: list[
     summary["histograms"] = hists
     # pack results say whether this run rewrote a bucket; they are not part of what the data is
     stable = {**summary, "packed": [{k: v for k, v in p.items() if k != "written"} for p in summary["packed"]]}
-    written = [write_if_changed(os.path.join(output, "report.json"), json.dumps(stable, indent=1, sort_keys=True))]
+    out = epath.Path(output)
+    written = [write_if_changed(out / "report.json", json.dumps(stable, indent=1, sort_keys=True))]
     lines = ["# Curation report", "", f"Sources: {summary['sources']}, clips kept: {summary['kept']}, "
              f"dropped: {summary['dropped']}", "", "| kept per bucket | clips |", "|---|---|"]
     lines += [f"| {b} | {n} |" for b, n in summary["kept_by_bucket"].items()]
     lines += ["", "| dropped: stage / reason | clips |", "|---|---|"]
     lines += [f"| {k} | {n} |" for k, n in summary["dropped_by_stage_and_reason"].items()]
     lines += ["", "## Histograms", ""]
-    os.makedirs(os.path.join(output, "report"), exist_ok=True)
+    (out / "report").mkdir(parents=True, exist_ok=True)
     for name, h in hists.items():
-        png = os.path.join(output, "report", f"{name}.png")
+        png = out / "report" / f"{name}.png"
         written.append(write_if_changed(png, png_bytes(histogram_image(np.asarray(h["counts"])))))
         lines += [f"### {name}", "", f"![{name}](report/{name}.png)", "",
                   f"{len(h['counts'])} bins from {h['edges'][0]:g} to {h['edges'][-1]:g}; counts {h['counts']}", ""]
-    written.append(write_if_changed(os.path.join(output, "report.md"), "\n".join(lines)))
+    written.append(write_if_changed(out / "report.md", "\n".join(lines)))
     summary["files_written"] = sum(written)
     return summary
 
 
-def write_if_changed(path: str, content: str | bytes) -> bool:
-    """Write atomically unless the file already holds exactly this; True when written."""
+def write_if_changed(path, content: str | bytes) -> bool:
+    """Write atomically (local or gs://) unless the file already holds exactly this; True when written."""
     data = content.encode() if isinstance(content, str) else content
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return False
-    except FileNotFoundError:
-        pass
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    path = epath.Path(path)
+    if path.exists() and path.read_bytes() == data:
+        return False
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
     return True
 
 

@@ -6,7 +6,7 @@
 Runs `data_pipelines.pipeline` and prints the counts and how many output files changed (0 on a
 re-run over the same input). Flags this program does not know go to Beam, so the same command runs on
     Dataflow: --runner DataflowRunner --project P --region R --temp_location gs://B/tmp
-              --requirements_file requirements-beam.txt --setup_file ./setup.py (and gs:// --input/--out)
+              --requirements_file requirements-beam.txt --setup_file ./setup.py (--out gs://B/curated)
     Flink:    --runner FlinkRunner --flink_master HOST:8081 --environment_type LOOPBACK
     Spark:    --runner SparkRunner --spark_master_url spark://HOST:7077 --environment_type LOOPBACK
 (configs/curate.py says more). Re-running the same command skips clips already encoded and
@@ -20,9 +20,14 @@ import os
 import sys
 import time
 
+from etils import epath
 
-def output_snapshot(output: str) -> dict[str, tuple[int, int]]:
-    """{path: (size, mtime_ns)} of every file under output except the encode store's."""
+
+def output_snapshot(output: str) -> dict[str, tuple]:
+    """{path: (size, modification time)} of every file under output except the encode store's
+    (local or gs://: a bucket's objects through etils.epath)."""
+    if "://" in output:
+        return _remote_snapshot(epath.Path(output), "")
     snap = {}
     for root, dirs, names in os.walk(output):
         if os.path.relpath(root, output) == ".":
@@ -31,6 +36,19 @@ def output_snapshot(output: str) -> dict[str, tuple[int, int]]:
             path = os.path.join(root, name)
             st = os.stat(path)
             snap[os.path.relpath(path, output)] = (st.st_size, st.st_mtime_ns)
+    return snap
+
+
+def _remote_snapshot(folder: epath.Path, prefix: str) -> dict[str, tuple]:
+    snap = {}
+    for path in folder.iterdir() if folder.is_dir() else ():
+        rel = prefix + path.name
+        if path.is_dir():
+            if rel != "store":
+                snap.update(_remote_snapshot(path, rel + "/"))
+        else:
+            st = path.stat()  # os.stat_result locally, epath's StatResult (length, mtime) on a bucket
+            snap[rel] = (getattr(st, "st_size", getattr(st, "length", None)), getattr(st, "st_mtime_ns", getattr(st, "mtime", None)))
     return snap
 
 
@@ -59,17 +77,16 @@ def run(cfg, input_pattern: str, output: str, beam_args: list[str] = (), stage_f
     from data_pipelines import pipeline
 
     inputs = pipeline.list_inputs(input_pattern)
-    os.makedirs(output, exist_ok=True)
+    epath.Path(output).mkdir(parents=True, exist_ok=True)
     before = output_snapshot(output)
     start = time.perf_counter()
     p = beam.Pipeline(options=beam_options(cfg, beam_args))
-    pipeline.build(p, cfg, inputs, os.path.abspath(output), stage_fns)
+    pipeline.build(p, cfg, inputs, output if "://" in output else os.path.abspath(output), stage_fns)
     result = p.run()
     result.wait_until_finish()
     seconds = time.perf_counter() - start
     after = output_snapshot(output)
-    with open(os.path.join(output, "report.json")) as f:
-        summary = json.load(f)
+    summary = json.loads((epath.Path(output) / "report.json").read_text())
     summary["changed"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     summary["seconds"] = seconds
     summary["inputs"] = len(inputs)

@@ -6,6 +6,9 @@ Layout under the store root:
     done/<key>.json       the done-marker: the record's other fields (caption, fps, ...), its bucket,
                           the encode settings' fingerprint and a SHA-256 of each array's bytes
 
+The root may be local or on Google Cloud Storage (`gs://bucket/curated/store`): markers go
+through `etils.epath`, arrays through tensorstore's `file` or `gcs` kvstore.
+
 A clip counts as encoded only once its marker exists. The marker is written last and atomically
 (write to a temporary name, then rename), so a run killed while encoding leaves at worst arrays
 without a marker, which the next run overwrites. A marker whose fingerprint differs from the
@@ -15,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import numpy as np
 import tensorstore as ts
+from etils import epath
 
 ARRAY_NAMES = ("video", "audio", "text_emb", "text_mask")
 _CODECS = [{"name": "bytes"}, {"name": "zstd", "configuration": {"level": 3}}]
@@ -32,26 +35,37 @@ def array_digest(x: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def kvstore(path: str) -> dict:
+    """tensorstore's kvstore spec of a local or gs:// path."""
+    if path.startswith("gs://"):
+        bucket, _, rest = path.removeprefix("gs://").partition("/")
+        return {"driver": "gcs", "bucket": bucket, "path": rest}
+    return {"driver": "file", "path": path}
+
+
 class EncodeStore:
-    """Encoded clips by key under `root` (a local path; tensorstore's file driver)."""
+    """Encoded clips by key under `root` (a local or gs:// path)."""
 
     def __init__(self, root: str):
         self.root = root
-        os.makedirs(os.path.join(root, "done"), exist_ok=True)
+        (epath.Path(root) / "done").mkdir(parents=True, exist_ok=True)
+
+    def _array_path(self, key: str, name: str) -> str:
+        return str(epath.Path(self.root) / "arrays" / key / name)
 
     def _spec(self, key: str, name: str) -> dict:
-        return {"driver": "zarr3", "kvstore": {"driver": "file", "path": os.path.join(self.root, "arrays", key, name)}}
+        return {"driver": "zarr3", "kvstore": kvstore(self._array_path(key, name))}
 
-    def _marker(self, key: str) -> str:
-        return os.path.join(self.root, "done", f"{key}.json")
+    def _marker(self, key: str) -> epath.Path:
+        return epath.Path(self.root) / "done" / f"{key}.json"
 
     def marker(self, key: str) -> dict | None:
         """The done-marker of `key`, or None when the clip is not (completely) encoded."""
-        try:
-            with open(self._marker(key)) as f:
-                return json.load(f)
-        except FileNotFoundError:
+        path = self._marker(key)
+        if not path.exists():
             return None
+        try:
+            return json.loads(path.read_text())
         except ValueError:  # a marker cut short by a crash outside the atomic rename: encode again
             return None
 
@@ -60,7 +74,7 @@ class EncodeStore:
         return marker is not None and marker.get("fingerprint") == fingerprint
 
     def done_keys(self) -> list[str]:
-        return sorted(name[:-5] for name in os.listdir(os.path.join(self.root, "done")) if name.endswith(".json"))
+        return sorted(p.name[:-5] for p in (epath.Path(self.root) / "done").iterdir() if p.name.endswith(".json"))
 
     def put(self, key: str, arrays: dict[str, np.ndarray], fields: dict, fingerprint: str) -> dict:
         """Write a clip's arrays, then its marker (fields: JSON-ready record fields and bucket); returns the marker."""
@@ -76,10 +90,10 @@ class EncodeStore:
             out.write(x).result()
             digests[name] = array_digest(x)
         marker = {**fields, "key": key, "fingerprint": fingerprint, "digests": digests}
-        tmp = self._marker(key) + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(marker, f, sort_keys=True)
-        os.replace(tmp, self._marker(key))
+        final = self._marker(key)
+        tmp = final.with_name(final.name + ".tmp")
+        tmp.write_text(json.dumps(marker, sort_keys=True))
+        tmp.replace(final)
         return marker
 
     def get(self, key: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -91,7 +105,7 @@ class EncodeStore:
         for name, digest in marker["digests"].items():
             x = ts.open(self._spec(key, name), open=True).result().read().result()
             if array_digest(x) != digest:
-                raise ValueError(f"{os.path.join(self.root, 'arrays', key, name)} does not match its done-marker "
+                raise ValueError(f"{self._array_path(key, name)} does not match its done-marker "
                                  f"(corrupt or overwritten); delete {self._marker(key)} and re-run to encode it again")
             arrays[name] = x
         return arrays, marker

@@ -79,8 +79,10 @@ def sample(steps=32) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(steps=steps, text_video=1.0, text_audio=1.0, modality=1.0, sampler="ode", noise_level=0.7))
 
 
-# train keys (every phase) that configs written before them lack, at the value that kept the old behaviour
-TRAIN = dict(grad_accum=1, eval_every=0, trainable="auto", peak_flops_per_device=0.0, profile_steps=[])
+# train keys that configs written before them lack, at the value that kept the old behaviour:
+# every phase's (the loop reads them), and the diffusion phases' own
+TRAIN = dict(eval_every=0, trainable="auto", peak_flops_per_device=0.0, profile_steps=[])
+DIFFUSION_TRAIN = dict(grad_accum=1)
 
 
 def _fill(cfg: ml_collections.ConfigDict, defaults) -> None:
@@ -112,8 +114,8 @@ def complete_model(model_cfg: ml_collections.ConfigDict) -> ml_collections.Confi
 
 def complete(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of a run's config with every schema key it lacks at its default: `phase`,
-    `init_from` and the train keys of TRAIN for every phase, the model and sampling
-    sections for the diffusion phases (autoencoders and reward models have models of
+    `init_from` and the train keys of TRAIN for every phase, DIFFUSION_TRAIN, the model and
+    sampling sections for the diffusion phases (autoencoders and reward models have models of
     their own kinds)."""
     cfg = ml_collections.ConfigDict(cfg.to_dict())
     if "phase" not in cfg:
@@ -123,6 +125,8 @@ def complete(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if "train" in cfg:
         _fill(cfg.train, TRAIN)
     if cfg.phase in DIFFUSION_PHASES:
+        if "train" in cfg:
+            _fill(cfg.train, DIFFUSION_TRAIN)
         if "model" in cfg:
             _fill(cfg.model, model())
         if "sample" not in cfg:

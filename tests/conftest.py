@@ -58,3 +58,17 @@ def mesh_reference(tmp_path_factory):
     loader = mesh_case.train_recording(cfg, root / "run", log=lambda _: None)
     return dict(data=data, run=root / "run", losses=mesh_case.losses(root / "run"), shard=loader.shard, batches=loader.batches,
                 loader_state=loader.get_state(), params=mesh_case.full_arrays(mesh_case.restore_on_mesh(cfg, root / "run")))
+
+
+@pytest.fixture
+def gcs_bucket(tmp_path, monkeypatch):
+    """The folder that holds the emulated gs:// buckets (tests/gcs_emulation.py), with the
+    working directory moved to an empty folder that a gs:// path taken for a local one would land in."""
+    from gcs_emulation import emulated_gcs
+
+    root = tmp_path / "gcs"
+    root.mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    with emulated_gcs(root, monkeypatch):
+        yield root

@@ -134,6 +134,21 @@ def test_rerun_writes_nothing_new(corpus, first_run):
     assert _digests(out) == before
 
 
+def test_curation_into_a_bucket_writes_the_local_runs_files(corpus, first_run, gcs_bucket):
+    """--out gs://...: the encode store, shards, manifests, quarantine and report go to the bucket
+    (tests/gcs_emulation.py), byte for byte what the local run wrote; a rerun changes nothing."""
+    out, _ = first_run
+    summary = _run(corpus, "gs://test-bucket/curated")
+    remote = gcs_bucket / "test-bucket" / "curated"
+    assert summary["kept"] == 6 and summary["kept_by_bucket"] == {"v16x32x32_a200": 6}
+    assert _digests(remote) and _digests(remote) == _digests(out)
+    for name in ("manifest.jsonl", "drops.jsonl", "report.json", "report.md", "report/kept_duration_s.png"):
+        assert (remote / name).read_bytes() == (out / name).read_bytes(), name
+    assert os.listdir(remote / "quarantine") == os.listdir(out / "quarantine")
+    assert list((remote / "store" / "done").iterdir()) and (remote / "store" / "arrays").is_dir()  # the encode store
+    assert _run(corpus, "gs://test-bucket/curated")["changed"] == []
+
+
 def test_killed_encode_resumes_to_identical_shards(corpus, first_run, tmp_path, monkeypatch):
     out, _ = first_run
     real, calls = encode_lib.encode_clip, []

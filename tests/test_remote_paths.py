@@ -2,29 +2,14 @@
 gs://test-bucket/data, resumed, loaded and sampled with --workdir gs://test-bucket/run
 into gs://test-bucket/samples, on an emulated bucket that never reaches the network.
 
-The bucket is a local folder at two layers: `etils.epath.testing.mock_epath` sends
-epath's file operations on gs:// paths there (config.json, metrics, TensorBoard
-events, and Orbax's directories, JSON items, metadata and commit markers; left
-to itself it would hand gs://b/r to the os module, which reads it as the relative
-path gs:/b/r, where the old bug wrote too, so every operation is mapped), and
-Orbax's TensorStore spec for a gs:// path is swapped for TensorStore's `file`
-driver on the same folder (the arrays, which Orbax writes through TensorStore's
-own GCS driver and not through epath). Orbax also asks the bucket whether it has a
-hierarchical namespace (through google-cloud-storage): here it has none. ArrayRecord
-(the shards' records) opens gs:// paths in its own C++ file layer; its reader,
-writer and Grain's source over it are handed the bucket's folder instead.
+The bucket is tests/gcs_emulation.py's (conftest's `gcs_bucket` fixture).
 """
 import json
 import os
 
-import grain
 import pytest
-from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
-from etils.epath import testing as epath_testing
-from orbax.checkpoint._src.path import gcs_utils  # where Orbax turns gs:// paths into GCS calls
 
 from configs import test as test_config
-from jav.data import shards as shards_module
 from jav import media, sample
 from jav.data import synthetic
 from jav.runs import load_config, load_run
@@ -32,44 +17,6 @@ from jav.train.diffusion import train
 
 WORKDIR = "gs://test-bucket/run"
 DATA = "gs://test-bucket/data"
-
-
-@pytest.fixture
-def bucket(tmp_path, monkeypatch):
-    """The folder that holds the emulated gs:// buckets, with the working directory
-    moved to an empty folder that a gs:// path taken for a local one would land in."""
-    root = tmp_path / "gcs"
-    root.mkdir()
-    (tmp_path / "cwd").mkdir()
-    monkeypatch.chdir(tmp_path / "cwd")
-
-    def local(path):
-        path = os.fspath(path)
-        return str(root / path.removeprefix("gs://")) if path.startswith("gs://") else path
-
-    def remote(path):
-        path = os.fspath(path)
-        return "gs://" + path.removeprefix(f"{root}/") if path.startswith(f"{root}/") else path
-
-    def one(original, path, *args, **kwargs):
-        return original(local(path), *args, **kwargs)
-
-    def two(original, path, dst, **kwargs):
-        return original(local(path), local(dst), **kwargs)
-
-    mocks = {name: one for name in ("open", "exists", "isdir", "listdir", "makedirs", "mkdir", "remove", "rmtree", "stat")}
-    mocks.update(rename=two, replace=two, copy=two,
-                 glob=lambda original, pattern: [remote(p) for p in original(local(pattern))],
-                 walk=lambda original, top, **kw: ((remote(d), dirs, files) for d, dirs, files in original(local(top), **kw)))
-    monkeypatch.setattr(gcs_utils, "get_kvstore_for_gcs", lambda path: {"driver": "file", "path": local(path)})
-    # ArrayRecord reads and writes gs:// through its own C++ file layer, which epath's mock does not reach
-    monkeypatch.setattr(shards_module, "ArrayRecordWriter", lambda path, *a: ArrayRecordWriter(local(path), *a))
-    monkeypatch.setattr(shards_module, "ArrayRecordReader", lambda path, *a: ArrayRecordReader(local(path), *a))
-    source = grain.sources.ArrayRecordDataSource
-    monkeypatch.setattr(grain.sources, "ArrayRecordDataSource", lambda paths: source([local(p) for p in paths]))
-    monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
-    with epath_testing.mock_epath(**mocks):
-        yield root
 
 
 def config(shards, steps):
@@ -85,16 +32,16 @@ def losses(path):
     return {r["step"]: r["loss"] for r in map(json.loads, path.read_text().splitlines())}
 
 
-def test_train_resume_and_load_a_run_on_gcs(shards, bucket, tmp_path):
+def test_train_resume_and_load_a_run_on_gcs(shards, gcs_bucket, tmp_path):
     local = tmp_path / "local"
     train(config(shards, 3), str(local), log=lambda _: None)
 
     # the same 8 clips written to the bucket (the `shards` fixture's command), read from there
     synthetic.main(["--out", DATA, "--num", "8", "--records-per-shard", "4"])
-    assert sorted(p.name for p in (bucket / "test-bucket" / "data").iterdir()) == [
+    assert sorted(p.name for p in (gcs_bucket / "test-bucket" / "data").iterdir()) == [
         "manifest.json", "records-00000.array_record", "records-00001.array_record"]
     train(config(DATA, 2), WORKDIR, log=lambda _: None)
-    run = bucket / "test-bucket" / "run"
+    run = gcs_bucket / "test-bucket" / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2"]
     messages = []
     train(config(DATA, 3), WORKDIR, log=messages.append)
@@ -121,8 +68,8 @@ def test_train_resume_and_load_a_run_on_gcs(shards, bucket, tmp_path):
     # sampled from the bucket's run into the bucket
     paths = sample.main(["--workdir", WORKDIR, "--out", "gs://test-bucket/samples", "--steps", "2", "--prompt", "a red ball bouncing on a navy background"])
     assert [str(p) for p in paths] == ["gs://test-bucket/samples/000.mp4"]
-    frames, *_ = media.read_mp4(bucket / "test-bucket" / "samples" / "000.mp4")
+    frames, *_ = media.read_mp4(gcs_bucket / "test-bucket" / "samples" / "000.mp4")
     assert frames.shape[0] == cfg.data.fps * cfg.data.duration
-    assert json.loads((bucket / "test-bucket" / "samples" / "000.json").read_text())["checkpoint_step"] == 3
+    assert json.loads((gcs_bucket / "test-bucket" / "samples" / "000.json").read_text())["checkpoint_step"] == 3
     # nothing took gs://test-bucket/run for the relative path gs:/test-bucket/run
     assert os.listdir(".") == []
