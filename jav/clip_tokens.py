@@ -65,7 +65,7 @@ class TokenLayout:
     @classmethod
     def from_config(cls, cfg) -> "TokenLayout":
         d, m = cfg.data, cfg.model
-        positions = m.rope.get("layout", "jav")
+        positions = m.rope.layout
         if d.get("world") == "latent":  # precomputed latents: shapes and clock rates straight from the config
             causal = int(d.get("video_time_compression", 0))
             space = int(d.get("video_space_compression", 0) or (d.canvas // d.video_latent_shape[1] if "canvas" in d else 1))

@@ -104,7 +104,7 @@ def validate_flow_config(cfg: ml_collections.ConfigDict, prefix: str = "flow") -
         )
     if s.audio not in AUDIO_SIGMA_MODES:
         raise ValueError(f"{prefix}.sigma.audio={s.audio!r}; choose one of {AUDIO_SIGMA_MODES}.")
-    if cfg.get("loss_space", "velocity") not in LOSS_SPACES:
+    if cfg.loss_space not in LOSS_SPACES:
         raise ValueError(f"{prefix}.loss_space={cfg.loss_space!r}; choose one of {LOSS_SPACES}.")
     for key in ("video_weight", "audio_weight"):
         if not cfg[key] >= 0:
@@ -299,7 +299,7 @@ def token_error(v: jax.Array, target: jax.Array, t: jax.Array, cfg: ml_collectio
     """[B, N, P] velocities and targets, [B, N] timesteps -> [B, N]: the squared error
     averaged over a token's elements, weighted as cfg.loss_space says (see velocity_loss)."""
     se = jnp.square(v.astype(jnp.float32) - target.astype(jnp.float32)).mean(-1)
-    space = cfg.get("loss_space", "velocity")
+    space = cfg.loss_space
     if space != "velocity":
         tm = t.astype(jnp.float32)
         se = se * (jnp.square(tm) if space == "x0" else tm)

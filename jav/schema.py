@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jav.flow import flow_config
+
 DIFFUSION_PHASES = ("diffusion", "distill", "reward")
 
 
@@ -114,8 +116,8 @@ def complete_model(model_cfg: ml_collections.ConfigDict) -> ml_collections.Confi
 
 def complete(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of a run's config with every schema key it lacks at its default: `phase`,
-    `init_from` and the train keys of TRAIN for every phase, DIFFUSION_TRAIN, the model and
-    sampling sections for the diffusion phases (autoencoders and reward models have models of
+    `init_from` and the train keys of TRAIN for every phase, DIFFUSION_TRAIN, the model,
+    flow (jav.flow.flow_config) and sampling sections for the diffusion phases (autoencoders and reward models have models of
     their own kinds)."""
     cfg = ml_collections.ConfigDict(cfg.to_dict())
     if "phase" not in cfg:
@@ -129,6 +131,8 @@ def complete(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             _fill(cfg.train, DIFFUSION_TRAIN)
         if "model" in cfg:
             _fill(cfg.model, model())
+        if "flow" in cfg:
+            _fill(cfg.flow, flow_config())
         if "sample" not in cfg:
             cfg.sample = {}
         _fill(cfg.sample, sample())
