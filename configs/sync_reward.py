@@ -21,14 +21,15 @@ def get_config(arg=None):
     """'bounce' (default) or 'tiny'."""
     # each example is a 2 s window (the diffusion demo's 16 frames, 200 log-mel frames)
     # cut from inside a longer clip, its sound moved by up to max_shift frames either way
-    data = autoencoder.bounce_stream(duration=3.0, fields=("video", "logmel"))  # 2 s + 2 x 4 frames at 8 fps
+    # "events": the frames holding a contact, which both embeddings learn to tell (model.event_weight)
+    data = autoencoder.bounce_stream(duration=3.0, fields=("video", "logmel", "events"))  # 2 s + 2 x 4 frames at 8 fps
     data.eval_clips = 64
     if arg in (None, "", "bounce"):
-        cfg = autoencoder.experiment(sync_reward.model_config(), "sync_reward", batch_size=32, steps=4000, lr=3e-3, warmup_steps=100,
+        cfg = autoencoder.experiment(sync_reward.model_config(event_weight=1.0), "sync_reward", batch_size=32, steps=4000, lr=3e-3, warmup_steps=100,
                                      data=data, log_every=50, checkpoint_every=250, eval_every=250, ema_decay=0.99)
     elif arg == "tiny":
         data.eval_clips, data.duration = 4, 2.5  # 2 s + 2 x 2 frames
-        model = sync_reward.model_config(width=16, depth=1, patch_dim=4, max_shift=2)
+        model = sync_reward.model_config(width=16, depth=1, patch_dim=4, max_shift=2, event_weight=1.0)
         cfg = autoencoder.experiment(model, "sync_reward", batch_size=4, steps=4, lr=1e-3, warmup_steps=1, data=data,
                                      log_every=2, checkpoint_every=2, eval_every=2, ema_decay=0.9)
     else:

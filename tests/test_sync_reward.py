@@ -32,6 +32,29 @@ def test_examples_are_windows_from_inside_the_clip_moved_by_whole_frames():
         S.crops(m, video[:, :18], logmel[:, :225], jnp.array([2, 2, 2]))
 
 
+def test_event_labels_are_the_worlds_contact_frames_and_move_with_the_sound():
+    from jav.data import bounce
+    from jav.data.bounce_stream import clip_arrays, contact_frames
+
+    params = bounce.BounceParams()
+    clip = bounce.generate_clip(5, params)
+    events = contact_frames(clip, params)
+    times = [t for d in clip.metadata["discs"] for t, _, _ in d["contacts"]]
+    assert events.shape == (params.num_frames,) and set(np.flatnonzero(events)) == {int(t * params.fps) for t in times}
+    np.testing.assert_array_equal(clip_arrays(5, params, ("events",))["events"], events)
+
+    m = configs.get_config("tiny").model
+    video, logmel = jnp.zeros((3, 20, 32, 32, 3)), jnp.zeros((3, 250, 2))
+    long_events = jnp.asarray(np.random.default_rng(0).integers(0, 2, (3, 20)), jnp.float32)
+    *_, picture, sound = S.crops(m, video, logmel, jnp.array([2, 4, 5]), long_events)
+    np.testing.assert_array_equal(picture, long_events[:, 2:18])  # the picture's frames
+    np.testing.assert_array_equal(sound[0], long_events[0, 2:18])  # in sync: the same frames
+    np.testing.assert_array_equal(sound[1], long_events[1, 4:22 - 2])  # 2 frames late: the events 2 frames on
+    np.testing.assert_array_equal(sound[2], long_events[1, 2:18])  # unrelated: the previous clip's
+    positive = jnp.array([True, False, True, False])
+    assert float(S.labelled_auc(jnp.array([3.0, 1.0, 2.0, 2.0]), positive)) == pytest.approx(0.875)
+
+
 def test_auc_is_the_pairwise_probability():
     rng = np.random.default_rng(0)
     pos = rng.normal(1, 1, 50)
@@ -47,9 +70,11 @@ def test_tiny_config_trains_scores_and_loads(tmp_path):
     assert last["step"] == 4
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     scores = rows[-1]
-    for key in ("eval_accuracy", "eval_offset_within_frame", "eval_auc_250ms", "eval_auc_unrelated"):
+    for key in ("eval_accuracy", "eval_offset_within_frame", "eval_auc_250ms", "eval_auc_unrelated", "eval_event_auc_picture",
+                "eval_event_auc_sound"):
         assert 0.0 <= scores[key] <= 1.0, (key, scores)
     assert any("held-out" in line and "auc_250ms" in line for line in lines), lines
+    assert all("event_loss" in r for r in rows if "loss" in r)  # the tiny config trains the event heads too
     _, model = load_autoencoder(tmp_path)
     clip = {k: jnp.asarray(v) for k, v in heldout_batch(cfg.data, 2).items()}
     reward = S.reward(model, clip["video"], clip["logmel"])

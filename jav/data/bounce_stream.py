@@ -16,7 +16,8 @@ import numpy as np
 from jav.data import bounce, mel
 
 HELDOUT_SEED = 1_000_000_000
-FIELDS = ("video", "logmel", "wave")
+FIELDS = ("video", "logmel", "wave", "events")  # what data.fields may name
+DEFAULT_FIELDS = ("video", "logmel", "wave")
 
 
 def bounce_params(data_cfg) -> bounce.BounceParams:
@@ -25,9 +26,19 @@ def bounce_params(data_cfg) -> bounce.BounceParams:
     return dataclasses.replace(bounce.BounceParams(), **{k: data_cfg[k] for k in keys if k in data_cfg})
 
 
-def clip_arrays(seed: int, params: bounce.BounceParams, fields=FIELDS, mel_params: mel.MelParams | None = None) -> dict:
+def contact_frames(clip: bounce.Clip, params: bounce.BounceParams) -> np.ndarray:
+    """[T] float32: 1 for each video frame f whose interval [f, f + 1) / fps holds a contact of any disc."""
+    events = np.zeros(params.num_frames, np.float32)
+    for disc in clip.metadata["discs"]:
+        for time, _, _ in disc["contacts"]:
+            events[min(int(time * params.fps), params.num_frames - 1)] = 1.0
+    return events
+
+
+def clip_arrays(seed: int, params: bounce.BounceParams, fields=DEFAULT_FIELDS, mel_params: mel.MelParams | None = None) -> dict:
     """One clip's arrays: video [T, H, W, 3] float32 in [-1, 1], logmel [Ta, n_mels]
-    (jav.data.mel's normalisation), wave [S] float32; only the `fields` asked for."""
+    (jav.data.mel's normalisation), wave [S] float32, events [T] (`contact_frames`);
+    only the `fields` asked for."""
     clip = bounce.generate_clip(seed, params)
     out = {}
     if "video" in fields:
@@ -36,17 +47,19 @@ def clip_arrays(seed: int, params: bounce.BounceParams, fields=FIELDS, mel_param
         out["logmel"] = mel.waveform_to_logmel(clip.audio, mel_params or mel.MelParams(sample_rate=params.sample_rate))
     if "wave" in fields:
         out["wave"] = clip.audio
+    if "events" in fields:
+        out["events"] = contact_frames(clip, params)
     return out
 
 
-def stack(seeds, params: bounce.BounceParams, fields=FIELDS) -> dict:
+def stack(seeds, params: bounce.BounceParams, fields=DEFAULT_FIELDS) -> dict:
     clips = [clip_arrays(int(s), params, fields) for s in seeds]
     return {k: np.stack([c[k] for c in clips]) for k in fields}
 
 
 def heldout_batch(data_cfg, num: int, start: int = 0) -> dict:
     """`num` held-out clips (seeds HELDOUT_SEED + start ...), fields as the config asks."""
-    fields = tuple(data_cfg.get("fields", FIELDS))
+    fields = tuple(data_cfg.get("fields", DEFAULT_FIELDS))
     return stack(range(HELDOUT_SEED + start, HELDOUT_SEED + start + num), bounce_params(data_cfg), fields)
 
 
@@ -58,7 +71,7 @@ class BounceStream:
     """
 
     def __init__(self, data_cfg, batch_size: int, *, index: int = 0, count: int = 1):
-        fields = tuple(data_cfg.get("fields", FIELDS))
+        fields = tuple(data_cfg.get("fields", DEFAULT_FIELDS))
         unknown = [f for f in fields if f not in FIELDS]
         if unknown or not fields:
             raise ValueError(f"data.fields={fields}: each must be one of {FIELDS}")

@@ -29,11 +29,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 
 
 def model_config(width=64, depth=2, video_patch=4, patch_dim=16, audio_window=16, max_shift=4,
-                 video_shape=(16, 32, 32, 3), n_mels=64, frame_weight=1.0) -> ml_collections.ConfigDict:
+                 video_shape=(16, 32, 32, 3), n_mels=64, frame_weight=1.0, event_weight=0.0) -> ml_collections.ConfigDict:
     """Keys:
       width: the size of each frame's embedding, video and sound alike.
       depth: temporal convolutions (kernel 3) over each modality's frame embeddings, so
@@ -49,10 +50,14 @@ def model_config(width=64, depth=2, video_patch=4, patch_dim=16, audio_window=16
       frame_weight: weight of the per-frame matching loss beside the offset class's: each
         picture frame of a clip whose offset k is known picks its sound frame f + k among
         all of the clip's (a signal per frame instead of one per clip).
+      event_weight: weight of the event loss (0: none, and no event heads): each frame's
+        picture embedding and sound embedding predict whether a contact falls in that
+        frame (the world's contact times, batch["events"]; data.fields names "events"),
+        so that both embeddings carry when things happen, which the matching then compares.
     """
     return ml_collections.ConfigDict(dict(width=width, depth=depth, video_patch=video_patch, patch_dim=patch_dim,
                                           audio_window=audio_window, max_shift=max_shift, video_shape=tuple(video_shape),
-                                          n_mels=n_mels, frame_weight=frame_weight))
+                                          n_mels=n_mels, frame_weight=frame_weight, event_weight=event_weight))
 
 
 def num_classes(cfg) -> int:
@@ -103,6 +108,9 @@ class SyncScorer(nnx.Module):
         self.audio_out = nnx.LayerNorm(cfg.width, rngs=rngs)
         self.scale = nnx.Param(jnp.asarray(5.0))
         self.bias = nnx.Param(jnp.zeros((num_classes(cfg),)))
+        # runs written before the key existed have none (and no heads)
+        self.events = nnx.Dict(video=nnx.Linear(cfg.width, 1, rngs=rngs), audio=nnx.Linear(cfg.width, 1, rngs=rngs)) \
+            if cfg.get("event_weight", 0.0) > 0 else None
 
     def check(self, video: jax.Array, logmel: jax.Array) -> None:
         cfg = self.cfg
@@ -112,8 +120,9 @@ class SyncScorer(nnx.Module):
         if video.shape[1] <= cfg.max_shift:
             raise ValueError(f"{video.shape[1]} frames cannot show an offset of model.max_shift={cfg.max_shift} frames")
 
-    def embeddings(self, video: jax.Array, logmel: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """-> unit-length picture and sound embeddings, [B, T, width] each."""
+    def embeddings(self, video: jax.Array, logmel: jax.Array, with_events: bool = False):
+        """-> unit-length picture and sound embeddings, [B, T, width] each (with_events: and
+        the event heads' logits of each frame's picture and sound, [B, T] each)."""
         cfg = self.cfg
         self.check(video, logmel)
         b, t, h, w, _ = video.shape
@@ -130,19 +139,25 @@ class SyncScorer(nnx.Module):
         a = _with_difference(logmel.astype(jnp.float32), axis=1)[:, index].reshape(b, t, -1)  # [B, T, window * 2 n_mels]
         a = self.audio_out(self.audio_time(self.sound(a)))
         unit = lambda x: x / jnp.sqrt(jnp.sum(jnp.square(x), -1, keepdims=True) + 1e-6)  # noqa: E731
+        if with_events:
+            if self.events is None:
+                raise ValueError("this sync model has no event heads: set model.event_weight > 0")
+            return unit(v), unit(a), self.events["video"](v)[..., 0], self.events["audio"](a)[..., 0]
         return unit(v), unit(a)
 
-    def __call__(self, video: jax.Array, logmel: jax.Array, with_similarity: bool = False):
+    def __call__(self, video: jax.Array, logmel: jax.Array, with_similarity: bool = False, with_events: bool = False):
         """-> [B, num_classes] logits: offsets -max_shift .. max_shift frames, then unrelated
-        (and, with_similarity, the [B, T, T] similarity of picture f with sound g)."""
-        v, a = self.embeddings(video, logmel)
+        (and, with_similarity, the [B, T, T] similarity of picture f with sound g; with_events,
+        the per-frame event logits of picture and sound, [B, T] each)."""
+        v, a, *events = self.embeddings(video, logmel, with_events)
         t, s = v.shape[1], self.cfg.max_shift
         similarity = jnp.einsum("bfd,bgd->bfg", v, a)  # picture f against sound g
         rel = np.arange(t)[None, :] - np.arange(t)[:, None]  # g - f: how late the sound is
         on = (rel[None] == np.arange(-s, s + 1)[:, None, None]).astype(np.float32)  # [2s + 1, T, T] each offset's pairs
         scores = jnp.einsum("bfg,kfg->bk", similarity, on / on.sum((1, 2), keepdims=True))
         logits = self.scale[...] * jnp.pad(scores, ((0, 0), (0, 1))) + self.bias[...]  # the last class scores 0 + its bias
-        return (logits, similarity) if with_similarity else logits
+        out = (logits,) + ((similarity,) if with_similarity else ()) + tuple(events)
+        return out if len(out) > 1 else logits
 
 
 def init_model(cfg: ml_collections.ConfigDict, key: jax.Array, out_shardings=None) -> SyncScorer:
@@ -152,7 +167,7 @@ def init_model(cfg: ml_collections.ConfigDict, key: jax.Array, out_shardings=Non
     return SyncScorer(cfg, rngs=nnx.Rngs(params=key))
 
 
-def crops(cfg, video: jax.Array, logmel: jax.Array, classes: jax.Array) -> tuple[jax.Array, jax.Array]:
+def crops(cfg, video: jax.Array, logmel: jax.Array, classes: jax.Array, events: jax.Array | None = None) -> tuple:
     """Training examples of each clip's class, cut from the inside of longer clips.
 
     video [B, T_long, H, W, 3] and logmel [B, Ta_long, n_mels] cover the same time,
@@ -161,7 +176,9 @@ def crops(cfg, video: jax.Array, logmel: jax.Array, classes: jax.Array) -> tuple
     frames, or (the last class) the aligned log-mel of another clip (the previous one
     in the batch). Every example is a window from a clip's inside, so nothing at its
     edges (where a rolled or padded track would show a seam) tells the shift.
-    -> (video [B, T, H, W, 3], logmel [B, round(T Ta_long / T_long), n_mels]).
+    -> (video [B, T, H, W, 3], logmel [B, round(T Ta_long / T_long), n_mels]), and with
+    `events` [B, T_long] (contact frames of the long clips) the events of each crop's
+    picture and of its sound, [B, T] each.
     """
     t, s = cfg.video_shape[0], cfg.max_shift
     t_long, ta_long = video.shape[1], logmel.shape[1]
@@ -178,7 +195,12 @@ def crops(cfg, video: jax.Array, logmel: jax.Array, classes: jax.Array) -> tuple
 
     moved = window(jnp.where(unrelated, 0, classes - s))
     other = jnp.roll(window(jnp.zeros_like(classes)), 1, axis=0)  # the previous clip's, in sync with its own picture
-    return video[:, s:s + t], jnp.where(unrelated[:, None, None], other, moved)
+    out = (video[:, s:s + t], jnp.where(unrelated[:, None, None], other, moved))
+    if events is None:
+        return out
+    shifted = jax.vmap(lambda e, i: jax.lax.dynamic_slice_in_dim(e, i, t))(events, s + jnp.where(unrelated, 0, classes - s))
+    sound_events = jnp.where(unrelated[:, None], jnp.roll(events[:, s:s + t], 1, axis=0), shifted)
+    return out + (events[:, s:s + t], sound_events)
 
 
 def training_loss(model: SyncScorer, batch: dict, key: jax.Array, cfg) -> tuple[jax.Array, dict]:
@@ -192,11 +214,20 @@ def training_loss(model: SyncScorer, batch: dict, key: jax.Array, cfg) -> tuple[
     if video.shape[0] < 2:
         raise ValueError("the sync model swaps soundtracks between clips of a batch: train.batch_size must be at least 2")
     classes = jax.random.randint(key, (video.shape[0],), 0, num_classes(m))
-    logits, similarity = model(*crops(m, video, logmel, classes), with_similarity=True)
+    with_events = m.get("event_weight", 0.0) > 0
+    if with_events and "events" not in batch:
+        raise ValueError("model.event_weight > 0 trains on the world's contact frames: add 'events' to data.fields")
+    video, logmel, *events = crops(m, video, logmel, classes, batch["events"] if with_events else None)
+    logits, similarity, *event_logits = model(video, logmel, with_similarity=True, with_events=with_events)
     offset_loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), classes[:, None], axis=1))
     frames = frame_matching_loss(model.scale[...] * similarity, classes - m.max_shift, classes < num_classes(m) - 1)
-    return offset_loss + m.frame_weight * frames, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == classes),
-                                                   "offset_loss": offset_loss, "frame_loss": frames}
+    metrics = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == classes), "offset_loss": offset_loss, "frame_loss": frames}
+    loss = offset_loss + m.frame_weight * frames
+    if with_events:
+        bce = lambda z, y: jnp.mean(optax.sigmoid_binary_cross_entropy(z, y))  # noqa: E731
+        metrics["event_loss"] = bce(event_logits[0], events[0]) + bce(event_logits[1], events[1])
+        loss = loss + m.event_weight * metrics["event_loss"]
+    return loss, metrics
 
 
 def frame_matching_loss(logits: jax.Array, shift: jax.Array, known: jax.Array) -> jax.Array:
@@ -216,6 +247,14 @@ def auc(positive: jax.Array, negative: jax.Array) -> jax.Array:
     """The probability that a positive scores above a negative (ties count half)."""
     p, n = positive[:, None], negative[None, :]
     return jnp.mean((p > n) + 0.5 * (p == n))
+
+
+def labelled_auc(scores: jax.Array, positive: jax.Array) -> jax.Array:
+    """`auc` of the positive entries of `scores` against the others, under jit (NaN if either set is empty)."""
+    pairs = positive[:, None] & ~positive[None, :]
+    wins = (scores[:, None] > scores[None, :]) + 0.5 * (scores[:, None] == scores[None, :])
+    count = pairs.sum()
+    return jnp.where(count > 0, jnp.sum(wins * pairs) / jnp.maximum(count, 1), jnp.nan)
 
 
 def reward(model: SyncScorer, video: jax.Array, logmel: jax.Array) -> jax.Array:
@@ -250,9 +289,16 @@ def evaluate(model: SyncScorer, batch: dict, cfg) -> dict:
     if not 0 < near <= m.max_shift:
         raise ValueError(f"auc_250ms needs a shift of {near} frames (250 ms at data.fps); model.max_shift={m.max_shift} is smaller")
     two = [m.max_shift - near, m.max_shift + near]
-    return dict(
+    scores = dict(
         accuracy=jnp.mean(jnp.argmax(logits, -1) == classes),
         offset_within_frame=jnp.mean(jnp.abs(offsets[shift_rows] - truth[shift_rows]) <= 1),
         auc_250ms=auc(log_p[m.max_shift], log_p[jnp.array(two)].reshape(-1)),
         auc_unrelated=auc(log_p[m.max_shift], log_p[-1]),
     )
+    if model.events is not None and "events" in batch:  # how well each frame's picture and sound tell a contact
+        aligned = jnp.full((b,), m.max_shift)
+        v, a, picture_events, sound_events = crops(m, video, logmel, aligned, batch["events"])
+        _, picture_logits, sound_logits = model(v, a, with_events=True)
+        for name, z, y in (("picture", picture_logits, picture_events), ("sound", sound_logits, sound_events)):
+            scores[f"event_auc_{name}"] = labelled_auc(z.reshape(-1), y.reshape(-1) > 0.5)
+    return scores
