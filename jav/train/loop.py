@@ -45,7 +45,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter, record_writer
 
-from jav import perf, sharding
+from jav import perf, schema, sharding
 from jav.train.checkpoint import Checkpointer, abstract_like, is_remote, restore_params_from
 from jav.train.step import init_opt_state, opt_state_shardings
 
@@ -287,6 +287,7 @@ def _has_adapters(run_dir) -> bool:
 
 def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dict:
     """Trains `phase` as `cfg` says in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
+    cfg = schema.complete(cfg)  # the loop's own keys (train.*, init_from) at their defaults where unsaid
     workdir = epath.Path(workdir)
     mesh = sharding.mesh_from_config(cfg.mesh)
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
