@@ -2,6 +2,7 @@
 shared masked-mean projection and LTX-2.3's per-stream RMS projections; with registers,
 without, both RoPE pair layouts) loaded by `jav.convert.ltx2_text` give diffusers' video
 and audio caption embeddings and mask, for left-padded captions of several lengths."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -51,6 +52,21 @@ def test_connectors_match_diffusers(case):
         assert g.shape == w.shape, (name, g.shape, w.shape)
         scale = max(float(np.abs(w).max()), 1e-6)
         assert float(np.abs(g - w).max()) / scale <= 1e-5, (case, name, float(np.abs(g - w).max()) / scale)
+
+
+def test_bfloat16_connectors_match_diffusers_in_bfloat16():
+    ref = reference().to(torch.bfloat16)
+    rng = np.random.default_rng(2)
+    states = rng.normal(size=(2, L, C, F)).astype(np.float32)
+    mask = np.ones((2, L), np.int64)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        want = [x.float().numpy() for x in ref(torch.from_numpy(states).to(torch.bfloat16), torch.from_numpy(mask))[:2]]
+    tensors = {k: v.detach().float().numpy() for k, v in ref.state_dict().items()}  # bf16 values, exact in float32
+    jav = ltx2_text.connectors_from_tensors(tensors, dict(ref.config), dtype="bfloat16")
+    got = [np.asarray(x, np.float32) for x in jav(states.astype(jnp.bfloat16), mask)[:2]]
+    for g, w in zip(got, want):
+        assert float(np.abs(g - w).max()) / float(np.abs(w).max()) <= 2e-2
 
 
 def test_unsupported_options_are_named():

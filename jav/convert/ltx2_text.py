@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -65,11 +66,11 @@ def tensor_map(cfg) -> list[Entry]:
     return out
 
 
-def connectors_from_tensors(tensors, hf_cfg: dict) -> TextConnectors:
+def connectors_from_tensors(tensors, hf_cfg: dict, dtype: str = "float32") -> TextConnectors:
     """`tensors` (name -> array: a dict, or a SafetensorsReader) of a diffusers connectors model
-    whose config is `hf_cfg` -> jav's TextConnectors holding them (in float32)."""
+    whose config is `hf_cfg` -> jav's TextConnectors holding them, parameters and compute in `dtype`."""
     cfg = config_from_diffusers(hf_cfg)
-    model = nnx.eval_shape(lambda: TextConnectors(cfg, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: TextConnectors(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=dtype))
     graphdef, state = nnx.split(model)
     flat = dict(nnx.to_flat_state(state))
     entries = tensor_map(cfg)
@@ -80,11 +81,12 @@ def connectors_from_tensors(tensors, hf_cfg: dict) -> TextConnectors:
                          f"tensors jav has no place for: {unused[:8]}")
     if {e.path for e in entries} != set(flat):
         raise ValueError(f"the connectors' tensor map misses jav parameters: {sorted(set(flat) - {e.path for e in entries})[:8]}")
-    values = {e.path: to_jav_tensor(np.asarray(tensors[e.hf], np.float32), e, flat[e.path].get_value().shape) for e in entries}
+    values = {e.path: jnp.asarray(to_jav_tensor(np.asarray(tensors[e.hf], np.float32), e, flat[e.path].get_value().shape), dtype)
+              for e in entries}
     return nnx.merge(graphdef, nnx.from_flat_state([(p, v.replace(values[p])) for p, v in flat.items()]))
 
 
-def load_connectors(src) -> TextConnectors:
+def load_connectors(src, dtype: str = "float32") -> TextConnectors:
     """A diffusers `LTX2TextConnectors` folder (config.json and safetensors) -> jav's TextConnectors."""
     src = pathlib.Path(src)
-    return connectors_from_tensors(SafetensorsReader(src), json.loads((src / "config.json").read_text()))
+    return connectors_from_tensors(SafetensorsReader(src), json.loads((src / "config.json").read_text()), dtype)
