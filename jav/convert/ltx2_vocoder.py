@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import pathlib
 
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from jav.convert.safetensors_io import SafetensorsReader
+from jav.convert.torch_named import module_from_tensors
 from jav.models.ltx2_vocoder import LTX2Vocoder, vocoder_config
 
 REQUIRED = dict(act_fn="leaky_relu", antialias=False)
@@ -33,29 +32,11 @@ def config_from_diffusers(hf: dict) -> ml_collections.ConfigDict:
     return vocoder_config(**{k: hf[k] for k in keys if k in hf})
 
 
-def jav_path(name: str) -> tuple:
-    """A diffusers tensor name -> jav's parameter path (list indices as ints)."""
-    return tuple(int(p) if p.isdigit() else p for p in name.split("."))
-
-
 def vocoder_from_tensors(tensors, hf_cfg: dict, dtype: str = "float32") -> LTX2Vocoder:
     """`tensors` (name -> array: a dict or a SafetensorsReader) of a diffusers LTX2Vocoder whose
     config is `hf_cfg` -> jav's LTX2Vocoder holding them in `dtype`."""
     cfg = config_from_diffusers(hf_cfg)
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: LTX2Vocoder(cfg, rngs=nnx.Rngs(0))))
-    flat = dict(nnx.to_flat_state(state))
-    names = tensors.names() if hasattr(tensors, "names") else list(tensors)
-    paths = {jav_path(n): n for n in names}
-    missing, unused = sorted(set(flat) - set(paths)), sorted(n for p, n in paths.items() if p not in flat)
-    if missing or unused:
-        raise ValueError(f"LTX-2 vocoder: parameters the checkpoint lacks: {missing[:8]}; tensors jav has no place for: {unused[:8]}")
-    values = {}
-    for path, var in flat.items():
-        x = np.asarray(tensors[paths[path]], np.float32)
-        if x.shape != var.get_value().shape:
-            raise ValueError(f"LTX-2 vocoder tensor {paths[path]} has shape {x.shape}, the config makes {var.get_value().shape}")
-        values[path] = jnp.asarray(x, dtype)
-    return nnx.merge(graphdef, nnx.from_flat_state([(p, v.replace(values[p])) for p, v in flat.items()]))
+    return module_from_tensors(lambda: LTX2Vocoder(cfg, rngs=nnx.Rngs(0)), tensors, "LTX-2 vocoder", dtype)
 
 
 def load_vocoder(src, dtype: str = "float32") -> LTX2Vocoder:
