@@ -22,7 +22,8 @@ coupling in every layer, x0-prediction, with what the synchrony measurements
   high-noise steps, where the video is the only source of timing, are trained.
 600 steps of 16 clips fit `make demo` in 20 minutes on a 2-core CPU; the bursts
 it makes land near contacts but for about one contact in four. The run of record
-(configs/bounce_reference.py) is this config trained four times as long.
+(configs/bounce_reference.py) is this config trained eight times as long, with the
+audio's noise level drawn on its own and cross-modal guidance 3 at sampling.
 `arg` picks the joint mode (`configs/bounce_demo.py:joint_attn`, `:none`) for
 side-by-side runs; `none` also turns the aligned path (a coupling) off.
 The VAE-latent version of the same world is configs/bounce_latent.py.
