@@ -49,11 +49,13 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def _keys(cfg, prefix="") -> list[str]:
+    """Every leaf key of `cfg`, dotted."""
     out = []
     for k, v in cfg.items():
-        out.append(prefix + k)
         if isinstance(v, (ml_collections.ConfigDict, dict)):
             out += _keys(v, prefix + k + ".")
+        else:
+            out.append(prefix + k)
     return out
 
 
