@@ -119,7 +119,7 @@ def test_bounce_stream_is_deterministic_resumable_and_disjoint_from_heldout():
     held = bounce_stream.heldout_batch(cfg, 2)
     assert not any(np.array_equal(h, f) for h in held["wave"] for f in np.concatenate([first["wave"], second["wave"]]))
     cfg.fields = ("video", "pixels")
-    with pytest.raises(ValueError, match=r"data.fields.*one of \('video', 'logmel', 'wave'\)"):
+    with pytest.raises(ValueError, match=r"data.fields.*one of \('video', 'logmel', 'wave', 'events'\)"):
         bounce_stream.BounceStream(cfg, 2)
 
 
