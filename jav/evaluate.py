@@ -25,12 +25,9 @@ Writes OUT/TASK/NNN.mp4, NNN.wav, NNN.json (prompt, settings, metrics) and
 OUT/TASK/summary.json (default OUT: WORKDIR/samples); prints one line per clip
 and the means.
 
-Sampling settings are the run's config keys (`sample.steps`, `sample.text_video`,
-`sample.text_audio`, `sample.modality`, `sample.sampler`, `sample.noise_level`,
-`model.dtype`, `model.attention.kernel`), changed for one evaluation by
-`--config.KEY=VALUE` (jav.cli); `--steps`, `--cfg-video`, `--cfg-audio`,
-`--modality-guidance`, `--sampler` and `--noise-level` are shorthands for the
-`sample.` keys.
+Sampling settings are the run's config keys, changed for one evaluation by
+`--config.KEY=VALUE` as for `jav.sample` (whose docstring lists them); the
+sampling flags below are shorthands for the `sample.` keys.
 """
 from __future__ import annotations
 
