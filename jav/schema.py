@@ -130,7 +130,7 @@ def complete(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if "train" in cfg:
             _fill(cfg.train, DIFFUSION_TRAIN)
         if "model" in cfg:
-            _fill(cfg.model, model())
+            cfg.model = complete_model(cfg.model)
         if "flow" in cfg:
             _fill(cfg.flow, flow_config())
         if "sample" not in cfg:

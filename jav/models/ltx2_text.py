@@ -94,8 +94,8 @@ class Connector(nnx.Module):
         self.blocks = nnx.List([ConnectorBlock(dim, s.heads, s.head_dim, cfg.rope_pairs, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
                                 for _ in range(s.depth)])
 
-    def __call__(self, x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """x [B, L, D], valid [B, L] bool -> (out [B, L, D], valid out: all True with registers)."""
+    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+        """x [B, L, D], valid [B, L] bool -> [B, L, D]."""
         b, length, _ = x.shape
         mask = Mask(None, valid)
         if self.registers is not None:
@@ -106,12 +106,12 @@ class Connector(nnx.Module):
             front = jnp.take_along_axis(x, order[..., None], axis=1)
             registers = jnp.tile(self.registers[...], (length // r, 1)).astype(x.dtype)
             x = jnp.where(jnp.arange(length)[None, :, None] < valid.sum(axis=1)[:, None, None], front, registers[None])
-            valid, mask = jnp.ones_like(valid), None
+            mask = None  # every position holds a token or a register: all attend
         pos = jnp.arange(length, dtype=jnp.float32)[None, :, None]
         angles = ltx2_angles(pos, self.heads, self.head_dim, self.theta, (self.base_seq_len,), axes=1)
         for block in self.blocks:
             x = block(x, angles, mask)
-        return rms_norm(x), valid
+        return rms_norm(x)
 
 
 class TextConnectors(nnx.Module):
@@ -133,11 +133,9 @@ class TextConnectors(nnx.Module):
             self.proj_in = Dense(width, cfg.caption_channels, ("mlp", "embed"), **kw)
         self.connectors = nnx.Dict({m: Connector(cfg, m, rngs=rngs, dtype=dtype, param_dtype=param_dtype) for m in STREAMS})
 
-    def __call__(self, states: jax.Array, mask: jax.Array, padding_side: str = "left", scale: float = 8.0):
-        """states [B, L, C, F] (or [B, L, C * F]), mask [B, L] (1: token) -> (video [B, L, Dv],
-        audio [B, L, Da], video's mask [B, L] int32). `padding_side` is unused: the valid tokens
-        are those `mask` marks, wherever the padding is."""
-        del padding_side
+    def __call__(self, states: jax.Array, mask: jax.Array, scale: float = 8.0):
+        """states [B, L, C, F] (or [B, L, C * F]), mask [B, L] (1: token, on either side) ->
+        (video [B, L, Dv], audio [B, L, Da], the caption mask [B, L] int32)."""
         cfg = self.cfg
         if states.ndim == 3:
             states = states.reshape(*states.shape[:2], cfg.caption_channels, -1)
@@ -151,14 +149,10 @@ class TextConnectors(nnx.Module):
         else:
             shared = self.proj_in(masked_mean_range_norm(states, valid, scale))
             inputs = {m: shared for m in STREAMS}
-        video, _ = self.connectors["video"](inputs["video"], valid)
-        audio, _ = self.connectors["audio"](inputs["audio"], valid)
+        video = self.connectors["video"](inputs["video"], valid)
+        audio = self.connectors["audio"](inputs["audio"], valid)
         # The reference derives the caption mask it returns (and multiplies the video embedding by) as
         # "additive connector mask < 1e-6", which holds at padded positions too (their mask is negative):
         # every position is kept, with or without registers. jav returns the same.
         return video, audio, jnp.ones(valid.shape, jnp.int32)
-
-
-def init_connectors(cfg: ml_collections.ConfigDict, seed: int = 0) -> TextConnectors:
-    return TextConnectors(cfg, rngs=nnx.Rngs(seed))
 
