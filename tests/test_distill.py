@@ -18,8 +18,10 @@ from configs import test as test_config
 from jav import samplers, sharding
 from jav.clip_tokens import TokenLayout
 from jav.models import AVDiT
-from jav.runs import load_run
+from jav.runs import load_config, load_run
 from jav.train import loop
+from jav.models.av_dit import GUIDANCE_TERMS
+from jav.train import distill as distill_lib
 from jav.train.distill import DistillPhase, distill_loss, distill_targets, draw_interval
 
 # with tests/test_reward.py on one worker, which trains conftest's tiny run once (pytest -n 2 --dist loadgroup)
@@ -196,6 +198,19 @@ def test_a_student_that_is_not_its_teachers_architecture_is_refused(teacher):
     cfg.distill.guidance.text_video = [0.5, 2.0]
     with pytest.raises(ValueError, match=r"distill.guidance.text_video=\[0.5, 2.0\]"):
         DistillPhase(cfg).validate(mesh)
+    cfg = student_config(teacher)
+    cfg.sample.text_video = 4.0
+    with pytest.raises(ValueError, match=r"sample.text_video=4.0 is outside distill.guidance.text_video=\[1.0, 3.0\]"):
+        DistillPhase(cfg).validate(mesh)
+
+
+def test_the_students_guidance_ranges_reach_the_teachers_sampling_scales(teacher):
+    """A teacher sampled with cross-modal guidance 3 gives a student that learns that term up
+    to 3 (it samples at the teacher's settings), the default ranges kept where they reach further."""
+    teacher_cfg = load_config(teacher)
+    teacher_cfg.sample.modality, teacher_cfg.sample.text_video = 3.0, 2.0
+    cfg = distill_lib.student_config(teacher_cfg, "unused")
+    assert [list(cfg.distill.guidance[t]) for t in GUIDANCE_TERMS] == [[1.0, 3.0], [1.0, 1.0], [1.0, 3.0]]
 
 
 def test_the_teacher_path_target_is_the_teachers_euler_displacement():

@@ -85,6 +85,9 @@ def student_config(teacher_cfg, teacher: str = "") -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(teacher_cfg.to_dict())
     cfg.phase = "distill"
     cfg.distill = distill_config(teacher)
+    for term in GUIDANCE_TERMS:  # the range reaches the teacher's own sampling scale, which the student samples at
+        low, high = cfg.distill.guidance[term]
+        cfg.distill.guidance[term] = [low, max(high, float(teacher_cfg.sample[term]))]
     cfg.model.guidance_embed = True
     cfg.model.interval_embed = True
     cfg.init_from = ""  # the student starts from the teacher (distill.teacher)
@@ -126,6 +129,9 @@ def validate_distill(cfg) -> ml_collections.ConfigDict:
         low, high = d.guidance[term]
         if not 1.0 <= low <= high:
             raise ValueError(f"distill.guidance.{term}={[low, high]} must be [low, high] with 1 <= low <= high (1: the term off)")
+        if not low <= cfg.sample[term] <= high:
+            raise ValueError(f"sample.{term}={cfg.sample[term]} is outside distill.guidance.{term}={[low, high]}, the scales the "
+                             f"student learns; widen the range or sample inside it")
     if d.get("jvp_warmup", 0) < 0 or d.get("adaptive_p", 0.0) < 0:
         raise ValueError(f"distill.jvp_warmup={d.jvp_warmup} and distill.adaptive_p={d.adaptive_p} must be >= 0")
     if not 0.0 <= d.mean_fraction <= 1.0:
