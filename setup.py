@@ -6,6 +6,7 @@ that `make` installs and the tests ran with stay in the requirements*.txt files.
 Accelerators: `pip install -e .[cuda12]` (NVIDIA GPUs) or `.[tpu]` (TPU VMs),
 each at the release built against the pinned jax.
 """
+
 import re
 from pathlib import Path
 

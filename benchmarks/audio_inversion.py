@@ -10,6 +10,7 @@ of the round trip, the share of those within 10 ms, invented onsets (none near
 an original one, before the clip's last 10 ms), pitch agreement, and time per
 clip (JAX: one batched call after compiling; librosa: one clip at a time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,15 @@ def score(clips, waves) -> dict:
         invented += sum(1 for t in back if (not len(heard) or np.abs(heard - t).min() >= 0.010) and t < end)
         pitch.append(bounce_metrics.clip_metrics(clip.frames, wave, clip.caption)["pitch_agreement"])
     errors = 1000 * np.asarray(errors)
-    return {"contacts": len(errors), "median_ms": np.median(errors), "p90_ms": np.percentile(errors, 90),
-            "max_ms": errors.max(), "within_10ms": np.mean(errors < 10), "invented": invented,
-            "pitch_agreement": np.nanmean(pitch)}
+    return {
+        "contacts": len(errors),
+        "median_ms": np.median(errors),
+        "p90_ms": np.percentile(errors, 90),
+        "max_ms": errors.max(),
+        "within_10ms": np.mean(errors < 10),
+        "invented": invented,
+        "pitch_agreement": np.nanmean(pitch),
+    }
 
 
 def main():
@@ -66,11 +73,12 @@ def main():
         rows.append((f"librosa seed={draw}", per_clip, 0.0, score(clips, out)))
     rows.append(("original clips", 0.0, 0.0, score(clips, waves)))
 
-    print(f"{'path':28s} {'s/clip':>7s} {'compile':>7s} {'n':>3s} {'median':>7s} {'p90':>6s} {'max':>7s} "
-          f"{'<10ms':>6s} {'invent':>6s} {'pitch':>5s}")
+    print(f"{'path':28s} {'s/clip':>7s} {'compile':>7s} {'n':>3s} {'median':>7s} {'p90':>6s} {'max':>7s} {'<10ms':>6s} {'invent':>6s} {'pitch':>5s}")
     for name, per_clip, compile_s, s in rows:
-        print(f"{name:28s} {per_clip:7.3f} {compile_s:7.1f} {s['contacts']:3d} {s['median_ms']:7.2f} {s['p90_ms']:6.2f} "
-              f"{s['max_ms']:7.1f} {s['within_10ms']:6.3f} {s['invented']:6d} {s['pitch_agreement']:5.2f}")
+        print(
+            f"{name:28s} {per_clip:7.3f} {compile_s:7.1f} {s['contacts']:3d} {s['median_ms']:7.2f} {s['p90_ms']:6.2f} "
+            f"{s['max_ms']:7.1f} {s['within_10ms']:6.3f} {s['invented']:6d} {s['pitch_agreement']:5.2f}"
+        )
 
 
 if __name__ == "__main__":

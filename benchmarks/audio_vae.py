@@ -10,6 +10,7 @@ Held-out clips are seeds 10000.. . The table's numbers go to WORKDIR/eval.json.
 A run saved by the retired benchmark loop (params.msgpack) is converted once
 with `python -m benchmarks.convert_msgpack_run OLD_DIR NEW_DIR`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,12 @@ def burst_frames(logmel: np.ndarray) -> np.ndarray:
 def logmel_errors(recon: np.ndarray, target: np.ndarray) -> dict:
     error = np.abs(np.asarray(recon) - np.asarray(target))  # [B, Ta, n_mels]
     bursts = burst_frames(np.asarray(target))
-    return {"l1": float(error.mean()), "l1_burst_frames": float(error[bursts].mean()),
-            "l1_floor_frames": float(error[~bursts].mean()), "burst_frame_share": float(bursts.mean())}
+    return {
+        "l1": float(error.mean()),
+        "l1_burst_frames": float(error[bursts].mean()),
+        "l1_floor_frames": float(error[~bursts].mean()),
+        "burst_frame_share": float(bursts.mean()),
+    }
 
 
 def load_model(workdir: str, kind: str, weights: str = "ema") -> nnx.Module:
@@ -49,8 +54,10 @@ def load_model(workdir: str, kind: str, weights: str = "ema") -> nnx.Module:
     train = f"python -m jav.train --config configs/{kind}.py --workdir {workdir}"
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         if os.path.exists(os.path.join(workdir, "params.msgpack")):
-            raise SystemExit(f"{workdir} holds the retired params.msgpack format: convert it once with "
-                             f"`python -m benchmarks.convert_msgpack_run {workdir} NEW_DIR`, or train with `{train}`")
+            raise SystemExit(
+                f"{workdir} holds the retired params.msgpack format: convert it once with "
+                f"`python -m benchmarks.convert_msgpack_run {workdir} NEW_DIR`, or train with `{train}`"
+            )
         raise SystemExit(f"{workdir} is not a run directory: train one with `{train}`")
     cfg, model = load_autoencoder(workdir, weights)
     if cfg.model.get("kind") != kind:
@@ -85,14 +92,16 @@ def evaluate(model: nnx.Module, test_clips: int) -> dict:
     clips = [bounce.generate_clip(HELD_OUT_SEED + s) for s in range(test_clips)]
     logmel = log_mel.waveform_to_logmel(np.stack([c.audio for c in clips]))  # [N, 200, 64]
     recon, latents = encode_decode(params, logmel)
-    result = {"reconstruction": logmel_errors(recon, logmel),
-              "constant_median": logmel_errors(np.broadcast_to(np.median(np.asarray(logmel), axis=(0, 1)), logmel.shape),
-                                               logmel),
-              "latent_mean": float(jnp.mean(latents)), "latent_std": float(jnp.std(latents)),
-              "latent_shape": list(latents.shape),
-              # Per token feature, over clips and frames: for normalising latents feature by feature.
-              "latent_feature_mean": np.asarray(jnp.mean(latents, axis=(0, 1))).round(5).tolist(),
-              "latent_feature_std": np.asarray(jnp.std(latents, axis=(0, 1))).round(5).tolist()}
+    result = {
+        "reconstruction": logmel_errors(recon, logmel),
+        "constant_median": logmel_errors(np.broadcast_to(np.median(np.asarray(logmel), axis=(0, 1)), logmel.shape), logmel),
+        "latent_mean": float(jnp.mean(latents)),
+        "latent_std": float(jnp.std(latents)),
+        "latent_shape": list(latents.shape),
+        # Per token feature, over clips and frames: for normalising latents feature by feature.
+        "latent_feature_mean": np.asarray(jnp.mean(latents, axis=(0, 1))).round(5).tolist(),
+        "latent_feature_std": np.asarray(jnp.std(latents, axis=(0, 1))).round(5).tolist(),
+    }
     for name, mel in (("original", logmel), ("vae", recon)):
         waves = np.asarray(griffin_lim.logmel_to_waveform(mel, jax.random.key(0)))
         result[f"griffin_lim_{name}"] = {k: float(v) for k, v in score(clips, waves).items()}
@@ -102,11 +111,14 @@ def evaluate(model: nnx.Module, test_clips: int) -> dict:
 
     # The latent demo's clip length: 2.125 s -> 212 frames -> 53 latent frames.
     long_params = bounce.BounceParams(duration=2.125)
-    long_mel = log_mel.waveform_to_logmel(np.stack([bounce.generate_clip(HELD_OUT_SEED + s, long_params).audio
-                                                    for s in range(4)]))
+    long_mel = log_mel.waveform_to_logmel(np.stack([bounce.generate_clip(HELD_OUT_SEED + s, long_params).audio for s in range(4)]))
     long_recon, long_latents = encode_decode(params, long_mel)
-    result["clip_2125ms"] = {"logmel_shape": list(long_mel.shape), "latent_shape": list(long_latents.shape),
-                             "recon_shape": list(long_recon.shape), **logmel_errors(long_recon, long_mel)}
+    result["clip_2125ms"] = {
+        "logmel_shape": list(long_mel.shape),
+        "latent_shape": list(long_latents.shape),
+        "recon_shape": list(long_recon.shape),
+        **logmel_errors(long_recon, long_mel),
+    }
     return result
 
 
@@ -116,18 +128,23 @@ def report(result: dict) -> None:
     for name in ("reconstruction", "constant_median"):
         e = result[name]
         print(f"{name:22s} {e['l1']:7.4f} {e['l1_burst_frames']:7.4f} {e['l1_floor_frames']:7.4f}")
-    print(f"\n{'log-mel -> Griffin-Lim':24s} {'n':>3s} {'median':>7s} {'p90':>6s} {'max':>6s} {'<10ms':>6s} "
-          f"{'invent':>6s} {'pitch':>5s}")
+    print(f"\n{'log-mel -> Griffin-Lim':24s} {'n':>3s} {'median':>7s} {'p90':>6s} {'max':>6s} {'<10ms':>6s} {'invent':>6s} {'pitch':>5s}")
     for name in ("original", "vae"):
         s = result[f"griffin_lim_{name}"]
-        print(f"{name:24s} {s['contacts']:3.0f} {s['median_ms']:7.2f} {s['p90_ms']:6.2f} {s['max_ms']:6.1f} "
-              f"{s['within_10ms']:6.3f} {s['invented']:6.0f} {s['pitch_agreement']:5.2f}")
+        print(
+            f"{name:24s} {s['contacts']:3.0f} {s['median_ms']:7.2f} {s['p90_ms']:6.2f} {s['max_ms']:6.1f} "
+            f"{s['within_10ms']:6.3f} {s['invented']:6.0f} {s['pitch_agreement']:5.2f}"
+        )
     c = result["clip_2125ms"]
     feature_std = np.asarray(result["latent_feature_std"])
-    print(f"\nlatents {result['latent_shape']}: mean {result['latent_mean']:.4f} std {result['latent_std']:.4f} "
-          f"(per-feature std {feature_std.min():.3f} to {feature_std.max():.3f})")
-    print(f"2.125 s clips: log-mel {c['logmel_shape']} -> latents {c['latent_shape']} -> {c['recon_shape']}, "
-          f"L1 {c['l1']:.4f} (burst frames {c['l1_burst_frames']:.4f})")
+    print(
+        f"\nlatents {result['latent_shape']}: mean {result['latent_mean']:.4f} std {result['latent_std']:.4f} "
+        f"(per-feature std {feature_std.min():.3f} to {feature_std.max():.3f})"
+    )
+    print(
+        f"2.125 s clips: log-mel {c['logmel_shape']} -> latents {c['latent_shape']} -> {c['recon_shape']}, "
+        f"L1 {c['l1']:.4f} (burst frames {c['l1_burst_frames']:.4f})"
+    )
 
 
 def main(argv=None) -> dict:

@@ -12,6 +12,7 @@ saved keys) with the saved model's keys, so that
 `python -m jav.train --config ... --workdir NEW_DIR` resumes it with fresh Adam
 moments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def saved_model_keys(old_dir: str) -> ml_collections.ConfigDict:
     if not os.path.exists(path):
         path = os.path.join(old_dir, "config.json")
     if not os.path.exists(os.path.join(old_dir, "params.msgpack")) or not os.path.exists(path):
-        raise FileNotFoundError(f"{old_dir} holds no params.msgpack with a model_config.json or config.json beside it: "
-                                "it is not a run of the retired benchmark loops")
+        raise FileNotFoundError(
+            f"{old_dir} holds no params.msgpack with a model_config.json or config.json beside it: it is not a run of the retired benchmark loops"
+        )
     with open(path) as f:
         keys = json.load(f)
     keys = keys.get("model", keys)
@@ -65,8 +67,7 @@ def convert(old_dir: str, new_dir: str, step: int = 0) -> ml_collections.ConfigD
     with open(os.path.join(new_dir, "config.json"), "w") as f:
         f.write(cfg.to_json_best_effort(indent=2))
     with Checkpointer(new_dir, max_to_keep=cfg.train.keep_checkpoints) as ckpt:
-        ckpt.save(step, params=params, ema=params, opt_state=optimizer(cfg).init(params),
-                  data_state=make_stream(cfg).get_state(), config=cfg, force=True)
+        ckpt.save(step, params=params, ema=params, opt_state=optimizer(cfg).init(params), data_state=make_stream(cfg).get_state(), config=cfg, force=True)
         ckpt.wait()
     return cfg
 
@@ -75,12 +76,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("old_dir", help="a workdir with model_config.json and params.msgpack")
     parser.add_argument("new_dir", help="the run directory to write")
-    parser.add_argument("--step", type=int, default=0,
-                        help="the step to record, such as the steps the old run trained (its train_log.jsonl)")
+    parser.add_argument("--step", type=int, default=0, help="the step to record, such as the steps the old run trained (its train_log.jsonl)")
     args = parser.parse_args(argv)
     cfg = convert(args.old_dir, args.new_dir, args.step)
-    print(f"wrote {args.new_dir}: a {cfg.model.kind} run at step {args.step}; "
-          f"evaluate it with `python -m benchmarks.{cfg.model.kind} --workdir {args.new_dir}`")
+    print(
+        f"wrote {args.new_dir}: a {cfg.model.kind} run at step {args.step}; evaluate it with `python -m benchmarks.{cfg.model.kind} --workdir {args.new_dir}`"
+    )
 
 
 if __name__ == "__main__":

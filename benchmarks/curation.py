@@ -9,6 +9,7 @@ the clips that entered it and the worker-seconds spent in it (Beam counters summ
 so clips per worker-second is the per-stage speed of one core, and the wall-clock clips/s of the
 run is what the DirectRunner's `--workers` processes reach together. Results in benchmarks/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,10 @@ def main(argv=None) -> dict:
     cold = run_lib.run(cfg, args.corpus, args.out, beam_args)
     warm = run_lib.run(cfg, args.corpus, args.out, beam_args)
     order = [name for name in cfg.stages.split(",")] + ["encode"]
-    print(f"{cold['inputs']} files -> {cold['kept']} clips kept, {cold['dropped']} dropped; "
-          f"{args.workers} DirectRunner workers, {os.cpu_count()} cores ({platform.processor() or platform.machine()})")
+    print(
+        f"{cold['inputs']} files -> {cold['kept']} clips kept, {cold['dropped']} dropped; "
+        f"{args.workers} DirectRunner workers, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+    )
     print(f"{'step':<20}{'clips in':>10}{'worker-s':>10}{'clips/worker-s':>16}")
     for name in order:
         m = cold["step_metrics"].get(name)
@@ -46,11 +49,20 @@ def main(argv=None) -> dict:
             rate = m["clips"] / m["seconds"] if m["seconds"] else float("inf")
             print(f"{name:<20}{m['clips']:>10}{m['seconds']:>10.2f}{rate:>16.1f}")
     for label, r in (("cold run", cold), ("re-run", warm)):
-        print(f"{label}: {r['seconds']:.1f} s wall, {r['inputs'] / r['seconds']:.2f} files/s, "
-              f"{r['kept'] / r['seconds']:.2f} kept clips/s, {len(r['changed'])} output files changed")
-    results = {"workers": args.workers, "inputs": cold["inputs"], "kept": cold["kept"], "dropped": cold["dropped"],
-               "cold_seconds": cold["seconds"], "rerun_seconds": warm["seconds"],
-               "rerun_changed_files": warm["changed"], "step_metrics": cold["step_metrics"]}
+        print(
+            f"{label}: {r['seconds']:.1f} s wall, {r['inputs'] / r['seconds']:.2f} files/s, "
+            f"{r['kept'] / r['seconds']:.2f} kept clips/s, {len(r['changed'])} output files changed"
+        )
+    results = {
+        "workers": args.workers,
+        "inputs": cold["inputs"],
+        "kept": cold["kept"],
+        "dropped": cold["dropped"],
+        "cold_seconds": cold["seconds"],
+        "rerun_seconds": warm["seconds"],
+        "rerun_changed_files": warm["changed"],
+        "step_metrics": cold["step_metrics"],
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

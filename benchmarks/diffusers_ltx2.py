@@ -27,6 +27,7 @@ Sizes (defaults = configs/ltx2_bench.py):
   branches' caption projections;
 - float32; timesteps per token, as jav's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,13 +47,22 @@ HEAD_DIM = 64
 
 def model_args(args) -> dict:
     return dict(
-        in_channels=args.channels, out_channels=args.channels, patch_size=1, patch_size_t=1,
-        num_attention_heads=args.video_heads, attention_head_dim=HEAD_DIM,
+        in_channels=args.channels,
+        out_channels=args.channels,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=args.video_heads,
+        attention_head_dim=HEAD_DIM,
         cross_attention_dim=args.video_heads * HEAD_DIM,
-        audio_in_channels=args.channels, audio_out_channels=args.channels, audio_patch_size=1, audio_patch_size_t=1,
-        audio_num_attention_heads=args.audio_heads, audio_attention_head_dim=HEAD_DIM,
+        audio_in_channels=args.channels,
+        audio_out_channels=args.channels,
+        audio_patch_size=1,
+        audio_patch_size_t=1,
+        audio_num_attention_heads=args.audio_heads,
+        audio_attention_head_dim=HEAD_DIM,
         audio_cross_attention_dim=args.audio_heads * HEAD_DIM,
-        num_layers=args.layers, caption_channels=args.text_dim,
+        num_layers=args.layers,
+        caption_channels=args.text_dim,
     )
 
 
@@ -70,13 +80,18 @@ def random_inputs(args) -> dict:
         encoder_attention_mask=torch.ones(b, args.text_len),
         audio_encoder_attention_mask=torch.ones(b, args.text_len),
         # diffusers' RoPE counts pixel frames, 8 per latent frame
-        num_frames=frames, height=height, width=width, fps=8.0 * args.fps, audio_num_frames=args.audio_tokens,
+        num_frames=frames,
+        height=height,
+        width=width,
+        fps=8.0 * args.fps,
+        audio_num_frames=args.audio_tokens,
         return_dict=False,
     )
 
 
 def count_forward_flops(model, inputs: dict) -> int:
     """Matmul and attention FLOPs of one forward pass (2 per multiply-add)."""
+
     # PyTorch's counter has no formula for the CPU attention kernel: give it the GPU kernels' one
     def attention(q, k, v, *args, **kwargs):
         return sdpa_flop_count(q, k, v)
@@ -125,8 +140,11 @@ def main():
         opt.step()
         return loss.item()
 
-    print(f"diffusers LTX2VideoTransformer3DModel: {sum(p.numel() for p in model.parameters()):,} params, "
-          f"{torch.get_num_threads()} threads, warming up", file=sys.stderr, flush=True)
+    print(
+        f"diffusers LTX2VideoTransformer3DModel: {sum(p.numel() for p in model.parameters()):,} params, {torch.get_num_threads()} threads, warming up",
+        file=sys.stderr,
+        flush=True,
+    )
     for _ in range(2):
         step()
     times = []
@@ -139,11 +157,18 @@ def main():
     tokens = dict(video=args.grid[0] * args.grid[1] * args.grid[2], audio=args.audio_tokens, text=args.text_len)
     step_s = statistics.median(times)
     result = dict(
-        model="diffusers.LTX2VideoTransformer3DModel", diffusers=diffusers.__version__, torch=torch.__version__,
-        threads=torch.get_num_threads(), batch=args.batch, steps=args.steps,
-        params=sum(p.numel() for p in model.parameters()), tokens_per_sample=tokens,
+        model="diffusers.LTX2VideoTransformer3DModel",
+        diffusers=diffusers.__version__,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        batch=args.batch,
+        steps=args.steps,
+        params=sum(p.numel() for p in model.parameters()),
+        tokens_per_sample=tokens,
         forward_flops_per_sample=forward_flops,
-        step_s_median=step_s, step_s_mean=statistics.mean(times), step_s_min=min(times),
+        step_s_median=step_s,
+        step_s_mean=statistics.mean(times),
+        step_s_min=min(times),
         tokens_per_s=args.batch * (tokens["video"] + tokens["audio"]) / step_s,
         model_args=margs,
     )

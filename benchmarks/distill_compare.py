@@ -13,6 +13,7 @@ batch of `--batch` captions after the sampler is compiled, the median of
 `--repeats` timings, both models in this process. Prints a table and writes
 OUT/compare.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,9 +66,17 @@ def compare(teacher, student, *, num: int, tasks, student_steps, out, batch: int
         nfe = steps * passes_per_step(model, samplers.guidance_from(cfg))
         log(f"{role} {workdir} (step {step}): {steps} steps, {nfe} NFE per clip")
         summaries = evaluate(workdir, num, tasks=tasks, out=pathlib.Path(out) / f"{role}_{steps}", steps=steps, log=lambda _: None)
-        rows.append(dict(role=role, workdir=str(workdir), checkpoint_step=step, steps=steps, nfe=nfe,
-                         seconds_per_clip=seconds_per_clip(workdir, steps, batch, repeats),
-                         metrics={task: {k: s["metrics"][k] for k in METRICS} for task, s in summaries.items()}))
+        rows.append(
+            dict(
+                role=role,
+                workdir=str(workdir),
+                checkpoint_step=step,
+                steps=steps,
+                nfe=nfe,
+                seconds_per_clip=seconds_per_clip(workdir, steps, batch, repeats),
+                metrics={task: {k: s["metrics"][k] for k in METRICS} for task, s in summaries.items()},
+            )
+        )
     return rows
 
 
@@ -76,10 +85,10 @@ def table(rows: list[dict], tasks) -> str:
     lines = [head, "|" + "---|" * (5 + len(tasks))]
     base = rows[0]["seconds_per_clip"]
     for r in rows:
-        cells = [" / ".join(f"{r['metrics'][t][k]:.3f}" if k != "sync_error_ms" else f"{r['metrics'][t][k]:.1f}" for k in METRICS)
-                 for t in tasks]
-        lines.append(f"| {r['role']} | {r['steps']} | {r['nfe']} | {r['seconds_per_clip']:.3f} | {base / r['seconds_per_clip']:.1f}x | "
-                     + " | ".join(cells) + " |")
+        cells = [" / ".join(f"{r['metrics'][t][k]:.3f}" if k != "sync_error_ms" else f"{r['metrics'][t][k]:.1f}" for k in METRICS) for t in tasks]
+        lines.append(
+            f"| {r['role']} | {r['steps']} | {r['nfe']} | {r['seconds_per_clip']:.3f} | {base / r['seconds_per_clip']:.1f}x | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -97,8 +106,16 @@ def main(argv=None):
     distributed.require_single_process("python -m benchmarks.distill_compare")
     tasks = tuple(args.tasks.split(","))
     out = pathlib.Path(args.out or pathlib.Path(args.student) / "compare")
-    rows = compare(args.teacher, args.student, num=args.num, tasks=tasks, student_steps=[int(s) for s in args.student_steps.split(",")],
-                   out=out, batch=args.batch, repeats=args.repeats)
+    rows = compare(
+        args.teacher,
+        args.student,
+        num=args.num,
+        tasks=tasks,
+        student_steps=[int(s) for s in args.student_steps.split(",")],
+        out=out,
+        batch=args.batch,
+        repeats=args.repeats,
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(dict(num=args.num, caption_seed=HELD_OUT_SEED, rows=rows), indent=2))
     print(table(rows, tasks))

@@ -10,6 +10,7 @@ Prints one line per run (its EMA weights at the last checkpoint): the mean loss 
 its video and audio parts over `--repeats` passes of the held-out clips, each pass
 with its own fixed key.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ def heldout_loss(workdir: str, data: str, batch_size: int = 16, repeats: int = 4
     layout = TokenLayout.from_config(cfg)
     flow_cfg = ml_collections.FrozenConfigDict(cfg.flow)
     text = cfg.model.text
-    ds = make_dataset(data, batch_size=batch_size, seed=0, tokenizer_vocab=text.vocab_size, tokenizer_len=text.max_len,
-                      text_input=text_input_for(text), text_dim=text.dim)
+    ds = make_dataset(
+        data, batch_size=batch_size, seed=0, tokenizer_vocab=text.vocab_size, tokenizer_len=text.max_len, text_input=text_input_for(text), text_dim=text.dim
+    )
     batches = len(open_shards(data)[1]) // batch_size
     if batches == 0:
         raise ValueError(f"{data} holds fewer clips than one batch of {batch_size}; write more or pass a smaller --batch")
@@ -66,8 +68,11 @@ def main(argv=None) -> None:
     results = {}
     for workdir in args.workdirs:
         r = results[workdir] = heldout_loss(workdir, args.data, args.batch, args.repeats)
-        print(f"{workdir}: held-out loss {r['loss']:.4f} (video {r['video']:.4f}, audio {r['audio']:.4f}) "
-              f"on {r['clips']} clips x {args.repeats}, step {r['step']}", flush=True)
+        print(
+            f"{workdir}: held-out loss {r['loss']:.4f} (video {r['video']:.4f}, audio {r['audio']:.4f}) "
+            f"on {r['clips']} clips x {args.repeats}, step {r['step']}",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -15,6 +15,7 @@ with their spread, beside the real clips and unrelated sound, and writes
 OUT/summary.json. Shards are written once to OUT/data (or taken from
 --config.data.dir). `--config.KEY=VALUE` overrides apply to every mode.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,18 @@ def _override(cfg, key: str, value: str) -> None:
     node[leaf] = type(old)(ast.literal_eval(value)) if not isinstance(old, str) else value
 
 
-def run(out: str, steps: int, num: int, modes=MODES, seeds=(0,), tasks=("t2va", "v2a", "a2v"), config: str = "configs/bounce_demo.py",
-        overrides: dict | None = None, clips: int = 2000, log=print) -> dict:
+def run(
+    out: str,
+    steps: int,
+    num: int,
+    modes=MODES,
+    seeds=(0,),
+    tasks=("t2va", "v2a", "a2v"),
+    config: str = "configs/bounce_demo.py",
+    overrides: dict | None = None,
+    clips: int = 2000,
+    log=print,
+) -> dict:
     out = pathlib.Path(out)
     overrides = dict(overrides or {})
     data = pathlib.Path(overrides.pop("data.dir", out / "data"))
@@ -70,10 +81,17 @@ def run(out: str, steps: int, num: int, modes=MODES, seeds=(0,), tasks=("t2va", 
             probe_result = probe(str(workdir), num, log=log)
             summaries = evaluate(workdir, num, tasks=tasks, out=workdir / "samples", log=log)
             losses = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-            rows.setdefault(mode, []).append(dict(
-                seed=seed, loss_last=losses[-1]["loss"], loss_video=losses[-1]["loss_video"], loss_audio=losses[-1]["loss_audio"],
-                steps_per_s=last.get("steps_per_s"), probe={t: probe_result[t] for t in ("v2a", "a2v")},
-                metrics={t: s["metrics"] for t, s in summaries.items()}))
+            rows.setdefault(mode, []).append(
+                dict(
+                    seed=seed,
+                    loss_last=losses[-1]["loss"],
+                    loss_video=losses[-1]["loss_video"],
+                    loss_audio=losses[-1]["loss_audio"],
+                    steps_per_s=last.get("steps_per_s"),
+                    probe={t: probe_result[t] for t in ("v2a", "a2v")},
+                    metrics={t: s["metrics"] for t, s in summaries.items()},
+                )
+            )
             references = dict(real=summaries[tasks[0]]["reference_metrics"], unrelated=summaries[tasks[0]]["unrelated_metrics"])
     keys = ("colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1", "num_audio_onsets", "num_video_contacts")
     log(f"{'mode':<11} {'task':<5} {'v2a gain':>9} " + " ".join(f"{k:>22}" for k in keys))
@@ -81,12 +99,20 @@ def run(out: str, steps: int, num: int, modes=MODES, seeds=(0,), tasks=("t2va", 
         gain = np.asarray([r["probe"]["v2a"]["gain"] for r in runs])
         for task in tasks:
             values = {k: np.asarray([r["metrics"][task][k] for r in runs]) for k in keys}
-            log(f"{mode:<11} {task:<5} {100 * gain.mean():8.1f}% " + " ".join(
-                f"{np.nanmean(v):>13.3f} ± {np.nanstd(v):6.3f}" for v in values.values()))
+            log(f"{mode:<11} {task:<5} {100 * gain.mean():8.1f}% " + " ".join(f"{np.nanmean(v):>13.3f} ± {np.nanstd(v):6.3f}" for v in values.values()))
     for name, m in references.items():
         log(f"{name:<17} {'':>9} " + " ".join(f"{m[k]:>22.3f}" for k in keys))
-    result = dict(config=config, overrides=overrides, steps=steps, num=num, seeds=list(seeds), tasks=list(tasks), rows=rows,
-                  reference_metrics=references.get("real"), unrelated_metrics=references.get("unrelated"))
+    result = dict(
+        config=config,
+        overrides=overrides,
+        steps=steps,
+        num=num,
+        seeds=list(seeds),
+        tasks=list(tasks),
+        rows=rows,
+        reference_metrics=references.get("real"),
+        unrelated_metrics=references.get("unrelated"),
+    )
     (out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -105,10 +131,9 @@ def main(argv=None):
     for item in rest:
         if not item.startswith("--config.") or "=" not in item:
             parser.error(f"unknown argument {item!r}; overrides are --config.KEY=VALUE")
-        key, value = item[len("--config."):].split("=", 1)
+        key, value = item[len("--config.") :].split("=", 1)
         overrides[key] = value
-    return run(args.out, args.steps, args.num, args.modes, args.seeds, args.tasks, args.config, overrides,
-               log=lambda m: print(m, flush=True))
+    return run(args.out, args.steps, args.num, args.modes, args.seeds, args.tasks, args.config, overrides, log=lambda m: print(m, flush=True))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ is timed alone (no train step running) after a warm-up, with its default read th
 (configs/bounce_demo.py) trains at about 1.25 steps/s of 16 clips on the 2-core CPU (the demo
 section of benchmarks/RESULTS.md); the target is a loader at least 10x faster than that.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,7 @@ DEMO_STEPS_PER_S = 1.25  # configs/bounce_demo.py on the 2-core CPU, batch 16 (b
 def _bounce_shards(root: str, num: int) -> None:
     from jav.data import synthetic
     from jav.data.shards import write_shards
+
     recs = [synthetic.clip_record(seed) for seed in range(num)]
     write_shards(recs, os.path.join(root, "v16x32x32_a200"), records_per_shard=64)
     short = [{**r, "video": r["video"][:8], "audio": r["audio"][:100], "duration": 1.0} for r in recs]
@@ -62,14 +64,18 @@ def main(argv=None) -> dict:
     largest = max(names, key=lambda n: open_shards(os.path.join(root, n))[0]["num_records"])
     flat = _time(make_loader(os.path.join(root, largest), batch_size=args.batch, seed=0), args.batches)
     bucketed = _time(make_bucket_loader(root, {n: 1.0 for n in names}, batch_size=args.batch, seed=0), args.batches)
-    results = {"batch": args.batch, "flat_bucket": largest, "buckets": names,
-               "flat_batches_per_s": flat, "bucketed_batches_per_s": bucketed,
-               "demo_steps_per_s": DEMO_STEPS_PER_S,
-               "flat_x_demo": flat / DEMO_STEPS_PER_S, "bucketed_x_demo": bucketed / DEMO_STEPS_PER_S}
-    print(f"flat loader ({largest}): {flat:.1f} batches/s of {args.batch} = {flat / DEMO_STEPS_PER_S:.0f}x the demo's "
-          f"{DEMO_STEPS_PER_S} steps/s")
-    print(f"bucketed loader ({len(names)} buckets, equal weights): {bucketed:.1f} batches/s = "
-          f"{bucketed / DEMO_STEPS_PER_S:.0f}x the demo's step rate")
+    results = {
+        "batch": args.batch,
+        "flat_bucket": largest,
+        "buckets": names,
+        "flat_batches_per_s": flat,
+        "bucketed_batches_per_s": bucketed,
+        "demo_steps_per_s": DEMO_STEPS_PER_S,
+        "flat_x_demo": flat / DEMO_STEPS_PER_S,
+        "bucketed_x_demo": bucketed / DEMO_STEPS_PER_S,
+    }
+    print(f"flat loader ({largest}): {flat:.1f} batches/s of {args.batch} = {flat / DEMO_STEPS_PER_S:.0f}x the demo's {DEMO_STEPS_PER_S} steps/s")
+    print(f"bucketed loader ({len(names)} buckets, equal weights): {bucketed:.1f} batches/s = {bucketed / DEMO_STEPS_PER_S:.0f}x the demo's step rate")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

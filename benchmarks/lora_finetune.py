@@ -17,6 +17,7 @@
 
 Prints and appends to --json: steps, losses, trained / total parameters, resume, merge check.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,20 @@ def tiny_ltx2(out: pathlib.Path, video_in: int, audio_in: int, text_dim: int, se
     torch.manual_seed(seed)
     heads, head_dim, audio_heads, audio_head_dim = 4, 16, 4, 8  # LTX-2 needs as many audio heads as video heads
     model = diffusers.LTX2VideoTransformer3DModel(
-        in_channels=video_in, out_channels=video_in, num_attention_heads=heads, attention_head_dim=head_dim,
-        cross_attention_dim=heads * head_dim, audio_in_channels=audio_in, audio_out_channels=audio_in,
-        audio_num_attention_heads=audio_heads, audio_attention_head_dim=audio_head_dim,
-        audio_cross_attention_dim=audio_heads * audio_head_dim, num_layers=2, caption_channels=text_dim, rope_type="split")
+        in_channels=video_in,
+        out_channels=video_in,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        cross_attention_dim=heads * head_dim,
+        audio_in_channels=audio_in,
+        audio_out_channels=audio_in,
+        audio_num_attention_heads=audio_heads,
+        audio_attention_head_dim=audio_head_dim,
+        audio_cross_attention_dim=audio_heads * audio_head_dim,
+        num_layers=2,
+        caption_channels=text_dim,
+        rope_type="split",
+    )
     model.save_pretrained(out)
 
 
@@ -55,8 +66,10 @@ def retarget(run: pathlib.Path, reference_cfg) -> None:
     video_in, audio_in = cfg["model"]["video"]["channels"], cfg["model"]["audio"]["channels"]
     rv, ra = ref["model"]["video"], ref["model"]["audio"]
     if video_in != int(np.prod(rv["patch"])) * 3 or audio_in != ra["patch"] * ra["channels"]:
-        raise ValueError(f"the imported model takes {video_in} / {audio_in} values per token; the bounce world's "
-                         f"patches hold {int(np.prod(rv['patch'])) * 3} / {ra['patch'] * ra['channels']}")
+        raise ValueError(
+            f"the imported model takes {video_in} / {audio_in} values per token; the bounce world's "
+            f"patches hold {int(np.prod(rv['patch'])) * 3} / {ra['patch'] * ra['channels']}"
+        )
     cfg["model"]["video"].update(patch=rv["patch"], channels=3)
     cfg["model"]["audio"].update(patch=ra["patch"], channels=ra["channels"])
     cfg["data"] = dict(ref["data"], text_len=ref["model"]["text"]["max_len"])
@@ -128,15 +141,52 @@ def main(argv=None) -> dict:
         jav("-m", "jav.convert", "ltx2", str(out / "hf"), "--workdir", str(out / "imported"), log=log)
         retarget(out / "imported", ref)
     if not (out / "data" / "manifest.json").exists():
-        jav("-m", "jav.data.synthetic", "--out", str(out / "data"), "--num", str(args.num), "--seed", "5000000",
-            "--text-encoder", f"builtin:{args.text_run}", "--text-len", str(ref.model.text.max_len), log=log)
+        jav(
+            "-m",
+            "jav.data.synthetic",
+            "--out",
+            str(out / "data"),
+            "--num",
+            str(args.num),
+            "--seed",
+            "5000000",
+            "--text-encoder",
+            f"builtin:{args.text_run}",
+            "--text-len",
+            str(ref.model.text.max_len),
+            log=log,
+        )
     if not (out / "heldout" / "manifest.json").exists():
-        jav("-m", "jav.data.synthetic", "--out", str(out / "heldout"), "--num", "128", "--seed", "1000000",
-            "--text-encoder", f"builtin:{args.text_run}", "--text-len", str(ref.model.text.max_len), log=log)
+        jav(
+            "-m",
+            "jav.data.synthetic",
+            "--out",
+            str(out / "heldout"),
+            "--num",
+            "128",
+            "--seed",
+            "1000000",
+            "--text-encoder",
+            f"builtin:{args.text_run}",
+            "--text-len",
+            str(ref.model.text.max_len),
+            log=log,
+        )
 
-    train = ["-m", "jav.train", "--config", f"configs/lora.py:{out / 'imported'}", "--workdir", str(out / "run"),
-             f"--config.data.dir={out / 'data'}", f"--config.model.lora.rank={args.rank}", f"--config.model.lora.alpha={float(args.rank)}",
-             f"--config.train.steps={args.steps}", "--config.train.ema_decay=0.0", "--config.train.log_every=10"]
+    train = [
+        "-m",
+        "jav.train",
+        "--config",
+        f"configs/lora.py:{out / 'imported'}",
+        "--workdir",
+        str(out / "run"),
+        f"--config.data.dir={out / 'data'}",
+        f"--config.model.lora.rank={args.rank}",
+        f"--config.model.lora.alpha={float(args.rank)}",
+        f"--config.train.steps={args.steps}",
+        "--config.train.ema_decay=0.0",
+        "--config.train.log_every=10",
+    ]
     start = time.time()
     killed = jav(*train, log=log, kill_at_step=args.steps // 2)  # preempted halfway: saves and exits
     rest = jav(*train, log=log)
@@ -148,8 +198,13 @@ def main(argv=None) -> dict:
     losses = {m["step"]: m["loss"] for m in metrics}
     jav("-m", "jav.convert", "merge-lora", str(out / "run"), "--workdir", str(out / "merged"), "--weights", "params", log=log)
     result = dict(
-        steps=args.steps, rank=args.rank, seconds=round(seconds, 1), trained=trained.split("; trains ")[-1] if trained else "",
-        resumed=resumed, first_logged_loss=losses[min(losses)], last_logged_loss=losses[max(losses)],
+        steps=args.steps,
+        rank=args.rank,
+        seconds=round(seconds, 1),
+        trained=trained.split("; trains ")[-1] if trained else "",
+        resumed=resumed,
+        first_logged_loss=losses[min(losses)],
+        last_logged_loss=losses[max(losses)],
         heldout_loss_imported=held_out_loss(out / "imported", out / "heldout", weights="ema"),
         heldout_loss_lora=held_out_loss(out / "run", out / "heldout"),
         heldout_loss_merged=held_out_loss(out / "merged", out / "heldout", weights="ema"),

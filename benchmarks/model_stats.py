@@ -4,6 +4,7 @@ allocated: the model is built abstractly).
     python -m benchmarks.model_stats            # every config
     python -m benchmarks.model_stats --config configs/ltx2_19b.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,10 @@ def main():
     for path in paths:
         s = stats(load_config(path))
         b = s["per_branch"]
-        print(f"{pathlib.Path(path).stem:<28} {s['params']:>14,} {b.get('video', 0):>14,} {b.get('audio', 0):>14,} "
-              f"{s['tokens']['video']:>7}/{s['tokens']['audio']:<6} {s['forward_flops']:>18.3e}")
+        print(
+            f"{pathlib.Path(path).stem:<28} {s['params']:>14,} {b.get('video', 0):>14,} {b.get('audio', 0):>14,} "
+            f"{s['tokens']['video']:>7}/{s['tokens']['audio']:<6} {s['forward_flops']:>18.3e}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Writes OUT/NNN.mp4 (H.264 + AAC), OUT/NNN.wav and OUT/NNN.json (caption,
 settings, metrics) per sample and OUT/summary.json. On a 2-core CPU the default
 takes about 6 minutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,24 +69,28 @@ def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0,
     ema = jax.tree.map(jnp.copy, params) if ema_decay else None
     losses, start = [], time.time()
     for step in range(steps):
-        params, opt_state, ema, metrics = train_step(graphdef, params, opt_state, ema, batch, jax.random.key(step), tx=tx, layout=layout,
-                                                      flow_cfg=flow_cfg, ema_decay=ema_decay)
+        params, opt_state, ema, metrics = train_step(
+            graphdef, params, opt_state, ema, batch, jax.random.key(step), tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=ema_decay
+        )
         losses.append(float(metrics["loss"]))
         if step % 25 == 0 or step == steps - 1:
-            log(f"step {step:4d}/{steps}  loss {np.mean(losses[-25:]):.4f}  video {float(metrics['loss_video']):.4f}  "
-                f"audio {float(metrics['loss_audio']):.4f}  {time.time() - start:6.1f}s")
+            log(
+                f"step {step:4d}/{steps}  loss {np.mean(losses[-25:]):.4f}  video {float(metrics['loss_video']):.4f}  "
+                f"audio {float(metrics['loss_audio']):.4f}  {time.time() - start:6.1f}s"
+            )
     train_time = time.time() - start
     first, last = float(np.mean(losses[:10])), float(np.mean(losses[-25:]))
 
     start = time.time()
-    video, audio = generate(nnx.merge(graphdef, ema if ema is not None else params), layout, captions, jax.random.key(seed + 1000),
-                            num_steps=sample_steps, flow_cfg=cfg.flow)
+    video, audio = generate(
+        nnx.merge(graphdef, ema if ema is not None else params), layout, captions, jax.random.key(seed + 1000), num_steps=sample_steps, flow_cfg=cfg.flow
+    )
     sample_time = time.time() - start
     results, references = [], []
     for i, clip in enumerate(clips):
         frames, wave = arrays_to_clip(video[i], audio[i], mp)
         m = clip_metrics(frames, wave, clip.caption, world)
-        m["psnr_db"] = float(10 * np.log10(255.0 ** 2 / max(np.mean((frames.astype(np.float64) - clip.frames) ** 2), 1e-10)))
+        m["psnr_db"] = float(10 * np.log10(255.0**2 / max(np.mean((frames.astype(np.float64) - clip.frames) ** 2), 1e-10)))
         results.append(m)
         references.append(clip_metrics(*arrays_to_clip(*arrays[i], mp), clip.caption, world))
         if out:
@@ -93,13 +98,22 @@ def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0,
             path.mkdir(parents=True, exist_ok=True)
             write_mp4(path / f"{i:03d}.mp4", frames, cfg.data.fps, wave, cfg.data.sample_rate)
             write_wav(path / f"{i:03d}.wav", wave, cfg.data.sample_rate)
-            (path / f"{i:03d}.json").write_text(json.dumps(dict(prompt=clip.caption, seed=seed + 1000, sample_steps=sample_steps,
-                                                                        config=config, metrics=m), indent=2))
+            (path / f"{i:03d}.json").write_text(
+                json.dumps(dict(prompt=clip.caption, seed=seed + 1000, sample_steps=sample_steps, config=config, metrics=m), indent=2)
+            )
         log(f"sample {i}: {clip.caption!r}  " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()))
     summary = dict(
-        config=config, steps=steps, clips=num_clips, loss_first=first, loss_last=last, loss_drop=1 - last / first,
-        train_seconds=train_time, sample_seconds=sample_time, metrics=aggregate(results),
-        reference_metrics=aggregate(references), loss_curve=[float(np.mean(losses[i:i + 25])) for i in range(0, steps, 25)],
+        config=config,
+        steps=steps,
+        clips=num_clips,
+        loss_first=first,
+        loss_last=last,
+        loss_drop=1 - last / first,
+        train_seconds=train_time,
+        sample_seconds=sample_time,
+        metrics=aggregate(results),
+        reference_metrics=aggregate(references),
+        loss_curve=[float(np.mean(losses[i : i + 25])) for i in range(0, steps, 25)],
     )
     if out:
         (pathlib.Path(out) / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -113,8 +127,9 @@ def main():
     parser.add_argument("--clips", type=int, default=2)
     parser.add_argument("--sample-steps", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ema-decay", type=float, default=0.0,
-                        help="sample from an EMA of the weights (0 = off; 0.99 lagged the fast-moving fit at 800 steps)")
+    parser.add_argument(
+        "--ema-decay", type=float, default=0.0, help="sample from an EMA of the weights (0 = off; 0.99 lagged the fast-moving fit at 800 steps)"
+    )
     parser.add_argument("--out", default=None, help="directory for NNN.mp4 / NNN.wav / NNN.json and summary.json")
     args = parser.parse_args()
     s = run(args.config, args.steps, args.clips, args.out, args.seed, args.sample_steps, args.ema_decay, log=lambda msg: print(msg, flush=True))

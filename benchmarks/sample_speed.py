@@ -14,6 +14,7 @@ new progress closure per batch was a new static argument): the caches are
 cleared before each batch and the persistent cache is off. Prints one JSON line;
 `--json FILE` appends it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,7 @@ def measure(workdir: str, num: int, batch: int, steps: int | None = None, recomp
             if recompile_each_batch:
                 jax.clear_caches()
             began, compiled_before = time.perf_counter(), counts["compiles"]
-            sample_clips(model, cfg, captions[start:start + batch], seed=start, steps=steps, batch_size=batch, guidance=guidance,
-                         log=lambda _: None)
+            sample_clips(model, cfg, captions[start : start + batch], seed=start, steps=steps, batch_size=batch, guidance=guidance, log=lambda _: None)
             batch_seconds.append(time.perf_counter() - began)
             batch_compiles.append(counts["compiles"] - compiled_before)
             log(f"batch {len(batch_seconds)}: {batch_seconds[-1]:.1f}s, {batch_compiles[-1]} compile(s)")
@@ -71,12 +71,24 @@ def measure(workdir: str, num: int, batch: int, steps: int | None = None, recomp
         monitoring.unregister_event_listener(on_event)
     total = sum(batch_seconds)
     steady = batch_seconds[1:] or batch_seconds
-    return dict(workdir=workdir, checkpoint_step=step, clips=num, batch=batch, steps=steps, nfe_per_clip=steps * passes_per_step(model, guidance),
-                recompile_each_batch=recompile_each_batch, compiles=counts["compiles"], compiles_per_batch=batch_compiles,
-                persistent_cache_loads=counts["loaded"],
-                seconds=round(total, 2), first_batch_seconds=round(batch_seconds[0], 2),
-                clips_per_s=round(num / total, 3), steady_clips_per_s=round(len(steady) * batch / sum(steady), 3),
-                device=str(jax.devices()[0]), date=time.strftime("%Y-%m-%d"))
+    return dict(
+        workdir=workdir,
+        checkpoint_step=step,
+        clips=num,
+        batch=batch,
+        steps=steps,
+        nfe_per_clip=steps * passes_per_step(model, guidance),
+        recompile_each_batch=recompile_each_batch,
+        compiles=counts["compiles"],
+        compiles_per_batch=batch_compiles,
+        persistent_cache_loads=counts["loaded"],
+        seconds=round(total, 2),
+        first_batch_seconds=round(batch_seconds[0], 2),
+        clips_per_s=round(num / total, 3),
+        steady_clips_per_s=round(len(steady) * batch / sum(steady), 3),
+        device=str(jax.devices()[0]),
+        date=time.strftime("%Y-%m-%d"),
+    )
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ shapes (`benchmarks/diffusers_ltx2.py`, in its own PyTorch venv: `make
 both side by side with jav's speed-up (reference step time / jav step time).
 Results in benchmarks/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ from benchmarks.model_stats import load_config
 
 def random_batch(cfg, layout: TokenLayout, batch: int) -> dict:
     rng = np.random.default_rng(0)
-    out = dict(video=rng.uniform(-1, 1, (batch,) + layout.video_shape).astype(np.float32),
-               audio=rng.uniform(-1, 1, (batch,) + layout.audio_shape).astype(np.float32))
+    out = dict(
+        video=rng.uniform(-1, 1, (batch,) + layout.video_shape).astype(np.float32), audio=rng.uniform(-1, 1, (batch,) + layout.audio_shape).astype(np.float32)
+    )
     length = cfg.data.get("text_len", cfg.model.text.max_len)
     out["text_mask"] = np.ones((batch, length), bool)
     if cfg.model.text.encoder != "builtin":
@@ -90,16 +92,30 @@ def run(config: str, batch: int | None, steps: int, peak: float | None, log=prin
     tokens = batch * sum(layout.num_tokens.values())
     devices = jax.device_count()
     result = dict(
-        config=config, device=jax.devices()[0].device_kind, platform=jax.default_backend(), devices=devices,
-        host=platform.processor() or platform.machine(), jax=jax.__version__, batch=batch,
-        params=param_count(nnx.state(nnx.merge(graphdef, params), nnx.Param)), tokens_per_sample=layout.num_tokens,
-        compile_s=compile_s, step_s_median=step_s, step_s_mean=float(np.mean(times)), tokens_per_s=tokens / step_s,
-        train_flops_per_step=flops, achieved_flops_per_s=flops / step_s, peak_flops_per_device=peak,
-        peak_source=source, mfu=flops / step_s / (peak * devices),
+        config=config,
+        device=jax.devices()[0].device_kind,
+        platform=jax.default_backend(),
+        devices=devices,
+        host=platform.processor() or platform.machine(),
+        jax=jax.__version__,
+        batch=batch,
+        params=param_count(nnx.state(nnx.merge(graphdef, params), nnx.Param)),
+        tokens_per_sample=layout.num_tokens,
+        compile_s=compile_s,
+        step_s_median=step_s,
+        step_s_mean=float(np.mean(times)),
+        tokens_per_s=tokens / step_s,
+        train_flops_per_step=flops,
+        achieved_flops_per_s=flops / step_s,
+        peak_flops_per_device=peak,
+        peak_source=source,
+        mfu=flops / step_s / (peak * devices),
     )
-    log(f"{config}: {step_s * 1000:.1f} ms/step (median of {steps}), {result['tokens_per_s']:.0f} tokens/s, "
+    log(
+        f"{config}: {step_s * 1000:.1f} ms/step (median of {steps}), {result['tokens_per_s']:.0f} tokens/s, "
         f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s of {peak / 1e9:.1f} GFLOP/s peak per device "
-        f"({source}) -> MFU {100 * result['mfu']:.1f}%")
+        f"({source}) -> MFU {100 * result['mfu']:.1f}%"
+    )
     return result
 
 
@@ -114,18 +130,35 @@ def reference_args(cfg, batch: int) -> list[str]:
     audio_tokens, audio_channels = d.audio_latent_shape
     if audio_channels != channels:
         raise SystemExit("--reference needs the same latent channels for video and audio")
-    return ["--batch", str(batch), "--layers", str(m.depth), "--video-heads", str(m.video.heads),
-            "--audio-heads", str(m.audio.heads), "--channels", str(channels), "--grid", *map(str, grid),
-            "--audio-tokens", str(audio_tokens), "--text-len", str(d.text_len), "--text-dim", str(m.text.dim),
-            "--fps", str(d.fps)]
+    return [
+        "--batch",
+        str(batch),
+        "--layers",
+        str(m.depth),
+        "--video-heads",
+        str(m.video.heads),
+        "--audio-heads",
+        str(m.audio.heads),
+        "--channels",
+        str(channels),
+        "--grid",
+        *map(str, grid),
+        "--audio-tokens",
+        str(audio_tokens),
+        "--text-len",
+        str(d.text_len),
+        "--text-dim",
+        str(m.text.dim),
+        "--fps",
+        str(d.fps),
+    ]
 
 
 def run_reference(config: str, batch: int | None, steps: int, python: str, log=print) -> dict:
     cfg = load_config(config)
     batch = batch or cfg.train.batch_size
     if not pathlib.Path(python).exists():
-        raise SystemExit(f"no PyTorch venv at {python}: create it with `make .venv-torch` "
-                         "(or pass --torch-python)")
+        raise SystemExit(f"no PyTorch venv at {python}: create it with `make .venv-torch` (or pass --torch-python)")
     script = pathlib.Path(__file__).with_name("diffusers_ltx2.py")
     cmd = [python, str(script), "--steps", str(steps), *reference_args(cfg, batch)]
     log("reference: " + " ".join(cmd))
@@ -139,8 +172,7 @@ def main():
     parser.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after two warm-up steps")
     parser.add_argument("--peak", type=float, default=None, help="peak FLOP/s per device (default: jav.perf.peak_flops)")
-    parser.add_argument("--reference", action="store_true",
-                        help="also time diffusers' LTX2VideoTransformer3DModel at the same shapes")
+    parser.add_argument("--reference", action="store_true", help="also time diffusers' LTX2VideoTransformer3DModel at the same shapes")
     parser.add_argument("--torch-python", default=".venv-torch/bin/python", help="python of the PyTorch venv")
     parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args()
@@ -151,12 +183,12 @@ def main():
         result["reference"] = ref
         result["speedup"] = ref["step_s_median"] / result["step_s_median"]
         log(f"{'':<12} {'params':>12} {'s/step':>8} {'tokens/s':>9} {'fwd GFLOP/sample':>17}")
-        log(f"{'jav':<12} {result['params']:>12,} {result['step_s_median']:>8.3f} {result['tokens_per_s']:>9.0f} "
-            f"{result['train_flops_per_step'] / 3 / result['batch'] / 1e9:>17.1f}")
-        log(f"{'diffusers':<12} {ref['params']:>12,} {ref['step_s_median']:>8.3f} {ref['tokens_per_s']:>9.0f} "
-            f"{ref['forward_flops_per_sample'] / 1e9:>17.1f}")
-        log(f"jav speed-up over diffusers at the same shapes: {result['speedup']:.2f}x; "
-            f"jav MFU {100 * result['mfu']:.1f}% ({result['peak_source']})")
+        log(
+            f"{'jav':<12} {result['params']:>12,} {result['step_s_median']:>8.3f} {result['tokens_per_s']:>9.0f} "
+            f"{result['train_flops_per_step'] / 3 / result['batch'] / 1e9:>17.1f}"
+        )
+        log(f"{'diffusers':<12} {ref['params']:>12,} {ref['step_s_median']:>8.3f} {ref['tokens_per_s']:>9.0f} {ref['forward_flops_per_sample'] / 1e9:>17.1f}")
+        log(f"jav speed-up over diffusers at the same shapes: {result['speedup']:.2f}x; jav MFU {100 * result['mfu']:.1f}% ({result['peak_source']})")
     print(json.dumps(result))
     if args.json:
         pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)

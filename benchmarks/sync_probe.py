@@ -20,6 +20,7 @@ explains. A model whose joint module carries no timing scores the same on both
 (and `none` always does). Seconds per run, no sampling: the quick test of a
 change before a sampled evaluation (python -m jav.evaluate --task v2a,a2v).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,17 +78,20 @@ def probe(workdir: str, num: int = 64, batch_size: int = 16, timesteps=TIMESTEPS
             for i, t in enumerate(timesteps):
                 key = jax.random.fold_in(jax.random.key(i), b)
                 for name, partner, cross in (("true", x0[given], True), ("moved", x0_moved[given], True), ("off", x0[given], False)):
-                    res[name].append(float(loss(state, x0[target], partner, jnp.asarray(ids[rows]), jnp.asarray(mask[rows]), key, t,
-                                                target=target, cross=cross)))
+                    res[name].append(
+                        float(loss(state, x0[target], partner, jnp.asarray(ids[rows]), jnp.asarray(mask[rows]), key, t, target=target, cross=cross))
+                    )
         out[task] = {k: float(np.mean(v)) for k, v in res.items()}
         out[task]["gain"] = (out[task]["moved"] - out[task]["true"]) / out[task]["moved"]
         # per timestep (the lists run batch-major, timestep-minor)
         per_t = {k: np.asarray(v).reshape(-1, len(timesteps)).mean(0) for k, v in res.items()}
         out[task]["gain_by_t"] = {str(t): float((per_t["moved"][i] - per_t["true"][i]) / per_t["moved"][i]) for i, t in enumerate(timesteps)}
         by_t = ", ".join(f"t={t} {100 * g:.1f}%" for t, g in out[task]["gain_by_t"].items())
-        log(f"{workdir} (step {step}, {cfg.model.joint.mode}) {task}: {target} loss with the true partner "
+        log(
+            f"{workdir} (step {step}, {cfg.model.joint.mode}) {task}: {target} loss with the true partner "
             f"{out[task]['true']:.4f}, other motion {out[task]['moved']:.4f}, coupling off {out[task]['off']:.4f}; "
-            f"timing gain {100 * out[task]['gain']:.1f}% ({by_t})")
+            f"timing gain {100 * out[task]['gain']:.1f}% ({by_t})"
+        )
     return out
 
 

@@ -11,6 +11,7 @@ deviation (to normalise them for diffusion); encode and decode throughput,
 whole-clip and in temporal chunks; and one long clip through the chunked path
 against the whole-clip path (time, and XLA's temporary buffer size).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,7 +76,7 @@ def main(argv=None) -> dict:
 
     means, recons = [], []
     for i in range(0, n, b):
-        mean, _ = V.encode_chunked(vae, jnp.asarray(x[i:i + b]), chunk_latents=0)
+        mean, _ = V.encode_chunked(vae, jnp.asarray(x[i : i + b]), chunk_latents=0)
         means.append(np.asarray(mean))
         recons.append(np.asarray(V.decode_chunked(vae, mean, chunk_latents=0)))
     mean, recon = np.concatenate(means), np.concatenate(recons)
@@ -94,8 +95,7 @@ def main(argv=None) -> dict:
     for name, c in (("whole", 0), ("chunked_1", 1)):
         enc = timed(lambda v: V.encode_chunked(vae, v, chunk_latents=c), xb)
         dec = timed(lambda z: V.decode_chunked(vae, z, chunk_latents=c), zb)
-        speed[name] = {"encode_clips_per_s": b / enc, "encode_frames_per_s": b * t / enc,
-                       "decode_clips_per_s": b / dec, "decode_frames_per_s": b * t / dec}
+        speed[name] = {"encode_clips_per_s": b / enc, "encode_frames_per_s": b * t / enc, "decode_clips_per_s": b / dec, "decode_frames_per_s": b * t / dec}
 
     # One long clip: whole vs chunks of cfg.model.chunk_latents latent frames
     long_params = dataclasses.replace(params, duration=args.long_frames / params.fps)
@@ -109,20 +109,29 @@ def main(argv=None) -> dict:
         long[f"{name}_decode_s"] = timed(lambda z: V.decode_chunked(vae, z, chunk_latents=c), long_z, repeats=1)
     long["whole_encode_temp_mb"] = temp_bytes(graphdef, state, long_x) / 2**20
     long["whole_decode_temp_mb"] = temp_bytes(graphdef, state, long_z, decode=True) / 2**20
-    first = long_x[:, :1 + ct * (chunk - 1)]
+    first = long_x[:, : 1 + ct * (chunk - 1)]
     long["chunk_encode_temp_mb"] = temp_bytes(graphdef, state, first) / 2**20
     long["chunk_decode_temp_mb"] = temp_bytes(graphdef, state, long_z[:, :chunk], decode=True) / 2**20
     chunked_z = V.encode_chunked(vae, long_x, chunk_latents=chunk)[0]
     long["chunked_vs_whole_max_abs_latent_diff"] = float(jnp.abs(chunked_z - long_z).max())
 
     result = {
-        "workdir": str(args.workdir), "step": step, "clips": n, "frames": t, "canvas": params.canvas,
-        "backend": jax.default_backend(), "devices": jax.device_count(),
-        "psnr_db": float(psnr_clip.mean()), "psnr_first_frame_db": float(psnr_first.mean()),
+        "workdir": str(args.workdir),
+        "step": step,
+        "clips": n,
+        "frames": t,
+        "canvas": params.canvas,
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+        "psnr_db": float(psnr_clip.mean()),
+        "psnr_first_frame_db": float(psnr_first.mean()),
         "psnr_db_min": float(psnr_clip.min()),
-        "latent_mean": float(mean.mean()), "latent_std": float(mean.std()),
+        "latent_mean": float(mean.mean()),
+        "latent_std": float(mean.std()),
         "latent_channel_std": [float(s) for s in mean.reshape(-1, mean.shape[-1]).std(0)],
-        "world": world, "throughput": speed, "long_clip": long,
+        "world": world,
+        "throughput": speed,
+        "long_clip": long,
     }
 
     print(f"video VAE {args.workdir} (step {step}), {n} held-out clips of {t} frames at {params.canvas}x{params.canvas}")
@@ -134,11 +143,13 @@ def main(argv=None) -> dict:
     print(f"{'throughput (batch ' + str(b) + ')':<22}{'enc clips/s':>12}{'enc frames/s':>14}{'dec clips/s':>12}{'dec frames/s':>14}")
     for name, s in speed.items():
         print(f"{name:<22}{s['encode_clips_per_s']:>12.1f}{s['encode_frames_per_s']:>14.0f}{s['decode_clips_per_s']:>12.1f}{s['decode_frames_per_s']:>14.0f}")
-    print(f"long clip of {long['frames']} frames: whole encode {long['whole_encode_s']:.2f}s / decode {long['whole_decode_s']:.2f}s "
-          f"(XLA temp {long['whole_encode_temp_mb']:.1f} / {long['whole_decode_temp_mb']:.1f} MB); chunks of {chunk} latents "
-          f"encode {long['chunked_encode_s']:.2f}s / decode {long['chunked_decode_s']:.2f}s (temp per chunk "
-          f"{long['chunk_encode_temp_mb']:.1f} / {long['chunk_decode_temp_mb']:.1f} MB); chunked vs whole max |latent diff| "
-          f"{long['chunked_vs_whole_max_abs_latent_diff']:.2e}")
+    print(
+        f"long clip of {long['frames']} frames: whole encode {long['whole_encode_s']:.2f}s / decode {long['whole_decode_s']:.2f}s "
+        f"(XLA temp {long['whole_encode_temp_mb']:.1f} / {long['whole_decode_temp_mb']:.1f} MB); chunks of {chunk} latents "
+        f"encode {long['chunked_encode_s']:.2f}s / decode {long['chunked_decode_s']:.2f}s (temp per chunk "
+        f"{long['chunk_encode_temp_mb']:.1f} / {long['chunk_decode_temp_mb']:.1f} MB); chunked vs whole max |latent diff| "
+        f"{long['chunked_vs_whole_max_abs_latent_diff']:.2e}"
+    )
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / "benchmark.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

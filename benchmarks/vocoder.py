@@ -11,6 +11,7 @@ seconds of audio per second.
 
 Held-out clips are seeds 10000.. . The table's numbers go to WORKDIR/eval.json.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,7 @@ def evaluate(model: vocoder.Vocoder, test_clips: int, vae_dir: str | None) -> di
     if vae_dir:
         vae = load_model(vae_dir, "audio_vae")
         inputs["vae"] = nnx.jit(lambda m, x: m.decode(m.encode(x)[0]))(vae, logmel)
-    paths = {"griffin_lim": lambda x: griffin_lim.logmel_to_waveform(x, jax.random.key(0)),
-             "vocoder": lambda x: vocoder.vocode(model, x)}
+    paths = {"griffin_lim": lambda x: griffin_lim.logmel_to_waveform(x, jax.random.key(0)), "vocoder": lambda x: vocoder.vocode(model, x)}
     result = {"clips": test_clips, "audio_seconds": audio_seconds, "device": str(jax.devices()[0])}
     for input_name, mel in inputs.items():
         for path, fn in paths.items():
@@ -59,19 +59,24 @@ def evaluate(model: vocoder.Vocoder, test_clips: int, vae_dir: str | None) -> di
 
 
 def report(result: dict) -> None:
-    print(f"\n{result['clips']} held-out clips, {result['audio_seconds']:.0f} s of audio, one batched call "
-          f"on {result['device']}")
-    print(f"{'log-mel -> waveform':28s} {'n':>3s} {'median':>7s} {'p90':>6s} {'max':>6s} {'<10ms':>6s} {'invent':>6s} "
-          f"{'pitch':>5s} {'melL1':>6s} {'burst':>6s} {'audio s/s':>9s}")
+    print(f"\n{result['clips']} held-out clips, {result['audio_seconds']:.0f} s of audio, one batched call on {result['device']}")
+    print(
+        f"{'log-mel -> waveform':28s} {'n':>3s} {'median':>7s} {'p90':>6s} {'max':>6s} {'<10ms':>6s} {'invent':>6s} "
+        f"{'pitch':>5s} {'melL1':>6s} {'burst':>6s} {'audio s/s':>9s}"
+    )
     for name, row in result.items():
         if not isinstance(row, dict) or name == "original_audio":
             continue
-        print(f"{name:28s} {row['contacts']:3.0f} {row['median_ms']:7.2f} {row['p90_ms']:6.2f} {row['max_ms']:6.1f} "
-              f"{row['within_10ms']:6.3f} {row['invented']:6.0f} {row['pitch_agreement']:5.2f} "
-              f"{row['reanalysed_l1']:6.4f} {row['reanalysed_l1_burst_frames']:6.4f} {row['audio_s_per_s']:9.1f}")
+        print(
+            f"{name:28s} {row['contacts']:3.0f} {row['median_ms']:7.2f} {row['p90_ms']:6.2f} {row['max_ms']:6.1f} "
+            f"{row['within_10ms']:6.3f} {row['invented']:6.0f} {row['pitch_agreement']:5.2f} "
+            f"{row['reanalysed_l1']:6.4f} {row['reanalysed_l1_burst_frames']:6.4f} {row['audio_s_per_s']:9.1f}"
+        )
     s = result["original_audio"]
-    print(f"{'original audio':28s} {s['contacts']:3.0f} {s['median_ms']:7.2f} {s['p90_ms']:6.2f} {s['max_ms']:6.1f} "
-          f"{s['within_10ms']:6.3f} {s['invented']:6.0f} {s['pitch_agreement']:5.2f}")
+    print(
+        f"{'original audio':28s} {s['contacts']:3.0f} {s['median_ms']:7.2f} {s['p90_ms']:6.2f} {s['max_ms']:6.1f} "
+        f"{s['within_10ms']:6.3f} {s['invented']:6.0f} {s['pitch_agreement']:5.2f}"
+    )
 
 
 def main(argv=None) -> dict:

@@ -28,13 +28,21 @@ audio's noise level drawn on its own and cross-modal guidance 3 at sampling.
 side-by-side runs; `none` also turns the aligned path (a coupling) off.
 The VAE-latent version of the same world is configs/bounce_latent.py.
 """
+
 from configs import common
 
 
 def get_config(arg=None):
     model = common.model(
-        video_width=128, video_heads=4, audio_width=64, audio_heads=2, depth=4,
-        joint=arg or "cross_attn", video_patch=(1, 8, 8), audio_patch=4, text_dim=64,
+        video_width=128,
+        video_heads=4,
+        audio_width=64,
+        audio_heads=2,
+        depth=4,
+        joint=arg or "cross_attn",
+        video_patch=(1, 8, 8),
+        audio_patch=4,
+        text_dim=64,
     )
     model.prediction = "x0"
     if model.joint.mode != "none":

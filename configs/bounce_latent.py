@@ -22,6 +22,7 @@ Token times follow the causal VAE (data.video_time_compression): latent i >= 1
 sits at the centre of the four frames it holds. Results against the pixel-space
 demo at equal wall-clock are in benchmarks/RESULTS.md ("The demo in latent space").
 """
+
 from configs import common
 
 VIDEO_LATENT = (5, 4, 4, 16)
@@ -31,9 +32,17 @@ AUDIO_LATENT = (53, 128)
 def get_config(arg=None):
     del arg
     model = common.model(
-        video_width=128, video_heads=4, audio_width=64, audio_heads=2, depth=4,
-        joint="cross_attn", video_patch=(1, 1, 1), video_channels=VIDEO_LATENT[-1],
-        audio_patch=1, audio_channels=AUDIO_LATENT[-1], text_dim=64,
+        video_width=128,
+        video_heads=4,
+        audio_width=64,
+        audio_heads=2,
+        depth=4,
+        joint="cross_attn",
+        video_patch=(1, 1, 1),
+        video_channels=VIDEO_LATENT[-1],
+        audio_patch=1,
+        audio_channels=AUDIO_LATENT[-1],
+        text_dim=64,
     )
     model.prediction = "x0"
     # 1,000 steps (about 7 min on 2 CPU cores) keep `make demo`, its two VAEs'
@@ -52,7 +61,11 @@ def get_config(arg=None):
         fps=2.0,  # latent frames per second (for readers; positions use pixel_fps)
         audio_rate=25.0,  # audio latents per second
         # the world the latents were made from: the evaluation renders its held-out clips with these
-        canvas=32, duration=2.125, sample_rate=16000, mel_hop=160, mel_bins=64,
+        canvas=32,
+        duration=2.125,
+        sample_rate=16000,
+        mel_hop=160,
+        mel_bins=64,
         dir="",  # from `python -m jav.data.synthetic --latent ...`
     )
     cfg.train.ema_decay = 0.99

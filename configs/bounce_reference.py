@@ -21,6 +21,7 @@ project's 2-core CPU (shared with other jobs part of the time), resumable. It is
 the distillation phase and the start of reward tuning. `arg` picks the joint mode
 as in configs/bounce_demo.py (`:none` for the side-by-side run).
 """
+
 from configs import bounce_demo
 
 

@@ -3,6 +3,7 @@
 Each config in this folder starts from these and states its own changes, so a
 config file reads as the list of what makes that experiment what it is.
 """
+
 import ml_collections
 
 from jav import schema
@@ -10,19 +11,21 @@ from jav import schema
 
 def bounce_data() -> ml_collections.ConfigDict:
     """The bounce world in pixel / log-mel space (see docs/bounce_world.md)."""
-    return ml_collections.ConfigDict(dict(
-        world="bounce",
-        canvas=32,
-        fps=8,
-        duration=2.0,
-        sample_rate=16000,
-        mel_hop=160,
-        mel_bins=64,
-        # (mean, std) standardising model-space video / log-mel into tokens (jav.clip_tokens)
-        video_norm=(0.0, 1.0),
-        audio_norm=(0.0, 1.0),
-        dir="",  # shards from `python -m jav.data.synthetic --out DIR --num N`
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            world="bounce",
+            canvas=32,
+            fps=8,
+            duration=2.0,
+            sample_rate=16000,
+            mel_hop=160,
+            mel_bins=64,
+            # (mean, std) standardising model-space video / log-mel into tokens (jav.clip_tokens)
+            video_norm=(0.0, 1.0),
+            audio_norm=(0.0, 1.0),
+            dir="",  # shards from `python -m jav.data.synthetic --out DIR --num N`
+        )
+    )
 
 
 def model(**knobs) -> ml_collections.ConfigDict:
@@ -32,10 +35,17 @@ def model(**knobs) -> ml_collections.ConfigDict:
 
 
 def optim(lr=1e-3, warmup_steps=50) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        lr=lr, warmup_steps=warmup_steps, end_lr_fraction=0.1, b1=0.9, b2=0.99,
-        weight_decay=0.0, grad_clip=1.0,
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            lr=lr,
+            warmup_steps=warmup_steps,
+            end_lr_fraction=0.1,
+            b1=0.9,
+            b2=0.99,
+            weight_decay=0.0,
+            grad_clip=1.0,
+        )
+    )
 
 
 def sample(steps=32) -> ml_collections.ConfigDict:
@@ -49,32 +59,38 @@ def experiment(model_cfg, batch_size, steps, lr=1e-3, warmup_steps=50) -> ml_col
 
     from jav.sharding import DEFAULT_RULES
 
-    return ml_collections.ConfigDict(dict(
-        data=bounce_data(),
-        model=model_cfg,
-        flow=flow_config(),
-        optim=optim(lr, warmup_steps),
-        train=dict(
-            batch_size=batch_size,  # global, over all processes
-            grad_accum=1,  # microbatches per step: activation memory of batch_size / grad_accum
-            steps=steps, seed=0, log_every=25, checkpoint_every=500, keep_checkpoints=3,
-            ema_decay=0.999,
-            max_nonfinite=5,  # this many non-finite steps in a row stop the run
-            peak_flops_per_device=0.0,  # for the MFU estimate; 0: jav.perf's datasheet peak of the chip, or a measured matmul peak on CPU
-            profile_steps=[],  # [first, end): a jax.profiler trace of those steps in WORKDIR/profile
-            eval_every=0,  # held-out samples scored (cfg.eval) every this many steps and at the end; 0: never
-            # which parameters train: "auto" (the LoRA adapters where model.lora.rank > 0, else all) or a
-            # regular expression searched in each parameter's path (e.g. "audio|cross"; see jav.train.step)
-            trainable="auto",
-        ),
-        # what the trainer samples every train.eval_every steps: the captions of `num` held-out
-        # bounce-world clips per task, with the EMA weights and the config's sampling settings,
-        # written to WORKDIR/evals/step_NNNNNNN/TASK/ (jav.evaluate's layout; jav.report reads it),
-        # their metrics to TensorBoard and metrics.jsonl ("eval_TASK_METRIC"), and the first `media`
-        # clips' contact sheets and sound to TensorBoard
-        eval=dict(num=4, tasks="t2va", media=2),
-        # dcn: {axis: slices} for a job over several TPU slices (jav.sharding.make_mesh), e.g. {"data": 2}
-        mesh=dict(shape=dict(data=1, fsdp=-1, context=1, tensor=1), dcn=dict(), rules=[list(r) for r in DEFAULT_RULES]),
-        init_from="",  # DIR or DIR:ema: start from another run's checkpoint
-        sample=sample(),
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            data=bounce_data(),
+            model=model_cfg,
+            flow=flow_config(),
+            optim=optim(lr, warmup_steps),
+            train=dict(
+                batch_size=batch_size,  # global, over all processes
+                grad_accum=1,  # microbatches per step: activation memory of batch_size / grad_accum
+                steps=steps,
+                seed=0,
+                log_every=25,
+                checkpoint_every=500,
+                keep_checkpoints=3,
+                ema_decay=0.999,
+                max_nonfinite=5,  # this many non-finite steps in a row stop the run
+                peak_flops_per_device=0.0,  # for the MFU estimate; 0: jav.perf's datasheet peak of the chip, or a measured matmul peak on CPU
+                profile_steps=[],  # [first, end): a jax.profiler trace of those steps in WORKDIR/profile
+                eval_every=0,  # held-out samples scored (cfg.eval) every this many steps and at the end; 0: never
+                # which parameters train: "auto" (the LoRA adapters where model.lora.rank > 0, else all) or a
+                # regular expression searched in each parameter's path (e.g. "audio|cross"; see jav.train.step)
+                trainable="auto",
+            ),
+            # what the trainer samples every train.eval_every steps: the captions of `num` held-out
+            # bounce-world clips per task, with the EMA weights and the config's sampling settings,
+            # written to WORKDIR/evals/step_NNNNNNN/TASK/ (jav.evaluate's layout; jav.report reads it),
+            # their metrics to TensorBoard and metrics.jsonl ("eval_TASK_METRIC"), and the first `media`
+            # clips' contact sheets and sound to TensorBoard
+            eval=dict(num=4, tasks="t2va", media=2),
+            # dcn: {axis: slices} for a job over several TPU slices (jav.sharding.make_mesh), e.g. {"data": 2}
+            mesh=dict(shape=dict(data=1, fsdp=-1, context=1, tensor=1), dcn=dict(), rules=[list(r) for r in DEFAULT_RULES]),
+            init_from="",  # DIR or DIR:ema: start from another run's checkpoint
+            sample=sample(),
+        )
+    )

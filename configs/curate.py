@@ -23,6 +23,7 @@ stages decode local files).
 
 Args: "" (general footage: buckets at 24 fps up to 64x64) or "bounce" (the bounce-world corpus).
 """
+
 import dataclasses
 
 import ml_collections
@@ -42,20 +43,21 @@ def get_config(arg=None):
     cfg.stages = ",".join(name for name, _ in DEFAULT_STAGES)
     cfg.stage_params = ml_collections.ConfigDict({name: dict(params) for name, params in DEFAULT_STAGES if params})
     cfg.dedup = ml_collections.ConfigDict({"enabled": True, "max_hamming": 3})
-    cfg.encode = ml_collections.ConfigDict({
-        "fps": 24.0,
-        "buckets": "96x64x64,48x64x64,24x64x64,48x32x32,24x32x32",  # FRAMESxHEIGHTxWIDTH at fps; longest that fits wins
-        "mel": dataclasses.asdict(mel.MelParams()),
-        # a latent codec (latent.json: two VAE runs and their statistics, python -m jav.data.latent_stats):
-        # store normalised latents instead of pixels and log-mel, and pack the codec beside each bucket's
-        # shards; bucket frames must be a length the video VAE takes (time stride 4: 1 + 4k, e.g. 17)
-        "latent": "",
-        "text_encoder": "",    # a text encoder spec (jav.frozen_text_encoder.load_text_encoder): store embeddings
-    })
+    cfg.encode = ml_collections.ConfigDict(
+        {
+            "fps": 24.0,
+            "buckets": "96x64x64,48x64x64,24x64x64,48x32x32,24x32x32",  # FRAMESxHEIGHTxWIDTH at fps; longest that fits wins
+            "mel": dataclasses.asdict(mel.MelParams()),
+            # a latent codec (latent.json: two VAE runs and their statistics, python -m jav.data.latent_stats):
+            # store normalised latents instead of pixels and log-mel, and pack the codec beside each bucket's
+            # shards; bucket frames must be a length the video VAE takes (time stride 4: 1 + 4k, e.g. 17)
+            "latent": "",
+            "text_encoder": "",  # a text encoder spec (jav.frozen_text_encoder.load_text_encoder): store embeddings
+        }
+    )
     cfg.pack = ml_collections.ConfigDict({"records_per_shard": 256})
     # Beam's DirectRunner defaults; pipeline options on the command line win.
-    cfg.engine = ml_collections.ConfigDict({"runner": "DirectRunner", "direct_running_mode": "multi_processing",
-                                            "direct_num_workers": 2})
+    cfg.engine = ml_collections.ConfigDict({"runner": "DirectRunner", "direct_running_mode": "multi_processing", "direct_num_workers": 2})
     if arg == "bounce":
         cfg.encode.fps = 8.0
         cfg.encode.buckets = "16x32x32,8x32x32"

@@ -12,6 +12,7 @@ pass each at the teacher's sampling guidance (any scales inside
 steps of up to three passes. `--config.model.interval_embed=False` distils the
 guidance only (one pass per step, the teacher's number of steps).
 """
+
 from jav.runs import load_config
 from jav.train.distill import student_config
 

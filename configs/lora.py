@@ -13,6 +13,7 @@ mesh and sampling settings are the base run's unless overridden; the optimiser i
 evaluation during training is kept where it had one. benchmarks/lora_finetune.py runs this on
 a small LTX-2-structured model imported from diffusers' format.
 """
+
 from jav.runs import load_config
 
 

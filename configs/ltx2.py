@@ -21,19 +21,39 @@ pairs (positions from `jav.models.rope.ltx2_video_positions` /
 with its own AdaLN; a caption projection per branch from 3840-d text features.
 Timesteps are sigma in [0, 1] (jav scales by 1000 inside, as LTX-2's callers do).
 """
+
 from configs import common
 from configs.ltx2_19b import get_config as ltx2_19b
 
 
-def model(video_heads=32, video_head_dim=128, audio_heads=32, audio_head_dim=64, depth=48, channels=128,
-          audio_channels=128, text_dim=3840, theta=10_000.0, max_pos=(20.0, 2048.0, 2048.0), pairs="split",
-          dtype="float32"):
+def model(
+    video_heads=32,
+    video_head_dim=128,
+    audio_heads=32,
+    audio_head_dim=64,
+    depth=48,
+    channels=128,
+    audio_channels=128,
+    text_dim=3840,
+    theta=10_000.0,
+    max_pos=(20.0, 2048.0, 2048.0),
+    pairs="split",
+    dtype="float32",
+):
     """The AVDiT model config of an LTX-2-shaped transformer of these sizes."""
     m = common.model(
-        video_width=video_heads * video_head_dim, video_heads=video_heads,
-        audio_width=audio_heads * audio_head_dim, audio_heads=audio_heads, depth=depth,
-        joint="cross_attn", video_patch=(1, 1, 1), video_channels=channels,
-        audio_patch=1, audio_channels=audio_channels, text_dim=text_dim, text_encoder="precomputed",
+        video_width=video_heads * video_head_dim,
+        video_heads=video_heads,
+        audio_width=audio_heads * audio_head_dim,
+        audio_heads=audio_heads,
+        depth=depth,
+        joint="cross_attn",
+        video_patch=(1, 1, 1),
+        video_channels=channels,
+        audio_patch=1,
+        audio_channels=audio_channels,
+        text_dim=text_dim,
+        text_encoder="precomputed",
     )
     m.abs_pos = False
     m.norm = "rms"
@@ -44,8 +64,7 @@ def model(video_heads=32, video_head_dim=128, audio_heads=32, audio_head_dim=64,
     return m
 
 
-TINY = dict(video_heads=2, video_head_dim=16, audio_heads=2, audio_head_dim=8, depth=2, channels=8,
-            audio_channels=8, text_dim=24)
+TINY = dict(video_heads=2, video_head_dim=16, audio_heads=2, audio_head_dim=8, depth=2, channels=8, audio_channels=8, text_dim=24)
 
 
 def get_config(arg=None):

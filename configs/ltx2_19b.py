@@ -21,6 +21,7 @@ Placing it needs fsdp and remat: benchmarks/RESULTS.md ("Pod-scale plan") lists,
 the mesh, remat and batch settings that fit (jav.aot); bf16 compute. Sampling
 uses LTX-2's guidance (CFG video 3 / audio 7, modality guidance 3, 40 steps).
 """
+
 import re
 
 from configs import common
@@ -40,8 +41,10 @@ def clip(arg: str | None) -> tuple[str, int]:
         elif re.fullmatch(r"\d+s", part) and int(part[:-1]) > 0:
             seconds = int(part[:-1])
         else:
-            raise ValueError(f"configs/ltx2_19b.py:{arg}: {part!r} is neither a resolution ({', '.join(RESOLUTIONS)}) "
-                             "nor a duration like 10s; e.g. configs/ltx2_19b.py:1080p,10s")
+            raise ValueError(
+                f"configs/ltx2_19b.py:{arg}: {part!r} is neither a resolution ({', '.join(RESOLUTIONS)}) "
+                "nor a duration like 10s; e.g. configs/ltx2_19b.py:1080p,10s"
+            )
     return resolution, seconds
 
 
@@ -50,9 +53,18 @@ def get_config(arg=None):
     height, width = RESOLUTIONS[resolution]
     frames = 1 + (seconds * FPS) // VAE_TIME  # latent frames: the first, then one per 8 frames
     model = common.model(
-        video_width=4096, video_heads=32, audio_width=2048, audio_heads=32, depth=48,
-        joint="cross_attn", video_patch=(1, 1, 1), video_channels=128,
-        audio_patch=1, audio_channels=128, text_dim=4096, text_encoder="precomputed",
+        video_width=4096,
+        video_heads=32,
+        audio_width=2048,
+        audio_heads=32,
+        depth=48,
+        joint="cross_attn",
+        video_patch=(1, 1, 1),
+        video_channels=128,
+        audio_patch=1,
+        audio_channels=128,
+        text_dim=4096,
+        text_encoder="precomputed",
     )
     model.abs_pos = False  # RoPE only, as LTX-2
     model.dtype = "bfloat16"
@@ -66,8 +78,11 @@ def get_config(arg=None):
         fps=frames / seconds,  # latent frames per second
         audio_rate=float(AUDIO_LATENTS_PER_S),
         # the VAEs the latents come from: token times and, with model.rope.layout="ltx2", LTX-2's positions
-        pixel_fps=float(FPS), video_time_compression=VAE_TIME, video_space_compression=VAE_SPACE,
-        sample_rate=16_000, mel_hop=160,
+        pixel_fps=float(FPS),
+        video_time_compression=VAE_TIME,
+        video_space_compression=VAE_SPACE,
+        sample_rate=16_000,
+        mel_hop=160,
     )
     cfg.sample = common.sample(steps=40)
     cfg.sample.update(text_video=3.0, text_audio=7.0, modality=3.0)

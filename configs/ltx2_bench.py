@@ -12,15 +12,25 @@ video width 512 (8 heads of 64), audio width 256 (4 heads of 64), 8 layers,
 batch 4, float32. Expect about 60 M parameters; on a 2-core CPU a step takes
 seconds (see benchmarks/RESULTS.md).
 """
+
 from configs import common
 
 
 def get_config(arg=None):
     del arg
     model = common.model(
-        video_width=512, video_heads=8, audio_width=256, audio_heads=4, depth=8,
-        joint="cross_attn", video_patch=(1, 1, 1), video_channels=128,
-        audio_patch=1, audio_channels=128, text_dim=512, text_encoder="precomputed",
+        video_width=512,
+        video_heads=8,
+        audio_width=256,
+        audio_heads=4,
+        depth=8,
+        joint="cross_attn",
+        video_patch=(1, 1, 1),
+        video_channels=128,
+        audio_patch=1,
+        audio_channels=128,
+        text_dim=512,
+        text_encoder="precomputed",
     )
     model.abs_pos = False  # RoPE only, as LTX-2
     cfg = common.experiment(model, batch_size=4, steps=100, lr=1e-4, warmup_steps=10)

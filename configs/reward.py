@@ -9,6 +9,7 @@ flow, sampling guidance and mesh) and the sync reward model's run. The policy
 keeps the policy's model, so `jav.sample` and `jav.evaluate` read the result as
 they read the run it started from. jav/train/reward.py describes the step.
 """
+
 from jav.runs import load_config
 from jav.train.reward import reward_config
 

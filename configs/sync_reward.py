@@ -13,6 +13,7 @@ Held-out scores every train.eval_every steps on clips no training batch holds
 metrics.jsonl). `jav.runs.load_autoencoder(WORKDIR)` loads the trained model;
 `jav.models.sync_reward.reward(model, video, logmel)` scores clips.
 """
+
 from configs import autoencoder
 from jav.models import sync_reward
 
@@ -25,13 +26,25 @@ def get_config(arg=None):
     data = autoencoder.bounce_stream(duration=3.0, fields=("video", "logmel", "events"))  # 2 s + 2 x 4 frames at 8 fps
     data.eval_clips = 64
     if arg in (None, "", "bounce"):
-        cfg = autoencoder.experiment(sync_reward.model_config(event_weight=1.0), "sync_reward", batch_size=32, steps=4000, lr=3e-3, warmup_steps=100,
-                                     data=data, log_every=50, checkpoint_every=250, eval_every=250, ema_decay=0.99)
+        cfg = autoencoder.experiment(
+            sync_reward.model_config(event_weight=1.0),
+            "sync_reward",
+            batch_size=32,
+            steps=4000,
+            lr=3e-3,
+            warmup_steps=100,
+            data=data,
+            log_every=50,
+            checkpoint_every=250,
+            eval_every=250,
+            ema_decay=0.99,
+        )
     elif arg == "tiny":
         data.eval_clips, data.duration = 4, 2.5  # 2 s + 2 x 2 frames
         model = sync_reward.model_config(width=16, depth=1, patch_dim=4, max_shift=2, event_weight=1.0)
-        cfg = autoencoder.experiment(model, "sync_reward", batch_size=4, steps=4, lr=1e-3, warmup_steps=1, data=data,
-                                     log_every=2, checkpoint_every=2, eval_every=2, ema_decay=0.9)
+        cfg = autoencoder.experiment(
+            model, "sync_reward", batch_size=4, steps=4, lr=1e-3, warmup_steps=1, data=data, log_every=2, checkpoint_every=2, eval_every=2, ema_decay=0.9
+        )
     else:
         raise ValueError(f"configs/sync_reward.py: unknown arg {arg!r}; use 'bounce' or 'tiny'")
     cfg.phase = "reward_model"

@@ -15,6 +15,7 @@ model config alone is `get_config(arg).model`, or `vae(...)`:
     mean, logvar = V.encode_chunked(vae, clip)       # clip [B, 1 + 4k, H, W, 3] in [-1, 1]
     frames = V.decode_tiled(vae, mean, tile_latents=32, overlap_latents=8)
 """
+
 import ml_collections
 
 from configs import autoencoder
@@ -22,42 +23,44 @@ from configs import autoencoder
 
 def vae(compression=(4, 8, 8), patch=1, latent_channels=16, widths=(64, 128, 256, 256), blocks=2, shortcut=False) -> ml_collections.ConfigDict:
     """Keys:
-      compression: (time, height, width) factors, each a power of two; clips
-        need 1 + time * k frames and sides divisible by the spatial factor.
-      patch: spatial space-to-depth at the input (and back at the output),
-        part of the height / width factor.
-      latent_channels: channels per latent position (the KL bottleneck's size).
-      widths: channels at each resolution level, full resolution first; one
-        entry per level, so log2(height factor / patch) + 1 of them.
-      blocks: residual blocks per level, in the encoder and in the decoder.
-      shortcut: parameter-free paths beside every resolution change (pooling
-        and channel averaging down, repetition up), so a fresh VAE starts near
-        a block-average codec (DC-AE's residual autoencoding).
-      logvar_range: clip on the encoder's log-variance, so exp() stays finite.
-      logvar_offset: added to the encoder's log-variance; the `bounce`
-        experiment sets -6 so a fresh VAE's posterior noise is small (std
-        exp(-3)) rather than std 1 on latents of std about 1 to 3.
-      chunk_latents: latent frames per temporal chunk in encode_chunked /
-        decode_chunked / *_tiled (0 = the whole clip at once).
-      tile_latents, overlap_latents: latent pixels per spatial tile and shared
-        by neighbouring tiles in encode_tiled / decode_tiled (0 tile = no tiling).
+    compression: (time, height, width) factors, each a power of two; clips
+      need 1 + time * k frames and sides divisible by the spatial factor.
+    patch: spatial space-to-depth at the input (and back at the output),
+      part of the height / width factor.
+    latent_channels: channels per latent position (the KL bottleneck's size).
+    widths: channels at each resolution level, full resolution first; one
+      entry per level, so log2(height factor / patch) + 1 of them.
+    blocks: residual blocks per level, in the encoder and in the decoder.
+    shortcut: parameter-free paths beside every resolution change (pooling
+      and channel averaging down, repetition up), so a fresh VAE starts near
+      a block-average codec (DC-AE's residual autoencoding).
+    logvar_range: clip on the encoder's log-variance, so exp() stays finite.
+    logvar_offset: added to the encoder's log-variance; the `bounce`
+      experiment sets -6 so a fresh VAE's posterior noise is small (std
+      exp(-3)) rather than std 1 on latents of std about 1 to 3.
+    chunk_latents: latent frames per temporal chunk in encode_chunked /
+      decode_chunked / *_tiled (0 = the whole clip at once).
+    tile_latents, overlap_latents: latent pixels per spatial tile and shared
+      by neighbouring tiles in encode_tiled / decode_tiled (0 tile = no tiling).
     """
-    return ml_collections.ConfigDict(dict(
-        compression=tuple(compression),
-        patch=patch,
-        in_channels=3,
-        latent_channels=latent_channels,
-        widths=tuple(widths),
-        blocks=blocks,
-        shortcut=shortcut,
-        logvar_range=(-30.0, 20.0),
-        logvar_offset=0.0,
-        chunk_latents=4,
-        tile_latents=0,
-        overlap_latents=2,
-        dtype="float32",
-        param_dtype="float32",
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            compression=tuple(compression),
+            patch=patch,
+            in_channels=3,
+            latent_channels=latent_channels,
+            widths=tuple(widths),
+            blocks=blocks,
+            shortcut=shortcut,
+            logvar_range=(-30.0, 20.0),
+            logvar_offset=0.0,
+            chunk_latents=4,
+            tile_latents=0,
+            overlap_latents=2,
+            dtype="float32",
+            param_dtype="float32",
+        )
+    )
 
 
 def get_config(arg=None):
@@ -70,9 +73,20 @@ def get_config(arg=None):
         model = vae(patch=2, widths=(32, 64, 96), blocks=1, shortcut=True)
         model.logvar_offset = -6.0
         # mostly L2: the target is PSNR, and a small L1 keeps edges sharp
-        return autoencoder.experiment(model, "video_vae", batch_size=4, steps=4000, lr=1e-3, warmup_steps=50, data=data,
-                                      loss_cfg=autoencoder.loss(kl_weight=1e-6, l1=0.2, l2=1.0), log_every=10,
-                                      checkpoint_every=100, eval_every=100, ema_decay=0.99)
+        return autoencoder.experiment(
+            model,
+            "video_vae",
+            batch_size=4,
+            steps=4000,
+            lr=1e-3,
+            warmup_steps=50,
+            data=data,
+            loss_cfg=autoencoder.loss(kl_weight=1e-6, l1=0.2, l2=1.0),
+            log_every=10,
+            checkpoint_every=100,
+            eval_every=100,
+            ema_decay=0.99,
+        )
     if arg == "demo":
         # `make demo`'s short schedule of the same experiment: 1,200 steps, 13 min
         # beside the audio VAE on 2 CPU cores (8 min alone), 30.7 dB on 64 held-out
@@ -88,6 +102,17 @@ def get_config(arg=None):
     if arg == "tiny":
         data = autoencoder.bounce_stream(duration=9 / 8, fields=("video",))  # 9 frames = 1 + 4 * 2
         data.canvas, data.eval_clips = 16, 2
-        return autoencoder.experiment(vae(patch=2, widths=(8, 16, 16), blocks=1), "video_vae", batch_size=2, steps=6, lr=3e-3,
-                                      warmup_steps=1, data=data, log_every=2, checkpoint_every=3, eval_every=3, ema_decay=0.9)
+        return autoencoder.experiment(
+            vae(patch=2, widths=(8, 16, 16), blocks=1),
+            "video_vae",
+            batch_size=2,
+            steps=6,
+            lr=3e-3,
+            warmup_steps=1,
+            data=data,
+            log_every=2,
+            checkpoint_every=3,
+            eval_every=3,
+            ema_decay=0.9,
+        )
     raise ValueError(f"configs/video_vae.py: unknown arg {arg!r}; use 'bounce', 'demo', 'ltx2' or 'tiny'")

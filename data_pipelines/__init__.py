@@ -6,4 +6,5 @@ order, near-duplicate removal, encoding into a resumable tensorstore store (`sto
 packing into ArrayRecord shards per shape bucket (`pack`), with a manifest and a report (`report`).
 Apache Beam is an optional extra: `pip install -r requirements-beam.txt`.
 """
+
 import jav  # noqa: F401  (first: jav.platforms keeps JAX off libtpu on a host with no TPU chip, before a stage imports JAX)

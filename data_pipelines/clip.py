@@ -13,6 +13,7 @@ Decoded media travel with the clip (`video`, `audio`) once a stage has loaded
 them; bounce-world and curated clips are small, and the engine drops the arrays
 before anything is written except the encoded shards.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,28 +25,28 @@ import numpy as np
 
 @dataclasses.dataclass
 class Clip:
-    source: str                       # path (or URL) of the input file
-    start: float = 0.0                # seconds into the source
-    end: float | None = None          # seconds; None = to the end of the source
+    source: str  # path (or URL) of the input file
+    start: float = 0.0  # seconds into the source
+    end: float | None = None  # seconds; None = to the end of the source
     # what probe found (source-level; cutting keeps them)
     container: str | None = None
     fps: float | None = None
     width: int | None = None
     height: int | None = None
-    num_frames: int | None = None     # frames in [start, end)
+    num_frames: int | None = None  # frames in [start, end)
     sample_rate: int | None = None
     audio_channels: int | None = None
     has_video: bool = False
     has_audio: bool = False
     source_duration: float | None = None
     # decoded media of [start, end), when a stage has loaded them
-    video: np.ndarray | None = None   # [T, H, W, 3] uint8
-    audio: np.ndarray | None = None   # [S, C] float32 in [-1, 1], at sample_rate
+    video: np.ndarray | None = None  # [T, H, W, 3] uint8
+    audio: np.ndarray | None = None  # [S, C] float32 in [-1, 1], at sample_rate
     # what the stages learned
     scores: dict[str, Any] = dataclasses.field(default_factory=dict)
     caption: str | None = None
     bucket: str | None = None
-    audio_offset: float = 0.0         # seconds the audio was shifted by to re-align it (sync stage)
+    audio_offset: float = 0.0  # seconds the audio was shifted by to re-align it (sync stage)
 
     @property
     def duration(self) -> float:
@@ -72,9 +73,9 @@ class Clip:
 
 @dataclasses.dataclass
 class Drop:
-    clip: Clip        # the clip (or whole file) removed, without media
-    stage: str        # the stage that dropped it, e.g. "filter_silence"
-    reason: str       # a short machine-readable kind, e.g. "silent_audio", "corrupt", "no_audio_track"
+    clip: Clip  # the clip (or whole file) removed, without media
+    stage: str  # the stage that dropped it, e.g. "filter_silence"
+    reason: str  # a short machine-readable kind, e.g. "silent_audio", "corrupt", "no_audio_track"
     detail: str = ""  # a human sentence: what was measured against which threshold
 
     def manifest_entry(self) -> dict:

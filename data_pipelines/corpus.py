@@ -17,6 +17,7 @@ pixels (and, but for 16-bit rounding, the audio) of directly generated ones.
 Matroska with FLAC is used because FLAC has no encoder priming delay: the decoded audio
 starts exactly at the first frame, so a clean file has no audio-video offset to explain.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,7 @@ import numpy as np
 from data_pipelines import media
 from jav.data import bounce
 
-FAULTS = ("zero_byte", "truncated", "no_audio", "no_video", "silent", "frozen", "single_frame",
-          "offset_plus", "offset_minus", "duplicate")
+FAULTS = ("zero_byte", "truncated", "no_audio", "no_video", "silent", "frozen", "single_frame", "offset_plus", "offset_minus", "duplicate")
 OFFSET = 0.3  # seconds the audio of an offset file runs late (offset_plus) or early (offset_minus)
 CANVASES, FPS, RATES = (32, 48, 64), (8, 12, 24), (8000, 16000, 44100, 48000)
 # "mixed": the varied formats above; "demo": every file in the demo's own format (32 px,
@@ -55,13 +55,18 @@ def file_spec(index: int, seed: int, fault: str, formats: str = "mixed") -> dict
     """Format and shots of one file: {canvas, upscale, fps, sample_rate, channels, shots: [(seed, frames)]}."""
     rng = np.random.default_rng([seed, index])
     canvas, fps = int(rng.choice(CANVASES)), int(rng.choice(FPS))
-    spec = {"canvas": canvas, "upscale": 2 if canvas == 32 and rng.random() < 0.3 else 1, "fps": fps,
-            "sample_rate": int(rng.choice(RATES)), "channels": int(rng.choice([1, 2]))}
+    spec = {
+        "canvas": canvas,
+        "upscale": 2 if canvas == 32 and rng.random() < 0.3 else 1,
+        "fps": fps,
+        "sample_rate": int(rng.choice(RATES)),
+        "channels": int(rng.choice([1, 2])),
+    }
     if formats == "demo":
         spec = {"canvas": 32, "upscale": 1, "fps": 8, "sample_rate": 16000, "channels": 1}
         fps = 8
     num_shots = 1 if fault in ("frozen", "single_frame") else int(rng.integers(1, 5))
-    low = 2.5 if fault.startswith("offset") else 0.8   # offset files: long enough shots to hold contacts
+    low = 2.5 if fault.startswith("offset") else 0.8  # offset files: long enough shots to hold contacts
     frames = [max(1, int(round(rng.uniform(low, 3.5) * fps))) for _ in range(num_shots)]
     if fault == "single_frame":
         frames = [1]
@@ -118,8 +123,7 @@ def plant(fault: str, video: np.ndarray, wave: np.ndarray, rate: int, rng) -> tu
     return video, wave, 0.0
 
 
-def _write_file(out: pathlib.Path, seed: int, index: int, fault: str, clean_before: list[int], formats: str = "mixed",
-                lossless: bool = False) -> dict:
+def _write_file(out: pathlib.Path, seed: int, index: int, fault: str, clean_before: list[int], formats: str = "mixed", lossless: bool = False) -> dict:
     """Write file `index` (and its sidecar) -> its truth entry."""
     name = f"clip_{index:04d}.mkv"
     rng = np.random.default_rng([seed, index, 1])
@@ -137,23 +141,32 @@ def _write_file(out: pathlib.Path, seed: int, index: int, fault: str, clean_befo
         path.write_bytes(b"")
     else:
         # a duplicate is a lower-quality copy, lossy even in a lossless corpus
-        media.write_av(path, video, fps, wave, rate, crf=28 if fault == "duplicate" else 16,
-                       lossless=lossless and fault != "duplicate")
+        media.write_av(path, video, fps, wave, rate, crf=28 if fault == "duplicate" else 16, lossless=lossless and fault != "duplicate")
         if fault == "truncated":
             data = path.read_bytes()
-            path.write_bytes(data[:int(len(data) * rng.uniform(0.3, 0.7))])
+            path.write_bytes(data[: int(len(data) * rng.uniform(0.3, 0.7))])
     bounds = np.cumsum([0] + [n for _, n in spec["shots"]])
-    shots = [{"start": float(a / fps), "end": float(b / fps), "caption": c, "seed": int(s)}
-             for (s, _), a, b, c in zip(spec["shots"], bounds[:-1], bounds[1:], captions)]
+    shots = [
+        {"start": float(a / fps), "end": float(b / fps), "caption": c, "seed": int(s)}
+        for (s, _), a, b, c in zip(spec["shots"], bounds[:-1], bounds[1:], captions)
+    ]
     path.with_suffix(".txt").write_text("".join(f"{s['start']:.6f} {s['end']:.6f}\t{s['caption']}\n" for s in shots))
-    return {"fault": fault, "cuts": [float(b / fps) for b in bounds[1:-1]], "offset": offset,
-            "duplicate_of": None if original is None else f"clip_{original:04d}.mkv", "fps": fps,
-            "canvas": spec["canvas"] * spec["upscale"], "sample_rate": rate, "channels": spec["channels"],
-            "duration": float(bounds[-1] / fps), "shots": shots, "spec": spec}
+    return {
+        "fault": fault,
+        "cuts": [float(b / fps) for b in bounds[1:-1]],
+        "offset": offset,
+        "duplicate_of": None if original is None else f"clip_{original:04d}.mkv",
+        "fps": fps,
+        "canvas": spec["canvas"] * spec["upscale"],
+        "sample_rate": rate,
+        "channels": spec["channels"],
+        "duration": float(bounds[-1] / fps),
+        "shots": shots,
+        "spec": spec,
+    }
 
 
-def write_corpus(out, num: int = 200, seed: int = 0, kinds: list[str] | None = None, workers: int = 1,
-                 formats: str = "mixed", lossless: bool = False) -> dict:
+def write_corpus(out, num: int = 200, seed: int = 0, kinds: list[str] | None = None, workers: int = 1, formats: str = "mixed", lossless: bool = False) -> dict:
     """Write `num` files, sidecars and truth.json into `out`; returns the truth. `kinds`
     (one of "clean" or FAULTS per file) replaces the shuffled schedule, e.g. for tests.
     `workers` > 1 writes files in parallel processes (the same bytes as one worker).
@@ -167,21 +180,19 @@ def write_corpus(out, num: int = 200, seed: int = 0, kinds: list[str] | None = N
         unknown = sorted(set(kinds) - {"clean", *FAULTS})
         if unknown:
             raise ValueError(f"unknown corpus kinds {unknown}; use 'clean' or one of {FAULTS}")
-        if "duplicate" in kinds and "clean" not in kinds[:kinds.index("duplicate")]:
+        if "duplicate" in kinds and "clean" not in kinds[: kinds.index("duplicate")]:
             raise ValueError("a 'duplicate' copies an earlier clean file: put a 'clean' before it in kinds")
         num = len(kinds)
     else:
         kinds = fault_schedule(num, seed)
-    tasks = [(out, seed, i, fault, [j for j in range(i) if kinds[j] == "clean"], formats, lossless)
-             for i, fault in enumerate(kinds)]
+    tasks = [(out, seed, i, fault, [j for j in range(i) if kinds[j] == "clean"], formats, lossless) for i, fault in enumerate(kinds)]
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             entries = pool.starmap(_write_file, tasks, chunksize=4)
     else:
         entries = [_write_file(*task) for task in tasks]
     files = {f"clip_{i:04d}.mkv": entry for i, entry in enumerate(entries)}
-    truth = {"version": 1, "seed": seed, "num": num, "offset_seconds": OFFSET, "formats": formats, "lossless": lossless,
-             "files": files}
+    truth = {"version": 1, "seed": seed, "num": num, "offset_seconds": OFFSET, "formats": formats, "lossless": lossless, "files": files}
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
 
@@ -192,8 +203,9 @@ def main(argv=None) -> None:
     parser.add_argument("--num", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
-    parser.add_argument("--formats", choices=FORMATS, default="mixed",
-                        help="mixed: 32-64 px, 8-24 fps, 8-48 kHz, mono or stereo; demo: all 32 px, 8 fps, 16 kHz mono")
+    parser.add_argument(
+        "--formats", choices=FORMATS, default="mixed", help="mixed: 32-64 px, 8-24 fps, 8-48 kHz, mono or stereo; demo: all 32 px, 8 fps, 16 kHz mono"
+    )
     parser.add_argument("--lossless", action="store_true", help="lossless RGB video (libx264rgb, qp 0) instead of crf 16 4:2:0")
     args = parser.parse_args(argv)
     if args.num < 1:

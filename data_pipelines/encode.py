@@ -11,6 +11,7 @@ Those pull in JAX and the models, so they are imported only when a config uses t
 A shape bucket is "FRAMESxHEIGHTxWIDTH" at the config's fps; its audio length follows from the
 duration. Its name, e.g. "v16x32x32_a200", names the shard directory it is packed into.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,7 @@ class Bucket:
     height: int
     width: int
     fps: float
-    audio_frames: int   # log-mel frames
+    audio_frames: int  # log-mel frames
 
     @property
     def duration(self) -> float:
@@ -54,8 +55,7 @@ def parse_buckets(cfg) -> list[Bucket]:
         try:
             t, h, w = (int(v) for v in spec.strip().lower().split("x"))
         except ValueError:
-            raise ValueError(f"encode.buckets entry {spec!r} is not FRAMESxHEIGHTxWIDTH (e.g. 16x32x32); "
-                             f"fix --config.encode.buckets") from None
+            raise ValueError(f"encode.buckets entry {spec!r} is not FRAMESxHEIGHTxWIDTH (e.g. 16x32x32); fix --config.encode.buckets") from None
         if min(t, h, w) < 1:
             raise ValueError(f"encode.buckets entry {spec!r} has a size below 1; fix --config.encode.buckets")
         samples = round(t / cfg.encode.fps * params.sample_rate)
@@ -93,7 +93,7 @@ def resize_crop(video: np.ndarray, height: int, width: int) -> np.ndarray:
     scale = max(height / h, width / w)
     span_h, span_w = height / scale, width / scale  # the centred window of the input that is kept
     mh = _area_matrix(h, height, (h - span_h) / 2, span_h).astype(np.float32)  # [height, H]
-    mw = _area_matrix(w, width, (w - span_w) / 2, span_w).astype(np.float32)   # [width, W]
+    mw = _area_matrix(w, width, (w - span_w) / 2, span_w).astype(np.float32)  # [width, W]
     t, c = video.shape[0], video.shape[3]
     out = np.matmul(mh, video.astype(np.float32).reshape(t, h, w * c)).reshape(t, height, w, c)
     out = np.matmul(out.transpose(0, 1, 3, 2), mw.T).transpose(0, 1, 3, 2)  # [T, height, width, C]
@@ -168,8 +168,7 @@ class Encoders:
             try:
                 from jav.frozen_text_encoder import load_text_encoder
             except ImportError as e:
-                raise ImportError(f"encode.text_encoder needs jav.frozen_text_encoder.load_text_encoder ({e}); "
-                                  f"leave it empty to store captions only") from e
+                raise ImportError(f"encode.text_encoder needs jav.frozen_text_encoder.load_text_encoder ({e}); leave it empty to store captions only") from e
             out["text"] = load_text_encoder(enc.text_encoder)
         return out
 
@@ -183,11 +182,11 @@ def encode_clip(clip: Clip, bucket: Bucket, cfg, encoders: Encoders | None = Non
     """(arrays, fields): the record's arrays and its other fields (caption, fps, sample_rate, duration,
     metadata, bucket). The clip must carry decoded video and audio (the `load` stage)."""
     if clip.video is None or clip.audio is None:
-        raise ValueError(f"encode_clip: clip {clip.key} of {clip.source} has no decoded "
-                         f"{'video' if clip.video is None else 'audio'}; put the 'load' stage before encoding")
+        raise ValueError(
+            f"encode_clip: clip {clip.key} of {clip.source} has no decoded {'video' if clip.video is None else 'audio'}; put the 'load' stage before encoding"
+        )
     if not (clip.fps or 0) > 0 or not (clip.sample_rate or 0) > 0:
-        raise ValueError(f"encode_clip: clip {clip.key} of {clip.source} has fps={clip.fps}, "
-                         f"sample_rate={clip.sample_rate}; the 'probe' stage sets them")
+        raise ValueError(f"encode_clip: clip {clip.key} of {clip.source} has fps={clip.fps}, sample_rate={clip.sample_rate}; the 'probe' stage sets them")
     params = mel_params(cfg)
     frames = resize_crop(resample_frames(clip.video, clip.fps, bucket), bucket.height, bucket.width)
     logmel = audio_logmel(clip.audio, clip.sample_rate, bucket, params)
@@ -198,6 +197,7 @@ def encode_clip(clip: Clip, bucket: Bucket, cfg, encoders: Encoders | None = Non
     learned = encoders.get() if encoders is not None else {}
     if "latent" in learned:  # the model's latent space: both modalities through one codec
         from jav.clip_tokens import frames_to_model
+
         codec = learned["latent"]
         zv, za = codec.encode(frames_to_model(frames)[None], logmel[None])
         arrays["video"], arrays["audio"] = np.asarray(zv[0], np.float32), np.asarray(za[0], np.float32)
@@ -207,6 +207,12 @@ def encode_clip(clip: Clip, bucket: Bucket, cfg, encoders: Encoders | None = Non
         emb, mask = learned["text"].encode([clip.caption or ""])
         arrays["text_emb"] = np.asarray(emb[0], np.float32)
         arrays["text_mask"] = np.asarray(mask[0], bool)
-    fields = {"caption": clip.caption or "", "fps": float(bucket.fps), "sample_rate": int(params.sample_rate),
-              "duration": float(bucket.duration), "metadata": metadata, "bucket": bucket.name}
+    fields = {
+        "caption": clip.caption or "",
+        "fps": float(bucket.fps),
+        "sample_rate": int(params.sample_rate),
+        "duration": float(bucket.duration),
+        "metadata": metadata,
+        "bucket": bucket.name,
+    }
     return arrays, fields

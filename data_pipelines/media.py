@@ -9,6 +9,7 @@ priming samples unless every reader honours the edit list, and that delay would
 read as an audio-video offset to the sync stage. FLAC has no priming, is
 lossless, and the decoded audio starts at pts 0 (checked in tests/test_corpus.py).
 """
+
 from __future__ import annotations
 
 import fractions
@@ -38,16 +39,23 @@ def probe(path, check_truncation: float = 0.9) -> dict:
         raise MediaError(f"{path}: zero-byte file")
     try:
         with av.open(str(path)) as container:
-            info = {"container": container.format.name, "has_video": bool(container.streams.video),
-                    "has_audio": bool(container.streams.audio), "fps": None, "width": None, "height": None,
-                    "num_frames": 0, "sample_rate": None, "audio_channels": None}
+            info = {
+                "container": container.format.name,
+                "has_video": bool(container.streams.video),
+                "has_audio": bool(container.streams.audio),
+                "fps": None,
+                "width": None,
+                "height": None,
+                "num_frames": 0,
+                "sample_rate": None,
+                "audio_channels": None,
+            }
             declared = container.duration / av.time_base if container.duration else None
             streams = []
             if info["has_video"]:
                 vs = container.streams.video[0]
                 rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-                info.update(fps=float(rate) if rate else None, width=vs.codec_context.width,
-                            height=vs.codec_context.height)
+                info.update(fps=float(rate) if rate else None, width=vs.codec_context.width, height=vs.codec_context.height)
                 streams.append(vs)
             if info["has_audio"]:
                 aus = container.streams.audio[0]
@@ -83,8 +91,7 @@ def probe(path, check_truncation: float = 0.9) -> dict:
     return info
 
 
-def iter_video(path, start: float = 0.0, end: float | None = None, fps: float | None = None,
-               max_side: int | None = None):
+def iter_video(path, start: float = 0.0, end: float | None = None, fps: float | None = None, max_side: int | None = None):
     """Yield frames [H, W, 3] uint8 whose timestamps lie in [start, end) (a quarter frame of
     slack), one at a time; `max_side` shrinks larger frames (keeping the aspect) as they decode."""
     slack = 0.25 / fps if fps else 1e-3
@@ -107,8 +114,7 @@ def iter_video(path, start: float = 0.0, end: float | None = None, fps: float | 
         raise MediaError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from e
 
 
-def read_video(path, start: float = 0.0, end: float | None = None, fps: float | None = None,
-               max_side: int | None = None) -> np.ndarray:
+def read_video(path, start: float = 0.0, end: float | None = None, fps: float | None = None, max_side: int | None = None) -> np.ndarray:
     """Frames [T, H, W, 3] uint8 whose timestamps lie in [start, end) (see `iter_video`)."""
     frames = list(iter_video(path, start, end, fps, max_side))
     if not frames:
@@ -116,8 +122,7 @@ def read_video(path, start: float = 0.0, end: float | None = None, fps: float | 
     return np.stack(frames)
 
 
-def read_audio(path, start: float = 0.0, end: float | None = None, sample_rate: int | None = None,
-               channels: int | None = None) -> tuple[np.ndarray, int]:
+def read_audio(path, start: float = 0.0, end: float | None = None, sample_rate: int | None = None, channels: int | None = None) -> tuple[np.ndarray, int]:
     """-> (audio [S, C] float32 of [start, end), rate). Out-of-file times are zeros (so an
     audio window shifted by the sync stage keeps its length). `sample_rate` resamples,
     `channels` 1 averages to mono, 2 duplicates mono."""
@@ -131,7 +136,7 @@ def read_audio(path, start: float = 0.0, end: float | None = None, sample_rate: 
             for frame in container.decode(aus):
                 data = frame.to_ndarray()
                 if frame.format.is_planar:
-                    data = data.T                         # [n, C]
+                    data = data.T  # [n, C]
                 else:
                     data = data.reshape(-1, nch)
                 data = _to_float(data)
@@ -152,7 +157,7 @@ def read_audio(path, start: float = 0.0, end: float | None = None, sample_rate: 
     for first, data in chunks:
         a, b = max(first, lo), min(first + len(data), hi)
         if a < b:
-            out[a - lo:b - lo] = data[a - first:b - first]
+            out[a - lo : b - lo] = data[a - first : b - first]
     if channels is not None:
         out = to_channels(out, channels)
     if sample_rate is not None and sample_rate != rate:
@@ -187,8 +192,16 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     return signal.resample_poly(audio, target // g, rate // g, axis=0).astype(np.float32)
 
 
-def write_av(path, frames: np.ndarray | None, fps: float, audio: np.ndarray | None = None, sample_rate: int = 16000,
-             crf: int = 16, title: str | None = None, lossless: bool = False) -> None:
+def write_av(
+    path,
+    frames: np.ndarray | None,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    crf: int = 16,
+    title: str | None = None,
+    lossless: bool = False,
+) -> None:
     """Matroska file: H.264 video of frames uint8 [T, H, W, 3] (even H, W) and FLAC audio [S] or [S, C] in [-1, 1].
     The video is 4:2:0 at `crf`, or with `lossless` RGB at qp 0 (libx264rgb: decodes to the same pixels).
 
@@ -224,7 +237,7 @@ def write_av(path, frames: np.ndarray | None, fps: float, audio: np.ndarray | No
             pcm = (np.clip(audio, -1, 1) * 32767).round().astype(np.int16)
             block = 4096
             for first in range(0, len(pcm), block):
-                chunk = np.ascontiguousarray(pcm[first:first + block].reshape(1, -1))
+                chunk = np.ascontiguousarray(pcm[first : first + block].reshape(1, -1))
                 af = av.AudioFrame.from_ndarray(chunk, format="s16", layout=aus.layout.name)
                 af.sample_rate, af.pts, af.time_base = sample_rate, first, fractions.Fraction(1, sample_rate)
                 container.mux(aus.encode(af))

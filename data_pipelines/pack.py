@@ -6,6 +6,7 @@ same set of encoded clips always gives byte-identical shards, plus pack.json: th
 what was packed (keys and array digests). A bucket whose fingerprint is unchanged is not
 rewritten, so a second run over the same input writes nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,7 @@ def _read_json(path: epath.Path) -> dict | None:
         return None
 
 
-def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str], records_per_shard: int,
-                latent: dict | None = None) -> dict:
+def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str], records_per_shard: int, latent: dict | None = None) -> dict:
     """Write (or keep) shards_root/bucket from the encoded clips `keys`; returns
     {bucket, num_records, written: bool, fingerprint}. `latent`: the latent codec the clips were
     encoded with (a latent.json's contents), written beside the shards with the bucket's latent
@@ -55,8 +55,14 @@ def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str],
     def records():
         for key in keys:
             arrays, marker = store.get(key)
-            yield {**arrays, "caption": marker["caption"], "fps": marker["fps"], "sample_rate": marker["sample_rate"],
-                   "duration": marker["duration"], "metadata": marker["metadata"]}
+            yield {
+                **arrays,
+                "caption": marker["caption"],
+                "fps": marker["fps"],
+                "sample_rate": marker["sample_rate"],
+                "duration": marker["duration"],
+                "metadata": marker["metadata"],
+            }
 
     # Write beside the old directory and swap: a reader never sees a half-written bucket.
     tmp = epath.Path(shards_root) / f".{bucket}.tmp"  # hidden: loaders skip it if a crash leaves it
@@ -65,8 +71,7 @@ def pack_bucket(store_root: str, shards_root: str, bucket: str, keys: list[str],
     write_shards(records(), str(tmp), records_per_shard)
     if latent is not None:
         arrays, _ = store.get(keys[0])
-        write_latent_json(tmp, dict(latent, video_latent_shape=list(arrays["video"].shape),
-                                    audio_latent_shape=list(arrays["audio"].shape), bucket=bucket))
+        write_latent_json(tmp, dict(latent, video_latent_shape=list(arrays["video"].shape), audio_latent_shape=list(arrays["audio"].shape), bucket=bucket))
     (tmp / PACK_FILE).write_text(json.dumps({"fingerprint": fingerprint, "keys": keys}, indent=1))
     if out_dir.exists():
         out_dir.rmtree()

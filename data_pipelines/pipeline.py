@@ -18,6 +18,7 @@ Everything written at the end is written only if its bytes changed, so a second 
 same input leaves every output file untouched. The manifest, drops and report are gathered in
 one worker: fine for millions of clips' small entries, not for billions.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,13 +46,14 @@ MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".wav", ".fla
 def list_inputs(pattern: str) -> list[str]:
     """A directory (media files directly inside or below it, by suffix) or a glob -> sorted paths."""
     if os.path.isdir(pattern):
-        found = [os.path.join(root, name) for root, _, names in os.walk(pattern) for name in names
-                 if name.lower().endswith(MEDIA_SUFFIXES)]
+        found = [os.path.join(root, name) for root, _, names in os.walk(pattern) for name in names if name.lower().endswith(MEDIA_SUFFIXES)]
     else:
         found = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
     if not found:
-        raise FileNotFoundError(f"--input {pattern!r} matches no media files (suffixes {', '.join(MEDIA_SUFFIXES)}); "
-                                "give a directory of media files or a glob such as 'raw/**/*.mp4'")
+        raise FileNotFoundError(
+            f"--input {pattern!r} matches no media files (suffixes {', '.join(MEDIA_SUFFIXES)}); "
+            "give a directory of media files or a glob such as 'raw/**/*.mp4'"
+        )
     return sorted(os.path.abspath(p) for p in found)
 
 
@@ -60,10 +62,13 @@ def stage_list(cfg) -> list[tuple[str, dict]]:
     names = [s.strip() for s in str(cfg.stages).split(",") if s.strip()]
     params = cfg.stage_params.to_dict() if hasattr(cfg.stage_params, "to_dict") else dict(cfg.stage_params)
     from data_pipelines.stages import STAGES
+
     unknown = set(params) - set(names) - set(STAGES)  # settings of a known stage left out of the order are fine
     if unknown:
-        raise ValueError(f"stage_params has settings for {sorted(unknown)}, which are neither in stages="
-                         f"{cfg.stages!r} nor known stages ({sorted(STAGES)}); fix the name or remove the settings")
+        raise ValueError(
+            f"stage_params has settings for {sorted(unknown)}, which are neither in stages="
+            f"{cfg.stages!r} nor known stages ({sorted(STAGES)}); fix the name or remove the settings"
+        )
     return [(n, dict(params.get(n, {}))) for n in names]
 
 
@@ -135,8 +140,7 @@ def write_stage_cache(item, cache_root: str, fingerprint: str) -> None:
     if ident is None or any(kind == "drop" and e["reason"] == "stage_error" for kind, e in rows):
         return  # a stage that raised may succeed next time: run the stages again
     rows = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
-    body = {"id": ident, "source": source, "clips": [e for kind, e in rows if kind == "clip"],
-            "drops": [e for kind, e in rows if kind == "drop"]}
+    body = {"id": ident, "source": source, "clips": [e for kind, e in rows if kind == "clip"], "drops": [e for kind, e in rows if kind == "drop"]}
     epath.Path(cache_root).mkdir(parents=True, exist_ok=True)
     report_lib.write_if_changed(_cache_path(cache_root, source), json.dumps(body, sort_keys=True))
 
@@ -158,6 +162,7 @@ class StageFn(beam.DoFn):
             self.fn = self._given
         else:
             from data_pipelines.stages import get_stage
+
             self.fn = get_stage(self.name)
 
     def process(self, clip: Clip):
@@ -165,8 +170,7 @@ class StageFn(beam.DoFn):
         try:
             out = self.fn(clip, **self.params)
         except Exception as e:  # stages should not raise; one that does must not stop the run
-            out = [Drop(clip.without_media(), stage=self.name, reason="stage_error",
-                        detail=f"{type(e).__name__}: {str(e)[:300]}")]
+            out = [Drop(clip.without_media(), stage=self.name, reason="stage_error", detail=f"{type(e).__name__}: {str(e)[:300]}")]
         _count(self.name, start)
         for item in out:
             if isinstance(item, Drop):
@@ -186,6 +190,7 @@ class EncodeFn(beam.DoFn):
             self.load = self._given_load
         else:
             from data_pipelines.stages import get_stage
+
             self.load = get_stage("load")
         self.load_params = dict(stage_list(self.cfg)).get("load", {})
         self.store = EncodeStore(self.store_root)
@@ -216,16 +221,17 @@ class EncodeFn(beam.DoFn):
                             yield beam.pvalue.TaggedOutput(DROPS, drop_entry(item))
                     return
                 # only the media: the description stays the one the stages gave (and the fingerprint covers)
-                clip = dataclasses.replace(clip, video=loaded[0].video, audio=loaded[0].audio,
-                                           sample_rate=loaded[0].sample_rate)
+                clip = dataclasses.replace(clip, video=loaded[0].video, audio=loaded[0].audio, sample_rate=loaded[0].sample_rate)
             bucket = encode_lib.choose_bucket(clip, self.buckets) if clip.video is not None else None
             if clip.video is None or clip.audio is None:
-                drop = Drop(clip.without_media(), "encode", "no_media",
-                            "the clip reached encoding without decoded video and audio; put 'load' in the stages")
+                drop = Drop(clip.without_media(), "encode", "no_media", "the clip reached encoding without decoded video and audio; put 'load' in the stages")
             elif bucket is None:
-                drop = Drop(clip.without_media(), "encode", "shorter_than_buckets",
-                            f"{clip.duration:.3f} s is shorter than every bucket of encode.buckets="
-                            f"{self.cfg.encode.buckets!r} at {self.cfg.encode.fps} fps")
+                drop = Drop(
+                    clip.without_media(),
+                    "encode",
+                    "shorter_than_buckets",
+                    f"{clip.duration:.3f} s is shorter than every bucket of encode.buckets={self.cfg.encode.buckets!r} at {self.cfg.encode.fps} fps",
+                )
             else:
                 try:
                     arrays, fields = encode_lib.encode_clip(clip, bucket, self.cfg, self.encoders)
@@ -250,8 +256,9 @@ def _band_keys(clip: Clip, bands: int):
     bits = bin(int(phash, 16))[2:].zfill(64)
     width = -(-64 // bands)
     from data_pipelines.stages.dedup import clip_quality
+
     quality = clip_quality(clip)
-    return [(f"{b}:{bits[b * width:(b + 1) * width]}", (clip.key, phash, quality)) for b in range(bands)]
+    return [(f"{b}:{bits[b * width : (b + 1) * width]}", (clip.key, phash, quality)) for b in range(bands)]
 
 
 def _dedup(clips, cfg):
@@ -278,29 +285,33 @@ def _dedup(clips, cfg):
         _, entries = group
         return sorted(near_duplicates(sorted(set(entries)), max_hamming))
 
-    dropped = (clips
-               | "DedupBands" >> beam.FlatMap(_band_keys, bands)
-               | "DedupGroup" >> beam.GroupByKey()
-               | "DedupCandidates" >> beam.FlatMap(candidates)
-               | "DedupOneGroup" >> beam.Map(lambda entry: (None, entry))
-               | "DedupGather" >> beam.GroupByKey()
-               | "DedupPick" >> beam.FlatMap(duplicates)
-               | "DedupMark" >> beam.Map(lambda key: (key, True)))
+    dropped = (
+        clips
+        | "DedupBands" >> beam.FlatMap(_band_keys, bands)
+        | "DedupGroup" >> beam.GroupByKey()
+        | "DedupCandidates" >> beam.FlatMap(candidates)
+        | "DedupOneGroup" >> beam.Map(lambda entry: (None, entry))
+        | "DedupGather" >> beam.GroupByKey()
+        | "DedupPick" >> beam.FlatMap(duplicates)
+        | "DedupMark" >> beam.Map(lambda key: (key, True))
+    )
     by_key = clips | "DedupKey" >> beam.Map(lambda c: (c.key, c))
 
     def split(joined):
         _, (found, marks) = joined
         for clip in found:
             if marks:
-                yield beam.pvalue.TaggedOutput(DROPS, drop_entry(Drop(
-                    clip.without_media(), "dedup", "near_duplicate",
-                    f"pHash within {max_hamming} bits of a clip of higher quality")))
+                yield beam.pvalue.TaggedOutput(
+                    DROPS, drop_entry(Drop(clip.without_media(), "dedup", "near_duplicate", f"pHash within {max_hamming} bits of a clip of higher quality"))
+                )
             else:
                 yield clip
 
-    out = ({"clip": by_key, "dup": dropped} | "DedupJoin" >> beam.CoGroupByKey()
-           | "DedupSplit" >> beam.FlatMap(lambda j: split((j[0], (j[1]["clip"], j[1]["dup"]))))
-           .with_outputs(DROPS, main="clips"))
+    out = (
+        {"clip": by_key, "dup": dropped}
+        | "DedupJoin" >> beam.CoGroupByKey()
+        | "DedupSplit" >> beam.FlatMap(lambda j: split((j[0], (j[1]["clip"], j[1]["dup"])))).with_outputs(DROPS, main="clips")
+    )
     return out.clips, out[DROPS]
 
 
@@ -310,8 +321,7 @@ def finalize(_, output: str, kept: list[dict], drops: list[dict], packed: list[d
     drops = sorted(drops, key=lambda d: (d["source"], d["start"], d["stage"], d["key"], d["reason"]))
     lines = lambda rows: "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)  # noqa: E731
     out = epath.Path(output)
-    written = [report_lib.write_if_changed(out / "manifest.jsonl", lines(kept)),
-               report_lib.write_if_changed(out / "drops.jsonl", lines(drops))]
+    written = [report_lib.write_if_changed(out / "manifest.jsonl", lines(kept)), report_lib.write_if_changed(out / "drops.jsonl", lines(drops))]
     quarantine = out / "quarantine"
     quarantine.mkdir(parents=True, exist_ok=True)
     current = set()
@@ -341,45 +351,42 @@ def build(p: beam.Pipeline, cfg, inputs: list[str], output: str, stage_fns: dict
     store_root, shards_root = str(epath.Path(output) / "store"), str(epath.Path(output) / "shards")
     encode_lib.parse_buckets(cfg)  # bad bucket specs fail here, before any work
     cache_root, fingerprint = str(epath.Path(store_root) / "sources"), stage_fingerprint(cfg, stage_fns)
-    looked_up = (p | "ListInputs" >> beam.Create(inputs)
-                 | "ToClip" >> beam.Map(lambda path: Clip(source=path))
-                 | "StageCache" >> beam.ParDo(CachedFn(cache_root, fingerprint)).with_outputs(
-                     CACHED, DROPS, main="fresh"))
+    looked_up = (
+        p
+        | "ListInputs" >> beam.Create(inputs)
+        | "ToClip" >> beam.Map(lambda path: Clip(source=path))
+        | "StageCache" >> beam.ParDo(CachedFn(cache_root, fingerprint)).with_outputs(CACHED, DROPS, main="fresh")
+    )
     clips, stage_drops = looked_up.fresh, []
     for i, (name, params) in enumerate(stage_list(cfg)):
-        out = clips | f"S{i:02d}_{name}" >> beam.ParDo(StageFn(name, params, stage_fns.get(name))).with_outputs(
-            DROPS, main="clips")
+        out = clips | f"S{i:02d}_{name}" >> beam.ParDo(StageFn(name, params, stage_fns.get(name))).with_outputs(DROPS, main="clips")
         clips = out.clips
         stage_drops.append(out[DROPS])
     # record each source's stage results once all of them are in, so a re-run can skip its stages
-    fresh_rows = ((clips | "CacheClipRows" >> beam.Map(
-                       lambda c: (c.source, ("clip", encode_lib.jsonable(c.without_media().manifest_entry())))),
-                   tuple(stage_drops) | "FreshDrops" >> beam.Flatten()
-                   | "CacheDropRows" >> beam.Map(lambda d: (d["source"], ("drop", d))))
-                  | "CacheRows" >> beam.Flatten())
-    _ = (fresh_rows | "BySource" >> beam.GroupByKey()
-         | "WriteStageCache" >> beam.Map(write_stage_cache, cache_root, fingerprint))
+    fresh_rows = (
+        clips | "CacheClipRows" >> beam.Map(lambda c: (c.source, ("clip", encode_lib.jsonable(c.without_media().manifest_entry())))),
+        tuple(stage_drops) | "FreshDrops" >> beam.Flatten() | "CacheDropRows" >> beam.Map(lambda d: (d["source"], ("drop", d))),
+    ) | "CacheRows" >> beam.Flatten()
+    _ = fresh_rows | "BySource" >> beam.GroupByKey() | "WriteStageCache" >> beam.Map(write_stage_cache, cache_root, fingerprint)
     clips = (clips, looked_up[CACHED]) | "WithCached" >> beam.Flatten()
     drops = stage_drops + [looked_up[DROPS]]
     if cfg.dedup.enabled:
         clips, dedup_drops = _dedup(clips, cfg)
         drops.append(dedup_drops)
     # spread the clips over the workers before the expensive step
-    enc = (clips | "Reshuffle" >> beam.Reshuffle()
-           | "Encode" >> beam.ParDo(EncodeFn(cfg, store_root, stage_fns.get("load"))).with_outputs(DROPS, main="kept"))
+    enc = clips | "Reshuffle" >> beam.Reshuffle() | "Encode" >> beam.ParDo(EncodeFn(cfg, store_root, stage_fns.get("load"))).with_outputs(DROPS, main="kept")
     drops.append(enc[DROPS])
     records_per_shard = int(cfg.pack.records_per_shard)
     latent = encode_lib.read_latent_codec(cfg.encode.latent) if cfg.encode.latent else None
-    packed = (enc.kept
-              | "BucketKey" >> beam.Map(lambda e: (e["bucket"], e["key"]))
-              | "ByBucket" >> beam.GroupByKey()
-              | "Pack" >> beam.MapTuple(lambda bucket, keys: pack_lib.pack_bucket(
-                  store_root, shards_root, bucket, list(keys), records_per_shard, latent)))
+    packed = (
+        enc.kept
+        | "BucketKey" >> beam.Map(lambda e: (e["bucket"], e["key"]))
+        | "ByBucket" >> beam.GroupByKey()
+        | "Pack" >> beam.MapTuple(lambda bucket, keys: pack_lib.pack_bucket(store_root, shards_root, bucket, list(keys), records_per_shard, latent))
+    )
     kept_all = enc.kept | "KeptList" >> beam.combiners.ToList()
     drops_all = tuple(drops) | "AllDrops" >> beam.Flatten() | "DropList" >> beam.combiners.ToList()
     packed_all = packed | "PackedList" >> beam.combiners.ToList()
-    stale = packed_all | "Stale" >> beam.Map(
-        lambda ps: pack_lib.remove_stale_buckets(shards_root, {q["bucket"] for q in ps}))
+    stale = packed_all | "Stale" >> beam.Map(lambda ps: pack_lib.remove_stale_buckets(shards_root, {q["bucket"] for q in ps}))
     si = beam.pvalue.AsSingleton
-    return (p | "Once" >> beam.Create([None])
-            | "Finalize" >> beam.Map(finalize, output, si(kept_all), si(drops_all), si(packed_all), si(stale)))
+    return p | "Once" >> beam.Create([None]) | "Finalize" >> beam.Map(finalize, output, si(kept_all), si(drops_all), si(packed_all), si(stale))

@@ -4,6 +4,7 @@ of clip durations and every numeric score, from the manifest and drops entries o
 PNGs come from a small encoder of our own (zlib + CRC, RGB, no dependencies): bars on a grid,
 with the bin edges and counts written next to each picture in report.md.
 """
+
 from __future__ import annotations
 
 import collections
@@ -28,8 +29,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 def histogram_image(counts: np.ndarray, height: int = 120, bar: int = 12) -> np.ndarray:
@@ -39,12 +39,12 @@ def histogram_image(counts: np.ndarray, height: int = 120, bar: int = 12) -> np.
     img = np.full((height + 2 * pad, w + 2 * pad, 3), 255, np.uint8)
     top = max(counts.max(), 1.0)
     for q in (0.25, 0.5, 0.75, 1.0):
-        img[pad + height - int(round(q * height)), pad:pad + w] = (220, 220, 220)
+        img[pad + height - int(round(q * height)), pad : pad + w] = (220, 220, 220)
     for i, c in enumerate(counts):
         h = int(round(c / top * height))
         if h:
-            img[pad + height - h:pad + height, pad + i * bar + 1:pad + (i + 1) * bar - 1] = (60, 110, 200)
-    img[pad + height, pad - 2:pad + w + 2] = (0, 0, 0)  # baseline
+            img[pad + height - h : pad + height, pad + i * bar + 1 : pad + (i + 1) * bar - 1] = (60, 110, 200)
+    img[pad + height, pad - 2 : pad + w + 2] = (0, 0, 0)  # baseline
     return img
 
 
@@ -93,8 +93,14 @@ def write_report(output: str, kept: list[dict], drops: list[dict], packed: list[
     stable = {**summary, "packed": [{k: v for k, v in p.items() if k != "written"} for p in summary["packed"]]}
     out = epath.Path(output)
     written = [write_if_changed(out / "report.json", json.dumps(stable, indent=1, sort_keys=True))]
-    lines = ["# Curation report", "", f"Sources: {summary['sources']}, clips kept: {summary['kept']}, "
-             f"dropped: {summary['dropped']}", "", "| kept per bucket | clips |", "|---|---|"]
+    lines = [
+        "# Curation report",
+        "",
+        f"Sources: {summary['sources']}, clips kept: {summary['kept']}, dropped: {summary['dropped']}",
+        "",
+        "| kept per bucket | clips |",
+        "|---|---|",
+    ]
     lines += [f"| {b} | {n} |" for b, n in summary["kept_by_bucket"].items()]
     lines += ["", "| dropped: stage / reason | clips |", "|---|---|"]
     lines += [f"| {k} | {n} |" for k, n in summary["dropped_by_stage_and_reason"].items()]
@@ -103,8 +109,14 @@ def write_report(output: str, kept: list[dict], drops: list[dict], packed: list[
     for name, h in hists.items():
         png = out / "report" / f"{name}.png"
         written.append(write_if_changed(png, png_bytes(histogram_image(np.asarray(h["counts"])))))
-        lines += [f"### {name}", "", f"![{name}](report/{name}.png)", "",
-                  f"{len(h['counts'])} bins from {h['edges'][0]:g} to {h['edges'][-1]:g}; counts {h['counts']}", ""]
+        lines += [
+            f"### {name}",
+            "",
+            f"![{name}](report/{name}.png)",
+            "",
+            f"{len(h['counts'])} bins from {h['edges'][0]:g} to {h['edges'][-1]:g}; counts {h['counts']}",
+            "",
+        ]
     written.append(write_if_changed(out / "report.md", "\n".join(lines)))
     summary["files_written"] = sum(written)
     return summary
@@ -120,5 +132,3 @@ def write_if_changed(path, content: str | bytes) -> bool:
     tmp.write_bytes(data)
     tmp.replace(path)
     return True
-
-

@@ -12,6 +12,7 @@ re-run over the same input). Flags this program does not know go to Beam, so the
 (configs/curate.py says more). Re-running the same command skips clips already encoded and
 resumes a killed run.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,9 +61,13 @@ def quiet_beam_logs() -> None:
 
 def beam_options(cfg, beam_args: list[str]):
     from apache_beam.options.pipeline_options import PipelineOptions
-    defaults = [f"--runner={cfg.engine.runner}", f"--direct_running_mode={cfg.engine.direct_running_mode}",
-                f"--direct_num_workers={cfg.engine.direct_num_workers}",
-                "--default_sdk_harness_log_level=WARNING"]  # the workers' INFO lines drown the progress
+
+    defaults = [
+        f"--runner={cfg.engine.runner}",
+        f"--direct_running_mode={cfg.engine.direct_running_mode}",
+        f"--direct_num_workers={cfg.engine.direct_num_workers}",
+        "--default_sdk_harness_log_level=WARNING",
+    ]  # the workers' INFO lines drown the progress
     return PipelineOptions(defaults + list(beam_args))  # later flags win: the command line over the config
 
 
@@ -72,8 +77,7 @@ def run(cfg, input_pattern: str, output: str, beam_args: list[str] = (), stage_f
     try:
         import apache_beam as beam
     except ImportError as e:
-        raise ImportError("data_pipelines needs Apache Beam, an optional extra: "
-                          "pip install -r requirements-beam.txt") from e
+        raise ImportError("data_pipelines needs Apache Beam, an optional extra: pip install -r requirements-beam.txt") from e
     from data_pipelines import pipeline
 
     inputs = pipeline.list_inputs(input_pattern)
@@ -120,21 +124,21 @@ def main(argv: list[str]) -> dict:
 
     # flags of our own, apart from absl's global ones, which other programs (and tests) define too
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "curation config (configs/curate.py[:bounce])",
-                                    flag_values=fv, lock_config=True)
+    config_flags.DEFINE_config_file("config", None, "curation config (configs/curate.py[:bounce])", flag_values=fv, lock_config=True)
     flags.DEFINE_string("input", None, "a directory of media files or a glob", flag_values=fv)
-    flags.DEFINE_string("out", None, "output directory: shards/, store/, manifest.jsonl, drops.jsonl, report",
-                        flag_values=fv)
+    flags.DEFINE_string("out", None, "output directory: shards/, store/, manifest.jsonl, drops.jsonl, report", flag_values=fv)
     beam_args = fv(argv, known_only=True)[1:]  # what these flags do not name is Beam's
     for name in ("config", "input", "out"):
         if fv[name].value is None:
             raise SystemExit(f"python -m data_pipelines.run: --{name} is required\n\n{__doc__}")
     quiet_beam_logs()
     summary = run(fv.config, fv.input, fv.out, beam_args)
-    print(f"data_pipelines.run: {summary['inputs']} inputs, kept {summary['kept']} clips "
-          f"{summary['kept_by_bucket']}, dropped {summary['dropped']} {summary['dropped_by_reason']}, "
-          f"{len(summary['changed'])} output files changed, {summary['seconds']:.1f} s -> {fv.out}",
-          flush=True)
+    print(
+        f"data_pipelines.run: {summary['inputs']} inputs, kept {summary['kept']} clips "
+        f"{summary['kept_by_bucket']}, dropped {summary['dropped']} {summary['dropped_by_reason']}, "
+        f"{len(summary['changed'])} output files changed, {summary['seconds']:.1f} s -> {fv.out}",
+        flush=True,
+    )
     return summary
 
 

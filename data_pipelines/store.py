@@ -14,6 +14,7 @@ A clip counts as encoded only once its marker exists. The marker is written last
 without a marker, which the next run overwrites. A marker whose fingerprint differs from the
 current encode settings is stale and the clip is encoded again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,8 +86,14 @@ class EncodeStore:
         for name, x in arrays.items():
             x = np.ascontiguousarray(x)
             spec = {**self._spec(key, name), "metadata": {"codecs": _CODECS}}
-            out = ts.open(spec, create=True, delete_existing=True, dtype=ts.dtype(x.dtype.name), shape=x.shape,
-                          chunk_layout=ts.ChunkLayout(chunk_shape=[max(1, d) for d in x.shape])).result()
+            out = ts.open(
+                spec,
+                create=True,
+                delete_existing=True,
+                dtype=ts.dtype(x.dtype.name),
+                shape=x.shape,
+                chunk_layout=ts.ChunkLayout(chunk_shape=[max(1, d) for d in x.shape]),
+            ).result()
             out.write(x).result()
             digests[name] = array_digest(x)
         marker = {**fields, "key": key, "fingerprint": fingerprint, "digests": digests}
@@ -105,7 +112,9 @@ class EncodeStore:
         for name, digest in marker["digests"].items():
             x = ts.open(self._spec(key, name), open=True).result().read().result()
             if array_digest(x) != digest:
-                raise ValueError(f"{self._array_path(key, name)} does not match its done-marker "
-                                 f"(corrupt or overwritten); delete {self._marker(key)} and re-run to encode it again")
+                raise ValueError(
+                    f"{self._array_path(key, name)} does not match its done-marker "
+                    f"(corrupt or overwritten); delete {self._marker(key)} and re-run to encode it again"
+                )
             arrays[name] = x
         return arrays, marker

@@ -7,6 +7,7 @@ clean files, sync error and caption agreement.
     # targets: cut recall and precision >= 0.95; every zero_byte, truncated, no_audio, no_video, single_frame
     # file caught; >= 0.9 of silent, frozen and offset files
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,13 +17,29 @@ from collections import Counter, defaultdict
 
 # The drop reasons that count as catching each planted fault.
 CAUGHT_BY = {
-    "zero_byte": {"corrupt"}, "truncated": {"corrupt"}, "no_audio": {"no_audio_track"},
-    "no_video": {"no_video_track"}, "single_frame": {"single_frame"}, "silent": {"silent_audio"},
-    "frozen": {"frozen_video", "static_video"}, "offset_plus": {"av_offset"}, "offset_minus": {"av_offset"},
+    "zero_byte": {"corrupt"},
+    "truncated": {"corrupt"},
+    "no_audio": {"no_audio_track"},
+    "no_video": {"no_video_track"},
+    "single_frame": {"single_frame"},
+    "silent": {"silent_audio"},
+    "frozen": {"frozen_video", "static_video"},
+    "offset_plus": {"av_offset"},
+    "offset_minus": {"av_offset"},
     "duplicate": {"near_duplicate"},
 }
-TARGETS = {"zero_byte": 1.0, "truncated": 1.0, "no_audio": 1.0, "no_video": 1.0, "single_frame": 1.0,
-           "silent": 0.9, "frozen": 0.9, "offset_plus": 0.9, "offset_minus": 0.9, "duplicate": 0.9}
+TARGETS = {
+    "zero_byte": 1.0,
+    "truncated": 1.0,
+    "no_audio": 1.0,
+    "no_video": 1.0,
+    "single_frame": 1.0,
+    "silent": 0.9,
+    "frozen": 0.9,
+    "offset_plus": 0.9,
+    "offset_minus": 0.9,
+    "duplicate": 0.9,
+}
 # Drops that are part of normal cutting, not a judgement on the file.
 STRUCTURAL = {"too_short"}
 
@@ -74,9 +91,15 @@ def evaluate(run_dir, corpus_dir) -> dict:
         tp += match_cuts(t["cuts"], found, 1.0 / t["fps"] + 1e-6)
         n_truth += len(t["cuts"])
         n_found += len(found)
-    cuts = {"files": cut_files, "truth_cuts": n_truth, "found_cuts": n_found, "matched": tp,
-            "recall": tp / n_truth if n_truth else None, "precision": tp / n_found if n_found else None,
-            "files_with_cuts_not_reaching_shots": unreached}
+    cuts = {
+        "files": cut_files,
+        "truth_cuts": n_truth,
+        "found_cuts": n_found,
+        "matched": tp,
+        "recall": tp / n_truth if n_truth else None,
+        "precision": tp / n_found if n_found else None,
+        "files_with_cuts_not_reaching_shots": unreached,
+    }
 
     # planted faults, per file
     faults = {}
@@ -99,8 +122,13 @@ def evaluate(run_dir, corpus_dir) -> dict:
                 ranges = [{(round(k["start"], 3), round(k["end"], 3)) for k in kept_by[n]} for n in pair]
                 unflagged_kept = sorted(ranges[0] & ranges[1])
             caught += bool(flagged) and not unflagged_kept
-        faults[kind] = {"files": len(names), "caught": caught, "rate": caught / len(names) if names else None,
-                        "target": TARGETS[kind], "reasons_seen": dict(seen)}
+        faults[kind] = {
+            "files": len(names),
+            "caught": caught,
+            "rate": caught / len(names) if names else None,
+            "target": TARGETS[kind],
+            "reasons_seen": dict(seen),
+        }
         faults[kind]["meets_target"] = faults[kind]["rate"] is None or faults[kind]["rate"] >= TARGETS[kind]
 
     # clean files: anything dropped for a judgement is a false drop
@@ -108,19 +136,25 @@ def evaluate(run_dir, corpus_dir) -> dict:
     false_reasons = Counter()
     files_false = 0
     for name in clean:
-        bad = [d for d in drops_by[name] if d["reason"] not in STRUCTURAL
-               and not (d["reason"] == "near_duplicate" and name in originals)]
+        bad = [d for d in drops_by[name] if d["reason"] not in STRUCTURAL and not (d["reason"] == "near_duplicate" and name in originals)]
         false_reasons.update(d["reason"] for d in bad)
         files_false += bool(bad)
     clean_kept = [k for n in clean for k in kept_by[n]]
-    clean_stats = {"files": len(clean), "files_with_false_drops": files_false, "false_drop_reasons": dict(false_reasons),
-                   "files_with_a_kept_clip": sum(bool(kept_by[n]) for n in clean), "kept_clips": len(clean_kept)}
+    clean_stats = {
+        "files": len(clean),
+        "files_with_false_drops": files_false,
+        "false_drop_reasons": dict(false_reasons),
+        "files_with_a_kept_clip": sum(bool(kept_by[n]) for n in clean),
+        "kept_clips": len(clean_kept),
+    }
 
     # sync error on kept clean clips, captions of every kept clip
     offsets = sorted(abs(k["scores"]["av_offset"]) for k in clean_kept if k.get("scores", {}).get("av_offset") is not None)
-    sync = {"judged_clean_clips": len(offsets),
-            "median_abs_offset_s": offsets[len(offsets) // 2] if offsets else None,
-            "p95_abs_offset_s": offsets[int(0.95 * (len(offsets) - 1))] if offsets else None}
+    sync = {
+        "judged_clean_clips": len(offsets),
+        "median_abs_offset_s": offsets[len(offsets) // 2] if offsets else None,
+        "p95_abs_offset_s": offsets[int(0.95 * (len(offsets) - 1))] if offsets else None,
+    }
     right = total = 0
     for name, t in truth.items():
         for k in kept_by[name]:
@@ -129,11 +163,16 @@ def evaluate(run_dir, corpus_dir) -> dict:
             total += 1
             right += shot is not None and k.get("caption") == shot["caption"]
     missing = [n for n in truth if not kept_by[n] and not drops_by[n]]
-    return {"cuts": cuts, "faults": faults, "clean": clean_stats, "sync": sync,
-            "captions": {"kept_clips": total, "matching_truth": right, "rate": right / total if total else None},
-            "files_missing_from_run": missing,
-            "cuts_meet_target": bool(cuts["recall"] is not None and cuts["recall"] >= 0.95 and cuts["precision"] >= 0.95),
-            "faults_meet_targets": all(f["meets_target"] for f in faults.values())}
+    return {
+        "cuts": cuts,
+        "faults": faults,
+        "clean": clean_stats,
+        "sync": sync,
+        "captions": {"kept_clips": total, "matching_truth": right, "rate": right / total if total else None},
+        "files_missing_from_run": missing,
+        "cuts_meet_target": bool(cuts["recall"] is not None and cuts["recall"] >= 0.95 and cuts["precision"] >= 0.95),
+        "faults_meet_targets": all(f["meets_target"] for f in faults.values()),
+    }
 
 
 def main(argv=None) -> None:

@@ -26,6 +26,7 @@ MFU is what that time implies. Where the compiler gives no estimate
 (`optimal_seconds` < 0), it is the executed FLOPs at the chip's peak (from
 `jav.perf`), a lower bound.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -125,9 +126,11 @@ def parse_topology(name: str) -> Topology:
             raise ValueError
         return Topology(name, chip, slice_shape(count // chip.cores_per_chip, chip.torus_dims))
     except ValueError:
-        raise ValueError(f"--topology={name!r}: {chip.generation}-N counts {unit}; N must give a power-of-two number of chips "
-                         f"({'at least 4, ' if chip.torus_dims == 3 else ''}e.g. {chip.generation}-{8 * chip.cores_per_chip}), "
-                         f"or name the shape: {chip.generation}:{'x'.join(['4'] * chip.torus_dims)}") from None
+        raise ValueError(
+            f"--topology={name!r}: {chip.generation}-N counts {unit}; N must give a power-of-two number of chips "
+            f"({'at least 4, ' if chip.torus_dims == 3 else ''}e.g. {chip.generation}-{8 * chip.cores_per_chip}), "
+            f"or name the shape: {chip.generation}:{'x'.join(['4'] * chip.torus_dims)}"
+        ) from None
 
 
 def topology_devices(topology: Topology, slices: int = 1) -> list:
@@ -179,8 +182,10 @@ def text_inputs(cfg, batch: int, mesh, rules) -> dict:
         length = cfg.model.text.max_len
         return {"text_ids": _batch_struct((batch, length), jnp.int32, mesh, rules), "text_mask": _batch_struct((batch, length), jnp.bool_, mesh, rules)}
     length = cfg.data.text_len
-    return {"text_emb": _batch_struct((batch, length, cfg.model.text.dim), jnp.float32, mesh, rules),
-            "text_mask": _batch_struct((batch, length), jnp.bool_, mesh, rules)}
+    return {
+        "text_emb": _batch_struct((batch, length, cfg.model.text.dim), jnp.float32, mesh, rules),
+        "text_mask": _batch_struct((batch, length), jnp.bool_, mesh, rules),
+    }
 
 
 def text_length(cfg) -> int:
@@ -190,9 +195,11 @@ def text_length(cfg) -> int:
 def abstract_batch(cfg, layout: TokenLayout, mesh, rules) -> dict:
     """A global training batch as the trainer's loader and `sharding.global_batch` deliver it."""
     b = cfg.train.batch_size
-    return dict(video=_batch_struct((b,) + tuple(layout.video_shape), jnp.float32, mesh, rules),
-                audio=_batch_struct((b,) + tuple(layout.audio_shape), jnp.float32, mesh, rules),
-                **text_inputs(cfg, b, mesh, rules))
+    return dict(
+        video=_batch_struct((b,) + tuple(layout.video_shape), jnp.float32, mesh, rules),
+        audio=_batch_struct((b,) + tuple(layout.audio_shape), jnp.float32, mesh, rules),
+        **text_inputs(cfg, b, mesh, rules),
+    )
 
 
 def _validate(cfg, mesh) -> None:
@@ -223,8 +230,11 @@ def _key_struct(mesh) -> jax.ShapeDtypeStruct:
 
 def _trainable_sizes(net) -> dict:
     """Bytes per device of a `loop.Trainable`'s parameters, optimiser state and EMA."""
-    return {"params": bytes_per_device(net.params), "opt_state": bytes_per_device(net.opt_state),
-            "ema": bytes_per_device(net.ema) if net.ema is not None else 0}
+    return {
+        "params": bytes_per_device(net.params),
+        "opt_state": bytes_per_device(net.opt_state),
+        "ema": bytes_per_device(net.ema) if net.ema is not None else 0,
+    }
 
 
 def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, dict]:
@@ -241,8 +251,7 @@ def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, 
     batch = abstract_batch(cfg, phase.layout, mesh, rules)
     sizes = dict(_trainable_sizes(model), batch=bytes_per_device(batch))
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        lowered = train_step.lower(phase.graphdef, model.params, model.opt_state, model.ema, batch, _key_struct(mesh),
-                                   **phase.step_options(phase.layout))
+        lowered = train_step.lower(phase.graphdef, model.params, model.opt_state, model.ema, batch, _key_struct(mesh), **phase.step_options(phase.layout))
     return lowered, sizes
 
 
@@ -403,16 +412,22 @@ def advice(report: StepReport, hbm_bytes: int, cfg, kind: str, num_devices: int 
     state = report.inputs.get("params", 0) + report.inputs.get("opt_state", 0) + ema + report.inputs.get("teacher", 0)
     activations = max(need - state - report.inputs.get("batch", 0), 0)
     knobs = []  # (bytes saved, advice)
-    what = {"train": "parameters, optimizer state and EMA",
-            "distill": "the student's parameters, optimizer state and EMA and the teacher"}.get(kind, "parameters")
-    knobs.append((state / 2, f"{what} take {state / GiB:.1f} GiB a chip and split over fsdp x tensor: doubling mesh.shape.fsdp "
-                              f"(now {mesh.get('fsdp')}) or mesh.shape.tensor (now {mesh.get('tensor')}) saves about {state / 2 / GiB:.1f} GiB"))
+    what = {"train": "parameters, optimizer state and EMA", "distill": "the student's parameters, optimizer state and EMA and the teacher"}.get(
+        kind, "parameters"
+    )
+    knobs.append(
+        (
+            state / 2,
+            f"{what} take {state / GiB:.1f} GiB a chip and split over fsdp x tensor: doubling mesh.shape.fsdp "
+            f"(now {mesh.get('fsdp')}) or mesh.shape.tensor (now {mesh.get('tensor')}) saves about {state / 2 / GiB:.1f} GiB",
+        )
+    )
     if ema:
         knobs.append((ema, f"train.ema_decay=0 drops the EMA copy ({ema / GiB:.1f} GiB)"))
     lines = [f"activations and temporaries take about {activations / GiB:.1f} GiB a chip"]
     if trains:
         policy = cfg.model.remat
-        stronger = REMAT_BY_MEMORY[REMAT_BY_MEMORY.index(policy) + 1:] if policy in REMAT_BY_MEMORY else ()
+        stronger = REMAT_BY_MEMORY[REMAT_BY_MEMORY.index(policy) + 1 :] if policy in REMAT_BY_MEMORY else ()
         if stronger:
             lines.append(f"model.remat={stronger[-1]!r} keeps the least (now {policy!r})")
         if kind == "train":
@@ -440,14 +455,17 @@ def device_mesh(cfg, devices: Sequence, say: Callable[[str], None] = print) -> j
         from jax.experimental import mesh_utils
 
         sizes = sharding.mesh_shape(dict(cfg.mesh.shape), len(devices))
-        say(f"mesh {dict(zip(sharding.MESH_AXES, sizes))} splits torus axes: jav.sharding.make_mesh (and so the trainer) "
-            "would refuse it; planned with mesh_utils.create_device_mesh(allow_split_physical_axes=True)")
+        say(
+            f"mesh {dict(zip(sharding.MESH_AXES, sizes))} splits torus axes: jav.sharding.make_mesh (and so the trainer) "
+            "would refuse it; planned with mesh_utils.create_device_mesh(allow_split_physical_axes=True)"
+        )
         grid = mesh_utils.create_device_mesh(sizes, list(devices), allow_split_physical_axes=True)
         return jax.sharding.Mesh(grid, sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
 
 
-def plan(cfg, devices: Sequence, *, hbm_bytes: int, steps: Sequence[str] = ("train", "sample"), sample_batch: int | None = None,
-         say: Callable[[str], None] = print) -> dict:
+def plan(
+    cfg, devices: Sequence, *, hbm_bytes: int, steps: Sequence[str] = ("train", "sample"), sample_batch: int | None = None, say: Callable[[str], None] = print
+) -> dict:
     """Compiles the train step and / or one sampling step of `cfg` for `devices`
     (TPU compile-only devices, or any real ones) -> {step: StepReport}."""
     mesh = device_mesh(cfg, devices, say)
@@ -474,8 +492,12 @@ def plan(cfg, devices: Sequence, *, hbm_bytes: int, steps: Sequence[str] = ("tra
             log(f"lowering the distillation step (batch {cfg.train.batch_size}: student, bfloat16 teacher, JVP)")
             lowered, inputs, phase = lower_distill_step(cfg, mesh)
             # student forward and backward, the teacher's guided passes, the JVP (about two forwards)
-            flops, _ = phase.cost({"video": jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(layout.video_shape), jnp.float32),
-                                   "audio": jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(layout.audio_shape), jnp.float32)})
+            flops, _ = phase.cost(
+                {
+                    "video": jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(layout.video_shape), jnp.float32),
+                    "audio": jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(layout.audio_shape), jnp.float32),
+                }
+            )
             report = StepReport("distillation step", inputs, model_flops=flops, executed_flops=flops * 4 / 3 if cfg.model.remat == "full" else flops)
         elif step == "sample":
             batch = sample_batch or mesh.shape["data"] * mesh.shape["fsdp"]
@@ -512,11 +534,15 @@ def step_seconds(report: StepReport, peak: float, num_devices: int) -> tuple[flo
     """
     if report.compiler_seconds and report.compiler_flops:
         rate = report.compiler_flops / report.compiler_seconds  # per chip
-        return (report.executed_flops / (rate * num_devices),
-                f"the compiler's {TIME_KEY!r} ({report.compiler_seconds:.3g} s for the {report.compiler_flops:.3g} FLOPs it counts a chip, "
-                f"{100 * rate / peak:.0f}% of peak) applied to the executed FLOPs")
-    return (report.executed_flops / (peak * num_devices),
-            f"no estimate from the compiler ({TIME_KEY!r} < 0); the executed FLOPs at the chip's peak, a lower bound")
+        return (
+            report.executed_flops / (rate * num_devices),
+            f"the compiler's {TIME_KEY!r} ({report.compiler_seconds:.3g} s for the {report.compiler_flops:.3g} FLOPs it counts a chip, "
+            f"{100 * rate / peak:.0f}% of peak) applied to the executed FLOPs",
+        )
+    return (
+        report.executed_flops / (peak * num_devices),
+        f"no estimate from the compiler ({TIME_KEY!r} < 0); the executed FLOPs at the chip's peak, a lower bound",
+    )
 
 
 def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, cfg, kind: str) -> list[str]:
@@ -528,9 +554,11 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
         lines.append(f"  the compiler ran out of memory: {report.error}")
     else:
         inputs = ", ".join(f"{k} {v / GiB:.2f}" for k, v in report.inputs.items() if v)
-        lines += [f"  arguments   {g(report.argument_bytes)}  ({inputs} GiB)",
-                  f"  outputs     {g(report.output_bytes)}  ({report.alias_bytes / GiB:.2f} GiB of them in donated arguments)",
-                  f"  temporaries {g(report.temp_bytes)}"]
+        lines += [
+            f"  arguments   {g(report.argument_bytes)}  ({inputs} GiB)",
+            f"  outputs     {g(report.output_bytes)}  ({report.alias_bytes / GiB:.2f} GiB of them in donated arguments)",
+            f"  temporaries {g(report.temp_bytes)}",
+        ]
         if report.host_bytes:
             lines.append(f"  host memory {g(report.host_bytes)}  (offloaded activations)")
     if need:
@@ -542,9 +570,11 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
         return lines
     recompute = f"{report.executed_flops:.3e} with remat's recompute; " if report.executed_flops != report.model_flops else ""
     counted = dict(train='3x forward', distill='student 3x, teacher passes, JVP 2x forward').get(kind, 'forward')
-    lines.append(f"  FLOPs       model {report.model_flops:.3e} per step ({counted}, jav.models.flops), "
-                 f"{recompute}the compiler counts {report.compiler_flops:.3e} per chip "
-                 f"({'the layer scan once: not a per-step total' if cfg.model.scan_layers else 'all layers'})")
+    lines.append(
+        f"  FLOPs       model {report.model_flops:.3e} per step ({counted}, jav.models.flops), "
+        f"{recompute}the compiler counts {report.compiler_flops:.3e} per chip "
+        f"({'the layer scan once: not a per-step total' if cfg.model.scan_layers else 'all layers'})"
+    )
     seconds, how = step_seconds(report, peak, num_devices)
     mfu = 100 * report.model_flops / (seconds * peak * num_devices)
     if report.compiler_seconds:
@@ -560,10 +590,12 @@ def summary(cfg, devices) -> str:
     n = layout.num_tokens
     sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(dict(cfg.mesh.shape), len(devices))))
     shards = sizes["data"] * sizes["fsdp"]
-    return (f"model {param_count(params) / 1e9:.2f}B parameters ({cfg.model.dtype} compute, {cfg.model.param_dtype} parameters), "
-            f"{n['video']} video + {n['audio']} audio tokens per clip, train.batch_size {cfg.train.batch_size} "
-            f"({cfg.train.batch_size / shards:g} clips on each of the data x fsdp = {shards} batch shards), "
-            f"grad_accum {cfg.train.get('grad_accum', 1)}, remat {cfg.model.remat!r}, attention kernel {cfg.model.get('attention', {}).get('kernel', 'xla')!r}")
+    return (
+        f"model {param_count(params) / 1e9:.2f}B parameters ({cfg.model.dtype} compute, {cfg.model.param_dtype} parameters), "
+        f"{n['video']} video + {n['audio']} audio tokens per clip, train.batch_size {cfg.train.batch_size} "
+        f"({cfg.train.batch_size / shards:g} clips on each of the data x fsdp = {shards} batch shards), "
+        f"grad_accum {cfg.train.get('grad_accum', 1)}, remat {cfg.model.remat!r}, attention kernel {cfg.model.get('attention', {}).get('kernel', 'xla')!r}"
+    )
 
 
 def main(argv) -> None:
@@ -574,8 +606,10 @@ def main(argv) -> None:
     cfg = schema.complete(FLAGS.config)  # every key the config leaves unsaid at its default
     topology = parse_topology(FLAGS.topology)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    say(f"jav.aot: {FLAGS['config'].config_filename} on {topology.name} = {topology.libtpu_name} "
-        f"({topology.num_chips} chips, {topology.chip.hbm_bytes / GiB:.0f} GiB HBM each)")
+    say(
+        f"jav.aot: {FLAGS['config'].config_filename} on {topology.name} = {topology.libtpu_name} "
+        f"({topology.num_chips} chips, {topology.chip.hbm_bytes / GiB:.0f} GiB HBM each)"
+    )
     devices = topology_devices(topology, FLAGS.slices)
     if FLAGS.slices > 1 and not dict(cfg.mesh.get("dcn", None) or {}):
         cfg.mesh.dcn = {"data": FLAGS.slices}
@@ -589,11 +623,22 @@ def main(argv) -> None:
     for kind, report in reports.items():
         say("\n".join(describe(report, topology.chip.hbm_bytes, len(devices), peak, cfg, kind)))
     if FLAGS.json:
-        record = dict(config=FLAGS["config"].config_filename, topology=topology.name, libtpu_topology=topology.libtpu_name, slices=FLAGS.slices, dcn=dcn,
-                      chips=len(devices), hbm_bytes=topology.chip.hbm_bytes, peak_flops=peak, mesh=mesh_sizes,
-                      batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, remat=cfg.model.remat,
-                      attention=cfg.model.attention.kernel,
-                      reports={k: r.as_dict() for k, r in reports.items()})
+        record = dict(
+            config=FLAGS["config"].config_filename,
+            topology=topology.name,
+            libtpu_topology=topology.libtpu_name,
+            slices=FLAGS.slices,
+            dcn=dcn,
+            chips=len(devices),
+            hbm_bytes=topology.chip.hbm_bytes,
+            peak_flops=peak,
+            mesh=mesh_sizes,
+            batch_size=cfg.train.batch_size,
+            grad_accum=cfg.train.grad_accum,
+            remat=cfg.model.remat,
+            attention=cfg.model.attention.kernel,
+            reports={k: r.as_dict() for k, r in reports.items()},
+        )
         with open(FLAGS.json, "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -604,10 +649,17 @@ if __name__ == "__main__":
 
     config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py[:ARG])", lock_config=True)
     flags.DEFINE_string("topology", None, "TPU slice: v4-N, v5p-N, v5e-N, v6e-N (e.g. v5p-128), or libtpu's v5p:4x4x8")
-    flags.DEFINE_integer("slices", 1, "how many such slices the job spans (multi-slice over the data-centre network; "
-                         "config.mesh.dcn says which axes cross it, default the data axis)")
-    flags.DEFINE_list("compile", ["train", "sample"], "which steps to compile: train, sample, distill (a 4-step student of the config's "
-                      "model distilled from it, jav/train/distill.py, the teacher frozen in bfloat16)")
+    flags.DEFINE_integer(
+        "slices",
+        1,
+        "how many such slices the job spans (multi-slice over the data-centre network; config.mesh.dcn says which axes cross it, default the data axis)",
+    )
+    flags.DEFINE_list(
+        "compile",
+        ["train", "sample"],
+        "which steps to compile: train, sample, distill (a 4-step student of the config's "
+        "model distilled from it, jav/train/distill.py, the teacher frozen in bfloat16)",
+    )
     flags.DEFINE_integer("sample_batch", None, "clips per sampling step (default: one per batch shard, mesh data x fsdp)")
     flags.DEFINE_string("json", None, "append the reports to this JSON-lines file")
     flags.mark_flags_as_required(["config", "topology"])

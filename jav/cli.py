@@ -15,6 +15,7 @@ naming the nearest keys. `run_main` turns jav's errors (ValueError,
 FileNotFoundError: each names the file or key and the fix) into one line on
 stderr and exit status 1; JAV_TRACEBACK=1 shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,7 +35,7 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     while i < len(argv):
         arg = argv[i]
         if arg.startswith(PREFIX):
-            key, eq, value = arg[len(PREFIX):].partition("=")
+            key, eq, value = arg[len(PREFIX) :].partition("=")
             if not eq:
                 if i + 1 >= len(argv):
                     raise ValueError(f"{arg} has no value; write {arg}=VALUE")
@@ -101,8 +102,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict[str, str], *
         for n, part in enumerate(parts):
             if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
                 near = difflib.get_close_matches(key, _keys(cfg), n=3, cutoff=0.6)
-                raise ValueError(f"{flag}: {what} has no key {'.'.join(parts[:n + 1])!r}"
-                                 + (f"; did you mean {', '.join(near)}?" if near else ""))
+                raise ValueError(f"{flag}: {what} has no key {'.'.join(parts[: n + 1])!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))
             if n < len(parts) - 1:
                 node = node[part]
         like = node[parts[-1]]

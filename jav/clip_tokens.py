@@ -10,6 +10,7 @@ raw they have a standard deviation of 0.26 and 0.18: under unit noise their
 content is invisible at most timesteps). Latents arrive standardised by
 `jav.latents.LatentCodec` and are passed through.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,12 +55,13 @@ class TokenLayout:
     def from_batch(cls, cfg, video_shape, audio_shape) -> "TokenLayout":
         """The layout of one shape bucket: the config's patches and clock rates, the batch's clip shapes
         (video [T, H, W, C], audio [Ta, Ca], without the batch axis)."""
-        layout = dataclasses.replace(cls.from_config(cfg), video_shape=tuple(int(n) for n in video_shape),
-                                     audio_shape=tuple(int(n) for n in audio_shape))
+        layout = dataclasses.replace(cls.from_config(cfg), video_shape=tuple(int(n) for n in video_shape), audio_shape=tuple(int(n) for n in audio_shape))
         layout.grid  # noqa: B018 -- raises early, naming the axis, if a patch does not divide
         if layout.audio_shape[0] % layout.audio_patch:
-            raise ValueError(f"{layout.audio_shape[0]} audio frames are not divisible by model.audio.patch={layout.audio_patch}; "
-                             "re-pack the bucket with an audio length the patch divides")
+            raise ValueError(
+                f"{layout.audio_shape[0]} audio frames are not divisible by model.audio.patch={layout.audio_patch}; "
+                "re-pack the bucket with an audio length the patch divides"
+            )
         return layout
 
     @classmethod
@@ -70,11 +72,19 @@ class TokenLayout:
             causal = int(d.get("video_time_compression", 0))
             space = int(d.get("video_space_compression", 0) or (d.canvas // d.video_latent_shape[1] if "canvas" in d else 1))
             hop = (int(d.mel_hop), int(d.sample_rate)) if "mel_hop" in d and "sample_rate" in d else (1, 100)
-            layout = cls(video_shape=tuple(d.video_latent_shape), audio_shape=tuple(d.audio_latent_shape),
-                         video_patch=tuple(m.video.patch), audio_patch=int(m.audio.patch),
-                         fps=float(d.pixel_fps if causal else d.fps), audio_frame_rate=float(d.audio_rate),
-                         video_causal_compression=causal, positions=positions, pixels_per_element=(space, space),
-                         mel_per_element=max(1, round(hop[1] / hop[0] / float(d.audio_rate))), mel_hop=hop)
+            layout = cls(
+                video_shape=tuple(d.video_latent_shape),
+                audio_shape=tuple(d.audio_latent_shape),
+                video_patch=tuple(m.video.patch),
+                audio_patch=int(m.audio.patch),
+                fps=float(d.pixel_fps if causal else d.fps),
+                audio_frame_rate=float(d.audio_rate),
+                video_causal_compression=causal,
+                positions=positions,
+                pixels_per_element=(space, space),
+                mel_per_element=max(1, round(hop[1] / hop[0] / float(d.audio_rate))),
+                mel_hop=hop,
+            )
             layout.grid  # noqa: B018 -- raises early if a patch does not divide
             return layout
         frames = int(round(d.duration * d.fps))
@@ -133,11 +143,13 @@ class TokenLayout:
         pt, ph, pw = self.video_patch
         c = self.video_causal_compression
         frames = (c or 1) * pt  # pixel frames per token in time
-        v = rope.ltx2_video_positions(*self.grid, fps=self.fps, causal_offset=1 if c else frames,
-                                      scale=(frames, ph * self.pixels_per_element[0], pw * self.pixels_per_element[1]))
+        v = rope.ltx2_video_positions(
+            *self.grid, fps=self.fps, causal_offset=1 if c else frames, scale=(frames, ph * self.pixels_per_element[0], pw * self.pixels_per_element[1])
+        )
         mel = self.mel_per_element * self.audio_patch
-        a = rope.ltx2_audio_positions(self.num_tokens["audio"], latents_per_hop=mel, hop=self.mel_hop[0], rate=self.mel_hop[1],
-                                      causal_offset=1 if self.mel_per_element > 1 else mel)
+        a = rope.ltx2_audio_positions(
+            self.num_tokens["audio"], latents_per_hop=mel, hop=self.mel_hop[0], rate=self.mel_hop[1], causal_offset=1 if self.mel_per_element > 1 else mel
+        )
         return {"video": v[None], "audio": a[None]}
 
     @cached_property
@@ -148,8 +160,7 @@ class TokenLayout:
     def to_tokens(self, video: jax.Array, audio: jax.Array) -> dict:
         """video [B, T, H, W, C], audio [B, Ta, Ca] -> {m: [B, N_m, P_m]}, standardised."""
         (vm, vs), (am, as_) = self.video_norm, self.audio_norm
-        return {"video": patch.patchify_video((video - vm) / vs, self.video_patch),
-                "audio": patch.patchify_audio((audio - am) / as_, self.audio_patch)}
+        return {"video": patch.patchify_video((video - vm) / vs, self.video_patch), "audio": patch.patchify_audio((audio - am) / as_, self.audio_patch)}
 
     def from_tokens(self, tokens: dict) -> tuple[jax.Array, jax.Array]:
         """The inverse of to_tokens."""
@@ -229,8 +240,10 @@ def clip_config(cfg, duration: float | None = None, size: int | None = None):
     cfg = cfg.copy_and_resolve_references()
     d, m = cfg.data, cfg.model
     if d.get("world") == "latent" and not all(k in d for k in ("canvas", "duration", "pixel_fps")):
-        raise ValueError("this latent-space config does not name the clips its latents came from (data.canvas, "
-                         "data.duration, data.pixel_fps): it samples at its trained shape only; drop --duration / --size")
+        raise ValueError(
+            "this latent-space config does not name the clips its latents came from (data.canvas, "
+            "data.duration, data.pixel_fps): it samples at its trained shape only; drop --duration / --size"
+        )
     if duration is not None:
         if duration <= 0:
             raise ValueError(f"duration must be positive, got {duration:g} s")
@@ -241,8 +254,10 @@ def clip_config(cfg, duration: float | None = None, size: int | None = None):
         if d.get("world") == "latent":
             (t, _, _, c), space = d.video_latent_shape, d.canvas // d.video_latent_shape[1]
             if size % (space * m.video.patch[1]):
-                raise ValueError(f"size {size} px does not fit: latents are {space}x smaller and patches "
-                                 f"{m.video.patch[1]} latents wide, so the size must be a multiple of {space * m.video.patch[1]} px")
+                raise ValueError(
+                    f"size {size} px does not fit: latents are {space}x smaller and patches "
+                    f"{m.video.patch[1]} latents wide, so the size must be a multiple of {space * m.video.patch[1]} px"
+                )
             d.video_latent_shape = (t, size // space, size // space, c)
         elif size % m.video.patch[1]:
             raise ValueError(f"size {size} px does not fit model.video.patch={tuple(m.video.patch)}: use a multiple of {m.video.patch[1]} px")
@@ -261,8 +276,10 @@ def _pixel_duration_fits(d, m) -> None:
         video_step = Fraction(pt) / Fraction(d.fps).limit_denominator()
         audio_step = Fraction(pa * d.mel_hop, d.sample_rate)
         step = _lcm(video_step, audio_step)
-        raise ValueError(f"a {d.duration:g} s clip is {frames:g} video frames and {hops:g} audio frames; patches of "
-                         f"{pt} frames and {pa} audio frames must divide them (multiples of {float(step):g} s always fit)")
+        raise ValueError(
+            f"a {d.duration:g} s clip is {frames:g} video frames and {hops:g} audio frames; patches of "
+            f"{pt} frames and {pa} audio frames must divide them (multiples of {float(step):g} s always fit)"
+        )
 
 
 def _latent_duration(d, m, duration: float) -> None:
@@ -276,8 +293,10 @@ def _latent_duration(d, m, duration: float) -> None:
     frames = int(round(frames))
     if causal:  # latent 0 is frame 0 alone, each later latent `causal` frames
         if (frames - 1) % causal:
-            raise ValueError(f"a causal VAE with time compression {causal} needs 1 + {causal}k frames: {frames} is not; "
-                             f"at {d.pixel_fps:g} fps use (1 + {causal}k) / {d.pixel_fps:g} s")
+            raise ValueError(
+                f"a causal VAE with time compression {causal} needs 1 + {causal}k frames: {frames} is not; "
+                f"at {d.pixel_fps:g} fps use (1 + {causal}k) / {d.pixel_fps:g} s"
+            )
         latents = 1 + (frames - 1) // causal
     else:
         if (frames * t) % trained:

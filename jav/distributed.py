@@ -15,6 +15,7 @@ Where the processes come from decides how (the first that applies wins):
 
 CPU processes exchange collectives over gloo, so the same path runs on a laptop.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,7 @@ from jax.experimental import multihost_utils
 
 from jav.platforms import libtpu_installed, tpu_chips_visible
 
-COORDINATOR, NUM_PROCESSES, PROCESS_ID, LOCAL_DEVICE_IDS = (
-    "JAV_COORDINATOR_ADDRESS", "JAV_NUM_PROCESSES", "JAV_PROCESS_ID", "JAV_LOCAL_DEVICE_IDS")
+COORDINATOR, NUM_PROCESSES, PROCESS_ID, LOCAL_DEVICE_IDS = ("JAV_COORDINATOR_ADDRESS", "JAV_NUM_PROCESSES", "JAV_PROCESS_ID", "JAV_LOCAL_DEVICE_IDS")
 # The variables JAX's SLURM detection reads; `srun` sets them all for each task.
 _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -66,10 +66,12 @@ def _from_jav_vars(env: Mapping[str, str]) -> Plan:
     missing = [v for v in (COORDINATOR, NUM_PROCESSES, PROCESS_ID) if not env.get(v)]
     if missing:
         given = ", ".join(v for v in (COORDINATOR, NUM_PROCESSES, PROCESS_ID) if env.get(v))
-        raise ValueError(f"{given} {'is' if ',' not in given else 'are'} set but {', '.join(missing)} "
-                         f"{'is' if len(missing) == 1 else 'are'} not: a multi-process run needs all three "
-                         f"({COORDINATOR}=host:port of process 0, the same on every process; {NUM_PROCESSES}=N; "
-                         f"{PROCESS_ID}=0..N-1, one per process). Set the missing ones, or unset {given} to run one process.")
+        raise ValueError(
+            f"{given} {'is' if ',' not in given else 'are'} set but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not: a multi-process run needs all three "
+            f"({COORDINATOR}=host:port of process 0, the same on every process; {NUM_PROCESSES}=N; "
+            f"{PROCESS_ID}=0..N-1, one per process). Set the missing ones, or unset {given} to run one process."
+        )
     address = env[COORDINATOR]
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -79,10 +81,14 @@ def _from_jav_vars(env: Mapping[str, str]) -> Plan:
         raise ValueError(f"{NUM_PROCESSES}={count} must be at least 1")
     if not 0 <= rank < count:
         raise ValueError(f"{PROCESS_ID}={rank} must be in [0, {NUM_PROCESSES}={count})")
-    kwargs = dict(coordinator_address=address, num_processes=count, process_id=rank,
-                  local_device_ids=_local_device_ids(env),
-                  # Other cluster variables in the environment (say an enclosing SLURM job) must not fill in the rest.
-                  cluster_detection_method="deactivate")
+    kwargs = dict(
+        coordinator_address=address,
+        num_processes=count,
+        process_id=rank,
+        local_device_ids=_local_device_ids(env),
+        # Other cluster variables in the environment (say an enclosing SLURM job) must not fill in the rest.
+        cluster_detection_method="deactivate",
+    )
     if host in _LOOPBACK:
         # A loopback coordinator serves only this machine's processes: do not open its port on every interface.
         kwargs["coordinator_bind_address"] = address
@@ -105,12 +111,13 @@ def plan(env: Mapping[str, str] | None = None) -> Plan:
     if all(v in env for v in _SLURM_VARS) and _int(env, "SLURM_NTASKS") > 1:
         # JAX gives each task one GPU (SLURM_LOCALID); JAV_LOCAL_DEVICE_IDS overrides that
         # for one process per node driving all of the node's GPUs.
-        return Plan("slurm", dict(cluster_detection_method="slurm", local_device_ids=_local_device_ids(env)),
-                    _int(env, "SLURM_NTASKS"))
+        return Plan("slurm", dict(cluster_detection_method="slurm", local_device_ids=_local_device_ids(env)), _int(env, "SLURM_NTASKS"))
     if env.get(LOCAL_DEVICE_IDS):
-        raise ValueError(f"{LOCAL_DEVICE_IDS} is set but this is not a multi-process run: it applies only with "
-                         f"{COORDINATOR}/{NUM_PROCESSES}/{PROCESS_ID} or under srun; for one process use "
-                         "CUDA_VISIBLE_DEVICES instead")
+        raise ValueError(
+            f"{LOCAL_DEVICE_IDS} is set but this is not a multi-process run: it applies only with "
+            f"{COORDINATOR}/{NUM_PROCESSES}/{PROCESS_ID} or under srun; for one process use "
+            "CUDA_VISIBLE_DEVICES instead"
+        )
     if _on_tpu_vm(env):
         return Plan("tpu", {}, None)
     return Plan("single", None, 1)
@@ -127,8 +134,9 @@ def _connect_gloo() -> None:
     ones = jax.make_array_from_process_local_data(jax.sharding.NamedSharding(mesh, jax.P("all")), np.ones(jax.local_device_count()))
     total = jax.jit(jnp.sum, out_shardings=jax.sharding.NamedSharding(mesh, jax.P()))(ones)
     if int(total.addressable_data(0)) != jax.device_count():
-        raise RuntimeError(f"a sum over the {jax.device_count()} devices of {jax.process_count()} processes gave {total}: "
-                           "the processes' collectives are not connected")
+        raise RuntimeError(
+            f"a sum over the {jax.device_count()} devices of {jax.process_count()} processes gave {total}: the processes' collectives are not connected"
+        )
     multihost_utils.sync_global_devices("jav.distributed.initialize")
 
 
@@ -145,8 +153,7 @@ def initialize(env: Mapping[str, str] | None = None) -> str:
         jax.distributed.initialize(**p.kwargs)
         if jax.default_backend() == "cpu":
             _connect_gloo()
-    where = {"jav": f"{COORDINATOR}={p.kwargs['coordinator_address']}", "slurm": "SLURM's srun variables",
-             "tpu": "JAX's TPU detection"}[p.source]
+    where = {"jav": f"{COORDINATOR}={p.kwargs['coordinator_address']}", "slurm": "SLURM's srun variables", "tpu": "JAX's TPU detection"}[p.source]
     return f"process {jax.process_index()} of {jax.process_count()}, joined through {where}"
 
 
@@ -155,7 +162,5 @@ def require_single_process(program: str, env: Mapping[str, str] | None = None) -
     that runs in one process (each process would write the same outputs)."""
     p = plan(env)
     if p.num_processes is not None and p.num_processes > 1:
-        how = (f"unset {COORDINATOR}, {NUM_PROCESSES} and {PROCESS_ID}" if p.source == "jav"
-               else "run it outside srun, or with srun --ntasks=1")
-        raise RuntimeError(f"{program} runs in one process, but this environment starts {p.num_processes} "
-                           f"({p.source}): {how}")
+        how = f"unset {COORDINATOR}, {NUM_PROCESSES} and {PROCESS_ID}" if p.source == "jav" else "run it outside srun, or with srun --ntasks=1"
+        raise RuntimeError(f"{program} runs in one process, but this environment starts {p.num_processes} ({p.source}): {how}")

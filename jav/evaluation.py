@@ -4,6 +4,7 @@ beside the real clips and unrelated sound, the clips and summaries written as
 `jav.evaluate` writes them. The command-line tool and the trainer's evaluation
 during training (jav/train/diffusion.py) both run `evaluate_model`.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,7 @@ def task_conditions(cfg, task: str, video: np.ndarray, audio: np.ndarray) -> dic
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {TASKS}")
     if task == "i2va":
-        return {"first_frame": video[:, :TokenLayout.from_config(cfg).video_patch[0]]}
+        return {"first_frame": video[:, : TokenLayout.from_config(cfg).video_patch[0]]}
     return {"v2a": {"video": video}, "a2v": {"audio": audio}}.get(task, {})
 
 
@@ -67,8 +68,7 @@ def learned_sync(scorer, frames: np.ndarray, wave: np.ndarray, cfg) -> dict:
 
     video = frames_to_model(frames)[None]
     logmel = mel.waveform_to_logmel(np.asarray(wave, np.float32), mel_params(cfg))[None]
-    return dict(learned_sync=float(np.exp(reward(scorer, video, logmel)[0])),
-                learned_offset_frames=float(predicted_offset(scorer, video, logmel)[0]))
+    return dict(learned_sync=float(np.exp(reward(scorer, video, logmel)[0])), learned_offset_frames=float(predicted_offset(scorer, video, logmel)[0]))
 
 
 def _line(metrics: dict) -> str:
@@ -81,9 +81,28 @@ def check_tasks(tasks) -> None:
             raise ValueError(f"--task {task!r} is not one of {', '.join(TASKS)}")
 
 
-def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None, steps: int | None = None, seed: int = HELD_OUT_SEED,
-                   sample_seed: int = 0, batch_size: int = 8, weights: str = "ema", guidance: dict | None = None, sampler: str | None = None,
-                   noise_level: float | None = None, two_stage: bool = False, scorer=None, show_steps: bool = True, log=print) -> dict:
+def evaluate_model(
+    model,
+    cfg,
+    step: int,
+    num: int,
+    *,
+    tasks,
+    out,
+    workdir=None,
+    steps: int | None = None,
+    seed: int = HELD_OUT_SEED,
+    sample_seed: int = 0,
+    batch_size: int = 8,
+    weights: str = "ema",
+    guidance: dict | None = None,
+    sampler: str | None = None,
+    noise_level: float | None = None,
+    two_stage: bool = False,
+    scorer=None,
+    show_steps: bool = True,
+    log=print,
+) -> dict:
     """`evaluate` for a model in memory (the trainer's, during training) -> {task: summary}, written under `out`.
     `scorer`: a sync reward model (jav.models.sync_reward) whose reading joins each clip's metrics. Steps,
     sampler and noise level left None come from cfg.sample."""
@@ -96,8 +115,10 @@ def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None,
     clips = [generate_clip(seed + i, world) for i in range(num)]
     captions = [c.caption for c in clips]
     guidance = samplers.guidance_from(cfg, **(guidance or {}))
-    log(f"{'loaded ' + str(workdir) + ' ' if workdir else ''}step {step} ({weights}); {num} held-out clips (seeds {seed}..{seed + num - 1}), "
-        f"{steps} steps, tasks {', '.join(tasks)}")
+    log(
+        f"{'loaded ' + str(workdir) + ' ' if workdir else ''}step {step} ({weights}); {num} held-out clips (seeds {seed}..{seed + num - 1}), "
+        f"{steps} steps, tasks {', '.join(tasks)}"
+    )
     video, audio = real_arrays(cfg, clips)
     to_clips = clip_decoder(cfg)
 
@@ -116,9 +137,21 @@ def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None,
     for task in tasks:
         start = time.time()
         log(f"[{task}] sampling")
-        samples = sample_clips(model, cfg, captions, seed=sample_seed, steps=steps, batch_size=min(batch_size, num), guidance=guidance,
-                               conditions=task_conditions(cfg, task, video, audio), sampler=sampler, noise_level=noise_level,
-                               two_stage=staged[task], show_steps=show_steps, log=log)
+        samples = sample_clips(
+            model,
+            cfg,
+            captions,
+            seed=sample_seed,
+            steps=steps,
+            batch_size=min(batch_size, num),
+            guidance=guidance,
+            conditions=task_conditions(cfg, task, video, audio),
+            sampler=sampler,
+            noise_level=noise_level,
+            two_stage=staged[task],
+            show_steps=show_steps,
+            log=log,
+        )
         task_out = out / task
         results = []
         nfe = steps * passes * (2 if staged[task] else 1)
@@ -126,16 +159,43 @@ def evaluate_model(model, cfg, step: int, num: int, *, tasks, out, workdir=None,
             frames, wave = scored_clip(task, clip, sample)
             m = score(frames, wave, clip.caption)
             results.append(m)
-            info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, weights=weights, seed=sample_seed + i,
-                        batch_size=min(batch_size, num), steps=steps, nfe=nfe, sampler=sampler, two_stage=staged[task], caption_seed=seed + i,
-                        guidance=scales, metrics=m)
+            info = dict(
+                task=task,
+                prompt=clip.caption,
+                workdir=str(workdir),
+                checkpoint_step=step,
+                weights=weights,
+                seed=sample_seed + i,
+                batch_size=min(batch_size, num),
+                steps=steps,
+                nfe=nfe,
+                sampler=sampler,
+                two_stage=staged[task],
+                caption_seed=seed + i,
+                guidance=scales,
+                metrics=m,
+            )
             write_sample(task_out, i, frames, wave, cfg, info)
             log(f"[{task}] {i:03d} {clip.caption!r}: {_line(m)}")
-        summary = dict(task=task, workdir=str(workdir), checkpoint_step=step, weights=weights, num=num, caption_seed=seed,
-                       sample_seed=sample_seed, steps=steps, nfe=nfe, guidance=scales, sampler=sampler, two_stage=staged[task],
-                       noise_level=noise_level if sampler == "sde" else None,
-                       metrics=aggregate(results), reference_metrics=aggregate(references),
-                       unrelated_metrics=aggregate(unrelated), seconds=time.time() - start)
+        summary = dict(
+            task=task,
+            workdir=str(workdir),
+            checkpoint_step=step,
+            weights=weights,
+            num=num,
+            caption_seed=seed,
+            sample_seed=sample_seed,
+            steps=steps,
+            nfe=nfe,
+            guidance=scales,
+            sampler=sampler,
+            two_stage=staged[task],
+            noise_level=noise_level if sampler == "sde" else None,
+            metrics=aggregate(results),
+            reference_metrics=aggregate(references),
+            unrelated_metrics=aggregate(unrelated),
+            seconds=time.time() - start,
+        )
         (task_out / "summary.json").write_text(json.dumps(summary, indent=2))
         summaries[task] = summary
     log(f"{'':>22}  " + "  ".join(f"{k:>10}" for k in ("colour", "pitch", "sync ms", "event F1")))

@@ -8,6 +8,7 @@ per-token clean masks), condition dropout for guidance, and `flow_loss`.
 Everything is per modality in dicts keyed "video" and "audio": tokens `[B, N_m, P_m]`,
 one timestep per token `[B, N_m]` (0 = clean, 1 = pure noise).
 """
+
 from __future__ import annotations
 
 import math
@@ -76,19 +77,13 @@ def validate_flow_config(cfg: ml_collections.ConfigDict, prefix: str = "flow") -
     """Raises ValueError naming the offending key and the fix."""
     probs = dict(cfg.task_probs)
     if set(probs) != set(TASKS):
-        raise ValueError(
-            f"{prefix}.task_probs has keys {sorted(probs)}; it needs exactly {list(TASKS)} "
-            f"(set unused tasks to 0.0)."
-        )
+        raise ValueError(f"{prefix}.task_probs has keys {sorted(probs)}; it needs exactly {list(TASKS)} (set unused tasks to 0.0).")
     for name, p in probs.items():
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{prefix}.task_probs.{name}={p} is outside [0, 1].")
     total = sum(probs.values())
     if not math.isclose(total, 1.0, abs_tol=1e-6):
-        raise ValueError(
-            f"{prefix}.task_probs sum to {total:.6g}, not 1: rescale them "
-            f"(e.g. {prefix}.task_probs.t2va={probs['t2va'] + 1.0 - total:.6g})."
-        )
+        raise ValueError(f"{prefix}.task_probs sum to {total:.6g}, not 1: rescale them (e.g. {prefix}.task_probs.t2va={probs['t2va'] + 1.0 - total:.6g}).")
     for key in ("p_drop_text", "p_drop_cross"):
         if not 0.0 <= cfg[key] <= 1.0:
             raise ValueError(f"{prefix}.{key}={cfg[key]} is outside [0, 1].")
@@ -98,10 +93,7 @@ def validate_flow_config(cfg: ml_collections.ConfigDict, prefix: str = "flow") -
     if not s.logit_std > 0:
         raise ValueError(f"{prefix}.sigma.logit_std={s.logit_std} must be > 0.")
     if not s.max_tokens > s.min_tokens:
-        raise ValueError(
-            f"{prefix}.sigma.max_tokens={s.max_tokens} must exceed "
-            f"{prefix}.sigma.min_tokens={s.min_tokens}."
-        )
+        raise ValueError(f"{prefix}.sigma.max_tokens={s.max_tokens} must exceed {prefix}.sigma.min_tokens={s.min_tokens}.")
     if s.audio not in AUDIO_SIGMA_MODES:
         raise ValueError(f"{prefix}.sigma.audio={s.audio!r}; choose one of {AUDIO_SIGMA_MODES}.")
     if cfg.loss_space not in LOSS_SPACES:
@@ -218,9 +210,7 @@ def _token_count(x, mask):
     return mask.sum(-1).astype(jnp.float32)  # [B]: real tokens only
 
 
-def sample_flow_inputs(
-    key, x0: dict, text_mask, first_frame, cfg, token_mask: dict | None = None
-) -> FlowInputs:
+def sample_flow_inputs(key, x0: dict, text_mask, first_frame, cfg, token_mask: dict | None = None) -> FlowInputs:
     """Draws sigmas, tasks, condition dropout and noise for one batch.
 
     first_frame: [N_v] (or [B, N_v]) bool, the video tokens of the first latent frame
@@ -229,9 +219,7 @@ def sample_flow_inputs(
       per-sample token count that sets mu counts only real tokens).
     """
     if first_frame is None and cfg.task_probs.i2va > 0:
-        raise ValueError(
-            f"flow.task_probs.i2va={cfg.task_probs.i2va} needs first_frame; pass it or set it to 0."
-        )
+        raise ValueError(f"flow.task_probs.i2va={cfg.task_probs.i2va} needs first_frame; pass it or set it to 0.")
     xv, xa = x0["video"], x0["audio"]
     batch = xv.shape[0]
     token_mask = token_mask or {}

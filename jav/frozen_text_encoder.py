@@ -3,6 +3,7 @@
 built-in encoder of a trained jav run (jav.models.text_encoder). The data path
 precomputes their embeddings into records (jav.data.text_embeddings) for models
 with model.text.encoder = "precomputed"; the sampler encodes prompts with the same one."""
+
 from __future__ import annotations
 
 import abc
@@ -57,8 +58,7 @@ class HFTextEncoder(FrozenTextEncoder):
         try:
             from transformers import AutoTokenizer
         except ImportError as e:
-            raise ImportError("Hugging Face text encoders need transformers: "
-                              "pip install -r requirements-hf.txt (after torch==2.13.0, see that file)") from e
+            raise ImportError("Hugging Face text encoders need transformers: pip install -r requirements-hf.txt (after torch==2.13.0, see that file)") from e
         self.model = t5.load_t5(path, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.dim = self.model.cfg.d_model
@@ -74,8 +74,7 @@ class HFTextEncoder(FrozenTextEncoder):
         return np.asarray(t5.encode_ids(self.model, ids, mask), np.float32), mask
 
 
-def load_text_encoder(spec: str, *, max_len: int = 128, dtype: str = "float32",
-                      module: TextEncoder | None = None) -> FrozenTextEncoder:
+def load_text_encoder(spec: str, *, max_len: int = 128, dtype: str = "float32", module: TextEncoder | None = None) -> FrozenTextEncoder:
     """A frozen text encoder from a spec:
 
     - "hf:DIR": a T5 / mT5 / UMT5 encoder saved by Hugging Face in local directory DIR,
@@ -100,8 +99,12 @@ def load_text_encoder(spec: str, *, max_len: int = 128, dtype: str = "float32",
             if module is None:
                 raise ValueError(f"{arg}: this run's model has model.text.encoder != 'builtin'; it holds no text encoder")
         if module is None:
-            raise ValueError("text encoder spec 'builtin' needs trained weights: 'builtin:RUN_DIR' (a jav run "
-                             "directory) or load_text_encoder('builtin', module=model.text_encoder)")
+            raise ValueError(
+                "text encoder spec 'builtin' needs trained weights: 'builtin:RUN_DIR' (a jav run "
+                "directory) or load_text_encoder('builtin', module=model.text_encoder)"
+            )
         return BuiltinFrozenEncoder(module)
-    raise ValueError(f"unknown text encoder spec {spec!r}: use 'hf:DIR' (T5 / UMT5 from a local Hugging Face "
-                     "directory) or 'builtin:RUN_DIR' (a jav run's trained built-in encoder)")
+    raise ValueError(
+        f"unknown text encoder spec {spec!r}: use 'hf:DIR' (T5 / UMT5 from a local Hugging Face "
+        "directory) or 'builtin:RUN_DIR' (a jav run's trained built-in encoder)"
+    )

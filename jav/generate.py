@@ -8,6 +8,7 @@ argument (not a baked-in constant), the loop is a `lax.scan` inside the sampler.
 Conditioning by clean tokens covers every task of the shared model: I2VA (a
 given first frame), V2A (a given video) and A2V (a given audio track).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,25 @@ SAMPLERS = ("ode", "sde")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu", "on_step", "sampler", "noise_level"))
-def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout, num_steps, guidance, mu, on_step=None,
-            sampler="ode", noise_level=0.7, negative_in=None, negative_mask=None):
+def _sample(
+    graphdef,
+    state,
+    key,
+    text_in,
+    text_mask,
+    clean,
+    x_clean,
+    *,
+    layout,
+    num_steps,
+    guidance,
+    mu,
+    on_step=None,
+    sampler="ode",
+    noise_level=0.7,
+    negative_in=None,
+    negative_mask=None,
+):
     model = nnx.merge(graphdef, state)
 
     def encode(ids_or_emb, mask):  # token ids [B, L] for the built-in encoder, else precomputed embeddings [B, L, D]
@@ -42,8 +60,9 @@ def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout,
     per_clip = _per_clip(key)
     clip_keys = key if per_clip else None
     if per_clip:  # one key per clip: each clip's noise is its own, whatever batch it is sampled in
-        shapes = {m: jax.vmap(lambda k, i=i, s=s: flow.standard_normal(jax.random.fold_in(k, i), s[1:]))(key)
-                  for i, (m, s) in enumerate(sorted(shapes.items()))}
+        shapes = {
+            m: jax.vmap(lambda k, i=i, s=s: flow.standard_normal(jax.random.fold_in(k, i), s[1:]))(key) for i, (m, s) in enumerate(sorted(shapes.items()))
+        }
         key = None
     # a distilled student takes the guidance scales as input (one pass a step) and,
     # with model.interval_embed, the length of each step (a few-step sampler)
@@ -51,11 +70,35 @@ def _sample(graphdef, state, key, text_in, text_mask, clean, x_clean, *, layout,
     denoise = layout.denoiser(model, guidance.as_array(b) if takes_guidance else None)
     passes = samplers.NO_GUIDANCE if takes_guidance else guidance  # the guidance the sampler runs as extra passes
     if sampler == "sde":
-        return samplers.sde_sample(denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu), guidance=passes,
-                                   noise_level=noise_level, clean=clean, x_clean=x_clean, clip_keys=clip_keys, negative=negative).x
+        return samplers.sde_sample(
+            denoise,
+            key,
+            shapes,
+            text,
+            text_mask,
+            num_steps=num_steps,
+            mu=dict(mu),
+            guidance=passes,
+            noise_level=noise_level,
+            clean=clean,
+            x_clean=x_clean,
+            clip_keys=clip_keys,
+            negative=negative,
+        ).x
     return samplers.euler_sample(
-        denoise, key, shapes, text, text_mask, num_steps=num_steps, mu=dict(mu), guidance=passes,
-        clean=clean, x_clean=x_clean, on_step=on_step, mean_velocity=model.interval is not None, negative=negative,
+        denoise,
+        key,
+        shapes,
+        text,
+        text_mask,
+        num_steps=num_steps,
+        mu=dict(mu),
+        guidance=passes,
+        clean=clean,
+        x_clean=x_clean,
+        on_step=on_step,
+        mean_velocity=model.interval is not None,
+        negative=negative,
     )
 
 
@@ -85,8 +128,9 @@ def conditions(layout: TokenLayout, batch: int, first_frame=None, video=None, au
     elif first_frame is not None:
         pt = layout.video_patch[0]
         if first_frame.shape[1] != pt:
-            raise ValueError(f"I2VA holds the first temporal patch clean: pass first_frame with {pt} frame(s) "
-                             f"(model.video.patch[0]={pt}), got {first_frame.shape[1]}")
+            raise ValueError(
+                f"I2VA holds the first temporal patch clean: pass first_frame with {pt} frame(s) (model.video.patch[0]={pt}), got {first_frame.shape[1]}"
+            )
         v[:, :pt] = first_frame
         clean_v[:] = layout.first_frame[None]
     if audio is not None:
@@ -144,8 +188,10 @@ def generate(
     if model.text_encoder is not None:
         encode = model.text_encoder.tokenizer.encode
     elif text_encoder is None:
-        raise ValueError("this model reads precomputed text embeddings: pass text_encoder= the frozen encoder "
-                         "that embedded its training captions (load_text_encoder('hf:DIR'); jav.sample --text-encoder)")
+        raise ValueError(
+            "this model reads precomputed text embeddings: pass text_encoder= the frozen encoder "
+            "that embedded its training captions (load_text_encoder('hf:DIR'); jav.sample --text-encoder)"
+        )
     else:
         encode = text_encoder.encode
     text_in, mask = encode(list(captions))
@@ -154,11 +200,15 @@ def generate(
         if len(negative_captions) != len(captions):
             raise ValueError(f"{len(negative_captions)} negative captions for {len(captions)} captions: give one per caption ('' for none)")
         if model.guide is not None:
-            raise ValueError("a distilled student takes its guidance scales as input and has no unconditional pass "
-                             "for a negative prompt to replace: sample it without negative captions")
+            raise ValueError(
+                "a distilled student takes its guidance scales as input and has no unconditional pass "
+                "for a negative prompt to replace: sample it without negative captions"
+            )
         if not guidance.uses_text():
-            raise ValueError("a negative prompt acts through text guidance: set a text guidance scale above 1 "
-                             "(sample.text_video / text_audio; jav.sample --cfg-video / --cfg-audio)")
+            raise ValueError(
+                "a negative prompt acts through text guidance: set a text guidance scale above 1 "
+                "(sample.text_video / text_audio; jav.sample --cfg-video / --cfg-audio)"
+            )
         neg_in, neg_mask = encode(list(negative_captions))
         # "" stands for no negative: that clip's unconditional pass reads no text, as without negatives
         none = np.array([not c.strip() for c in negative_captions])
@@ -171,17 +221,28 @@ def generate(
     if sampler == "sde" and model.interval is not None:
         raise ValueError("a few-step student (model.interval_embed) samples with the ODE sampler; use sampler='ode'")
     if two_stage and (video is not None or audio is not None):
-        raise ValueError("two_stage samples T2VA or I2VA (the video first, then its sound); with a given "
-                         f"{'video' if video is not None else 'audio'} there is one stage: drop two_stage")
-    run = functools.partial(_sample, graphdef, state, layout=layout,
-                            num_steps=num_steps, guidance=guidance, mu=mu, on_step=on_step if sampler == "ode" else None,
-                            sampler=sampler, noise_level=float(noise_level), **negative)
+        raise ValueError(
+            "two_stage samples T2VA or I2VA (the video first, then its sound); with a given "
+            f"{'video' if video is not None else 'audio'} there is one stage: drop two_stage"
+        )
+    run = functools.partial(
+        _sample,
+        graphdef,
+        state,
+        layout=layout,
+        num_steps=num_steps,
+        guidance=guidance,
+        mu=mu,
+        on_step=on_step if sampler == "ode" else None,
+        sampler=sampler,
+        noise_level=float(noise_level),
+        **negative,
+    )
     if mesh is not None and not _per_clip(key):
         raise ValueError("sampling on a mesh takes one key per clip (jav.sample.clip_keys(seeds)), so that each clip is its own")
     place = (lambda tree: tree) if mesh is None else functools.partial(_on_mesh, mesh, rules)
     with _mesh_context(mesh, rules):
-        run = functools.partial(run, text_in=place(jnp.asarray(text_in)), text_mask=place(jnp.asarray(mask)),
-                                **{k: place(v) for k, v in negative.items()})
+        run = functools.partial(run, text_in=place(jnp.asarray(text_in)), text_mask=place(jnp.asarray(mask)), **{k: place(v) for k, v in negative.items()})
         tokens = run(place(key), clean=place(clean), x_clean=place(x_clean))
         if two_stage:  # the same clips' V2A: the generated video held clean, the audio from new noise
             clean = dict(clean, video=jnp.ones_like(clean["video"]))
@@ -206,13 +267,16 @@ def _on_mesh(mesh, rules, tree):
 
     def one(a):
         if len(a) % shards:
-            raise ValueError(f"{len(a)} clips do not split over the mesh's {shards} batch shards {dict(mesh.shape)}: "
-                             "sample a batch that is a multiple of them (jav.sample --batch)")
+            raise ValueError(
+                f"{len(a)} clips do not split over the mesh's {shards} batch shards {dict(mesh.shape)}: "
+                "sample a batch that is a multiple of them (jav.sample --batch)"
+            )
         keys = jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
         host = np.asarray(jax.random.key_data(a) if keys else a)
         placement = sharding.batch_sharding(mesh, rules, host.ndim)
         placed = jax.make_array_from_callback(host.shape, placement, lambda index: host[index])
         return jax.random.wrap_key_data(placed) if keys else placed
+
     return jax.tree.map(one, tree)
 
 

@@ -2,6 +2,7 @@
 came from, kept beside every shard set encoded with them. Plain JSON, no JAX, so that curation's
 packing and fingerprinting read it without the models (jav.latents loads the codec it names).
 Local or gs:// paths (etils.epath)."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,11 @@ def read_latent_json(path) -> dict:
     """The codec file at `path` (a file, or a shard directory holding one), checked."""
     path = latent_json_path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: a latent codec is written by `python -m jav.data.synthetic --latent "
-                                "--video-vae DIR --audio-vae DIR` (the bounce world) or `python -m jav.data.latent_stats` "
-                                "(over pixel shards), which record the VAEs and latent statistics there")
+        raise FileNotFoundError(
+            f"{path} not found: a latent codec is written by `python -m jav.data.synthetic --latent "
+            "--video-vae DIR --audio-vae DIR` (the bounce world) or `python -m jav.data.latent_stats` "
+            "(over pixel shards), which record the VAEs and latent statistics there"
+        )
     info = json.loads(path.read_text())
     missing = [k for k in FIELDS if k not in info]
     if missing:

@@ -19,6 +19,7 @@ packed buckets carry it. Samplers read it from the training shards to decode wha
 model makes. Encoding takes the posterior mean; decoding to sound goes through the
 configured vocoder (Griffin-Lim by default).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,6 +36,7 @@ from flax import nnx
 from jav.clip_tokens import TokenLayout
 from jav.latent_file import read_latent_json, write_latent_json
 from jav.runs import load_autoencoder
+
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(graphdef, state, x):
@@ -56,6 +58,7 @@ def _normalise(z, stats, inverse=False):
 class PixelCodec:
     """Pixel space: the model's video is the frames in [-1, 1], its audio the normalised log-mel,
     cut to `audio_frames` (the model's audio length) when given."""
+
     audio_frames: int | None = None
     latent: ClassVar[bool] = False
 
@@ -63,7 +66,7 @@ class PixelCodec:
         return np.asarray(video, np.float32)
 
     def encode_audio(self, logmel) -> np.ndarray:
-        return np.asarray(logmel, np.float32)[:, :self.audio_frames]
+        return np.asarray(logmel, np.float32)[:, : self.audio_frames]
 
     def encode(self, video, logmel) -> tuple[np.ndarray, np.ndarray]:
         return self.encode_video(video), self.encode_audio(logmel)
@@ -75,6 +78,7 @@ class PixelCodec:
 @dataclasses.dataclass(frozen=True)
 class LatentCodec:
     """Two autoencoder-phase runs and the latent statistics (per modality: mean, std, norm)."""
+
     video_vae: nnx.Module
     audio_vae: nnx.Module
     video_dir: str = ""
@@ -88,8 +92,9 @@ class LatentCodec:
         kinds = {}
         for name, run in (("video", video_dir), ("audio", audio_dir)):
             if not (epath.Path(run) / "config.json").exists():
-                raise FileNotFoundError(f"{name} VAE run {run!r} has no config.json: train it first with "
-                                        f"`python -m jav.train --config configs/{name}_vae.py --workdir {run}`")
+                raise FileNotFoundError(
+                    f"{name} VAE run {run!r} has no config.json: train it first with `python -m jav.train --config configs/{name}_vae.py --workdir {run}`"
+                )
             cfg, model = load_autoencoder(run)
             if cfg.model.kind != f"{name}_vae":
                 raise ValueError(f"{run} is a {cfg.model.kind} run, expected a {name}_vae run")
@@ -110,8 +115,10 @@ class LatentCodec:
 
     def _stats(self, modality: str) -> dict:
         if self.stats is None:
-            raise ValueError("this latent codec has no statistics yet: make it with .fitted(video, logmel) over a few "
-                             "hundred clips, or load a latent.json (LatentCodec.from_latent_json)")
+            raise ValueError(
+                "this latent codec has no statistics yet: make it with .fitted(video, logmel) over a few "
+                "hundred clips, or load a latent.json (LatentCodec.from_latent_json)"
+            )
         return self.stats[modality]
 
     def encode_video(self, video, raw: bool = False) -> np.ndarray:

@@ -4,6 +4,7 @@ Audio frames carry explicit pts so that the muxer records the AAC encoder's
 priming samples and players trim them; otherwise the soundtrack plays late by
 the priming length (1,024 samples, 64 ms at 16 kHz).
 """
+
 from __future__ import annotations
 
 import fractions
@@ -86,7 +87,7 @@ def write_mp4(path, frames: np.ndarray, fps: float, wave: np.ndarray | None = No
             samples = np.clip(np.asarray(wave, np.float32), -1.0, 1.0)
             chunk = 1024
             for start in range(0, len(samples), chunk):
-                block = samples[start:start + chunk][None]
+                block = samples[start : start + chunk][None]
                 af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="flt", layout="mono")
                 af.sample_rate = sample_rate
                 af.pts = start
@@ -118,5 +119,5 @@ def read_mp4(path) -> tuple[np.ndarray, float, np.ndarray | None, int | None]:
             for s, d in chunks:
                 lo = max(s, 0)
                 if lo < end:
-                    wave[lo:s + len(d)] = d[lo - s:]
+                    wave[lo : s + len(d)] = d[lo - s :]
     return frames, fps, wave, rate

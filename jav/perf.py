@@ -5,6 +5,7 @@ device not in the table) has no published figure that XLA can reach, so its
 peak is measured: the best rate of a large jitted matmul, the honest ceiling of
 what the step's matmuls could do there.
 """
+
 from __future__ import annotations
 
 import functools

@@ -9,6 +9,7 @@ visible, with a CUDA plugin installed, or with JAX_PLATFORMS set by the user,
 nothing changes. `jav/__init__.py` calls it, so it runs before any jav module
 imports JAX.
 """
+
 from __future__ import annotations
 
 import glob
@@ -28,8 +29,7 @@ def libtpu_installed(env: Mapping[str, str], installed=importlib.util.find_spec)
     return bool(env.get("TPU_LIBRARY_PATH")) or installed("libtpu") is not None
 
 
-def quiet_platforms(env: MutableMapping[str, str] = os.environ, *, chips_visible=tpu_chips_visible,
-                    installed=importlib.util.find_spec) -> str | None:
+def quiet_platforms(env: MutableMapping[str, str] = os.environ, *, chips_visible=tpu_chips_visible, installed=importlib.util.find_spec) -> str | None:
     """Sets env["JAX_PLATFORMS"] = "cpu" where libtpu is installed but no TPU chip and
     no CUDA plugin is: returns what it set, or None when it left the environment alone."""
     if "JAX_PLATFORMS" in env:

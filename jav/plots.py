@@ -2,6 +2,7 @@
 sheet (frames over time above its log-mel spectrogram) and metric lines. The report
 (jav/report.py) and the trainer's evaluation during training use them.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -9,8 +10,7 @@ import pathlib
 import numpy as np
 
 
-def contact_sheet(frames: np.ndarray, fps: float, wave: np.ndarray | None, rate: int | None, path: pathlib.Path,
-                  num_frames: int = 8) -> np.ndarray:
+def contact_sheet(frames: np.ndarray, fps: float, wave: np.ndarray | None, rate: int | None, path: pathlib.Path, num_frames: int = 8) -> np.ndarray:
     """PNG: `num_frames` frames evenly over the clip above the log-mel spectrogram of its sound,
     the shown frames' times marked on the spectrogram -> the picture as uint8 RGB [H, W, 3]."""
     import matplotlib

@@ -21,6 +21,7 @@ REPORT_DIR/index.html then holds:
 Every file the page names is copied or written under REPORT_DIR, so the directory
 can be moved or served as it is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,6 +104,7 @@ def nfe_of(info: dict) -> int | None:
 
 # ---- Finding what to show
 
+
 def find_evaluations(root: pathlib.Path, label: str) -> list[Evaluation]:
     """Every directory under `root` (itself included) holding a summary.json or NNN.json + NNN.mp4 samples."""
     found = []
@@ -141,6 +143,7 @@ def training_curve(root: pathlib.Path) -> list[tuple[int, float]]:
 
 
 # ---- The page
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
@@ -195,13 +198,17 @@ def build(inputs: list[str], out, *, clips: int = 8, title: str = "jav report", 
         if curve := training_curve(root):
             curves[label] = curve
         if not found and label not in curves:
-            raise ValueError(f"{given} holds no samples (NNN.mp4 + NNN.json), no summary.json and no metrics.jsonl: "
-                             "pass a run directory or a jav.evaluate / jav.sample output directory")
+            raise ValueError(
+                f"{given} holds no samples (NNN.mp4 + NNN.json), no summary.json and no metrics.jsonl: "
+                "pass a run directory or a jav.evaluate / jav.sample output directory"
+            )
         evaluations += found
     log(f"{len(evaluations)} sample director{'y' if len(evaluations) == 1 else 'ies'}, {len(curves)} training curve(s)")
 
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p class=meta>Written {datetime.datetime.now():%Y-%m-%d %H:%M} from {', '.join(html.escape(str(i)) for i in inputs)}.</p>"]
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class=meta>Written {datetime.datetime.now():%Y-%m-%d %H:%M} from {', '.join(html.escape(str(i)) for i in inputs)}.</p>",
+    ]
     parts.append(_table(evaluations))
     parts.append(_plots(evaluations, curves, out))
     real_cache, worlds = {}, {}
@@ -214,8 +221,10 @@ def build(inputs: list[str], out, *, clips: int = 8, title: str = "jav report", 
         if workdir not in worlds:
             worlds[workdir] = _world_of(workdir)
         world = worlds[workdir]
-        parts.append(f"<h3>{html.escape(ev.label)} <span class=meta>({html.escape(ev.task)}, step {_fmt(ev.step)}, "
-                     f"{html.escape(ev.setting)}; {len(shown)} of {len(ev.clips)} clips)</span></h3><div class=grid>")
+        parts.append(
+            f"<h3>{html.escape(ev.label)} <span class=meta>({html.escape(ev.task)}, step {_fmt(ev.step)}, "
+            f"{html.escape(ev.setting)}; {len(shown)} of {len(ev.clips)} clips)</span></h3><div class=grid>"
+        )
         media_dir = out / "media" / _slug(ev.label)
         media_dir.mkdir(parents=True, exist_ok=True)
         for mp4, info in shown:
@@ -230,9 +239,11 @@ def build(inputs: list[str], out, *, clips: int = 8, title: str = "jav report", 
             if world is not None and seed is not None:
                 cells.append(_media_cell("real", *_real_clip(out, world, int(seed), real_cache)))
             numbers = " · ".join(f"{h} {_fmt(m[k])}" for k, h, _ in METRICS if k in m)
-            parts.append(f"<div class=card><p class=caption>{html.escape(info.get('prompt', ''))}</p>"
-                         f"<div class=pair>{''.join(cells)}</div><p class=meta>seed {info.get('seed', '–')}"
-                         f"{' · ' + numbers if numbers else ''}</p></div>")
+            parts.append(
+                f"<div class=card><p class=caption>{html.escape(info.get('prompt', ''))}</p>"
+                f"<div class=pair>{''.join(cells)}</div><p class=meta>seed {info.get('seed', '–')}"
+                f"{' · ' + numbers if numbers else ''}</p></div>"
+            )
         parts.append("</div>")
         log(f"  {ev.label}: {len(shown)} clip(s)")
     page = out / "index.html"
@@ -242,8 +253,10 @@ def build(inputs: list[str], out, *, clips: int = 8, title: str = "jav report", 
 
 
 def _media_cell(name: str, video: str, sheet: str) -> str:
-    return (f"<figure><figcaption>{name}</figcaption><video controls preload=metadata src=\"{html.escape(video)}\"></video>"
-            f"<img src=\"{html.escape(sheet)}\" alt=\"contact sheet: {name}\"></figure>")
+    return (
+        f"<figure><figcaption>{name}</figcaption><video controls preload=metadata src=\"{html.escape(video)}\"></video>"
+        f"<img src=\"{html.escape(sheet)}\" alt=\"contact sheet: {name}\"></figure>"
+    )
 
 
 def _table(evaluations: list[Evaluation]) -> str:
@@ -254,9 +267,12 @@ def _table(evaluations: list[Evaluation]) -> str:
     rows, floors = [], {}
     for ev in scored:
         s = ev.summary
-        rows.append(f"<tr><td>{html.escape(ev.label)}</td><td>{html.escape(ev.task)}</td><td>{_fmt(ev.step)}</td>"
-                    f"<td>{html.escape(ev.setting)}</td><td>{_fmt(ev.nfe)}</td><td>{_fmt(s.get('num'))}</td>"
-                    + "".join(f"<td>{_fmt(s['metrics'].get(k))}</td>" for k, _, _ in METRICS) + "</tr>")
+        rows.append(
+            f"<tr><td>{html.escape(ev.label)}</td><td>{html.escape(ev.task)}</td><td>{_fmt(ev.step)}</td>"
+            f"<td>{html.escape(ev.setting)}</td><td>{_fmt(ev.nfe)}</td><td>{_fmt(s.get('num'))}</td>"
+            + "".join(f"<td>{_fmt(s['metrics'].get(k))}</td>" for k, _, _ in METRICS)
+            + "</tr>"
+        )
         key = (s.get("caption_seed"), s.get("num"), s.get("workdir"))
         for name in ("reference_metrics", "unrelated_metrics"):
             if s.get(name):
@@ -264,10 +280,11 @@ def _table(evaluations: list[Evaluation]) -> str:
     for (seed, num, workdir), refs in floors.items():
         for name, label in (("reference_metrics", "real clips"), ("unrelated_metrics", "unrelated sound")):
             if name in refs:
-                rows.append(f"<tr class=ref><td>{label}</td><td colspan=3>captions {_fmt(seed)}+ of {html.escape(str(workdir))}</td>"
-                            f"<td></td><td>{_fmt(num)}</td>" + "".join(f"<td>{_fmt(refs[name].get(k))}</td>" for k, _, _ in METRICS) + "</tr>")
-    return ("<h2>Metrics</h2><table><tr><th>samples</th><th>task</th><th>step</th><th>sampling</th><th>NFE</th><th>clips</th>"
-            f"{head}</tr>{''.join(rows)}</table>")
+                rows.append(
+                    f"<tr class=ref><td>{label}</td><td colspan=3>captions {_fmt(seed)}+ of {html.escape(str(workdir))}</td>"
+                    f"<td></td><td>{_fmt(num)}</td>" + "".join(f"<td>{_fmt(refs[name].get(k))}</td>" for k, _, _ in METRICS) + "</tr>"
+                )
+    return f"<h2>Metrics</h2><table><tr><th>samples</th><th>task</th><th>step</th><th>sampling</th><th>NFE</th><th>clips</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def _plots(evaluations: list[Evaluation], curves: dict, out: pathlib.Path) -> str:
@@ -292,8 +309,7 @@ def _plots(evaluations: list[Evaluation], curves: dict, out: pathlib.Path) -> st
                 images.append(path)
     if not images:
         return "<h2>Plots</h2><p>Nothing to plot yet: no training curve, and no metric at two steps or two NFEs.</p>"
-    return "<h2>Plots</h2><div class=plots>" + "".join(
-        f"<img src=\"{p.relative_to(out).as_posix()}\" alt=\"{p.stem}\">" for p in images) + "</div>"
+    return "<h2>Plots</h2><div class=plots>" + "".join(f"<img src=\"{p.relative_to(out).as_posix()}\" alt=\"{p.stem}\">" for p in images) + "</div>"
 
 
 _HEAD = """<!doctype html>
@@ -319,8 +335,17 @@ figure img {{ width: 272px; display: block; }}
 
 # ---- A real browser (headless Chromium through Selenium: the suite's page test and --screenshot)
 
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
 
 
 def browser(width: int = 1400, height: int = 1000):
@@ -337,8 +362,10 @@ def browser(width: int = 1400, height: int = 1000):
     driver = os.environ.get("JAV_CHROMEDRIVER", shutil.which("chromedriver") or "/usr/bin/chromedriver")
     for path, package in ((binary, "chromium"), (driver, "chromium-driver")):
         if not pathlib.Path(path).exists():
-            raise FileNotFoundError(f"{path} not found: install Debian's {package} (apt-get install chromium chromium-driver), "
-                                    "or point JAV_CHROMIUM / JAV_CHROMEDRIVER at a Chromium and its driver")
+            raise FileNotFoundError(
+                f"{path} not found: install Debian's {package} (apt-get install chromium chromium-driver), "
+                "or point JAV_CHROMIUM / JAV_CHROMEDRIVER at a Chromium and its driver"
+            )
     options = webdriver.ChromeOptions()
     for flag in CHROMIUM_FLAGS + (f"--window-size={width},{height}",):
         options.add_argument(flag)

@@ -10,6 +10,7 @@ runs through here; it imports no command-line tool and no training loop. A run
 directory may be local or on Google Cloud Storage (`gs://bucket/run`, through
 `etils.epath`).
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,9 @@ def _restore(workdir, state, weights: str, step: int | None, shardings=None):
     return restore_params_from(workdir, use_ema=weights == "ema", abstract_params=abstract, step=step, with_step=True)
 
 
-def load_run(workdir, weights: str = "ema", step: int | None = None, mesh: jax.sharding.Mesh | None = None,
-             rules=None, overrides: dict[str, str] | None = None) -> tuple[ml_collections.ConfigDict, nnx.Module, int]:
+def load_run(
+    workdir, weights: str = "ema", step: int | None = None, mesh: jax.sharding.Mesh | None = None, rules=None, overrides: dict[str, str] | None = None
+) -> tuple[ml_collections.ConfigDict, nnx.Module, int]:
     """A diffusion run's config and model with the `weights` ("ema" or "params") of `step`
     (default: the latest) -> (cfg, model, step). A run that kept no EMA gives its raw weights.
     With `mesh`, each parameter is read straight into its shards on the mesh, placed by

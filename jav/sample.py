@@ -23,6 +23,7 @@ Sampling settings are the run's config keys (`sample.steps`, `sample.text_video`
 `--modality-guidance`, `--sampler` and `--noise-level` are shorthands for the
 `sample.` keys.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,10 @@ from jav.clip_tokens import TokenLayout, clip_config, pixel_fps
 from jav.frozen_text_encoder import load_text_encoder
 from jav.generate import SAMPLERS
 from jav.runs import load_run
+from jav.sampling import conditions_from_files, sample_clips, write_sample
+
 # the library part, named here too for callers of jav.sample (benchmarks, tests)
-from jav.sampling import (ProgressPrinter, clip_decoder, clip_keys, conditions_from_files, progress_printer,  # noqa: F401
-                          sample_clips, video_from_file, write_sample)
+from jav.sampling import ProgressPrinter, clip_decoder, clip_keys, progress_printer, video_from_file  # noqa: F401
 
 
 CONDITIONS = {"image": "i2va", "video": "v2a", "audio": "a2v"}  # a row's condition file -> its task
@@ -65,8 +67,7 @@ def read_prompts(path: str, seed: int, defaults: dict | None = None) -> list[dic
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"--prompts {path} line {n} is not JSON ({e.msg}); write one object a line, "
-                                 '{"prompt": "...", "seed": 7}') from None
+                raise ValueError(f"--prompts {path} line {n} is not JSON ({e.msg}); write one object a line, {{\"prompt\": \"...\", \"seed\": 7}}") from None
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
                 raise ValueError(f'--prompts {path} line {n} has no "prompt" string: {line.strip()[:80]}')
             unknown = set(row) - set(ROW_KEYS)
@@ -94,13 +95,15 @@ def _row(row: dict, defaults: dict | None, where: str) -> dict:
     task = CONDITIONS[given[0]] if given else "t2va"
     if row.get("task", task) != task:
         want = {v: k for k, v in CONDITIONS.items()}.get(row["task"])
-        raise ValueError(f"{where}: task {row['task']!r} " + (f"needs an {want!r} file" if want else "is not one of t2va, i2va, v2a, a2v")
-                         + (f", and the row gives {given[0]!r} ({task})" if given else ""))
+        raise ValueError(
+            f"{where}: task {row['task']!r} "
+            + (f"needs an {want!r} file" if want else "is not one of t2va, i2va, v2a, a2v")
+            + (f", and the row gives {given[0]!r} ({task})" if given else "")
+        )
     negative = row.get("negative_prompt", defaults.get("negative_prompt", "")) or ""
     if not isinstance(negative, str):
         raise ValueError(f'{where}: "negative_prompt" must be a string')
-    return dict(prompt=row["prompt"], seed=int(row["seed"]), negative_prompt=negative, task=task,
-                **{k: row.get(k) for k in CONDITIONS})
+    return dict(prompt=row["prompt"], seed=int(row["seed"]), negative_prompt=negative, task=task, **{k: row.get(k) for k in CONDITIONS})
 
 
 def finished(out_dir, index: int, want: dict) -> bool:
@@ -121,9 +124,13 @@ def main(argv: list[str] | None = None) -> list[epath.Path]:
     parser = argparse.ArgumentParser(prog="python -m jav.sample", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
     parser.add_argument("--prompt", action="append", default=[], help="caption; repeat for several clips")
-    parser.add_argument("--prompts", default=None, help="a file of prompts: one caption a line, or JSON lines (.jsonl) "
-                        'with "prompt" and optional "seed", "negative_prompt" and a condition file ("image", "video" or '
-                        '"audio", which sets the row\'s task)')
+    parser.add_argument(
+        "--prompts",
+        default=None,
+        help="a file of prompts: one caption a line, or JSON lines (.jsonl) "
+        'with "prompt" and optional "seed", "negative_prompt" and a condition file ("image", "video" or '
+        '"audio", which sets the row\'s task)',
+    )
     parser.add_argument("--out", required=True, help="directory for NNN.mp4, NNN.wav, NNN.json")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (--config.sample.steps; default: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="clip i's noise seed is seed + i unless the prompt file gives one")
@@ -132,26 +139,51 @@ def main(argv: list[str] | None = None) -> list[epath.Path]:
     parser.add_argument("--video", default=None, help="mp4 to generate the soundtrack of (V2A), at the model's size and frame rate; cut to its duration")
     parser.add_argument("--audio", default=None, help="soundtrack to generate video for (A2V); resampled, cut or padded")
     parser.add_argument("--weights", default="ema", choices=("ema", "params"), help="EMA or raw weights")
-    parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="Euler steps of the probability-flow ODE, or of the flow SDE "
-                        "with the same marginals (noise from each clip's seed) (--config.sample.sampler; default: the run's, 'ode')")
+    parser.add_argument(
+        "--sampler",
+        default=None,
+        choices=SAMPLERS,
+        help="Euler steps of the probability-flow ODE, or of the flow SDE "
+        "with the same marginals (noise from each clip's seed) (--config.sample.sampler; default: the run's, 'ode')",
+    )
     parser.add_argument("--noise-level", type=float, default=None, help="the SDE's noise level a (--config.sample.noise_level; default 0.7)")
     parser.add_argument("--cfg-video", type=float, default=None, help="text guidance scale for video (1 = off)")
     parser.add_argument("--cfg-audio", type=float, default=None, help="text guidance scale for audio (1 = off)")
     parser.add_argument("--modality-guidance", type=float, default=None, help="cross-modal guidance scale (1 = off)")
-    parser.add_argument("--negative-prompt", default="", help="caption that text guidance steers away from, for every clip "
-                        "(a .jsonl prompt file may give one per clip); needs a text guidance scale above 1")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per clip (default: as trained); "
-                        "positions are in seconds, so other durations run, out of the training distribution")
+    parser.add_argument(
+        "--negative-prompt",
+        default="",
+        help="caption that text guidance steers away from, for every clip (a .jsonl prompt file may give one per clip); needs a text guidance scale above 1",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds per clip (default: as trained); positions are in seconds, so other durations run, out of the training distribution",
+    )
     parser.add_argument("--size", type=int, default=None, help="frame width = height in pixels (default: as trained, data.canvas)")
-    parser.add_argument("--two-stage", action="store_true", help="T2VA / I2VA in two stages: the joint sampler's video, then "
-                        "its soundtrack sampled again with that video given (V2A); twice the passes")
-    parser.add_argument("--mesh", default=None, help="the devices to sample on, as mesh axis sizes: 'data=8' splits each batch "
-                        "over 8 devices, 'fsdp=4,tensor=2' shards the model too (the run's mesh.rules; -1 for the rest). Default: "
-                        "one device, or data over every device when several processes were started (jav.distributed)")
-    parser.add_argument("--text-encoder", default=None, help="frozen text encoder of a model trained on precomputed "
-                        "embeddings: the spec its shards were embedded with (hf:DIR, builtin:RUN)")
-    parser.add_argument("--profile", default=None, help="directory for a jax.profiler trace of one batch (the second: the "
-                        "first compiles), for TensorBoard's profile plugin or Perfetto")
+    parser.add_argument(
+        "--two-stage",
+        action="store_true",
+        help="T2VA / I2VA in two stages: the joint sampler's video, then its soundtrack sampled again with that video given (V2A); twice the passes",
+    )
+    parser.add_argument(
+        "--mesh",
+        default=None,
+        help="the devices to sample on, as mesh axis sizes: 'data=8' splits each batch "
+        "over 8 devices, 'fsdp=4,tensor=2' shards the model too (the run's mesh.rules; -1 for the rest). Default: "
+        "one device, or data over every device when several processes were started (jav.distributed)",
+    )
+    parser.add_argument(
+        "--text-encoder",
+        default=None,
+        help="frozen text encoder of a model trained on precomputed embeddings: the spec its shards were embedded with (hf:DIR, builtin:RUN)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="directory for a jax.profiler trace of one batch (the second: the first compiles), for TensorBoard's profile plugin or Perfetto",
+    )
     parser.add_argument("--text-len", type=int, default=None, help="caption tokens for --text-encoder (default: the config's data.text_len, else 128)")
     args = parser.parse_args(argv)
     if sum(x is not None for x in (args.image, args.video, args.audio)) > 1:
@@ -190,8 +222,7 @@ def main(argv: list[str] | None = None) -> list[epath.Path]:
     steps = args.steps or cfg.sample.steps
     guidance = samplers.guidance_from(cfg, args.cfg_video, args.cfg_audio, args.modality_guidance)
     if any(r["negative_prompt"] for r in rows) and not guidance.uses_text():
-        parser.error("a negative prompt acts through text guidance, which this run samples without: "
-                     "add --cfg-video and/or --cfg-audio above 1")
+        parser.error("a negative prompt acts through text guidance, which this run samples without: add --cfg-video and/or --cfg-audio above 1")
     skipped = f" ({len(rows) - len(todo)} already in {args.out})" if len(todo) < len(rows) else ""
     say = (lambda m: print(m, flush=True)) if process == 0 else (lambda m: None)
     batch = min(args.batch, len(todo))
@@ -200,6 +231,7 @@ def main(argv: list[str] | None = None) -> list[epath.Path]:
         batch = -(-batch // shards) * shards
     on = f" on mesh {dict(mesh.shape)}" + (f", {processes} processes" if processes > 1 else "") if mesh is not None else ""
     say(f"loaded {args.workdir} step {step} ({args.weights}); sampling {len(todo)} clip(s){skipped}, {steps} steps{on}")
+
     def staged(task):  # --two-stage applies where the video is generated
         return args.two_stage and task in ("t2va", "i2va")
 
@@ -221,20 +253,43 @@ def main(argv: list[str] | None = None) -> list[epath.Path]:
                 key = {"image": "first_frame"}.get(name, name)
                 cond[key] = np.concatenate([per_file[f][key] for f in files])
         negatives = [rows[i]["negative_prompt"] for i in idx]
-        clips += sample_clips(model, cfg, [rows[i]["prompt"] for i in idx], seed=args.seed, seeds=[rows[i]["seed"] for i in idx],
-                              steps=steps, batch_size=batch, guidance=guidance, conditions=cond, sampler=sampler,
-                              noise_level=noise_level, two_stage=staged(task), log=say,
-                              text_encoder=text_encoder, negatives=negatives if any(negatives) else None, mesh=mesh, rules=rules,
-                              profile=args.profile if not order else None)  # a trace of the first task's stream
+        clips += sample_clips(
+            model,
+            cfg,
+            [rows[i]["prompt"] for i in idx],
+            seed=args.seed,
+            seeds=[rows[i]["seed"] for i in idx],
+            steps=steps,
+            batch_size=batch,
+            guidance=guidance,
+            conditions=cond,
+            sampler=sampler,
+            noise_level=noise_level,
+            two_stage=staged(task),
+            log=say,
+            text_encoder=text_encoder,
+            negatives=negatives if any(negatives) else None,
+            mesh=mesh,
+            rules=rules,
+            profile=args.profile if not order else None,
+        )  # a trace of the first task's stream
         order += idx
     for n, (i, (frames, wave)) in enumerate(zip(order, clips)):
         if n % processes != process:  # every process has every clip; each writes its share
             continue
-        info = dict(identity(i), workdir=str(args.workdir), checkpoint_step=step, weights=args.weights,
-                    steps=steps, sampler=sampler, noise_level=noise_level if sampler == "sde" else None,
-                    two_stage=staged(rows[i]["task"]),
-                    guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
-                    fps=pixel_fps(cfg), sample_rate=cfg.data.sample_rate)
+        info = dict(
+            identity(i),
+            workdir=str(args.workdir),
+            checkpoint_step=step,
+            weights=args.weights,
+            steps=steps,
+            sampler=sampler,
+            noise_level=noise_level if sampler == "sde" else None,
+            two_stage=staged(rows[i]["task"]),
+            guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
+            fps=pixel_fps(cfg),
+            sample_rate=cfg.data.sample_rate,
+        )
         paths.append(write_sample(args.out, i, frames, wave, cfg, info))
         print(f"wrote {paths[-1]}" + (f" (process {process})" if processes > 1 else ""), flush=True)
     return sorted(paths)

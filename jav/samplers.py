@@ -14,6 +14,7 @@ for example `jax.jit(euler_sample, static_argnums=0, static_argnames=("num_steps
 "guidance"))`. Pass noise as arrays (`x_init`) to a jitted sampler, or close over a
 dict of shapes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,8 +61,7 @@ class Guidance:
     def as_array(self, batch: int) -> jax.Array:
         """[batch, 3] scales in the order of `jav.models.av_dit.GUIDANCE_TERMS`: the
         input of a model with model.guidance_embed."""
-        return jnp.stack([jnp.broadcast_to(jnp.asarray(s, jnp.float32), (batch,))
-                          for s in (self.text_video, self.text_audio, self.modality)], axis=1)
+        return jnp.stack([jnp.broadcast_to(jnp.asarray(s, jnp.float32), (batch,)) for s in (self.text_video, self.text_audio, self.modality)], axis=1)
 
 
 def guidance_from(cfg, text_video=None, text_audio=None, modality=None) -> Guidance:
@@ -96,9 +96,7 @@ NO_GUIDANCE = Guidance()
 LTX2_GUIDANCE = Guidance(text_video=3.0, text_audio=7.0, modality=3.0)
 
 
-def guided_velocity(
-    denoise_fn: DenoiseFn, x: dict, t: dict, text, text_mask, guidance: Guidance = NO_GUIDANCE, negative=None
-) -> dict:
+def guided_velocity(denoise_fn: DenoiseFn, x: dict, t: dict, text, text_mask, guidance: Guidance = NO_GUIDANCE, negative=None) -> dict:
     """Guided velocity per modality from ONE batched denoiser call.
 
     Passes, concatenated along the batch axis: conditional; unconditional (all-False
@@ -183,19 +181,13 @@ def _clean_masks(x: dict, clean, x_clean) -> dict:
     for m in clean:
         if m not in x_clean:
             raise ValueError(f"clean[{m!r}] is given but x_clean[{m!r}] is not; pass the clean tokens.")
-    return {
-        m: jnp.broadcast_to(clean[m], x[m].shape[:2]) if m in clean else jnp.zeros(x[m].shape[:2], bool)
-        for m in x
-    }
+    return {m: jnp.broadcast_to(clean[m], x[m].shape[:2]) if m in clean else jnp.zeros(x[m].shape[:2], bool) for m in x}
 
 
 def _hold(x: dict, clean: dict, x_clean) -> dict:
     if not x_clean:
         return x
-    return {
-        m: jnp.where(clean[m][..., None], x_clean[m].astype(x[m].dtype), x[m]) if m in x_clean else x[m]
-        for m in x
-    }
+    return {m: jnp.where(clean[m][..., None], x_clean[m].astype(x[m].dtype), x[m]) if m in x_clean else x[m] for m in x}
 
 
 def _schedules(num_steps: int, mu, modalities) -> dict:
@@ -247,6 +239,7 @@ def euler_sample(
     def step(x, inputs):  # s: m -> (t, t_next) scalars
         i, s = inputs
         t = _token_t(clean_m, {m: s[m][0] for m in s})
+
         def spanning(xx, tt, *args):  # noisy tokens (t > 0) span this step, clean ones nothing
             return denoise_fn(xx, tt, *args, interval={m: jnp.where(tt[m] > 0, s[m][0] - s[m][1], 0.0) for m in tt})
 

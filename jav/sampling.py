@@ -3,6 +3,7 @@ files) -> uint8 frames and waveforms, one jitted sampler for every batch, and th
 files `jav.sample` and `jav.evaluate` write per clip. The command-line tools build
 on this module; it imports none of them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,15 +64,15 @@ def video_from_file(cfg, path: str) -> np.ndarray:
     if frames.shape[1:3] != size:
         raise ValueError(f"--video {path} is {frames.shape[2]}x{frames.shape[1]}; this model makes {size[1]}x{size[0]} video (data.canvas)")
     if abs(fps - want_fps) > 1e-3:
-        raise ValueError(f"--video {path} runs at {fps:g} fps; this model's video is {want_fps:g} fps: resample it first "
-                         f"(e.g. ffmpeg -i IN -r {want_fps:g} OUT)")
+        raise ValueError(
+            f"--video {path} runs at {fps:g} fps; this model's video is {want_fps:g} fps: resample it first (e.g. ffmpeg -i IN -r {want_fps:g} OUT)"
+        )
     if len(frames) < n:
         raise ValueError(f"--video {path} has {len(frames)} frames; this model needs {n} ({cfg.data.duration:g} s at {want_fps:g} fps)")
     return frames[:n]
 
 
-def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | None, audio: str | None,
-                          video: str | None = None) -> dict:
+def conditions_from_files(cfg, layout: TokenLayout, batch: int, image: str | None, audio: str | None, video: str | None = None) -> dict:
     """`--image` / `--video` / `--audio` files -> model-space `first_frame` / `video` / `audio`
     arrays for `generate` (through the shards' VAEs in latent space)."""
     out = {}
@@ -117,12 +118,31 @@ def clip_keys(seeds: Sequence[int]) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seeds, np.uint32)))
 
 
-def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, batch_size: int,
-                 guidance: samplers.Guidance = samplers.NO_GUIDANCE, image: str | None = None, audio: str | None = None,
-                 video: str | None = None, conditions: dict | None = None, log=print, text_encoder=None,
-                 seeds: Sequence[int] | None = None, sampler: str = "ode", noise_level: float = 0.7,
-                 two_stage: bool = False, negatives: Sequence[str] | None = None, mesh=None,
-                 rules=(), show_steps: bool = True, profile=None) -> list[tuple[np.ndarray, np.ndarray]]:
+def sample_clips(
+    model,
+    cfg,
+    prompts: Sequence[str],
+    *,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    guidance: samplers.Guidance = samplers.NO_GUIDANCE,
+    image: str | None = None,
+    audio: str | None = None,
+    video: str | None = None,
+    conditions: dict | None = None,
+    log=print,
+    text_encoder=None,
+    seeds: Sequence[int] | None = None,
+    sampler: str = "ode",
+    noise_level: float = 0.7,
+    two_stage: bool = False,
+    negatives: Sequence[str] | None = None,
+    mesh=None,
+    rules=(),
+    show_steps: bool = True,
+    profile=None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Prompts -> [(uint8 frames [T, H, W, 3], waveform)], in batches of `batch_size`
     (the last batch padded, so one compile serves all). Clip i's noise comes from
     its own seed, `seeds[i]` (default `seed + i`), so it reproduces alone or in any
@@ -162,18 +182,33 @@ def sample_clips(model, cfg, prompts: Sequence[str], *, seed: int, steps: int, b
             progress.label = f"batch {b + 1}/{num_batches}"
         traced = profile is not None and b == min(1, num_batches - 1)
         with jax.profiler.trace(str(profile)) if traced else contextlib.nullcontext():
-            video, wave_mel = generate(model, layout, padded, clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad), num_steps=steps,
-                                       flow_cfg=cfg.flow, guidance=guidance, on_step=progress,
-                                       text_encoder=text_encoder, sampler=sampler, noise_level=noise_level, two_stage=two_stage,
-                                       negative_captions=negative, mesh=mesh, rules=rules, **cond)
+            video, wave_mel = generate(
+                model,
+                layout,
+                padded,
+                clip_keys(chunk_seeds + [chunk_seeds[-1]] * pad),
+                num_steps=steps,
+                flow_cfg=cfg.flow,
+                guidance=guidance,
+                on_step=progress,
+                text_encoder=text_encoder,
+                sampler=sampler,
+                noise_level=noise_level,
+                two_stage=two_stage,
+                negative_captions=negative,
+                mesh=mesh,
+                rules=rules,
+                **cond,
+            )
             jax.block_until_ready((video, wave_mel))
         if traced:
             log(f"profiled batch {b + 1}{' (with its compile)' if b == 0 else ''} into {profile} (TensorBoard's profile plugin or Perfetto)")
-        out.extend(to_clips(video[:len(chunk)], wave_mel[:len(chunk)]))
+        out.extend(to_clips(video[: len(chunk)], wave_mel[: len(chunk)]))
         rate = len(out) / (time.time() - started)
         eta = (len(prompts) - len(out)) / rate
-        log(f"batch {b + 1}/{num_batches}: {len(chunk)} clips in {time.time() - start:.1f}s; "
-            f"{len(out)}/{len(prompts)} done, {rate:.2f} clips/s, ETA {eta:.0f}s")
+        log(
+            f"batch {b + 1}/{num_batches}: {len(chunk)} clips in {time.time() - start:.1f}s; {len(out)}/{len(prompts)} done, {rate:.2f} clips/s, ETA {eta:.0f}s"
+        )
     return out
 
 

@@ -8,6 +8,7 @@ existed lacks it; `jav.runs.load_config` completes every config it reads, and th
 trainer completes the one it starts from, so code reads `cfg.model.joint.time_bias`
 rather than `cfg.model.joint.get("time_bias", 0.0)`.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -18,61 +19,71 @@ DIFFUSION_PHASES = ("diffusion", "distill", "reward")
 
 
 def model(
-    video_width=128, video_heads=4, audio_width=64, audio_heads=2, depth=4,
-    joint="cross_attn", every=1, video_patch=(1, 4, 4), video_channels=3,
-    audio_patch=4, audio_channels=64, text_dim=64, text_encoder="builtin",
+    video_width=128,
+    video_heads=4,
+    audio_width=64,
+    audio_heads=2,
+    depth=4,
+    joint="cross_attn",
+    every=1,
+    video_patch=(1, 4, 4),
+    video_channels=3,
+    audio_patch=4,
+    audio_channels=64,
+    text_dim=64,
+    text_encoder="builtin",
 ) -> ml_collections.ConfigDict:
     """A dual-branch model config, every key at its default but the usual knobs given here."""
-    return ml_collections.ConfigDict(dict(
-        video=dict(width=video_width, heads=video_heads, mlp_ratio=4.0, patch=video_patch,
-                   channels=video_channels, decoupled=False, temporal_window=2),
-        audio=dict(width=audio_width, heads=audio_heads, mlp_ratio=4.0, patch=audio_patch,
-                   channels=audio_channels),
-        depth=depth,
-        # time_bias: cross_attn logits fall by this much per second between a query
-        # and a key in the sharpest head, halving per head (0: off); aligned: cross_attn
-        # and joint_attn layers also add the other modality's features at each token's
-        # instant through a fixed kernel in time (jav.models.av_dit.AlignedPath);
-        # frame_tokens: keep each of a frame's H'W' tokens in place on that path (0: mean
-        # over space); aligned_read: "mix" the two frames around a sound token's instant,
-        # or read them apart with the phase between them ("pair"); aligned_read_video: a
-        # frame reads the sound around it as one average ("mix") or in SOUND_BINS parts
-        # each projected on its own ("bins": where the burst falls); heads: cross_attn
-        # queries in their own branch's heads ("own") or both in the audio branch's
-        # ("audio", LTX-2); adaln: cross_attn shifts, scales and gates as chunks of each
-        # branch's AdaLN ("shared") or from their own timestep embeddings ("own", LTX-2)
-        joint=dict(mode=joint, every=every, time_bias=0.0, aligned=False, frame_tokens=0, aligned_read="mix",
-                   aligned_read_video="mix", heads="own", adaln="shared"),
-        text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2,
-                  vocab_size=1024, max_len=16),
-        # layout: "jav" (angles shared by the heads; time in seconds x time_scale, h, w in
-        # patches) or "ltx2" (positions as fractions of max_pos, t seconds, h and w
-        # pixels, over one ladder spread across the heads); pairs: "split" rotates
-        # (i, i + Dh/2), "interleaved" (2i, 2i + 1) (jav.models.rope)
-        rope=dict(theta=10_000.0, time_scale=25.0, layout="jav", pairs="split", max_pos=(20.0, 2048.0, 2048.0)),
-        # kernel: "xla" (einsums, any platform), "cudnn" (GPU; computes in bf16),
-        # "splash" (TPU Pallas). context: how attention over video tokens split
-        # over the mesh's context axis runs, "ring" (K/V blocks passed around)
-        # or "ulysses" (all-to-all to heads; video heads divisible by context x tensor)
-        attention=dict(kernel="xla", context="ring"),
-        qk_norm=True,
-        qk_norm_across_heads=False,  # True: one RMS norm over all heads' dims, an (H, Dh) scale (LTX-2)
-        norm="layer",  # the blocks' pre-norms: "layer" or "rms" (LTX-2); parameter-free either way
-        abs_pos=True,
-        prediction="velocity",
-        x0_min_t=0.05,
-        # inputs of distilled students (jav/train/distill.py): the guidance scales, and
-        # the length of the step the output spans (a mean velocity); both start at zero
-        guidance_embed=False,
-        interval_embed=False,
-        remat="none",
-        scan_layers=True,
-        # low-rank adapters (jav.models.lora) on the "attn" and / or "mlp" projections; rank 0: none.
-        # A run with adapters trains only them unless train.trainable says otherwise
-        lora=dict(rank=0, alpha=0.0, targets="attn,mlp"),
-        dtype="float32",
-        param_dtype="float32",
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            video=dict(width=video_width, heads=video_heads, mlp_ratio=4.0, patch=video_patch, channels=video_channels, decoupled=False, temporal_window=2),
+            audio=dict(width=audio_width, heads=audio_heads, mlp_ratio=4.0, patch=audio_patch, channels=audio_channels),
+            depth=depth,
+            # time_bias: cross_attn logits fall by this much per second between a query
+            # and a key in the sharpest head, halving per head (0: off); aligned: cross_attn
+            # and joint_attn layers also add the other modality's features at each token's
+            # instant through a fixed kernel in time (jav.models.av_dit.AlignedPath);
+            # frame_tokens: keep each of a frame's H'W' tokens in place on that path (0: mean
+            # over space); aligned_read: "mix" the two frames around a sound token's instant,
+            # or read them apart with the phase between them ("pair"); aligned_read_video: a
+            # frame reads the sound around it as one average ("mix") or in SOUND_BINS parts
+            # each projected on its own ("bins": where the burst falls); heads: cross_attn
+            # queries in their own branch's heads ("own") or both in the audio branch's
+            # ("audio", LTX-2); adaln: cross_attn shifts, scales and gates as chunks of each
+            # branch's AdaLN ("shared") or from their own timestep embeddings ("own", LTX-2)
+            joint=dict(
+                mode=joint, every=every, time_bias=0.0, aligned=False, frame_tokens=0, aligned_read="mix", aligned_read_video="mix", heads="own", adaln="shared"
+            ),
+            text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2, vocab_size=1024, max_len=16),
+            # layout: "jav" (angles shared by the heads; time in seconds x time_scale, h, w in
+            # patches) or "ltx2" (positions as fractions of max_pos, t seconds, h and w
+            # pixels, over one ladder spread across the heads); pairs: "split" rotates
+            # (i, i + Dh/2), "interleaved" (2i, 2i + 1) (jav.models.rope)
+            rope=dict(theta=10_000.0, time_scale=25.0, layout="jav", pairs="split", max_pos=(20.0, 2048.0, 2048.0)),
+            # kernel: "xla" (einsums, any platform), "cudnn" (GPU; computes in bf16),
+            # "splash" (TPU Pallas). context: how attention over video tokens split
+            # over the mesh's context axis runs, "ring" (K/V blocks passed around)
+            # or "ulysses" (all-to-all to heads; video heads divisible by context x tensor)
+            attention=dict(kernel="xla", context="ring"),
+            qk_norm=True,
+            qk_norm_across_heads=False,  # True: one RMS norm over all heads' dims, an (H, Dh) scale (LTX-2)
+            norm="layer",  # the blocks' pre-norms: "layer" or "rms" (LTX-2); parameter-free either way
+            abs_pos=True,
+            prediction="velocity",
+            x0_min_t=0.05,
+            # inputs of distilled students (jav/train/distill.py): the guidance scales, and
+            # the length of the step the output spans (a mean velocity); both start at zero
+            guidance_embed=False,
+            interval_embed=False,
+            remat="none",
+            scan_layers=True,
+            # low-rank adapters (jav.models.lora) on the "attn" and / or "mlp" projections; rank 0: none.
+            # A run with adapters trains only them unless train.trainable says otherwise
+            lora=dict(rank=0, alpha=0.0, targets="attn,mlp"),
+            dtype="float32",
+            param_dtype="float32",
+        )
+    )
 
 
 def sample(steps=32) -> ml_collections.ConfigDict:

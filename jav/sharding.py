@@ -9,6 +9,7 @@ A global batch is sharded over the mesh by its logical batch axis
 (`batch_sharding`); each process loads only the rows its devices hold
 (`data_shard`) and `global_batch` assembles the global arrays from them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -178,8 +179,10 @@ def make_mesh(shape: dict, devices=None, dcn: dict | None = None) -> jax.shardin
         return jax.make_mesh(sizes, MESH_AXES, devices=devices, axis_types=auto)
     found = sorted({getattr(d, "slice_index", 0) for d in devices})
     if len(found) != int(np.prod(slices)):
-        raise ValueError(f"mesh.dcn {dict(zip(MESH_AXES, slices))} asks for {int(np.prod(slices))} slices, but the devices "
-                         f"come from {len(found)}; set mesh.dcn to the job's slices (e.g. {{'data': {len(found)}}}) or remove it")
+        raise ValueError(
+            f"mesh.dcn {dict(zip(MESH_AXES, slices))} asks for {int(np.prod(slices))} slices, but the devices "
+            f"come from {len(found)}; set mesh.dcn to the job's slices (e.g. {{'data': {len(found)}}}) or remove it"
+        )
     per_slice = tuple(size // n for size, n in zip(sizes, slices))
     grid = mesh_utils.create_hybrid_device_mesh(per_slice, slices, devices, allow_split_physical_axes=True)
     return jax.sharding.Mesh(grid, MESH_AXES, axis_types=auto)
@@ -213,6 +216,7 @@ def param_shardings(abstract_state, mesh: jax.sharding.Mesh, rules: Rules):
     Checks every sharded dimension divides its mesh axes, naming the parameter,
     its logical axis and the fix.
     """
+
     def one(path, var):
         axes = var.get_metadata().get("out_sharding") if isinstance(var, nnx.Variable) else None
         if axes is None:
@@ -227,7 +231,8 @@ def param_shardings(abstract_state, mesh: jax.sharding.Mesh, rules: Rules):
                 where = ".".join(str(p) for p in path)
                 raise ValueError(
                     f"parameter {where} dimension {dim} ({name}={size}) is not divisible by mesh "
-                    f"{'x'.join(mesh_axes)}={parts}; change the model width/heads or the rule for '{name}'")
+                    f"{'x'.join(mesh_axes)}={parts}; change the model width/heads or the rule for '{name}'"
+                )
         return jax.sharding.NamedSharding(mesh, canonical_spec(spec, mesh))
 
     return jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
@@ -258,8 +263,10 @@ def data_shard(placement: jax.sharding.Sharding, batch_size: int) -> tuple[int, 
         rows.setdefault(device.process_index, set()).update(range(batch_size)[index[0]])
     groups = sorted({frozenset(r) for r in rows.values()}, key=min)
     if sum(map(len, groups)) != batch_size:
-        raise ValueError(f"the processes' devices hold overlapping but unequal rows of the batch ({[sorted(g) for g in groups]}); "
-                         "make mesh.shape split the batch evenly over the processes")
+        raise ValueError(
+            f"the processes' devices hold overlapping but unequal rows of the batch ({[sorted(g) for g in groups]}); "
+            "make mesh.shape split the batch evenly over the processes"
+        )
     return groups.index(frozenset(rows[jax.process_index()])), len(groups)
 
 

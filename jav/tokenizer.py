@@ -3,6 +3,7 @@
 No vocabulary file and nothing to download: the data loader turns captions into
 ids with it, and the built-in text encoder (jav.models.text_encoder) embeds them.
 """
+
 from __future__ import annotations
 
 import re

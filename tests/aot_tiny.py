@@ -5,13 +5,26 @@ third longer with it, and the compile, not the model, is what the test is about.
 
     python -m jav.aot --config tests/aot_tiny.py --topology v5e-4
 """
+
 from configs import common
 
 
 def get_config(arg=None):
     del arg
-    model = common.model(video_width=64, video_heads=2, audio_width=32, audio_heads=2, depth=2, joint="none",
-                         video_patch=(1, 2, 2), video_channels=8, audio_patch=1, audio_channels=8, text_dim=32, text_encoder="precomputed")
+    model = common.model(
+        video_width=64,
+        video_heads=2,
+        audio_width=32,
+        audio_heads=2,
+        depth=2,
+        joint="none",
+        video_patch=(1, 2, 2),
+        video_channels=8,
+        audio_patch=1,
+        audio_channels=8,
+        text_dim=32,
+        text_encoder="precomputed",
+    )
     model.abs_pos = False
     model.dtype = "bfloat16"
     model.remat = "offload"

@@ -1,4 +1,5 @@
 """Shared pytest set-up: CPU only, a persistent compilation cache, float32 matmuls."""
+
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -56,8 +57,15 @@ def mesh_reference(tmp_path_factory):
     data = mesh_case.write_data(root / "data")
     cfg = mesh_case.config(data, mesh_case.STEPS, mesh_case.ONE_DEVICE)
     loader = mesh_case.train_recording(cfg, root / "run", log=lambda _: None)
-    return dict(data=data, run=root / "run", losses=mesh_case.losses(root / "run"), shard=loader.shard, batches=loader.batches,
-                loader_state=loader.get_state(), params=mesh_case.full_arrays(mesh_case.restore_on_mesh(cfg, root / "run")))
+    return dict(
+        data=data,
+        run=root / "run",
+        losses=mesh_case.losses(root / "run"),
+        shard=loader.shard,
+        batches=loader.batches,
+        loader_state=loader.get_state(),
+        params=mesh_case.full_arrays(mesh_case.restore_on_mesh(cfg, root / "run")),
+    )
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8 (fixed when JAX starts).
 
     python tests/context_parallel_check.py
 """
+
 import json
 import pathlib
 import sys
@@ -40,8 +41,7 @@ RULES = sharding.DEFAULT_RULES
 
 def inputs():
     rng = np.random.default_rng(0)
-    arrays = {n: jnp.asarray(rng.normal(size=(B, NV if n[1] == "v" else NA, H, DH)), jnp.float32)
-              for n in ("qv", "kv", "vv", "qa", "ka", "va")}
+    arrays = {n: jnp.asarray(rng.normal(size=(B, NV if n[1] == "v" else NA, H, DH)), jnp.float32) for n in ("qv", "kv", "vv", "qa", "ka", "va")}
     valid_v = jnp.asarray([[True] * NV, [True] * (NV - 5) + [False] * 5])
     valid_a = jnp.asarray([[True] * (NA - 2) + [False] * 2, [False] * NA])  # sample 1: no audio at all
     cross = jnp.asarray([True, False])
@@ -50,8 +50,9 @@ def inputs():
 
 def attentions(x, valid_v, valid_a, cross, context):
     kw = dict(kernel="xla", context=context)
-    joint_v, joint_a = cp.joint_attention((x["qv"], x["kv"], x["vv"]), (x["qa"], x["ka"], x["va"]), valid_v, valid_a, cross,
-                                          video_length=VIDEO, audio_length=AUDIO, **kw)
+    joint_v, joint_a = cp.joint_attention(
+        (x["qv"], x["kv"], x["vv"]), (x["qa"], x["ka"], x["va"]), valid_v, valid_a, cross, video_length=VIDEO, audio_length=AUDIO, **kw
+    )
     return {
         "video_self": cp.attention(x["qv"], x["kv"], x["vv"], Mask(None, valid_v), q_length=VIDEO, k_length=VIDEO, **kw),
         "a2v": cp.attention(x["qv"], x["ka"], x["va"], Mask(valid_v, valid_a), q_length=VIDEO, k_length=AUDIO, **kw),
@@ -62,9 +63,16 @@ def attentions(x, valid_v, valid_a, cross, context):
 
 
 def loss_and_grads(context):
-    weights = {k: jnp.asarray(np.random.default_rng(1).normal(size=s), jnp.float32)
-               for k, s in [("video_self", (B, NV, H, DH)), ("a2v", (B, NV, H, DH)), ("v2a", (B, NA, H, DH)),
-                            ("joint_video", (B, NV, H, DH)), ("joint_audio", (B, NA, H, DH))]}
+    weights = {
+        k: jnp.asarray(np.random.default_rng(1).normal(size=s), jnp.float32)
+        for k, s in [
+            ("video_self", (B, NV, H, DH)),
+            ("a2v", (B, NV, H, DH)),
+            ("v2a", (B, NA, H, DH)),
+            ("joint_video", (B, NV, H, DH)),
+            ("joint_audio", (B, NA, H, DH)),
+        ]
+    }
 
     def loss(x, valid_v, valid_a, cross):
         out = attentions(x, valid_v, valid_a, cross, context)
@@ -95,9 +103,11 @@ def attention_checks() -> dict:
     x, valid_v, valid_a, cross = inputs()
     (_, ref_out), ref_grads = loss_and_grads("ring")(x, valid_v, valid_a, cross)  # no mesh: the plain path
     dv, da = dense_joint(x, valid_v, valid_a, cross)
-    out = {"plain_vs_dense_joint": max(max_diff(ref_out["joint_video"], dv), max_diff(ref_out["joint_audio"], da)),
-           "zero_rows": float(np.abs(np.asarray(ref_out["a2v"][1])).max() + np.abs(np.asarray(ref_out["joint_audio"][1])).max()),
-           "finite": bool(all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves((ref_out, ref_grads))))}
+    out = {
+        "plain_vs_dense_joint": max(max_diff(ref_out["joint_video"], dv), max_diff(ref_out["joint_audio"], da)),
+        "zero_rows": float(np.abs(np.asarray(ref_out["a2v"][1])).max() + np.abs(np.asarray(ref_out["joint_audio"][1])).max()),
+        "finite": bool(all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves((ref_out, ref_grads)))),
+    }
     for mesh_name, shape in MESHES.items():
         mesh = sharding.make_mesh(shape)
         for context in cp.CONTEXT_MODES:
@@ -117,11 +127,15 @@ def model_checks() -> dict:
 
     t, s, ta = 3, 12, 16  # 3 x 3 x 3 = 27 video tokens: padded to 28 on context=4
     rng = np.random.default_rng(2)
-    x = {"video": patch.patchify_video(jnp.asarray(rng.normal(size=(B, t, s, s, 3)), jnp.float32), (1, 4, 4)),
-         "audio": patch.patchify_audio(jnp.asarray(rng.normal(size=(B, ta, 64)), jnp.float32), 4)}
+    x = {
+        "video": patch.patchify_video(jnp.asarray(rng.normal(size=(B, t, s, s, 3)), jnp.float32), (1, 4, 4)),
+        "audio": patch.patchify_audio(jnp.asarray(rng.normal(size=(B, ta, 64)), jnp.float32), 4),
+    }
     times = {m: jnp.asarray(rng.uniform(0.1, 0.9, size=x[m].shape[:2]), jnp.float32) for m in x}
-    pos = {"video": patch.video_positions(patch.uniform_frame_times(t, 8), (s, s), (1, 4, 4)),
-           "audio": patch.audio_positions(patch.uniform_frame_times(ta, 100), 4)}
+    pos = {
+        "video": patch.video_positions(patch.uniform_frame_times(t, 8), (s, s), (1, 4, 4)),
+        "audio": patch.audio_positions(patch.uniform_frame_times(ta, 100), 4),
+    }
     text = jnp.asarray(rng.normal(size=(B, 5, 16)), jnp.float32)
     text_mask = jnp.asarray([[True] * 5, [True] * 2 + [False] * 3])
     cross = jnp.asarray([True, False])

@@ -11,6 +11,7 @@ one), and ArrayRecord's reader, writer and Grain's source over it (the shards' r
 which ArrayRecord opens in its own C++ file layer). Orbax also asks the bucket whether it
 has a hierarchical namespace (through google-cloud-storage): here it has none.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,9 +46,13 @@ def emulated_gcs(root, monkeypatch):
         return original(local(path), local(dst), **kwargs)
 
     mocks = {name: one for name in ("open", "exists", "isdir", "listdir", "makedirs", "mkdir", "remove", "rmtree", "stat")}
-    mocks.update(rename=two, replace=two, copy=two,
-                 glob=lambda original, pattern: [remote(p) for p in original(local(pattern))],
-                 walk=lambda original, top, **kw: ((remote(d), dirs, files) for d, dirs, files in original(local(top), **kw)))
+    mocks.update(
+        rename=two,
+        replace=two,
+        copy=two,
+        glob=lambda original, pattern: [remote(p) for p in original(local(pattern))],
+        walk=lambda original, top, **kw: ((remote(d), dirs, files) for d, dirs, files in original(local(top), **kw)),
+    )
     monkeypatch.setattr(gcs_utils, "get_kvstore_for_gcs", lambda path: {"driver": "file", "path": local(path)})
     monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
     kvstore = store.kvstore

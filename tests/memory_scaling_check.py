@@ -7,6 +7,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8 (fixed when JAX starts).
 
     python tests/memory_scaling_check.py
 """
+
 import json
 
 import jax
@@ -18,8 +19,20 @@ FSDP = (1, 2, 8)
 
 
 def config(fsdp: int):
-    model = common.model(video_width=32, video_heads=2, audio_width=16, audio_heads=2, depth=2, joint="none",
-                         video_patch=(1, 2, 2), video_channels=4, audio_patch=1, audio_channels=8, text_dim=16, text_encoder="precomputed")
+    model = common.model(
+        video_width=32,
+        video_heads=2,
+        audio_width=16,
+        audio_heads=2,
+        depth=2,
+        joint="none",
+        video_patch=(1, 2, 2),
+        video_channels=4,
+        audio_patch=1,
+        audio_channels=8,
+        text_dim=16,
+        text_encoder="precomputed",
+    )
     cfg = common.experiment(model, batch_size=8, steps=10)
     cfg.data = dict(world="latent", video_latent_shape=(2, 4, 4, 4), audio_latent_shape=(8, 8), text_len=4, fps=4.0, audio_rate=16.0)
     cfg.train.ema_decay = 0.0  # parameters and optimizer state only
@@ -33,6 +46,11 @@ if __name__ == "__main__":
         cfg = config(n)
         lowered, inputs = aot.lower_train_step(cfg, sharding.make_mesh(dict(cfg.mesh.shape), jax.devices()))
         mem = lowered.compile().memory_analysis()
-        out[n] = dict(inputs=inputs, argument_bytes=mem.argument_size_in_bytes, output_bytes=mem.output_size_in_bytes,
-                      alias_bytes=mem.alias_size_in_bytes, temp_bytes=mem.temp_size_in_bytes)
+        out[n] = dict(
+            inputs=inputs,
+            argument_bytes=mem.argument_size_in_bytes,
+            output_bytes=mem.output_size_in_bytes,
+            alias_bytes=mem.alias_size_in_bytes,
+            temp_bytes=mem.temp_size_in_bytes,
+        )
     print(json.dumps(out))

@@ -7,6 +7,7 @@ over two processes on fsdp=8, and both must reproduce its losses, batches and
 parameters. Compiling a train step is what these tests pay for, so each mesh
 compiles one.
 """
+
 import json
 import pathlib
 

@@ -6,6 +6,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8 (fixed when JAX starts).
 
     python tests/multidevice_train.py WORKDIR DATA_DIR
 """
+
 import json
 import pathlib
 import sys

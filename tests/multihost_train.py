@@ -11,6 +11,7 @@ it loaded and the loader's final state, the sum of each restored parameter
 shard it holds (with the shard's index), and the step at which all stopped
 after the last one sent itself SIGTERM.
 """
+
 import json
 import os
 import pathlib
@@ -53,7 +54,14 @@ if __name__ == "__main__":
     messages = [joined]
     cfg = config(data_dir, STEPS, FSDP8, checkpoint_every=STEPS)  # one save, at the end: the one read back below
     loader = train_recording(cfg, workdir / "run", log=messages.append)
-    out = dict(process_index=jax.process_index(), process_count=jax.process_count(), messages=messages,
-               shard=loader.shard, batches=loader.batches, loader_state=loader.get_state(),
-               restored=shard_sums(restore_on_mesh(cfg, workdir / "run")), stopped_at=stop_step_after_sigterm(STEPS + 1))
+    out = dict(
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        messages=messages,
+        shard=loader.shard,
+        batches=loader.batches,
+        loader_state=loader.get_state(),
+        restored=shard_sums(restore_on_mesh(cfg, workdir / "run")),
+        stopped_at=stop_step_after_sigterm(STEPS + 1),
+    )
     (workdir / f"process_{jax.process_index()}.json").write_text(json.dumps(out))

@@ -2,6 +2,7 @@
 sampling step's plan on this host's CPU, and the CLI compiling the train step
 of a toy LTX-2-shaped config (tests/aot_tiny.py) ahead of time for a v5e-4
 slice with libtpu (skipped where libtpu is not installed)."""
+
 import importlib.util
 import json
 import os
@@ -17,16 +18,19 @@ from jav import aot
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name, generation, shape", [
-    ("v5p-128", "v5p", (4, 4, 4)),  # TensorCores: 64 chips
-    ("v5p-8", "v5p", (2, 2, 1)),
-    ("v4-256", "v4", (4, 4, 8)),
-    ("v5e-256", "v5e", (16, 16)),  # chips
-    ("v6e-256", "v6e", (16, 16)),
-    ("v6e-8", "v6e", (2, 4)),
-    ("v5e-1", "v5e", (1, 1)),
-    ("v5p:4x4x8", "v5p", (4, 4, 8)),  # libtpu's own spelling
-])
+@pytest.mark.parametrize(
+    "name, generation, shape",
+    [
+        ("v5p-128", "v5p", (4, 4, 4)),  # TensorCores: 64 chips
+        ("v5p-8", "v5p", (2, 2, 1)),
+        ("v4-256", "v4", (4, 4, 8)),
+        ("v5e-256", "v5e", (16, 16)),  # chips
+        ("v6e-256", "v6e", (16, 16)),
+        ("v6e-8", "v6e", (2, 4)),
+        ("v5e-1", "v5e", (1, 1)),
+        ("v5p:4x4x8", "v5p", (4, 4, 8)),  # libtpu's own spelling
+    ],
+)
 def test_topology_names(name, generation, shape):
     t = aot.parse_topology(name)
     assert (t.chip.generation, t.shape) == (generation, shape)
@@ -53,23 +57,25 @@ def test_advice_names_the_knobs_biggest_saving_first():
     cfg = _tiny_config()
     cfg.model.remat = "dots"
     gib = aot.GiB
-    state_bound = aot.StepReport("train step", {"params": 4 * gib, "opt_state": 8 * gib, "ema": 4 * gib, "batch": 0},
-                                 argument_bytes=16 * gib, temp_bytes=2 * gib)
+    state_bound = aot.StepReport(
+        "train step", {"params": 4 * gib, "opt_state": 8 * gib, "ema": 4 * gib, "batch": 0}, argument_bytes=16 * gib, temp_bytes=2 * gib
+    )
     tips = aot.advice(state_bound, 16 * gib, cfg, "train")
     assert tips[0].startswith("(short by 2.0 GiB) parameters, optimizer state and EMA take 16.0 GiB")
     assert "doubling mesh.shape.fsdp (now -1)" in tips[0] and "train.ema_decay=0 drops the EMA copy (4.0 GiB)" in tips[1]
-    activation_bound = aot.StepReport("train step", {"params": gib, "opt_state": 2 * gib, "ema": 0, "batch": 0},
-                                      argument_bytes=3 * gib, temp_bytes=20 * gib)
+    activation_bound = aot.StepReport("train step", {"params": gib, "opt_state": 2 * gib, "ema": 0, "batch": 0}, argument_bytes=3 * gib, temp_bytes=20 * gib)
     tips = aot.advice(activation_bound, 16 * gib, cfg, "train")
     assert tips[0].startswith("(short by 7.0 GiB) activations and temporaries take about 20.0 GiB")
     assert "model.remat='full' keeps the least (now 'dots')" in tips[0] and "train.grad_accum (now 1)" in tips[0]
     assert "mesh.shape.context (now 1)" in tips[0]
     # the TPU compiler's two out-of-memory verdicts: the whole program, or its temporaries
-    oom = aot.StepReport("train step", {"params": gib, "opt_state": 2 * gib, "ema": 0, "batch": 0},
-                         error="RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 40.5G of 15.75G hbm.")
+    oom = aot.StepReport(
+        "train step",
+        {"params": gib, "opt_state": 2 * gib, "ema": 0, "batch": 0},
+        error="RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 40.5G of 15.75G hbm.",
+    )
     assert aot.needed_bytes(oom) == int(40.5 * gib) and aot.advice(oom, 16 * gib, cfg, "train")[0].startswith("(short by 24.5 GiB) activations")
-    oom.error = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (218.65G) "
-                 "exceeds available HBM (95.74G).")
+    oom.error = "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (218.65G) exceeds available HBM (95.74G)."
     assert aot.needed_bytes(oom) == int(218.65 * gib) + 3 * gib
     fits = aot.StepReport("train step", {"params": gib}, argument_bytes=gib, temp_bytes=gib)
     assert aot.advice(fits, 16 * gib, cfg, "train") == []
@@ -95,8 +101,14 @@ def test_cli_compiles_the_train_step_for_a_tpu_slice(tmp_path):
     pytest.importorskip("libtpu", reason="jav.aot compiles with libtpu: pip install -e .[tpu]")
     out = tmp_path / "aot.jsonl"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "jav.aot", "--config", str(ROOT / "tests" / "aot_tiny.py"), "--topology", "v5e-4",
-                           "--compile", "train", "--json", str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jav.aot", "--config", str(ROOT / "tests" / "aot_tiny.py"), "--topology", "v5e-4", "--compile", "train", "--json", str(out)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     assert "v5e-4 = v5e:2x2 (4 chips, 16 GiB HBM each)" in text and "mesh {'data': 1, 'fsdp': 4, 'context': 1, 'tensor': 1}" in text
@@ -149,6 +161,8 @@ def test_the_distillation_step_is_planned_with_a_bfloat16_teacher_and_no_teacher
     assert inputs["params"] == 2 * inputs["teacher"] + 4 * embedders
     assert inputs["opt_state"] >= 2 * inputs["params"] and inputs["ema"] == inputs["params"]
     assert lowered.compiler_ir() is not None
-    batch = {m: jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(s), jnp.float32)
-             for m, s in (("video", phase.layout.video_shape), ("audio", phase.layout.audio_shape))}
+    batch = {
+        m: jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(s), jnp.float32)
+        for m, s in (("video", phase.layout.video_shape), ("audio", phase.layout.audio_shape))
+    }
     assert phase.cost(batch)[0] > phase._layout_of(batch)[1]  # more than a train step: teacher passes and the JVP

@@ -1,6 +1,7 @@
 """Attention kernels by config: per-token mask descriptions, the XLA reference,
 splash (Pallas interpret mode on CPU) and the cuDNN wrapper against it, zero
 rows for queries without keys, and errors that name the key and the fix."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

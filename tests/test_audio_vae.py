@@ -4,6 +4,7 @@ the noise floor and sharp onsets, the autoencoder phase's contract, and that a
 few Adam steps on bounce-world log-mels cut the reconstruction error; and that a
 run saved in the retired msgpack format converts to a run directory that the
 benchmark reads."""
+
 import json
 import time
 
@@ -105,8 +106,7 @@ def test_autoencoder_phase_contract(tiny_model):
     assert isinstance(tiny_model, audio_vae.AudioVAE)
     batch = {"logmel": jax.ShapeDtypeStruct((2, 64, 64), jnp.float32)}
     graphdef, state = nnx.split(tiny_model)
-    loss, metrics = jax.eval_shape(
-        lambda s, b: audio_vae.training_loss(nnx.merge(graphdef, s), b, jax.random.key(0), cfg), state, batch)
+    loss, metrics = jax.eval_shape(lambda s, b: audio_vae.training_loss(nnx.merge(graphdef, s), b, jax.random.key(0), cfg), state, batch)
     assert loss.shape == () and set(metrics) == {"l1", "weighted_l1", "flux_l1", "kl"}
     assert all(m.shape == () for m in metrics.values())
     with pytest.raises(ValueError, match="batch\\['logmel'\\]"):
@@ -119,8 +119,7 @@ def test_encoder_and_decoder_are_causal_in_time(tiny_model):
     # Frames 13.. differ: latent tokens 0..2 (frames 0..11) must not. Latents 5.. differ:
     # decoded frames 0..19 must not.
     both = nnx.jit(lambda m, v, w: (m.encode(v)[0], m.decode(w)))
-    latents, decoded = both(tiny_model, jnp.concatenate([x, x.at[:, 13:].add(1.0)]),
-                            jnp.concatenate([z, z.at[:, 5:].add(1.0)]))
+    latents, decoded = both(tiny_model, jnp.concatenate([x, x.at[:, 13:].add(1.0)]), jnp.concatenate([z, z.at[:, 5:].add(1.0)]))
     latents, decoded = np.asarray(latents), np.asarray(decoded)
     assert np.array_equal(latents[0, :3], latents[1, :3]) and not np.allclose(latents[0, 3], latents[1, 3])
     assert np.array_equal(decoded[0, :20], decoded[1, :20]) and not np.allclose(decoded[0, 20:], decoded[1, 20:])
@@ -136,8 +135,7 @@ def test_few_adam_steps_cut_reconstruction_l1(tiny_model):
     tx = optax.adam(1e-2)
 
     def step(params, opt_state, key):
-        loss = lambda p: audio_vae.vae_loss(nnx.merge(graphdef, p), logmel, key, cfg.kl_weight, cfg.burst_gain,
-                                            cfg.flux_weight)
+        loss = lambda p: audio_vae.vae_loss(nnx.merge(graphdef, p), logmel, key, cfg.kl_weight, cfg.burst_gain, cfg.flux_weight)
         (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms
@@ -166,8 +164,9 @@ def test_a_msgpack_run_converts_to_a_run_directory(tmp_path):
     (old / "model_config.json").write_text(json.dumps(keys))
     state = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     (old / "params.msgpack").write_bytes(serialization.msgpack_serialize(state))
-    with pytest.raises(SystemExit, match=f"{old} holds the retired params.msgpack format: convert it once with "
-                                         f"`python -m benchmarks.convert_msgpack_run {old} NEW_DIR`"):
+    with pytest.raises(
+        SystemExit, match=f"{old} holds the retired params.msgpack format: convert it once with `python -m benchmarks.convert_msgpack_run {old} NEW_DIR`"
+    ):
         benchmark.main(["--workdir", str(old)])
 
     convert_msgpack_run.main([str(old), str(new), "--step", "40"])
@@ -182,6 +181,7 @@ def test_a_msgpack_run_converts_to_a_run_directory(tmp_path):
 
 
 def test_benchmark_names_the_training_command_for_a_workdir_without_a_run(tmp_path):
-    with pytest.raises(SystemExit, match=f"{tmp_path} is not a run directory: train one with "
-                                         f"`python -m jav.train --config configs/audio_vae.py --workdir {tmp_path}`"):
+    with pytest.raises(
+        SystemExit, match=f"{tmp_path} is not a run directory: train one with `python -m jav.train --config configs/audio_vae.py --workdir {tmp_path}`"
+    ):
         benchmark.main(["--workdir", str(tmp_path)])

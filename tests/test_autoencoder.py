@@ -2,6 +2,7 @@
 falls, SIGTERM saves and a rerun resumes to exactly the uninterrupted run's
 parameters and losses, jav.runs.load_autoencoder gives back the trained model, the
 registry names its kinds, and the bounce stream is deterministic and resumable."""
+
 import json
 import os
 import signal

@@ -1,4 +1,5 @@
 """The dual-branch AVDiT: shapes, per-token timesteps, coupling per joint mode, masks, FLOPs."""
+
 import functools
 
 import jax
@@ -167,8 +168,10 @@ def aligned_module(frame_tokens, read="mix", read_video="mix"):
     pos = {m: patch.as_batch_positions(p) for m, p in pos.items()}
     ctx = Context(mod=None, pos=pos, mask={"video": None, "audio": None}, text=None, text_mask=None, cross_modal=None, grid=GRID)
     rng = np.random.default_rng(3)
-    kv = {"video": jnp.asarray(rng.normal(size=(B, x["video"].shape[1], 32)), jnp.float32),
-          "audio": jnp.asarray(rng.normal(size=(B, x["audio"].shape[1], 16)), jnp.float32)}
+    kv = {
+        "video": jnp.asarray(rng.normal(size=(B, x["video"].shape[1], 32)), jnp.float32),
+        "audio": jnp.asarray(rng.normal(size=(B, x["audio"].shape[1], 16)), jnp.float32),
+    }
     return module, ctx, kv
 
 
@@ -179,7 +182,7 @@ def test_aligned_path_reads_the_other_modality_at_the_same_instant(read):
     audio_t = np.asarray(ctx.pos["audio"][0, :, 0])  # 0.00, 0.04, 0.08, 0.12 s; frames every 0.125 s
     base = np.asarray(module._aligned("audio", kv, ctx))
     # the last frame (0.375 s) is more than one frame interval from every audio token
-    late = dict(kv, video=kv["video"].at[:, (t - 1) * hw:].add(3.0))
+    late = dict(kv, video=kv["video"].at[:, (t - 1) * hw :].add(3.0))
     np.testing.assert_allclose(np.asarray(module._aligned("audio", late, ctx)), base, atol=1e-5)
     # the first frame feeds the first audio token
     early = dict(kv, video=kv["video"].at[:, :hw].add(3.0))
@@ -190,7 +193,7 @@ def test_aligned_path_reads_the_other_modality_at_the_same_instant(read):
     assert np.abs(np.asarray(module._aligned("audio", swapped, ctx)) - base)[:, 0].max() > 1e-2
     # the video side gets, per frame, the sound within one frame interval: frame 3 none of it
     video_side = np.asarray(module._aligned("video", dict(kv, audio=kv["audio"] + 3.0), ctx))
-    np.testing.assert_allclose(video_side[:, (t - 1) * hw:], np.asarray(module._aligned("video", kv, ctx))[:, (t - 1) * hw:], atol=1e-5)
+    np.testing.assert_allclose(video_side[:, (t - 1) * hw :], np.asarray(module._aligned("video", kv, ctx))[:, (t - 1) * hw :], atol=1e-5)
     assert audio_t.max() < (t - 2) / 8
 
 
@@ -199,6 +202,7 @@ def test_video_side_bins_tell_where_around_a_frame_the_sound_is():
     frame's window and 0.08 / 0.12 s in another, so swapping the first two changes no
     frame's read and swapping the second and third does; the one average ("mix") of
     the window weighs each token by its distance and sees both swaps."""
+
     def swap(kv, i, j):
         a = kv["audio"]
         return dict(kv, audio=a.at[:, i].set(a[:, j]).at[:, j].set(a[:, i]))
@@ -238,8 +242,7 @@ def test_joint_attention_aligned_path_reads_the_partner_at_its_instant():
     # the path's projections zeroed: the same model without it gives another output
     graphdef, state = nnx.split(model)
     path = ("frames_to_audio", "next_frame_to_audio", "phase_to_audio", "audio_to_frames")
-    zeroed = jax.tree_util.tree_map_with_path(
-        lambda p, v: jnp.zeros_like(v) if any(getattr(k, "key", None) in path for k in p) else v, state)
+    zeroed = jax.tree_util.tree_map_with_path(lambda p, v: jnp.zeros_like(v) if any(getattr(k, "key", None) in path for k in p) else v, state)
     z = call(nnx.merge(graphdef, zeroed), x, t, pos, text, text_mask)
     assert np.abs(np.asarray(a["audio"]) - np.asarray(z["audio"])).max() > 1e-4
     assert np.abs(np.asarray(a["video"]) - np.asarray(z["video"])).max() > 1e-4
@@ -314,9 +317,13 @@ def test_config_errors_name_the_key():
     cfg.joint.update(aligned_read="mix", time_bias=-1.0)
     with pytest.raises(ValueError, match="model.joint.time_bias=-1.0 must be >= 0"):
         validate_config(cfg)
-    for key, value, message in [("norm", "batch", "model.norm='batch'"), ("rope.layout", "wan", "model.rope.layout='wan'"),
-                                ("rope.pairs", "adjacent", "model.rope.pairs='adjacent'"), ("joint.heads", "video", "model.joint.heads='video'"),
-                                ("joint.adaln", "global", "model.joint.adaln='global'")]:
+    for key, value, message in [
+        ("norm", "batch", "model.norm='batch'"),
+        ("rope.layout", "wan", "model.rope.layout='wan'"),
+        ("rope.pairs", "adjacent", "model.rope.pairs='adjacent'"),
+        ("joint.heads", "video", "model.joint.heads='video'"),
+        ("joint.adaln", "global", "model.joint.adaln='global'"),
+    ]:
         cfg = tiny("cross_attn")
         node, leaf = (cfg, key) if "." not in key else (cfg[key.split(".")[0]], key.split(".")[1])
         node[leaf] = value

@@ -1,5 +1,6 @@
 """The step-time benchmark runs against the trainer's current internals (it builds
 batches and steps the way jav.train does, so a change there must keep it working)."""
+
 from benchmarks import step_time
 
 

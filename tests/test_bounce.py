@@ -1,4 +1,5 @@
 """The bounce-world generator against its spec, docs/bounce_world.md."""
+
 import re
 import time
 
@@ -20,8 +21,7 @@ def spec_audio(contacts_by_colour: list[tuple[str, list]], params: BounceParams)
         for tau, _, _ in contacts:
             s = t - tau
             ramp = np.clip(s / 0.002, 0, 1)
-            audio += np.where(s >= 0, 0.4 * np.sin(2 * np.pi * params.frequencies[colour] * s)
-                              * np.exp(-s / 0.05) * ramp, 0)
+            audio += np.where(s >= 0, 0.4 * np.sin(2 * np.pi * params.frequencies[colour] * s) * np.exp(-s / 0.05) * ramp, 0)
     return audio
 
 
@@ -29,8 +29,7 @@ def test_spec_values():
     assert (PARAMS.canvas, PARAMS.fps, PARAMS.duration, PARAMS.sample_rate) == (32, 8, 2.0, 16000)
     assert PARAMS.radius == 4.0 and PARAMS.num_frames == 16 and PARAMS.num_samples == 32000
     assert PARAMS.backgrounds == {"dark": (24, 24, 24), "navy": (16, 24, 64), "olive": (48, 56, 16)}
-    assert PARAMS.palette == {"red": (230, 50, 50), "green": (50, 200, 70), "blue": (60, 90, 240),
-                              "yellow": (235, 210, 50)}
+    assert PARAMS.palette == {"red": (230, 50, 50), "green": (50, 200, 70), "blue": (60, 90, 240), "yellow": (235, 210, 50)}
     assert PARAMS.frequencies == {"red": 329.63, "green": 523.25, "blue": 783.99, "yellow": 1174.66}
 
 
@@ -48,7 +47,12 @@ def test_shapes_dtypes_and_metadata():
     assert np.abs(clip.audio).max() <= 1.0
     meta = clip.metadata
     assert {k: meta[k] for k in ("seed", "canvas", "fps", "duration", "sample_rate")} == {
-        "seed": 3, "canvas": 32, "fps": 8, "duration": 2.0, "sample_rate": 16000}
+        "seed": 3,
+        "canvas": 32,
+        "fps": 8,
+        "duration": 2.0,
+        "sample_rate": 16000,
+    }
     assert meta["background"] in PARAMS.backgrounds
     for disc in meta["discs"]:
         assert disc["colour"] in PARAMS.palette and disc["radius"] == 4.0
@@ -69,8 +73,10 @@ def test_scene_statistics():
 
 
 def test_caption_format_and_parser():
-    pattern = re.compile(r"a (red|green|blue|yellow) ball( and a (red|green|blue|yellow) ball)? "
-                         r"bouncing on a (dark|navy|olive) background")
+    pattern = re.compile(
+        r"a (red|green|blue|yellow) ball( and a (red|green|blue|yellow) ball)? "
+        r"bouncing on a (dark|navy|olive) background"
+    )
     seen_two = False
     for seed in SEEDS:
         clip = bounce.generate_clip(seed)
@@ -141,15 +147,13 @@ def test_rendering_is_antialiased_coverage():
         assert np.allclose(coverage.sum(axis=(1, 2)), np.pi * 16, atol=0.6)
         assert ((coverage > 0.05) & (coverage < 0.95)).any(axis=(1, 2)).all()  # soft edges
         grid = np.arange(32) + 0.5
-        centroid = np.stack([(coverage * grid[None, None, :]).sum((1, 2)),
-                             (coverage * grid[None, :, None]).sum((1, 2))], -1) / coverage.sum((1, 2))[:, None]
+        centroid = np.stack([(coverage * grid[None, None, :]).sum((1, 2)), (coverage * grid[None, :, None]).sum((1, 2))], -1) / coverage.sum((1, 2))[:, None]
         assert np.abs(centroid - disc["centres"]).max() < 0.08
         assert np.allclose(disc["centres"], bounce.centre_at(scene.discs[0], np.arange(16) / 8))
 
 
 def test_later_disc_is_drawn_on_top():
-    scene = bounce.Scene(0, "dark", (bounce.Disc("red", 4.0, (16.0, 16.0), (13.0, 13.0)),
-                                     bounce.Disc("blue", 4.0, (16.0, 16.0), (13.0, 13.0))))
+    scene = bounce.Scene(0, "dark", (bounce.Disc("red", 4.0, (16.0, 16.0), (13.0, 13.0)), bounce.Disc("blue", 4.0, (16.0, 16.0), (13.0, 13.0))))
     clip = bounce.render(scene)
     x, y = clip.metadata["discs"][1]["centres"].astype(int).T
     assert (clip.frames[np.arange(16), y, x] == PARAMS.palette["blue"]).all()

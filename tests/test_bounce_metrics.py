@@ -1,4 +1,5 @@
 """The bounce world's metrics: right on generator output, and each one moves when its property breaks."""
+
 import dataclasses
 import functools
 
@@ -85,8 +86,7 @@ def test_disc_track_is_subpixel():
 
 def test_late_audio_raises_sync_error_and_drops_f1():
     shift = int(0.25 * PARAMS.sample_rate)
-    late = scores(lambda scene, clip: (
-        clip.frames, np.concatenate([np.zeros(shift, np.float32), clip.audio[:-shift]]), clip.caption))
+    late = scores(lambda scene, clip: (clip.frames, np.concatenate([np.zeros(shift, np.float32), clip.audio[:-shift]]), clip.caption))
     sync = [m["sync_error_ms"] for m in late]
     assert np.median(sync) > 200, sync
     assert bounce_metrics.aggregate(late)["event_f1"] < 0.3
@@ -96,8 +96,7 @@ def test_late_audio_raises_sync_error_and_drops_f1():
 def test_wrong_pitch_fails_pitch_agreement():
     def other_colours(scene, clip):
         unused = [c for c in PARAMS.palette if c not in {d.colour for d in scene.discs}]
-        wrong = dataclasses.replace(scene, discs=tuple(
-            dataclasses.replace(d, colour=unused[i]) for i, d in enumerate(scene.discs)))
+        wrong = dataclasses.replace(scene, discs=tuple(dataclasses.replace(d, colour=unused[i]) for i, d in enumerate(scene.discs)))
         return clip.frames, bounce.render(wrong).audio, clip.caption
 
     wrong = scores(other_colours)

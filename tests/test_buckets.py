@@ -1,5 +1,6 @@
 """Shape-bucketed loading (jav.data.buckets): same bucket on every host at every step, disjoint rows,
 weights and curriculum respected, exact resume from get_state()."""
+
 import numpy as np
 import pytest
 
@@ -15,8 +16,17 @@ def root(tmp_path_factory):
     """Two buckets; record r's pixels all equal r (ids 0-11 in the first, 100-107 in the second)."""
     root = tmp_path_factory.mktemp("buckets")
     for (name, (vshape, ashape)), ids in zip(SHAPES.items(), (range(12), range(100, 108))):
-        recs = [{"video": np.full(vshape, i, np.uint8), "audio": np.zeros(ashape, np.float32), "caption": f"clip {i}",
-                 "fps": 8.0, "sample_rate": 16000, "duration": 1.0} for i in ids]
+        recs = [
+            {
+                "video": np.full(vshape, i, np.uint8),
+                "audio": np.zeros(ashape, np.float32),
+                "caption": f"clip {i}",
+                "fps": 8.0,
+                "sample_rate": 16000,
+                "duration": 1.0,
+            }
+            for i in ids
+        ]
         write_shards(recs, str(root / name), records_per_shard=5)
     return str(root)
 
@@ -28,8 +38,7 @@ def _ids(batch) -> list[int]:
 
 def test_hosts_agree_on_bucket_and_take_disjoint_rows(root):
     weights = {"v2x4x4_a4": 1.0, "v4x8x8_a8": 1.0}
-    hosts = [buckets.make_bucket_dataset(root, weights, batch_size=2, seed=3, process_index=p, process_count=2)[0]
-             for p in (0, 1)]
+    hosts = [buckets.make_bucket_dataset(root, weights, batch_size=2, seed=3, process_index=p, process_count=2)[0] for p in (0, 1)]
     single = buckets.make_bucket_dataset(root, weights, batch_size=4, seed=3)[0]
     seen = set()
     for step in range(12):

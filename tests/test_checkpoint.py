@@ -1,5 +1,6 @@
 """Checkpoints: exact round trip of every part, pruning, restoring onto another mesh,
 starting a run from another run's (EMA) params, and errors that name the path."""
+
 import json
 import os
 import shutil
@@ -21,8 +22,7 @@ from xla_flags import with_devices
 def _params(scale=1.0):
     # A plain nested dict shaped like an nnx.State: modules -> variables -> arrays.
     return {
-        "blocks": {"0": {"attn": {"kernel": scale * jnp.arange(12.0).reshape(3, 4)},
-                         "norm": {"scale": jnp.full((4,), scale, jnp.bfloat16)}}},
+        "blocks": {"0": {"attn": {"kernel": scale * jnp.arange(12.0).reshape(3, 4)}, "norm": {"scale": jnp.full((4,), scale, jnp.bfloat16)}}},
         "out": {"bias": scale * jnp.ones((4,)), "kernel": scale * jnp.eye(4)},
     }
 
@@ -46,14 +46,12 @@ def _save_run(workdir, steps, *, data_state, max_to_keep=3, extra=None):
     updates, opt_state = tx.update(jax.tree.map(jnp.ones_like, params), opt_state, params)
     with Checkpointer(workdir, max_to_keep=max_to_keep) as ckpt:
         for step in steps:
-            assert ckpt.save(step, params=params, ema=ema, opt_state=opt_state,
-                             data_state=data_state, config=_config(), extra=extra)
+            assert ckpt.save(step, params=params, ema=ema, opt_state=opt_state, data_state=data_state, config=_config(), extra=extra)
         ckpt.wait()
     return params, ema, opt_state
 
 
-@pytest.mark.parametrize("data_state", [{"next_index": 7, "epoch": 1, "worker_states": [3, 4]},
-                                        b'{"next_index": 7}\x00\xff'])
+@pytest.mark.parametrize("data_state", [{"next_index": 7, "epoch": 1, "worker_states": [3, 4]}, b'{"next_index": 7}\x00\xff'])
 def test_round_trip_and_max_to_keep(tmp_path, data_state):
     extra = {"reward_head": {"kernel": jnp.arange(8.0).reshape(2, 4)}}
     params, ema, opt_state = _save_run(tmp_path, [10, 20, 30], data_state=data_state, max_to_keep=2, extra=extra)
@@ -61,10 +59,13 @@ def test_round_trip_and_max_to_keep(tmp_path, data_state):
 
     with Checkpointer(tmp_path, max_to_keep=2) as ckpt:
         assert ckpt.latest_step() == 30
-        out = ckpt.restore(abstract_params=abstract_like(params), abstract_ema=abstract_like(ema),
-                           abstract_opt_state=abstract_like(opt_state), abstract_extra=abstract_like(extra))
-        older = ckpt.restore(20, abstract_params=abstract_like(params), abstract_ema=abstract_like(ema),
-                             abstract_opt_state=abstract_like(opt_state))
+        out = ckpt.restore(
+            abstract_params=abstract_like(params),
+            abstract_ema=abstract_like(ema),
+            abstract_opt_state=abstract_like(opt_state),
+            abstract_extra=abstract_like(extra),
+        )
+        older = ckpt.restore(20, abstract_params=abstract_like(params), abstract_ema=abstract_like(ema), abstract_opt_state=abstract_like(opt_state))
     assert out["step"] == 30 and older["step"] == 20
     _assert_trees_equal(out["params"], params)
     _assert_trees_equal(out["ema"], ema)
@@ -83,16 +84,14 @@ def test_save_interval_and_force(tmp_path):
         assert not ckpt.save(7, **kw)
         assert ckpt.save(8, force=True, **kw)  # e.g. the last step of a run
         assert ckpt.latest_step() == 8
-        out = ckpt.restore(abstract_params=abstract_like(params), abstract_ema=abstract_like(params),
-                           abstract_opt_state={})
+        out = ckpt.restore(abstract_params=abstract_like(params), abstract_ema=abstract_like(params), abstract_opt_state={})
     assert out["data_state"] is None
 
 
 def test_restore_params_from_other_run(tmp_path):
     params, ema, _ = _save_run(tmp_path / "pretrain", [1, 2], data_state={"next_index": 0})
     _assert_trees_equal(restore_params_from(tmp_path / "pretrain", use_ema=True, abstract_params=abstract_like(ema)), ema)
-    _assert_trees_equal(restore_params_from(tmp_path / "pretrain", use_ema=False, abstract_params=abstract_like(params)),
-                        params)
+    _assert_trees_equal(restore_params_from(tmp_path / "pretrain", use_ema=False, abstract_params=abstract_like(params)), params)
 
 
 def test_missing_or_unreadable_checkpoint_names_the_path(tmp_path):
@@ -162,8 +161,7 @@ def test_restore_onto_a_different_mesh(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=with_devices(8))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", _RESHARD_SCRIPT, str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", _RESHARD_SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "RESHARD_OK" in proc.stdout, proc.stderr[-4000:]
 
 
@@ -173,7 +171,6 @@ def test_relative_workdir_saves_and_restores(tmp_path, monkeypatch):
     params, ema, opt_state = _save_run("runs/rel", [5], data_state={"i": 1})
     assert (tmp_path / "runs" / "rel" / "checkpoints" / "5").is_dir()
     with Checkpointer("runs/rel") as ckpt:
-        out = ckpt.restore(abstract_params=abstract_like(params), abstract_ema=abstract_like(ema),
-                           abstract_opt_state=abstract_like(opt_state))
+        out = ckpt.restore(abstract_params=abstract_like(params), abstract_ema=abstract_like(ema), abstract_opt_state=abstract_like(opt_state))
     _assert_trees_equal(out["params"], params)
     _assert_trees_equal(restore_params_from("runs/rel", use_ema=True, abstract_params=abstract_like(ema)), ema)

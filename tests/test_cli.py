@@ -1,4 +1,5 @@
 """jav.cli (`--config.KEY=VALUE` overrides, one-line errors) and jav.schema (defaults in one pass)."""
+
 import ml_collections
 import pytest
 
@@ -17,14 +18,19 @@ def test_overrides_are_split_from_the_other_arguments():
 
 def test_values_take_the_type_the_key_holds():
     cfg = test_config.get_config()
-    new = cli.apply_overrides(cfg, {"sample.steps": "64", "sample.modality": "3", "model.joint.aligned": "true",
-                                    "model.video.patch": "(1, 2, 2)", "model.dtype": "bfloat16"})
+    new = cli.apply_overrides(
+        cfg, {"sample.steps": "64", "sample.modality": "3", "model.joint.aligned": "true", "model.video.patch": "(1, 2, 2)", "model.dtype": "bfloat16"}
+    )
     assert new.sample.steps == 64 and isinstance(new.sample.modality, float) and new.sample.modality == 3.0
     assert new.model.joint.aligned is True and tuple(new.model.video.patch) == (1, 2, 2) and new.model.dtype == "bfloat16"
     assert cfg.sample.steps != 64  # a copy: the caller's config is unchanged
-    for overrides, message in (({"sample.steps": "6.5"}, "write a number"), ({"model.joint.aligned": "maybe"}, "true or false"),
-                               ({"model.video.patch": "7"}, "write a tuple"), ({"model.jont.mode": "none"}, "did you mean model.joint.mode"),
-                               ({"model.joint": "x"}, "is a group")):
+    for overrides, message in (
+        ({"sample.steps": "6.5"}, "write a number"),
+        ({"model.joint.aligned": "maybe"}, "true or false"),
+        ({"model.video.patch": "7"}, "write a tuple"),
+        ({"model.jont.mode": "none"}, "did you mean model.joint.mode"),
+        ({"model.joint": "x"}, "is a group"),
+    ):
         with pytest.raises(ValueError, match=message):
             cli.apply_overrides(cfg, overrides)
 

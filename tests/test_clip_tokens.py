@@ -1,4 +1,5 @@
 """Clips to tokens and back; layouts from configs; their errors."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -5,6 +5,7 @@ with context=4 equals the single-device forward.
 The device count is fixed when JAX starts, so tests/context_parallel_check.py
 runs every check in one subprocess and prints JSON; this file asserts.
 """
+
 import json
 import os
 import pathlib
@@ -19,10 +20,8 @@ ATTENTIONS = ["video_self", "a2v", "v2a", "joint_video", "joint_audio"]
 
 
 def test_context_parallel_attention_and_model_match_one_device():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_DEFAULT_MATMUL_PRECISION="highest",
-               XLA_FLAGS=with_devices(8))
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "context_parallel_check.py")], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_DEFAULT_MATMUL_PRECISION="highest", XLA_FLAGS=with_devices(8))
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "context_parallel_check.py")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["devices"] == 8

@@ -1,5 +1,6 @@
 """The raw bounce corpus (data_pipelines.corpus) and scoring a run against its truth
 (data_pipelines.truth): one file per fault kind, run through the reference stage loop."""
+
 import json
 
 import numpy as np
@@ -8,8 +9,7 @@ import pytest
 from data_pipelines import corpus, media, truth
 from data_pipelines.stages.local import list_inputs, run_local, write_jsonl
 
-KINDS = ["clean", "clean", "duplicate", "zero_byte", "truncated", "no_audio", "no_video", "silent", "frozen",
-         "single_frame", "offset_plus", "offset_minus"]
+KINDS = ["clean", "clean", "duplicate", "zero_byte", "truncated", "no_audio", "no_video", "silent", "frozen", "single_frame", "offset_plus", "offset_minus"]
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +75,13 @@ def test_run_meets_every_target_on_the_tiny_corpus(built):
 def test_evaluation_fails_a_run_that_keeps_everything(built, tmp_path):
     """A run that drops nothing and finds no cuts scores zero: the evaluation can fail."""
     root, info, _ = built
-    write_jsonl(tmp_path / "manifest.jsonl", [{"source": str(root / n), "start": 0.0, "end": f["duration"],
-                                                "scores": {"source_cuts": []}, "caption": None, "audio_offset": 0.0}
-                                               for n, f in info["files"].items()])
+    write_jsonl(
+        tmp_path / "manifest.jsonl",
+        [
+            {"source": str(root / n), "start": 0.0, "end": f["duration"], "scores": {"source_cuts": []}, "caption": None, "audio_offset": 0.0}
+            for n, f in info["files"].items()
+        ],
+    )
     write_jsonl(tmp_path / "drops.jsonl", [])
     scores = truth.evaluate(tmp_path, root)
     assert scores["cuts"]["recall"] == 0.0 and not scores["cuts_meet_target"]

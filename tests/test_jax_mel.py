@@ -1,4 +1,5 @@
 """JAX STFT, mel filters and log-mel against librosa and jav.data.mel (the reference path)."""
+
 import jax
 import librosa
 import numpy as np
@@ -13,9 +14,18 @@ PARAMS = MelParams()
 
 def _librosa_power(wave: np.ndarray) -> np.ndarray:
     power = librosa.feature.melspectrogram(
-        y=wave, sr=PARAMS.sample_rate, n_fft=PARAMS.n_fft, hop_length=PARAMS.hop, n_mels=PARAMS.n_mels,
-        fmin=PARAMS.fmin, fmax=PARAMS.fmax, center=True, pad_mode="constant", power=2.0)
-    return power[:, :len(wave) // PARAMS.hop].T  # [Ta, n_mels]
+        y=wave,
+        sr=PARAMS.sample_rate,
+        n_fft=PARAMS.n_fft,
+        hop_length=PARAMS.hop,
+        n_mels=PARAMS.n_mels,
+        fmin=PARAMS.fmin,
+        fmax=PARAMS.fmax,
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+    )
+    return power[:, : len(wave) // PARAMS.hop].T  # [Ta, n_mels]
 
 
 def test_filterbank_equals_librosa():
@@ -24,8 +34,7 @@ def test_filterbank_equals_librosa():
         ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
         assert ours.shape == ref.shape and ours.dtype == np.float32
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7 * ref.max())
-    assert np.allclose(mel_filters.mel_to_hz(mel_filters.hz_to_mel([0.0, 440.0, 1000.0, 7999.0])),
-                       [0.0, 440.0, 1000.0, 7999.0])
+    assert np.allclose(mel_filters.mel_to_hz(mel_filters.hz_to_mel([0.0, 440.0, 1000.0, 7999.0])), [0.0, 440.0, 1000.0, 7999.0])
     with pytest.raises(ValueError, match="Nyquist"):
         mel_filters.mel_filterbank(16000, 400, 64, 0.0, 9000.0)
 
@@ -62,5 +71,4 @@ def test_mel_power_equals_librosa_on_bounce_clip_and_noise():
     silence = np.asarray(log_mel.waveform_to_logmel(np.zeros(16000, np.float32), PARAMS))
     assert np.all(silence == -1.0)
     logmel = np.asarray(log_mel.waveform_to_logmel(clip, PARAMS))
-    assert np.allclose(np.asarray(log_mel.power_to_logmel(log_mel.logmel_to_power(logmel, PARAMS), PARAMS)),
-                       logmel, atol=1e-5)
+    assert np.allclose(np.asarray(log_mel.power_to_logmel(log_mel.logmel_to_power(logmel, PARAMS), PARAMS)), logmel, atol=1e-5)

@@ -1,5 +1,6 @@
 """Latent space end to end: tiny VAE runs -> latent shards normalised per channel ->
 token layout -> the sampler's decoding through the same VAEs."""
+
 import json
 
 import numpy as np
@@ -27,8 +28,25 @@ def latent_shards(tmp_path_factory):
         runs[name] = tmp_path_factory.mktemp(f"{name}_vae")
         train(cfg, str(runs[name]), log=lambda _: None)
     out = tmp_path_factory.mktemp("latents")
-    synthetic.main(["--out", str(out), "--num", "6", "--duration", str(DURATION), "--latent", "--video-vae", str(runs["video"]),
-                    "--audio-vae", str(runs["audio"]), "--stats-clips", "6", "--batch", "4"])
+    synthetic.main(
+        [
+            "--out",
+            str(out),
+            "--num",
+            "6",
+            "--duration",
+            str(DURATION),
+            "--latent",
+            "--video-vae",
+            str(runs["video"]),
+            "--audio-vae",
+            str(runs["audio"]),
+            "--stats-clips",
+            "6",
+            "--batch",
+            "4",
+        ]
+    )
     return out
 
 
@@ -38,9 +56,21 @@ def latent_config(data_dir):
     vshape, ashape = tuple(info["video_latent_shape"]), tuple(info["audio_latent_shape"])
     cfg.model.video.patch, cfg.model.video.channels = (1, 1, 1), vshape[-1]
     cfg.model.audio.channels = ashape[-1]
-    cfg.data = dict(world="latent", video_latent_shape=vshape, audio_latent_shape=ashape, video_time_compression=4,
-                    pixel_fps=8, fps=2.0, audio_rate=25.0, canvas=32, duration=DURATION, sample_rate=16000, mel_hop=160,
-                    mel_bins=64, dir=str(data_dir))
+    cfg.data = dict(
+        world="latent",
+        video_latent_shape=vshape,
+        audio_latent_shape=ashape,
+        video_time_compression=4,
+        pixel_fps=8,
+        fps=2.0,
+        audio_rate=25.0,
+        canvas=32,
+        duration=DURATION,
+        sample_rate=16000,
+        mel_hop=160,
+        mel_bins=64,
+        dir=str(data_dir),
+    )
     return cfg
 
 
@@ -162,8 +192,22 @@ def test_curated_latent_shards_carry_the_codec_and_decode(latent_shards, tmp_pat
     runs = json.loads((latent_shards / "latent.json").read_text())
     pixels = tmp_path / "pixels"
     synthetic.main(["--out", str(pixels), "--num", "4", "--duration", str(DURATION)])
-    path = fit_main(["--video-vae", runs["video_vae"], "--audio-vae", runs["audio_vae"], "--shards", str(pixels),
-                     "--out", str(tmp_path / "codec" / "stats.json"), "--num", "4", "--batch", "3"])
+    path = fit_main(
+        [
+            "--video-vae",
+            runs["video_vae"],
+            "--audio-vae",
+            runs["audio_vae"],
+            "--shards",
+            str(pixels),
+            "--out",
+            str(tmp_path / "codec" / "stats.json"),
+            "--num",
+            "4",
+            "--batch",
+            "3",
+        ]
+    )
     assert path == tmp_path / "codec" / "stats.json"
     codec = LatentCodec.from_latent_json(path)
     _, source = open_shards(str(pixels))
@@ -178,8 +222,16 @@ def test_curated_latent_shards_carry_the_codec_and_decode(latent_shards, tmp_pat
     cfg.encode.fps, cfg.encode.buckets, cfg.encode.latent = 8.0, "9x32x32", str(path)
     [bucket] = encode_lib.parse_buckets(cfg)
     world = bounce.generate_clip(0, bounce.BounceParams(duration=DURATION))
-    clip = Clip(source="bounce_0", start=0.0, end=DURATION, fps=8.0, sample_rate=16000, caption=world.caption,
-                video=world.frames, audio=np.asarray(world.audio, np.float32)[:, None])
+    clip = Clip(
+        source="bounce_0",
+        start=0.0,
+        end=DURATION,
+        fps=8.0,
+        sample_rate=16000,
+        caption=world.caption,
+        video=world.frames,
+        audio=np.asarray(world.audio, np.float32)[:, None],
+    )
     arrays, fields = encode_lib.encode_clip(clip, bucket, cfg, encode_lib.Encoders(cfg))
     zv, _ = codec.encode(frames_to_model(world.frames)[None], logmel[:1])
     np.testing.assert_allclose(arrays["video"], zv[0], atol=1e-5)  # the same frames, the same codec
@@ -187,8 +239,7 @@ def test_curated_latent_shards_carry_the_codec_and_decode(latent_shards, tmp_pat
 
     store = EncodeStore(str(tmp_path / "store"))
     store.put("bounce_0", arrays, fields, encode_lib.fingerprint(cfg))
-    pack_bucket(str(tmp_path / "store"), str(tmp_path / "shards"), bucket.name, ["bounce_0"], 4,
-                latent=encode_lib.read_latent_codec(cfg.encode.latent))
+    pack_bucket(str(tmp_path / "store"), str(tmp_path / "shards"), bucket.name, ["bounce_0"], 4, latent=encode_lib.read_latent_codec(cfg.encode.latent))
     packed = tmp_path / "shards" / bucket.name
     info = json.loads((packed / "latent.json").read_text())
     assert info["stats"] == codec.stats and info["video_latent_shape"] == list(arrays["video"].shape)

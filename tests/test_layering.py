@@ -11,6 +11,7 @@ The layers checked besides: model code (jav/models/) reaches no training code
 library modules import no command-line tool (a module with a `__main__` block, or
 a package's `__main__`) and no training loop.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,7 +47,7 @@ def _imported_names(node: ast.Import | ast.ImportFrom, module: str, is_package: 
     base = node.module or ""
     if node.level:  # relative: from the importer's package, one level up per extra dot
         package = module.split(".") if is_package else module.split(".")[:-1]
-        package = package[:len(package) - node.level + 1]
+        package = package[: len(package) - node.level + 1]
         base = ".".join(package + ([node.module] if node.module else []))
     # `from pkg import name` imports the submodule pkg.name when there is one, else reads pkg
     return [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
@@ -66,8 +67,7 @@ def import_graph(modules: dict[str, pathlib.Path]) -> dict[str, set[str]]:
                 if target is None:
                     continue
                 parts = target.split(".")
-                edges.update(p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
-                             if p in modules and p not in own_packages)
+                edges.update(p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if p in modules and p not in own_packages)
         edges.discard(module)
         graph[module] = edges
     return graph
@@ -141,8 +141,8 @@ def command_line_tools(modules: dict[str, pathlib.Path]) -> set[str]:
     for module, path in modules.items():
         tree = ast.parse(path.read_text(), str(path))
         if module.endswith(".__main__") or any(
-                isinstance(n, ast.If) and isinstance(n.test, ast.Compare) and isinstance(n.test.left, ast.Name)
-                and n.test.left.id == "__name__" for n in tree.body):
+            isinstance(n, ast.If) and isinstance(n.test, ast.Compare) and isinstance(n.test.left, ast.Name) and n.test.left.id == "__name__" for n in tree.body
+        ):
             tools.add(module)
     return tools
 
@@ -185,8 +185,7 @@ def test_libraries_import_no_command_line_tool_or_training_loop(project):
     tools = command_line_tools(modules)
     assert {"jav.sample", "jav.evaluate", "jav.train.__main__", "data_pipelines.run"} <= tools
     libraries = set(graph) - tools
-    bad = [f"{a} -> {b}" for a in sorted(libraries) for b in sorted(graph[a])
-           if b in tools or (b in TRAINING_LOOPS and not a.startswith("jav.train."))]
+    bad = [f"{a} -> {b}" for a in sorted(libraries) for b in sorted(graph[a]) if b in tools or (b in TRAINING_LOOPS and not a.startswith("jav.train."))]
     assert not bad, "library modules import a command-line tool or a training loop:\n" + "\n".join(bad)
 
 

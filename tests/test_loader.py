@@ -1,5 +1,6 @@
 """The Grain loader over bounce-world shards written by `python -m jav.data.synthetic`:
 batch contents, determinism, disjoint per-host slices, and exact resume from iterator state."""
+
 import itertools
 
 import numpy as np

@@ -4,6 +4,7 @@ with its own optimiser, tiny MLPs on random inputs. A run stopped by SIGTERM and
 rerun ends bit-exactly where an uninterrupted run ends, the teacher is never
 changed or saved, the critic is kept in the checkpoint's extra item, and steps
 that are all non-finite stop the run with a checkpoint."""
+
 import functools
 import json
 import os
@@ -91,15 +92,20 @@ class DistillPhase(loop.Phase):
 
     def init_state(self, run):
         replicated = jax.sharding.NamedSharding(run.mesh, jax.P())
-        nets = {"teacher": MLP(4, 3, rngs=nnx.Rngs(100)), "student": MLP(4, 3, rngs=nnx.Rngs(self.cfg.train.seed)),
-                "critic": MLP(4, 1, rngs=nnx.Rngs(self.cfg.train.seed + 1))}
+        nets = {
+            "teacher": MLP(4, 3, rngs=nnx.Rngs(100)),
+            "student": MLP(4, 3, rngs=nnx.Rngs(self.cfg.train.seed)),
+            "critic": MLP(4, 1, rngs=nnx.Rngs(self.cfg.train.seed + 1)),
+        }
         split = {name: nnx.split(net) for name, net in nets.items()}
         self.graphdefs = tuple((name, g) for name, (g, _) in split.items())  # static jit arguments: hashable
         self.txs = (("student", optax.adam(1e-2)), ("critic", optax.sgd(1e-2)))
         params = {name: jax.device_put(p, replicated) for name, (_, p) in split.items()}
-        return {"teacher": loop.Frozen(params["teacher"]),
-                "student": loop.trainable(params["student"], dict(self.txs)["student"], run, ema=True),
-                "critic": loop.trainable(params["critic"], dict(self.txs)["critic"], run, ema=False)}
+        return {
+            "teacher": loop.Frozen(params["teacher"]),
+            "student": loop.trainable(params["student"], dict(self.txs)["student"], run, ema=True),
+            "critic": loop.trainable(params["critic"], dict(self.txs)["critic"], run, ema=False),
+        }
 
     def stream(self, run):
         return RandomInputs(self.cfg.train.batch_size, self.cfg.train.seed, self.cfg.get("nan", False))
@@ -111,10 +117,13 @@ class DistillPhase(loop.Phase):
 
 
 def config(**overrides):
-    cfg = ml_collections.ConfigDict(dict(
-        phase="distill",
-        mesh=dict(shape=dict(data=1, fsdp=-1, context=1, tensor=1), rules=[list(r) for r in DEFAULT_RULES]),
-        train=dict(steps=6, batch_size=8, seed=0, log_every=1, checkpoint_every=3, keep_checkpoints=5, max_nonfinite=2, ema_decay=0.9)))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            phase="distill",
+            mesh=dict(shape=dict(data=1, fsdp=-1, context=1, tensor=1), rules=[list(r) for r in DEFAULT_RULES]),
+            train=dict(steps=6, batch_size=8, seed=0, log_every=1, checkpoint_every=3, keep_checkpoints=5, max_nonfinite=2, ema_decay=0.9),
+        )
+    )
     cfg.update(overrides)
     return cfg
 
@@ -155,14 +164,16 @@ def test_a_phase_of_several_networks_resumes_bit_exactly_and_keeps_its_teacher_f
 
     # the checkpoint: the student as params / ema / opt_state, the critic in extra, no teacher
     with Checkpointer(whole) as ckpt:
-        got = ckpt.restore(abstract_params=abstract_like(straight["student"].params), abstract_ema=abstract_like(straight["student"].ema),
-                           abstract_opt_state=abstract_like(straight["student"].opt_state),
-                           abstract_extra=abstract_like({"critic": straight["critic"].params, "critic_opt": straight["critic"].opt_state}))
+        got = ckpt.restore(
+            abstract_params=abstract_like(straight["student"].params),
+            abstract_ema=abstract_like(straight["student"].ema),
+            abstract_opt_state=abstract_like(straight["student"].opt_state),
+            abstract_extra=abstract_like({"critic": straight["critic"].params, "critic_opt": straight["critic"].opt_state}),
+        )
     assert got["step"] == 6 and got["data_state"] == {"next": 6}
     for a, b in zip(leaves(straight["critic"]), leaves((got["extra"]["critic"], got["extra"]["critic_opt"]))):
         np.testing.assert_array_equal(a, b)
-    assert sorted(p.name for p in (whole / "checkpoints" / "6").iterdir() if p.is_dir()) == \
-        ["config", "data_state", "ema", "extra", "opt_state", "params"]
+    assert sorted(p.name for p in (whole / "checkpoints" / "6").iterdir() if p.is_dir()) == ["config", "data_state", "ema", "extra", "opt_state", "params"]
 
 
 def test_non_finite_steps_stop_the_run_with_a_checkpoint(tmp_path):

@@ -1,6 +1,7 @@
 """LoRA adapters (jav.models.lora) and frozen parameters (train.trainable): a fresh adapter changes
 nothing, a merged one changes nothing further, a fine-tune from another run trains only what it
 names, resumes bit-exactly, and merges into a plain run."""
+
 import os
 import signal
 
@@ -161,10 +162,19 @@ def test_freezing_by_pattern_trains_only_the_named_parameters(shards):
     opt_state = tx.init(params)
     assert sum(x.size for x in jax.tree.leaves(opt_state)) <= 2 * sum(before[p].size for p, m in mask.items() if m) + 16
     m = cfg.model.text
-    batch = next(make_loader(shards, batch_size=2, seed=0, tokenizer_vocab=m.vocab_size, tokenizer_len=m.max_len,
-                             text_input=text_input_for(m), text_dim=m.dim))
-    params, *_ = train_step(graphdef, params, opt_state, None, batch, jax.random.key(1), tx=tx, layout=TokenLayout.from_config(cfg),
-                            flow_cfg=ml_collections.FrozenConfigDict(cfg.flow), trainable=trainable_pattern(cfg))
+    batch = next(make_loader(shards, batch_size=2, seed=0, tokenizer_vocab=m.vocab_size, tokenizer_len=m.max_len, text_input=text_input_for(m), text_dim=m.dim))
+    params, *_ = train_step(
+        graphdef,
+        params,
+        opt_state,
+        None,
+        batch,
+        jax.random.key(1),
+        tx=tx,
+        layout=TokenLayout.from_config(cfg),
+        flow_cfg=ml_collections.FrozenConfigDict(cfg.flow),
+        trainable=trainable_pattern(cfg),
+    )
     after = flat(params)
     changed = {p for p in before if not np.array_equal(before[p], after[p])}
     assert changed and changed <= {p for p, t in mask.items() if t}, sorted(changed - {p for p, t in mask.items() if t})[:5]

@@ -2,6 +2,7 @@
 pixel-norm default, and a non-causal one with group norms and attention) loaded by
 `jav.convert.ltx2_audio_vae` encode to diffusers' posterior and decode to its log-mel,
 in float32 and in bfloat16."""
+
 import numpy as np
 import pytest
 
@@ -14,9 +15,18 @@ from jav.convert import ltx2_audio_vae  # noqa: E402
 
 CASES = {
     "causal, pixel norm": dict(base_channels=8, ch_mult=(1, 2, 2), num_res_blocks=1, latent_channels=4, mel_bins=16),
-    "non-causal, group norm, attention": dict(base_channels=32, ch_mult=(1, 2), num_res_blocks=1, latent_channels=4, mel_bins=16,
-                                              norm_type="group", causality_axis="none", attn_resolutions=(8,), resolution=16,
-                                              mid_block_add_attention=True),
+    "non-causal, group norm, attention": dict(
+        base_channels=32,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        latent_channels=4,
+        mel_bins=16,
+        norm_type="group",
+        causality_axis="none",
+        attn_resolutions=(8,),
+        resolution=16,
+        mid_block_add_attention=True,
+    ),
 }
 
 

@@ -2,6 +2,7 @@
 (same structure as the 19B, 2 blocks) converted by `jav.convert.ltx2` gives the
 same video and audio velocities as diffusers, for several clip shapes, caption
 padding and per-token timesteps; jav -> safetensors -> jav is bit-exact."""
+
 import json
 import math
 
@@ -31,11 +32,19 @@ def reference(rope_type: str):
     cls = diffusers.LTX2VideoTransformer3DModel
     inner, audio_inner = T["video_heads"] * T["video_head_dim"], T["audio_heads"] * T["audio_head_dim"]
     return cls(
-        in_channels=T["channels"], out_channels=T["channels"], num_attention_heads=T["video_heads"],
-        attention_head_dim=T["video_head_dim"], cross_attention_dim=inner, audio_in_channels=T["audio_channels"],
-        audio_out_channels=T["audio_channels"], audio_num_attention_heads=T["audio_heads"],
-        audio_attention_head_dim=T["audio_head_dim"], audio_cross_attention_dim=audio_inner, num_layers=T["depth"],
-        caption_channels=T["text_dim"], rope_type=rope_type,
+        in_channels=T["channels"],
+        out_channels=T["channels"],
+        num_attention_heads=T["video_heads"],
+        attention_head_dim=T["video_head_dim"],
+        cross_attention_dim=inner,
+        audio_in_channels=T["audio_channels"],
+        audio_out_channels=T["audio_channels"],
+        audio_num_attention_heads=T["audio_heads"],
+        audio_attention_head_dim=T["audio_head_dim"],
+        audio_cross_attention_dim=audio_inner,
+        num_layers=T["depth"],
+        caption_channels=T["text_dim"],
+        rope_type=rope_type,
     ).eval()
 
 
@@ -59,12 +68,20 @@ def run_reference(model, inp, grid, audio_len):
     tt = {k: torch.from_numpy(v) for k, v in inp.items()}
     with torch.no_grad():
         out = model(
-            hidden_states=tt["video"], audio_hidden_states=tt["audio"],
-            encoder_hidden_states=tt["text_video"], audio_encoder_hidden_states=tt["text_audio"],
+            hidden_states=tt["video"],
+            audio_hidden_states=tt["audio"],
+            encoder_hidden_states=tt["text_video"],
+            audio_encoder_hidden_states=tt["text_audio"],
             timestep=torch.from_numpy(inp["t_video"] * np.float32(1000)),  # diffusers takes sigma x 1000
             audio_timestep=torch.from_numpy(inp["t_audio"] * np.float32(1000)),
-            encoder_attention_mask=tt["mask_video"], audio_encoder_attention_mask=tt["mask_audio"],
-            num_frames=grid[0], height=grid[1], width=grid[2], fps=FPS, audio_num_frames=audio_len, return_dict=False,
+            encoder_attention_mask=tt["mask_video"],
+            audio_encoder_attention_mask=tt["mask_audio"],
+            num_frames=grid[0],
+            height=grid[1],
+            width=grid[2],
+            fps=FPS,
+            audio_num_frames=audio_len,
+            return_dict=False,
         )
     return {"video": out[0].numpy(), "audio": out[1].numpy()}
 
@@ -115,11 +132,21 @@ def test_ltx2_parity_and_round_trip(tmp_path, rope_type):
     inp = inputs(7, grid, audio_len)
     inp["t_video"], inp["t_audio"] = inp["t_video"][:, :1] * np.ones_like(inp["t_video"]), inp["t_audio"][:, :1] * np.ones_like(inp["t_audio"])
     want = run_reference(ref, inp, grid, audio_len)
-    named = dict(hidden_states=inp["video"], audio_hidden_states=inp["audio"], encoder_hidden_states=inp["text_video"],
-                 audio_encoder_hidden_states=inp["text_audio"], timestep=inp["t_video"][:, 0] * np.float32(1000),
-                 audio_timestep=inp["t_audio"][:, 0] * np.float32(1000), encoder_attention_mask=inp["mask_video"],
-                 audio_encoder_attention_mask=inp["mask_audio"], num_frames=np.array(grid[0]), height=np.array(grid[1]),
-                 width=np.array(grid[2]), fps=np.array(FPS), audio_num_frames=np.array(audio_len))
+    named = dict(
+        hidden_states=inp["video"],
+        audio_hidden_states=inp["audio"],
+        encoder_hidden_states=inp["text_video"],
+        audio_encoder_hidden_states=inp["text_audio"],
+        timestep=inp["t_video"][:, 0] * np.float32(1000),
+        audio_timestep=inp["t_audio"][:, 0] * np.float32(1000),
+        encoder_attention_mask=inp["mask_video"],
+        audio_encoder_attention_mask=inp["mask_audio"],
+        num_frames=np.array(grid[0]),
+        height=np.array(grid[1]),
+        width=np.array(grid[2]),
+        fps=np.array(FPS),
+        audio_num_frames=np.array(audio_len),
+    )
     np.savez(tmp_path / "in.npz", **named)
     convert_cli(["forward", "--workdir", str(tmp_path / "run"), "--inputs", str(tmp_path / "in.npz"), "--out", str(tmp_path / "out.npz")])
     with np.load(tmp_path / "out.npz") as out:
@@ -167,7 +194,7 @@ def test_full_size_tensor_map():
     for e in entries:
         shape = flat[e.path][1:] if e.layer is not None else flat[e.path]
         if e.linear_in:
-            assert hf[e.hf] == (math.prod(shape[e.linear_in:]), math.prod(shape[:e.linear_in])), e
+            assert hf[e.hf] == (math.prod(shape[e.linear_in :]), math.prod(shape[: e.linear_in])), e
         else:
             assert math.prod(hf[e.hf]) == math.prod(shape), e
     count = sum(math.prod(s) for s in flat.values())

@@ -2,6 +2,7 @@
 shared masked-mean projection and LTX-2.3's per-stream RMS projections; with registers,
 without, both RoPE pair layouts) loaded by `jav.convert.ltx2_text` give diffusers' video
 and audio caption embeddings and mask, for left-padded captions of several lengths."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,19 +17,28 @@ from jav.convert import ltx2_text  # noqa: E402
 C, F, L = 16, 3, 8  # caption channels, stacked hidden states, caption length
 CASES = {
     "ltx2.0, registers, interleaved": dict(rope_type="interleaved"),
-    "ltx2.0, no registers, split": dict(rope_type="split", video_connector_num_learnable_registers=None,
-                                        audio_connector_num_learnable_registers=None),
-    "ltx2.3, per-stream projections": dict(rope_type="split", per_modality_projections=True, video_hidden_dim=24,
-                                           audio_hidden_dim=16, video_connector_num_attention_heads=3, proj_bias=True),
+    "ltx2.0, no registers, split": dict(rope_type="split", video_connector_num_learnable_registers=None, audio_connector_num_learnable_registers=None),
+    "ltx2.3, per-stream projections": dict(
+        rope_type="split", per_modality_projections=True, video_hidden_dim=24, audio_hidden_dim=16, video_connector_num_attention_heads=3, proj_bias=True
+    ),
 }
 
 
 def reference(**options):
     torch.manual_seed(0)
-    kw = dict(caption_channels=C, text_proj_in_factor=F, video_connector_num_attention_heads=2, video_connector_attention_head_dim=8,
-              video_connector_num_layers=2, video_connector_num_learnable_registers=4, audio_connector_num_attention_heads=2,
-              audio_connector_attention_head_dim=8, audio_connector_num_layers=1, audio_connector_num_learnable_registers=4,
-              connector_rope_base_seq_len=32)
+    kw = dict(
+        caption_channels=C,
+        text_proj_in_factor=F,
+        video_connector_num_attention_heads=2,
+        video_connector_attention_head_dim=8,
+        video_connector_num_layers=2,
+        video_connector_num_learnable_registers=4,
+        audio_connector_num_attention_heads=2,
+        audio_connector_attention_head_dim=8,
+        audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=4,
+        connector_rope_base_seq_len=32,
+    )
     model = LTX2TextConnectors(**(kw | options)).eval()
     with torch.no_grad():  # the default init leaves biases at 0 and norm scales at 1: make every parameter count
         for p in model.parameters():
@@ -43,7 +53,7 @@ def test_connectors_match_diffusers(case):
     states = rng.normal(size=(3, L, C, F)).astype(np.float32) * np.array([1.0, 3.0, 0.5], np.float32)
     mask = np.zeros((3, L), np.int64)
     for row, n in enumerate((8, 5, 2)):  # left padding, as Gemma's tokenizer pads
-        mask[row, L - n:] = 1
+        mask[row, L - n :] = 1
     with torch.no_grad():
         want = [x.numpy() for x in ref(torch.from_numpy(states), torch.from_numpy(mask))]
     jav = ltx2_text.connectors_from_tensors({k: v.detach().numpy() for k, v in ref.state_dict().items()}, dict(ref.config))

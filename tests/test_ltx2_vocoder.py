@@ -3,6 +3,7 @@ upsampling stages, three residual blocks each; and with snake activations betwee
 anti-aliasing resamplers) and an `LTX2VocoderWithBWE` (LTX-2.3: a second generator on the
 first's causal log-mel, added to its waveform resampled 16 -> 48 kHz), loaded by
 `jav.convert.ltx2_vocoder`, give diffusers' waveform from the same mel spectrogram."""
+
 import numpy as np
 import pytest
 
@@ -45,8 +46,9 @@ def perturbed(model):
 @pytest.mark.parametrize("act_fn", ["snakebeta", "snake"])
 def test_snake_vocoder_with_antialiasing_matches_diffusers(act_fn):
     torch.manual_seed(0)
-    ref = perturbed(LTX2Vocoder(**SMALL, upsample_kernel_sizes=[11, 4], upsample_factors=[5, 2], act_fn=act_fn, antialias=True,
-                                final_act_fn=None, final_bias=False))
+    ref = perturbed(
+        LTX2Vocoder(**SMALL, upsample_kernel_sizes=[11, 4], upsample_factors=[5, 2], act_fn=act_fn, antialias=True, final_act_fn=None, final_bias=False)
+    )
     mel = np.random.default_rng(0).normal(size=(1, 2, 5, 8)).astype(np.float32)
     with torch.no_grad():
         want = ref(torch.from_numpy(mel)).numpy()
@@ -58,9 +60,20 @@ def test_snake_vocoder_with_antialiasing_matches_diffusers(act_fn):
 
 def test_bandwidth_extension_matches_diffusers():
     torch.manual_seed(0)
-    small = dict(in_channels=16, hidden_channels=32, upsample_kernel_sizes=[11, 4, 4, 4], upsample_factors=[5, 2, 2, 4],
-                 bwe_in_channels=16, bwe_hidden_channels=16, bwe_upsample_kernel_sizes=[12, 4, 4], bwe_upsample_factors=[6, 2, 2],
-                 filter_length=32, hop_length=8, window_length=32, num_mel_channels=8)
+    small = dict(
+        in_channels=16,
+        hidden_channels=32,
+        upsample_kernel_sizes=[11, 4, 4, 4],
+        upsample_factors=[5, 2, 2, 4],
+        bwe_in_channels=16,
+        bwe_hidden_channels=16,
+        bwe_upsample_kernel_sizes=[12, 4, 4],
+        bwe_upsample_factors=[6, 2, 2],
+        filter_length=32,
+        hop_length=8,
+        window_length=32,
+        num_mel_channels=8,
+    )
     ref = perturbed(LTX2VocoderWithBWE(**small))
     with torch.no_grad():  # the STFT bases and mel filters are checkpoint buffers (zeros until loaded): give them values
         n = small["filter_length"]

@@ -1,4 +1,5 @@
 """mp4 with muxed H.264 + AAC: frames survive, and the soundtrack is not late."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Log-mel features and their Griffin-Lim inverse, measured with the bounce world's own metrics."""
+
 import time
 
 import numpy as np

@@ -2,6 +2,7 @@
 read from the compiler's memory analysis of the train step on 8 simulated CPU
 devices (tests/memory_scaling_check.py, in a subprocess: the device count is
 fixed when JAX starts). Compile only, no steps."""
+
 import json
 import os
 import pathlib
@@ -18,8 +19,7 @@ FLAGS = with_devices(8)
 
 def test_parameter_and_optimizer_memory_falls_as_one_over_fsdp():
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), XLA_FLAGS=FLAGS)
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "memory_scaling_check.py")], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "memory_scaling_check.py")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = {int(n): r for n, r in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
     # what the compiler holds per device beyond the batch (the same clip per device at every N) and the key

@@ -6,6 +6,7 @@ on one device); tests/multidevice_train.py runs in a subprocess with 8 devices (
 count is fixed when JAX starts) and resumes its step-2 checkpoint. fsdp=8 over two
 processes is tests/test_multihost.py.
 """
+
 import json
 import os
 import pathlib
@@ -30,10 +31,15 @@ def test_a_one_device_checkpoint_resumes_on_fsdp_and_tensor_with_the_same_losses
     metrics = run / "metrics.jsonl"
     metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= 2))
 
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_DEFAULT_MATMUL_PRECISION="highest",
-               XLA_FLAGS=with_devices(8))
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "multidevice_train.py"), str(run), mesh_reference["data"]],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_DEFAULT_MATMUL_PRECISION="highest", XLA_FLAGS=with_devices(8))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "multidevice_train.py"), str(run), mesh_reference["data"]],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert any("resumed" in m and "step 2" in m for m in out["messages"]), out["messages"]

@@ -6,6 +6,7 @@ tests/multihost_train.py runs the training in the two processes (the device coun
 is fixed when JAX starts); the reference is the session fixture `mesh_reference`
 (tests/mesh_case.py, one device, in this process).
 """
+
 import json
 import os
 import pathlib
@@ -27,16 +28,14 @@ LAUNCH = str(ROOT / "launch" / "local_multiprocess.sh")
 
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAV_", "SLURM_"))}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_DEFAULT_MATMUL_PRECISION="highest",
-               XLA_FLAGS=FAST_COMPILE)
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), JAX_DEFAULT_MATMUL_PRECISION="highest", XLA_FLAGS=FAST_COMPILE)
     env.update(extra)
     return env
 
 
 def _start(cmd, env) -> subprocess.Popen:
     # A session of its own, so that a timeout kills the launcher and every process it started.
-    return subprocess.Popen([str(c) for c in cmd], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return subprocess.Popen([str(c) for c in cmd], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def _finish(proc: subprocess.Popen, timeout: float) -> str:
@@ -60,8 +59,7 @@ def test_two_processes_train_like_one_device_on_disjoint_halves_of_each_batch(me
     two.mkdir()
     # The persistent cache stays on, as for the rest of the suite: only process 0 finds the
     # step in it, and jav.distributed connects the device groups of this fsdp mesh up front.
-    joined = _start([LAUNCH, 2, sys.executable, HELPER, two, mesh_reference["data"]],
-                    _env(JAV_CPU_DEVICES="4", JAX_ENABLE_COMPILATION_CACHE="true"))
+    joined = _start([LAUNCH, 2, sys.executable, HELPER, two, mesh_reference["data"]], _env(JAV_CPU_DEVICES="4", JAX_ENABLE_COMPILATION_CACHE="true"))
     _finish(joined, 480)
     ref, p0, p1 = mesh_reference, _read(two, 0), _read(two, 1)
 
@@ -113,8 +111,10 @@ def test_two_processes_train_like_one_device_on_disjoint_halves_of_each_batch(me
 
 
 def test_launcher_gives_each_process_its_rank_and_stops_all_when_one_fails(tmp_path):
-    script = (f'echo "$JAV_PROCESS_ID $JAV_NUM_PROCESSES $JAV_COORDINATOR_ADDRESS $JAX_PLATFORMS $XLA_FLAGS" > {tmp_path}/env_$JAV_PROCESS_ID; '
-              f'if [ "$JAV_PROCESS_ID" = 1 ]; then sleep 0.5; exit 3; fi; echo $$ > {tmp_path}/pid_$JAV_PROCESS_ID; exec sleep 60')
+    script = (
+        f'echo "$JAV_PROCESS_ID $JAV_NUM_PROCESSES $JAV_COORDINATOR_ADDRESS $JAX_PLATFORMS $XLA_FLAGS" > {tmp_path}/env_$JAV_PROCESS_ID; '
+        f'if [ "$JAV_PROCESS_ID" = 1 ]; then sleep 0.5; exit 3; fi; echo $$ > {tmp_path}/pid_$JAV_PROCESS_ID; exec sleep 60'
+    )
     proc = _start([LAUNCH, 3, "bash", "-c", script], _env(JAV_CPU_DEVICES="2", XLA_FLAGS="--xla_foo"))
     try:
         out, _ = proc.communicate(timeout=30)
@@ -160,27 +160,57 @@ def test_cluster_scripts_run_the_trainer_with_the_config_and_overrides(tmp_path)
     argv = run(ROOT / "launch" / "tpu_vm.sh", "my-v5p-64", "us-east5-a", config, workdir, override)
     assert argv[1:6] == ["compute", "tpus", "tpu-vm", "ssh", "my-v5p-64"] and "--worker=all" in argv
     command = next(a for a in argv if a.startswith("--command="))
-    assert command == ("--command=cd $HOME/jav && .venv/bin/python -m jav.train --config configs/ltx2_19b.py "
-                       "--workdir /shared/runs/a\\ b --config.data.dir=/shared/data")
+    assert command == (
+        "--command=cd $HOME/jav && .venv/bin/python -m jav.train --config configs/ltx2_19b.py --workdir /shared/runs/a\\ b --config.data.dir=/shared/data"
+    )
 
-    argv = run(ROOT / "launch" / "gke_xpk.sh", "cluster", "run1", "v5p-128", config, workdir, override,
-               DOCKER_IMAGE="gcr.io/p/jav:1", XPK_STORAGE="shared", NUM_SLICES="2")
+    argv = run(
+        ROOT / "launch" / "gke_xpk.sh",
+        "cluster",
+        "run1",
+        "v5p-128",
+        config,
+        workdir,
+        override,
+        DOCKER_IMAGE="gcr.io/p/jav:1",
+        XPK_STORAGE="shared",
+        NUM_SLICES="2",
+    )
     assert argv[1:3] == ["workload", "create"]
     flags = dict(zip(argv[3::2], argv[4::2]))
-    assert flags == {"--cluster": "cluster", "--workload": "run1", "--tpu-type": "v5p-128", "--num-slices": "2",
-                     "--docker-image": "gcr.io/p/jav:1", "--storage": "shared",
-                     "--command": "python3 -m jav.train --config configs/ltx2_19b.py --workdir /shared/runs/a\\ b --config.data.dir=/shared/data"}
+    assert flags == {
+        "--cluster": "cluster",
+        "--workload": "run1",
+        "--tpu-type": "v5p-128",
+        "--num-slices": "2",
+        "--docker-image": "gcr.io/p/jav:1",
+        "--storage": "shared",
+        "--command": "python3 -m jav.train --config configs/ltx2_19b.py --workdir /shared/runs/a\\ b --config.data.dir=/shared/data",
+    }
 
     sbatch = ROOT / "launch" / "slurm_gpu.sbatch"
     argv = run(sbatch, config, workdir, override)
-    assert argv == ["JAV_LOCAL_DEVICE_IDS=", "--kill-on-bad-exit=1", ".venv/bin/python", "-m", "jav.train",
-                    "--config", config, "--workdir", workdir, override]
+    assert argv == ["JAV_LOCAL_DEVICE_IDS=", "--kill-on-bad-exit=1", ".venv/bin/python", "-m", "jav.train", "--config", config, "--workdir", workdir, override]
     argv = run(sbatch, config, workdir, override, SLURM_NTASKS_PER_NODE="1", SLURM_GPUS_ON_NODE="4")
     assert argv[0] == "JAV_LOCAL_DEVICE_IDS=0,1,2,3"
     argv = run(sbatch, config, workdir, override, JAV_IMAGE="registry/jav:cuda12", JAV_MOUNTS="/shared:/shared")
-    assert argv[1:] == ["--kill-on-bad-exit=1", "--container-image", "registry/jav:cuda12", "--container-workdir", "/opt/jav",
-                        "--container-mounts", "/shared:/shared", "python", "-m", "jav.train",
-                        "--config", config, "--workdir", workdir, override]
+    assert argv[1:] == [
+        "--kill-on-bad-exit=1",
+        "--container-image",
+        "registry/jav:cuda12",
+        "--container-workdir",
+        "/opt/jav",
+        "--container-mounts",
+        "/shared:/shared",
+        "python",
+        "-m",
+        "jav.train",
+        "--config",
+        config,
+        "--workdir",
+        workdir,
+        override,
+    ]
 
 
 @pytest.mark.parametrize("script", ["local_multiprocess.sh", "tpu_vm.sh", "gke_xpk.sh", "slurm_gpu.sbatch"])
@@ -196,12 +226,17 @@ def test_one_process_without_variables_joins_nothing():
 
 
 def test_jav_variables_give_every_argument():
-    env = {"JAV_COORDINATOR_ADDRESS": "127.0.0.1:1234", "JAV_NUM_PROCESSES": "2", "JAV_PROCESS_ID": "1",
-           "JAV_LOCAL_DEVICE_IDS": "0,1", "SLURM_JOB_ID": "7"}
+    env = {"JAV_COORDINATOR_ADDRESS": "127.0.0.1:1234", "JAV_NUM_PROCESSES": "2", "JAV_PROCESS_ID": "1", "JAV_LOCAL_DEVICE_IDS": "0,1", "SLURM_JOB_ID": "7"}
     plan = distributed.plan(env)
     assert plan.source == "jav" and plan.num_processes == 2
-    assert plan.kwargs == dict(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=1, local_device_ids=[0, 1],
-                               cluster_detection_method="deactivate", coordinator_bind_address="127.0.0.1:1234")
+    assert plan.kwargs == dict(
+        coordinator_address="127.0.0.1:1234",
+        num_processes=2,
+        process_id=1,
+        local_device_ids=[0, 1],
+        cluster_detection_method="deactivate",
+        coordinator_bind_address="127.0.0.1:1234",
+    )
     assert "coordinator_bind_address" not in distributed.plan(dict(env, JAV_COORDINATOR_ADDRESS="10.0.0.1:1234")).kwargs
     with pytest.raises(RuntimeError, match="unset JAV_COORDINATOR_ADDRESS"):
         distributed.require_single_process("python -m jav.sample", env)
@@ -216,15 +251,18 @@ def test_slurm_tasks_use_jax_detection():
         distributed.require_single_process("python -m jav.evaluate", env)
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"JAV_PROCESS_ID": "1"}, "JAV_PROCESS_ID is set but JAV_COORDINATOR_ADDRESS, JAV_NUM_PROCESSES are not"),
-    ({"JAV_COORDINATOR_ADDRESS": "h:1", "JAV_NUM_PROCESSES": "2"}, "JAV_COORDINATOR_ADDRESS, JAV_NUM_PROCESSES are set but JAV_PROCESS_ID is not"),
-    ({"JAV_COORDINATOR_ADDRESS": "h", "JAV_NUM_PROCESSES": "2", "JAV_PROCESS_ID": "0"}, "JAV_COORDINATOR_ADDRESS='h' must be host:port"),
-    ({"JAV_COORDINATOR_ADDRESS": "h:1", "JAV_NUM_PROCESSES": "two", "JAV_PROCESS_ID": "0"}, "JAV_NUM_PROCESSES='two' is not an integer"),
-    ({"JAV_COORDINATOR_ADDRESS": "h:1", "JAV_NUM_PROCESSES": "2", "JAV_PROCESS_ID": "2"}, r"JAV_PROCESS_ID=2 must be in \[0, JAV_NUM_PROCESSES=2\)"),
-    ({"JAV_COORDINATOR_ADDRESS": "h:1", "JAV_NUM_PROCESSES": "2", "JAV_PROCESS_ID": "0", "JAV_LOCAL_DEVICE_IDS": "0;1"}, "comma-separated"),
-    ({"JAV_LOCAL_DEVICE_IDS": "0"}, "JAV_LOCAL_DEVICE_IDS is set but this is not a multi-process run"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"JAV_PROCESS_ID": "1"}, "JAV_PROCESS_ID is set but JAV_COORDINATOR_ADDRESS, JAV_NUM_PROCESSES are not"),
+        ({"JAV_COORDINATOR_ADDRESS": "h:1", "JAV_NUM_PROCESSES": "2"}, "JAV_COORDINATOR_ADDRESS, JAV_NUM_PROCESSES are set but JAV_PROCESS_ID is not"),
+        ({"JAV_COORDINATOR_ADDRESS": "h", "JAV_NUM_PROCESSES": "2", "JAV_PROCESS_ID": "0"}, "JAV_COORDINATOR_ADDRESS='h' must be host:port"),
+        ({"JAV_COORDINATOR_ADDRESS": "h:1", "JAV_NUM_PROCESSES": "two", "JAV_PROCESS_ID": "0"}, "JAV_NUM_PROCESSES='two' is not an integer"),
+        ({"JAV_COORDINATOR_ADDRESS": "h:1", "JAV_NUM_PROCESSES": "2", "JAV_PROCESS_ID": "2"}, r"JAV_PROCESS_ID=2 must be in \[0, JAV_NUM_PROCESSES=2\)"),
+        ({"JAV_COORDINATOR_ADDRESS": "h:1", "JAV_NUM_PROCESSES": "2", "JAV_PROCESS_ID": "0", "JAV_LOCAL_DEVICE_IDS": "0;1"}, "comma-separated"),
+        ({"JAV_LOCAL_DEVICE_IDS": "0"}, "JAV_LOCAL_DEVICE_IDS is set but this is not a multi-process run"),
+    ],
+)
 def test_half_set_variables_name_the_missing_one(env, message):
     with pytest.raises(ValueError, match=message):
         distributed.plan(env)

@@ -8,6 +8,7 @@ It runs the benchmark's command in a subprocess with XLA's default (optimised)
 CPU code generation: the one test that runs hundreds of steps of one program,
 where the suite's unoptimised setting (tests/conftest.py) would double its time.
 """
+
 import json
 import os
 import pathlib
@@ -26,9 +27,28 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def test_one_batch_is_memorised(tmp_path):
     flags = default_codegen(os.environ.get("XLA_FLAGS", ""))
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", JAX_DEFAULT_MATMUL_PRECISION="highest", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "benchmarks.overfit", "--config", "configs/test.py", "--steps", "200",
-                             "--clips", "2", "--sample-steps", "16", "--out", str(tmp_path)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.overfit",
+            "--config",
+            "configs/test.py",
+            "--steps",
+            "200",
+            "--clips",
+            "2",
+            "--sample-steps",
+            "16",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["steps"] == 200 and s["loss_drop"] >= 0.9, s["loss_curve"]

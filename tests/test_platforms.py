@@ -1,4 +1,5 @@
 """jav.platforms: CPU commands stay quiet where libtpu is installed without TPU chips."""
+
 from jav.platforms import quiet_platforms
 
 
@@ -37,8 +38,14 @@ def test_every_command_package_quiets_the_platforms_before_it_imports_jax():
     env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
     code = "import os, sys; import {}; print(os.environ.get('JAX_PLATFORMS'))"
     for package in ("jav", "benchmarks", "data_pipelines"):
-        out = subprocess.run([sys.executable, "-c", code.format(package)], env=env, capture_output=True, text=True, timeout=120,
-                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(package)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         expected = quiet_platforms(dict(env))  # what this machine's jav would set: "cpu" here, None on a TPU or GPU host
         assert out.stdout.strip() == str(expected), (package, out.stdout)

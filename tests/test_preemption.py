@@ -4,6 +4,7 @@ restarted on the same workdir, ends with the losses of an uninterrupted run.
 The interrupted runs are `python -m jav.train` subprocesses; the signals land
 wherever the run happens to be (between steps, during an async save).
 """
+
 import json
 import os
 import pathlib
@@ -38,8 +39,7 @@ def logged_losses(workdir: pathlib.Path) -> dict:
 
 
 def overrides(shards):
-    return [f"--config.data.dir={shards}", f"--config.train.steps={STEPS}", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=4"]
+    return [f"--config.data.dir={shards}", f"--config.train.steps={STEPS}", "--config.train.log_every=1", "--config.train.checkpoint_every=4"]
 
 
 def start(workdir, shards):

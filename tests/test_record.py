@@ -1,4 +1,5 @@
 """Records and shards: bit-exact round trips, and one clear RecordError per kind of damage."""
+
 import json
 import os
 import struct
@@ -12,11 +13,16 @@ from jav.data.record import RecordError, decode_record, encode_record
 
 def make_record(i=0, video_dtype=np.uint8, with_text=True, video_shape=(4, 8, 8, 3)):
     rng = np.random.default_rng(i)
-    video = (rng.integers(0, 256, video_shape).astype(np.uint8) if video_dtype == np.uint8
-             else rng.standard_normal(video_shape).astype(video_dtype))
-    rec = {"video": video, "audio": rng.standard_normal((10, 6)).astype(np.float32),
-           "caption": f"a red ball bouncing on a dark background {i}", "fps": 8.0, "sample_rate": 16000,
-           "duration": 0.5, "metadata": {"seed": i, "discs": [{"colour": "red", "centres": [[1.5, 2.25]]}]}}
+    video = rng.integers(0, 256, video_shape).astype(np.uint8) if video_dtype == np.uint8 else rng.standard_normal(video_shape).astype(video_dtype)
+    rec = {
+        "video": video,
+        "audio": rng.standard_normal((10, 6)).astype(np.float32),
+        "caption": f"a red ball bouncing on a dark background {i}",
+        "fps": 8.0,
+        "sample_rate": 16000,
+        "duration": 0.5,
+        "metadata": {"seed": i, "discs": [{"colour": "red", "centres": [[1.5, 2.25]]}]},
+    }
     if with_text:
         rec["text_emb"] = rng.standard_normal((5, 7)).astype(np.float32)
         rec["text_mask"] = np.arange(5) < 3
@@ -45,6 +51,7 @@ def test_round_trip_is_bit_exact_and_deterministic(video_dtype, with_text):
 
 def test_bfloat16_latents_round_trip():
     import ml_dtypes
+
     rec = make_record(1, np.float32, False)
     rec["video"] = rec["video"].astype(ml_dtypes.bfloat16)
     assert_same(rec, decode_record(encode_record(**rec)))
@@ -53,8 +60,7 @@ def test_bfloat16_latents_round_trip():
 def test_wrong_version_names_source_and_fix():
     data = bytearray(encode_record(**make_record()))
     struct.pack_into("<I", data, 4, 2)
-    with pytest.raises(RecordError,
-                       match=r"shard-7\.array_record\[3\]: record format version 2.*reads version 1.*rewrite"):
+    with pytest.raises(RecordError, match=r"shard-7\.array_record\[3\]: record format version 2.*reads version 1.*rewrite"):
         decode_record(bytes(data), source="shard-7.array_record[3]")
 
 

@@ -1,6 +1,7 @@
 """Remat policies by name: each computes the same loss and gradients as `none`,
 `full` keeps less activation memory than `none`, and an unknown name is an
 error that names `model.remat` and the choices."""
+
 import functools
 
 import jax
@@ -27,11 +28,15 @@ def tiny(policy):
 
 def inputs():
     rng = np.random.default_rng(0)
-    x = {"video": patch.patchify_video(jnp.asarray(rng.normal(size=(B, T, S, S, 3)), jnp.float32), (1, 4, 4)),
-         "audio": patch.patchify_audio(jnp.asarray(rng.normal(size=(B, TA, 64)), jnp.float32), 4)}
+    x = {
+        "video": patch.patchify_video(jnp.asarray(rng.normal(size=(B, T, S, S, 3)), jnp.float32), (1, 4, 4)),
+        "audio": patch.patchify_audio(jnp.asarray(rng.normal(size=(B, TA, 64)), jnp.float32), 4),
+    }
     t = {m: jnp.asarray(rng.uniform(0.1, 1.0, size=x[m].shape[:2]), jnp.float32) for m in x}
-    pos = {"video": patch.video_positions(patch.uniform_frame_times(T, 8), (S, S), (1, 4, 4)),
-           "audio": patch.audio_positions(patch.uniform_frame_times(TA, 100), 4)}
+    pos = {
+        "video": patch.video_positions(patch.uniform_frame_times(T, 8), (S, S), (1, 4, 4)),
+        "audio": patch.audio_positions(patch.uniform_frame_times(TA, 100), 4),
+    }
     text = jnp.asarray(rng.normal(size=(B, 6, 16)), jnp.float32)
     return x, t, pos, text, jnp.ones((B, 6), bool)
 

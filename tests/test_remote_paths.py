@@ -4,6 +4,7 @@ into gs://test-bucket/samples, on an emulated bucket that never reaches the netw
 
 The bucket is tests/gcs_emulation.py's (conftest's `gcs_bucket` fixture).
 """
+
 import json
 import os
 
@@ -39,7 +40,10 @@ def test_train_resume_and_load_a_run_on_gcs(shards, gcs_bucket, tmp_path):
     # the same 8 clips written to the bucket (the `shards` fixture's command), read from there
     synthetic.main(["--out", DATA, "--num", "8", "--records-per-shard", "4"])
     assert sorted(p.name for p in (gcs_bucket / "test-bucket" / "data").iterdir()) == [
-        "manifest.json", "records-00000.array_record", "records-00001.array_record"]
+        "manifest.json",
+        "records-00000.array_record",
+        "records-00001.array_record",
+    ]
     train(config(DATA, 2), WORKDIR, log=lambda _: None)
     run = gcs_bucket / "test-bucket" / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2"]

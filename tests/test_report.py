@@ -3,6 +3,7 @@
 No model is needed: bounce-world clips written the way `jav.evaluate` writes its
 samples stand in for a run's output.
 """
+
 import html.parser
 import json
 import os
@@ -27,12 +28,30 @@ def fake_evaluation(out: pathlib.Path, workdir: pathlib.Path, cfg, step: int, st
         audio = clips[(i + step) % num].audio  # a later "checkpoint" hears another clip: metrics that differ
         m = clip_metrics(clip.frames, audio, clip.caption, world)
         results.append(m)
-        info = dict(task=task, prompt=clip.caption, workdir=str(workdir), checkpoint_step=step, seed=i, steps=steps,
-                    caption_seed=1_000_000 + i, guidance=dict(text_video=3.0, text_audio=1.0, modality=1.0), metrics=m)
+        info = dict(
+            task=task,
+            prompt=clip.caption,
+            workdir=str(workdir),
+            checkpoint_step=step,
+            seed=i,
+            steps=steps,
+            caption_seed=1_000_000 + i,
+            guidance=dict(text_video=3.0, text_audio=1.0, modality=1.0),
+            metrics=m,
+        )
         write_sample(out / task, i, clip.frames, audio, cfg, info)
-    summary = dict(task=task, workdir=str(workdir), checkpoint_step=step, num=num, caption_seed=1_000_000, steps=steps,
-                   guidance=dict(text_video=3.0, text_audio=1.0, modality=1.0), metrics=aggregate(results),
-                   reference_metrics=aggregate(results), unrelated_metrics=aggregate(results))
+    summary = dict(
+        task=task,
+        workdir=str(workdir),
+        checkpoint_step=step,
+        num=num,
+        caption_seed=1_000_000,
+        steps=steps,
+        guidance=dict(text_video=3.0, text_audio=1.0, modality=1.0),
+        metrics=aggregate(results),
+        reference_metrics=aggregate(results),
+        unrelated_metrics=aggregate(results),
+    )
     (out / task / "summary.json").write_text(json.dumps(summary))
 
 
@@ -74,8 +93,7 @@ def test_the_page_names_every_clip_plot_and_real_clip(page):
     assert sum(v.startswith("media/real/") for v in set(found.videos)) == 2
     plots = {pathlib.Path(i).name for i in found.images if i.startswith("plots/")}
     # the loss curve; each of the four metrics against the step (steps 10, 31) and against NFE (16 and 32 at step 31)
-    assert plots == {"loss.png"} | {f"{m}_vs_{x}.png" for m in ("colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1")
-                                    for x in ("step", "nfe")}
+    assert plots == {"loss.png"} | {f"{m}_vs_{x}.png" for m in ("colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1") for x in ("step", "nfe")}
     for src in found.videos + found.images:
         assert (page.parent / src).is_file(), src
     summary = json.loads((page.parent.parent / "nfe" / "t2va" / "summary.json").read_text())

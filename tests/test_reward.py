@@ -5,6 +5,7 @@ their modality, no gradient into the reference or a reward model, and a tiny run
 policy, only reads the reward model's run, and resumes to the uninterrupted run's
 metrics. No gradient reaches a reward model by construction: the rewards become
 advantages before the differentiated objective."""
+
 import json
 import os
 import signal
@@ -46,8 +47,10 @@ def test_group_advantages_and_the_clipped_surrogate():
 
 def toy_fn(theta):
     """A toy denoiser: v[m] = a_m x[m] + b_m t[m]."""
+
     def fn(x, t, text, text_mask, cross_modal):
         return {m: theta[m][0] * x[m] + theta[m][1] * t[m][..., None] for m in x}
+
     return fn
 
 
@@ -102,10 +105,24 @@ def test_the_grpo_gradient_equals_a_numpy_reference_on_a_toy_policy():
     start, window, kl_weight = 1, 2, 0.5
 
     def jax_loss(th):
-        return window_objective(toy_fn(th), toy_fn(jax.tree.map(jnp.asarray, ref)), jax.tree.map(jnp.asarray, trajectory), clean,
-                                jnp.asarray(levels, jnp.float32), jnp.asarray(start), jax.tree.map(jnp.asarray, advantages),
-                                jnp.zeros((4, 1, 1)), jnp.zeros((4, 1, 1)), jnp.ones((4, 1), bool), num_steps=STEPS, window=window,
-                                mu=MU, guidance=NO_GUIDANCE, clip=0.2, kl_weight=kl_weight)[0]
+        return window_objective(
+            toy_fn(th),
+            toy_fn(jax.tree.map(jnp.asarray, ref)),
+            jax.tree.map(jnp.asarray, trajectory),
+            clean,
+            jnp.asarray(levels, jnp.float32),
+            jnp.asarray(start),
+            jax.tree.map(jnp.asarray, advantages),
+            jnp.zeros((4, 1, 1)),
+            jnp.zeros((4, 1, 1)),
+            jnp.ones((4, 1), bool),
+            num_steps=STEPS,
+            window=window,
+            mu=MU,
+            guidance=NO_GUIDANCE,
+            clip=0.2,
+            kl_weight=kl_weight,
+        )[0]
 
     got = jax.grad(jax_loss)(jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), theta))
     value, old = numpy_objective(theta, ref, trajectory, clean, levels, advantages, start, window, kl_weight)
@@ -116,8 +133,10 @@ def test_the_grpo_gradient_equals_a_numpy_reference_on_a_toy_policy():
             up, down = {q: v.copy() for q, v in theta.items()}, {q: v.copy() for q, v in theta.items()}
             up[m][k] += h
             down[m][k] -= h
-            numeric = (numpy_objective(up, ref, trajectory, clean, levels, advantages, start, window, kl_weight, old)[0]
-                       - numpy_objective(down, ref, trajectory, clean, levels, advantages, start, window, kl_weight, old)[0]) / (2 * h)
+            numeric = (
+                numpy_objective(up, ref, trajectory, clean, levels, advantages, start, window, kl_weight, old)[0]
+                - numpy_objective(down, ref, trajectory, clean, levels, advantages, start, window, kl_weight, old)[0]
+            ) / (2 * h)
             np.testing.assert_allclose(float(got[m][k]), numeric, rtol=2e-3, atol=1e-5)
 
 
@@ -127,9 +146,24 @@ def test_an_advantage_reaches_only_its_modality():
     theta = {"video": jnp.array([0.3, -0.2]), "audio": jnp.array([-0.4, 0.6])}
 
     def loss(th):
-        return window_objective(toy_fn(th), toy_fn(th), jax.tree.map(jnp.asarray, trajectory), clean, jnp.asarray(levels, jnp.float32),
-                                jnp.asarray(1), jax.tree.map(jnp.asarray, advantages), jnp.zeros((4, 1, 1)), jnp.zeros((4, 1, 1)),
-                                jnp.ones((4, 1), bool), num_steps=STEPS, window=2, mu=MU, guidance=NO_GUIDANCE, clip=0.2, kl_weight=1.0)[0]
+        return window_objective(
+            toy_fn(th),
+            toy_fn(th),
+            jax.tree.map(jnp.asarray, trajectory),
+            clean,
+            jnp.asarray(levels, jnp.float32),
+            jnp.asarray(1),
+            jax.tree.map(jnp.asarray, advantages),
+            jnp.zeros((4, 1, 1)),
+            jnp.zeros((4, 1, 1)),
+            jnp.ones((4, 1), bool),
+            num_steps=STEPS,
+            window=2,
+            mu=MU,
+            guidance=NO_GUIDANCE,
+            clip=0.2,
+            kl_weight=1.0,
+        )[0]
 
     g = jax.grad(loss)(theta)
     assert float(jnp.abs(g["audio"]).max()) == 0.0
@@ -142,9 +176,24 @@ def test_no_gradient_reaches_the_reference():
     ref = {"video": jnp.array([0.1, 0.1]), "audio": jnp.array([-0.2, 0.3])}
 
     def loss(th, rf):
-        return window_objective(toy_fn(th), toy_fn(rf), jax.tree.map(jnp.asarray, trajectory), clean, jnp.asarray(levels, jnp.float32),
-                                jnp.asarray(1), jax.tree.map(jnp.asarray, advantages), jnp.zeros((4, 1, 1)), jnp.zeros((4, 1, 1)),
-                                jnp.ones((4, 1), bool), num_steps=STEPS, window=2, mu=MU, guidance=NO_GUIDANCE, clip=0.2, kl_weight=1.0)[0]
+        return window_objective(
+            toy_fn(th),
+            toy_fn(rf),
+            jax.tree.map(jnp.asarray, trajectory),
+            clean,
+            jnp.asarray(levels, jnp.float32),
+            jnp.asarray(1),
+            jax.tree.map(jnp.asarray, advantages),
+            jnp.zeros((4, 1, 1)),
+            jnp.zeros((4, 1, 1)),
+            jnp.ones((4, 1), bool),
+            num_steps=STEPS,
+            window=2,
+            mu=MU,
+            guidance=NO_GUIDANCE,
+            clip=0.2,
+            kl_weight=1.0,
+        )[0]
 
     g_policy, g_ref = jax.grad(loss, argnums=(0, 1))(theta, ref)
     assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g_ref))
@@ -193,8 +242,7 @@ def test_a_reward_run_resumes_to_the_uninterrupted_runs_metrics(runs, tmp_path):
     assert step == 2 and cfg_loaded.phase == "reward"
     # the policy moved from its start; the reward model's run was only read
     _, start, _ = load_run(runs[0])
-    assert any(not np.array_equal(np.asarray(x), np.asarray(y))
-               for x, y in zip(jax.tree.leaves(nnx.state(tuned)), jax.tree.leaves(nnx.state(start))))
+    assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(nnx.state(tuned)), jax.tree.leaves(nnx.state(start))))
     assert sorted(p.name for p in (runs[1] / "checkpoints").iterdir()) == ["2"]
 
 

@@ -1,4 +1,5 @@
 """MM-RoPE: NumPy reference, relative-position invariance, shared temporal phase."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
 """`python -m jav.sample` and `python -m jav.evaluate` on a run trained for two steps."""
+
 import json
 import pathlib
 
@@ -41,8 +42,8 @@ def event_values(workdir) -> dict:
     for path in (workdir / "tensorboard").glob("events.*"):
         data, at = path.read_bytes(), 0
         while at < len(data):  # TFRecord: length (u64), its crc (u32), the record, its crc (u32)
-            (length,) = struct.unpack("<Q", data[at:at + 8])
-            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
             at += 16 + length
             for value in event.summary.value:
                 found.setdefault(value.tag, set()).add(value.WhichOneof("value"))
@@ -79,8 +80,23 @@ def test_sample_writes_muxed_mp4_wav_and_settings(run_dir, tmp_path, capsys):
     image[8:16, 4:12] = (230, 50, 50)
     media.write_png(tmp_path / "first.png", image)
     out = tmp_path / "out"
-    paths = sample.main(["--workdir", str(run_dir), "--out", str(out), "--steps", "2", "--seed", "3", "--profile", str(tmp_path / "trace"),
-                         "--image", str(tmp_path / "first.png")] + sum((["--prompt", p] for p in PROMPTS), []))
+    paths = sample.main(
+        [
+            "--workdir",
+            str(run_dir),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--seed",
+            "3",
+            "--profile",
+            str(tmp_path / "trace"),
+            "--image",
+            str(tmp_path / "first.png"),
+        ]
+        + sum((["--prompt", p] for p in PROMPTS), [])
+    )
     assert [p.name for p in paths] == ["000.mp4", "001.mp4"]
     jax.effects_barrier()
     captured = capsys.readouterr()
@@ -194,8 +210,7 @@ def test_evaluate_conditional_tasks_keep_the_given_modality(run_dir, tmp_path):
     cfg = test_config.get_config()
     world = evaluate.world_params(cfg)
     out = tmp_path / "eval"
-    s = evaluate.main(["--workdir", str(run_dir), "--num", "3", "--steps", "2", "--out", str(out), "--batch", "2",
-                       "--task", "i2va,v2a,a2v"])
+    s = evaluate.main(["--workdir", str(run_dir), "--num", "3", "--steps", "2", "--out", str(out), "--batch", "2", "--task", "i2va,v2a,a2v"])
     assert list(s) == ["i2va", "v2a", "a2v"]
     clips = [generate_clip(evaluate.HELD_OUT_SEED + i, world) for i in range(3)]
     for i, clip in enumerate(clips):
@@ -220,14 +235,31 @@ def test_sampling_settings_are_the_runs_config_keys(run_dir, tmp_path):
     from jav import cli, evaluate
 
     out = tmp_path / "eval"
-    s = evaluate.main(["--workdir", str(run_dir), "--num", "1", "--out", str(out), "--batch", "1", "--config.sample.steps=3",
-                       "--config.sample.modality", "1.5", "--config.sample.sampler=sde", "--config.sample.noise_level=0.5"])["t2va"]
+    s = evaluate.main(
+        [
+            "--workdir",
+            str(run_dir),
+            "--num",
+            "1",
+            "--out",
+            str(out),
+            "--batch",
+            "1",
+            "--config.sample.steps=3",
+            "--config.sample.modality",
+            "1.5",
+            "--config.sample.sampler=sde",
+            "--config.sample.noise_level=0.5",
+        ]
+    )["t2va"]
     info = json.loads((out / "t2va" / "000.json").read_text())
     assert (s["steps"], info["steps"], s["sampler"], info["sampler"], s["noise_level"]) == (3, 3, "sde", "sde", 0.5)
     assert s["guidance"]["modality"] == 1.5
-    for flag, message in (("--config.sample.stpes=2", "has no key 'sample.stpes'; did you mean sample.steps"),
-                          ("--config.sample.steps=two", "--config.sample.steps='two': write a number"),
-                          ("--config.sample=2", "is a group")):
+    for flag, message in (
+        ("--config.sample.stpes=2", "has no key 'sample.stpes'; did you mean sample.steps"),
+        ("--config.sample.steps=two", "--config.sample.steps='two': write a number"),
+        ("--config.sample=2", "is a group"),
+    ):
         with pytest.raises(SystemExit, match=message):
             cli.run_main("jav.evaluate", evaluate.main, ["--workdir", str(run_dir), "--num", "1", "--out", str(out), flag])
 
@@ -262,8 +294,9 @@ def test_v2a_from_an_mp4_keeps_its_frames_and_generates_their_soundtrack(run_dir
     assert cond["video"].shape == (2,) + TokenLayout.from_config(cfg).video_shape
     np.testing.assert_allclose(cond["video"][1], frames_to_model(frames[:16]), atol=1e-6)
 
-    (path,) = sample.main(["--workdir", str(run_dir), "--out", str(tmp_path / "out"), "--prompt", clip.caption,
-                           "--video", str(tmp_path / "in.mp4"), "--steps", "2"])
+    (path,) = sample.main(
+        ["--workdir", str(run_dir), "--out", str(tmp_path / "out"), "--prompt", clip.caption, "--video", str(tmp_path / "in.mp4"), "--steps", "2"]
+    )
     out_frames, _, wave, _ = media.read_mp4(path)
     assert np.abs(out_frames.astype(float) - frames[:16]).mean() < 3.0  # the given video, through H.264 twice
     assert wave is not None and json.loads(path.with_suffix(".json").read_text())["video"] == str(tmp_path / "in.mp4")
@@ -285,9 +318,12 @@ def test_a_prompt_file_mixes_tasks_row_by_row(run_dir, tmp_path, capsys):
     for i, clip in enumerate(clips):
         media.write_mp4(tmp_path / f"v{i}.mp4", clip.frames, 8.0)
     media.write_wav(tmp_path / "a.wav", clips[0].audio, 16000)
-    rows = [{"prompt": clips[0].caption, "video": str(tmp_path / "v0.mp4")}, {"prompt": PROMPTS[0]},
-            {"prompt": clips[1].caption, "video": str(tmp_path / "v1.mp4"), "task": "v2a"},
-            {"prompt": clips[0].caption, "audio": str(tmp_path / "a.wav")}]
+    rows = [
+        {"prompt": clips[0].caption, "video": str(tmp_path / "v0.mp4")},
+        {"prompt": PROMPTS[0]},
+        {"prompt": clips[1].caption, "video": str(tmp_path / "v1.mp4"), "task": "v2a"},
+        {"prompt": clips[0].caption, "audio": str(tmp_path / "a.wav")},
+    ]
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "out"
     # batches of 1 at 2 steps: the sampler the V2A test above compiled
@@ -374,13 +410,45 @@ def test_sampling_on_a_mesh_of_two_processes_gives_the_clips_of_one_device(run_d
     from jav import sample
 
     root = pathlib.Path(__file__).resolve().parent.parent
-    args = ["--workdir", str(run_dir), "--steps", "2", "--seed", "7", "--batch", "4", "--cfg-video", "2",
-            "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--prompt", "a green ball bouncing on an olive background"]
+    args = [
+        "--workdir",
+        str(run_dir),
+        "--steps",
+        "2",
+        "--seed",
+        "7",
+        "--batch",
+        "4",
+        "--cfg-video",
+        "2",
+        "--prompt",
+        PROMPTS[0],
+        "--prompt",
+        PROMPTS[1],
+        "--prompt",
+        "a green ball bouncing on an olive background",
+    ]
     sample.main(args + ["--out", str(tmp_path / "one")])
     env = dict(os.environ, PYTHONPATH=str(root), JAV_CPU_DEVICES="4", JAX_ENABLE_COMPILATION_CACHE="true")
-    proc = subprocess.run([str(root / "launch" / "local_multiprocess.sh"), "2", sys.executable, "-m", "jav.sample", *args,
-                           "--out", str(tmp_path / "mesh"), "--mesh", "data=2,fsdp=2,tensor=2"],
-                          env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(root / "launch" / "local_multiprocess.sh"),
+            "2",
+            sys.executable,
+            "-m",
+            "jav.sample",
+            *args,
+            "--out",
+            str(tmp_path / "mesh"),
+            "--mesh",
+            "data=2,fsdp=2,tensor=2",
+        ],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "on mesh {'data': 2, 'fsdp': 2, 'context': 1, 'tensor': 2}, 2 processes" in proc.stdout
     writers = sorted(line.split("(process ")[1].rstrip(")") for line in proc.stdout.splitlines() if line.startswith("wrote "))
@@ -388,8 +456,7 @@ def test_sampling_on_a_mesh_of_two_processes_gives_the_clips_of_one_device(run_d
     for i in range(3):
         one, mesh = (media.read_mp4(tmp_path / d / f"{i:03d}.mp4") for d in ("one", "mesh"))
         assert np.abs(one[0].astype(int) - mesh[0].astype(int)).mean() < 0.5  # frames, up to H.264 and rounding
-        np.testing.assert_allclose(media.read_wav(tmp_path / "mesh" / f"{i:03d}.wav")[0],
-                                   media.read_wav(tmp_path / "one" / f"{i:03d}.wav")[0], atol=2e-3)
+        np.testing.assert_allclose(media.read_wav(tmp_path / "mesh" / f"{i:03d}.wav")[0], media.read_wav(tmp_path / "one" / f"{i:03d}.wav")[0], atol=2e-3)
         assert json.loads((tmp_path / "mesh" / f"{i:03d}.json").read_text())["seed"] == 7 + i
     with pytest.raises(ValueError, match="write axis sizes as"):
         sample.mesh_of("data:8")

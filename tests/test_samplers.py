@@ -5,6 +5,7 @@ V = (1 - t)^2 s_d^2 + t^2, the exact velocity E[eps - x0 | x_t] is
 (t - (1 - t) s_d^2) (x_t - (1 - t) mu_d) / V - mu_d, and the probability-flow ODE maps
 noise z at t = 1 to mu_d + s_d z at t = 0.
 """
+
 import functools
 
 import jax
@@ -59,10 +60,7 @@ def np_guided(x, t, text, text_mask, g: Guidance):
     v_c = toy_cond(np, x, t, text, text_mask, on)
     v_u = toy_cond(np, x, t, text, np.zeros_like(text_mask), on)
     v_n = toy_cond(np, x, t, text, text_mask, ~on)
-    return {
-        m: v_c[m] + (g.text_scale(m) - 1) * (v_c[m] - v_u[m]) + (g.modality - 1) * (v_c[m] - v_n[m])
-        for m in x
-    }
+    return {m: v_c[m] + (g.text_scale(m) - 1) * (v_c[m] - v_u[m]) + (g.modality - 1) * (v_c[m] - v_n[m]) for m in x}
 
 
 def np_euler(vel, x, sig, clean=None, x_clean=None):
@@ -199,7 +197,10 @@ def test_euler_determinism_with_shape_inputs():
 SB, SN, STEPS, SMU = 8, 128, 32, 0.5
 _sde = jax.jit(
     functools.partial(
-        samplers.sde_sample, gauss_denoise, num_steps=STEPS, mu={"video": SMU, "audio": SMU},
+        samplers.sde_sample,
+        gauss_denoise,
+        num_steps=STEPS,
+        mu={"video": SMU, "audio": SMU},
         return_trajectory=True,
     )
 )

@@ -1,4 +1,5 @@
 """Logical axis names: every parameter has them, and the rules map them to a PartitionSpec."""
+
 import jax
 import pytest
 from flax import nnx

@@ -2,6 +2,7 @@
 clip's own sound shifted by whole frames or another clip's sound, its AUC is the
 pairwise definition, and configs/sync_reward.py:tiny trains through `python -m
 jav.train`'s phase registry, logs its held-out scores and loads back as a scorer."""
+
 import json
 
 import jax
@@ -49,7 +50,7 @@ def test_event_labels_are_the_worlds_contact_frames_and_move_with_the_sound():
     *_, picture, sound = S.crops(m, video, logmel, jnp.array([2, 4, 5]), long_events)
     np.testing.assert_array_equal(picture, long_events[:, 2:18])  # the picture's frames
     np.testing.assert_array_equal(sound[0], long_events[0, 2:18])  # in sync: the same frames
-    np.testing.assert_array_equal(sound[1], long_events[1, 4:22 - 2])  # 2 frames late: the events 2 frames on
+    np.testing.assert_array_equal(sound[1], long_events[1, 4 : 22 - 2])  # 2 frames late: the events 2 frames on
     np.testing.assert_array_equal(sound[2], long_events[1, 2:18])  # unrelated: the previous clip's
     positive = jnp.array([True, False, True, False])
     assert float(S.labelled_auc(jnp.array([3.0, 1.0, 2.0, 2.0]), positive)) == pytest.approx(0.875)
@@ -70,8 +71,7 @@ def test_tiny_config_trains_scores_and_loads(tmp_path):
     assert last["step"] == 4
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     scores = rows[-1]
-    for key in ("eval_accuracy", "eval_offset_within_frame", "eval_auc_250ms", "eval_auc_unrelated", "eval_event_auc_picture",
-                "eval_event_auc_sound"):
+    for key in ("eval_accuracy", "eval_offset_within_frame", "eval_auc_250ms", "eval_auc_unrelated", "eval_event_auc_picture", "eval_event_auc_sound"):
         assert 0.0 <= scores[key] <= 1.0, (key, scores)
     assert any("held-out" in line and "auc_250ms" in line for line in lines), lines
     assert all("event_loss" in r for r in rows if "loss" in r)  # the tiny config trains the event heads too

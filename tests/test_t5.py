@@ -1,6 +1,7 @@
 """jav's T5 / UMT5 encoder against the PyTorch models of `transformers` on the same
 random weights: tiny T5 v1.1 (gated GELU), original T5 (ReLU) and UMT5 (per-layer
 position bias) saved to a temporary directory, loaded by jav, equal embeddings."""
+
 import json
 
 import jax
@@ -8,8 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-transformers = pytest.importorskip(
-    "transformers", reason="Hugging Face text encoders are optional: pip install -r requirements-hf.txt")
+transformers = pytest.importorskip("transformers", reason="Hugging Face text encoders are optional: pip install -r requirements-hf.txt")
 torch = pytest.importorskip("torch", reason="the reference models need torch: pip install -r requirements-hf.txt")
 
 from jav.frozen_text_encoder import load_text_encoder  # noqa: E402
@@ -17,8 +17,7 @@ from jav.models import t5  # noqa: E402
 
 WORDS = ["<pad>", "</s>", "<unk>", "a", "red", "blue", "ball", "disc", "bouncing", "on", "navy", "background", "beep"]
 # max_distance 8 < the test length: the logarithmic bins and the last bin are exercised
-TINY = dict(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, relative_attention_max_distance=8)
+TINY = dict(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=8)
 ARCHS = {"t5_v1_1": ("T5", "gated-gelu"), "t5_relu": ("T5", "relu"), "umt5": ("UMT5", "gated-gelu")}
 
 
@@ -29,8 +28,7 @@ def save_tokenizer(path):
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                                         unk_token="<unk>").save_pretrained(path)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(path)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +51,7 @@ def saved(tmp_path_factory):
 
 def reference(model, ids, mask):
     with torch.no_grad():
-        return model(input_ids=torch.tensor(ids, dtype=torch.long),
-                     attention_mask=torch.tensor(mask, dtype=torch.long)).last_hidden_state.numpy()
+        return model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)).last_hidden_state.numpy()
 
 
 def ids_and_mask():
@@ -94,7 +91,8 @@ def test_buckets_equal_transformers():
     rel = np.arange(-300, 301)[None, :]
     for buckets, distance in ((32, 128), (8, 8), (16, 40)):
         want = transformers.models.t5.modeling_t5.T5Attention._relative_position_bucket(
-            torch.tensor(rel), bidirectional=True, num_buckets=buckets, max_distance=distance).numpy()
+            torch.tensor(rel), bidirectional=True, num_buckets=buckets, max_distance=distance
+        ).numpy()
         np.testing.assert_array_equal(t5.relative_position_bucket(rel, buckets, distance), want)
 
 
@@ -104,8 +102,7 @@ def test_frozen_interface_tokenises_like_transformers(saved):
     assert (enc.dim, enc.max_len) == (32, 12)
     texts = ["a red ball bouncing on a navy background", "beep"]
     emb, mask = enc.encode(texts)
-    tokens = transformers.AutoTokenizer.from_pretrained(path)(texts, padding="max_length", max_length=12,
-                                                              truncation=True, return_tensors="np")
+    tokens = transformers.AutoTokenizer.from_pretrained(path)(texts, padding="max_length", max_length=12, truncation=True, return_tensors="np")
     np.testing.assert_array_equal(mask, tokens["attention_mask"].astype(bool))
     assert mask.sum(1).tolist() == [9, 2]  # 8 words + </s>; 1 word + </s>
     want = reference(ref, tokens["input_ids"], tokens["attention_mask"])

@@ -1,6 +1,7 @@
 """Text encoders behind one interface and caption embeddings precomputed in the data
 path: the frozen built-in encoder, embedding records in batches, the loader passing
 text_emb instead of token ids, and the errors when model and shards disagree."""
+
 import sys
 import zlib
 
@@ -101,8 +102,15 @@ def test_add_text_embeddings_to_records():
 
 def clip(i, caption):
     rng = np.random.default_rng(i)
-    return {"video": rng.integers(0, 255, (2, 4, 4, 3), dtype=np.uint8), "audio": rng.standard_normal((4, 2)).astype(np.float32),
-            "caption": caption, "fps": 8.0, "sample_rate": 16000, "duration": 0.25, "metadata": {"seed": i}}
+    return {
+        "video": rng.integers(0, 255, (2, 4, 4, 3), dtype=np.uint8),
+        "audio": rng.standard_normal((4, 2)).astype(np.float32),
+        "caption": caption,
+        "fps": 8.0,
+        "sample_rate": 16000,
+        "duration": 0.25,
+        "metadata": {"seed": i},
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """The training loop end to end on tiny shards: progress, resume, NaN skipping, errors."""
+
 import json
 
 import jax
@@ -98,14 +99,16 @@ def test_nan_batch_is_skipped_and_counted():
     video[1, 3, 4, 5, 0] = np.nan
     batch = dict(video=jnp.asarray(video), audio=jnp.zeros((2,) + layout.audio_shape), text_ids=jnp.asarray(ids), text_mask=jnp.asarray(mask))
     before = jax.tree.map(np.asarray, params)
-    params, opt_state, ema, m = train_step(graphdef, params, opt_state, None, batch, jax.random.key(0), tx=tx, layout=layout,
-                                           flow_cfg=ml_collections.FrozenConfigDict(cfg.flow))
+    params, opt_state, ema, m = train_step(
+        graphdef, params, opt_state, None, batch, jax.random.key(0), tx=tx, layout=layout, flow_cfg=ml_collections.FrozenConfigDict(cfg.flow)
+    )
     assert int(m["skipped"]) == 1 and not np.isfinite(float(m["loss"]))
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, np.asarray(b))
     batch["video"] = jnp.zeros_like(batch["video"])
-    params, opt_state, ema, m = train_step(graphdef, params, opt_state, None, batch, jax.random.key(0), tx=tx, layout=layout,
-                                           flow_cfg=ml_collections.FrozenConfigDict(cfg.flow))
+    params, opt_state, ema, m = train_step(
+        graphdef, params, opt_state, None, batch, jax.random.key(0), tx=tx, layout=layout, flow_cfg=ml_collections.FrozenConfigDict(cfg.flow)
+    )
     assert int(m["skipped"]) == 0 and np.isfinite(float(m["loss"]))
 
 
@@ -122,10 +125,15 @@ def test_gradient_accumulation_averages_microbatches():
     layout = TokenLayout.from_config(cfg)
     graphdef, params = nnx.split(init_model(cfg.model, jax.random.key(0)))
     ids, mask = nnx.merge(graphdef, params).text_encoder.tokenizer.encode(
-        ["a red ball bouncing on a dark background", "a blue ball and a green ball bouncing on a navy background"] * 2)
+        ["a red ball bouncing on a dark background", "a blue ball and a green ball bouncing on a navy background"] * 2
+    )
     rng = np.random.default_rng(0)
-    batch = dict(video=rng.uniform(-1, 1, (4,) + layout.video_shape).astype(np.float32),
-                 audio=rng.uniform(-1, 0, (4,) + layout.audio_shape).astype(np.float32), text_ids=ids, text_mask=mask)
+    batch = dict(
+        video=rng.uniform(-1, 1, (4,) + layout.video_shape).astype(np.float32),
+        audio=rng.uniform(-1, 0, (4,) + layout.audio_shape).astype(np.float32),
+        text_ids=ids,
+        text_mask=mask,
+    )
     kw = dict(layout=layout, flow_cfg=ml_collections.FrozenConfigDict(cfg.flow))
     key = jax.random.key(3)
     run = jax.jit(loss_and_grads, static_argnames=("graphdef", "layout", "flow_cfg", "accum_steps"))
@@ -139,7 +147,6 @@ def test_gradient_accumulation_averages_microbatches():
     assert float(optax.tree.norm(grads)) > 0
     with pytest.raises(ValueError, match="not divisible by train.grad_accum=3"):
         run(graphdef, params, batch, key, accum_steps=3, **kw)
-
 
 
 def test_peak_flops_is_measured_on_cpu_and_taken_from_the_table_elsewhere():
@@ -179,8 +186,18 @@ def test_command_line_names_a_bad_setting_in_one_line(shards, tmp_path):
     import sys
 
     root = pathlib.Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "jav.train", "--config", str(root / "configs" / "test.py"), "--workdir", str(tmp_path / "run"),
-           f"--config.data.dir={shards}", "--config.train.batch_size=3", "--config.mesh.shape.fsdp=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jav.train",
+        "--config",
+        str(root / "configs" / "test.py"),
+        "--workdir",
+        str(tmp_path / "run"),
+        f"--config.data.dir={shards}",
+        "--config.train.batch_size=3",
+        "--config.mesh.shape.fsdp=2",
+    ]
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(root), XLA_FLAGS="--xla_force_host_platform_device_count=2")
     env.pop("JAV_TRACEBACK", None)
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)

@@ -1,6 +1,7 @@
 """The causal video VAE: causality, chunked and tiled paths against the whole
 clip, still images, shapes at the default and LTX-2-like compressions, config
 errors, and a few Adam steps on bounce-world clips."""
+
 import functools
 
 import einops
@@ -47,7 +48,7 @@ def decode(vae, z):
 
 def recon_error(vae, x):
     """Mean squared error of the reconstruction through the posterior mean, in pairs of clips."""
-    return float(np.mean([jnp.mean((decode(vae, encode(vae, x[i:i + 2])[0]) - x[i:i + 2]) ** 2) for i in range(0, len(x), 2)]))
+    return float(np.mean([jnp.mean((decode(vae, encode(vae, x[i : i + 2])[0]) - x[i : i + 2]) ** 2) for i in range(0, len(x), 2)]))
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_still_image_is_a_one_frame_clip(vae):
     np.testing.assert_allclose(mean[:, 0], encode(vae, x)[0][:, 0], atol=2e-5 * float(jnp.abs(mean).max()))
     out = V.decode_chunked(vae, mean, chunk_latents=0)
     assert out.shape == image.shape
-    assert float(jnp.mean((out - image) ** 2)) < float(jnp.mean(image ** 2))
+    assert float(jnp.mean((out - image) ** 2)) < float(jnp.mean(image**2))
 
 
 def test_spatial_tiles_blend_close_to_the_whole_frame(vae):
@@ -175,8 +176,10 @@ def test_spatial_tiles_blend_close_to_the_whole_frame(vae):
         """(max, mean) |tiled - whole| relative to the whole's (max, mean) |value|, for latents and pixels."""
         mean_t, _ = V.encode_tiled(vae, x, tile_latents=4, overlap_latents=overlap, chunk_latents=0)
         out_t = V.decode_tiled(vae, mean, tile_latents=4, overlap_latents=overlap, chunk_latents=0)
-        return {name: (float(jnp.abs(a - b).max() / jnp.abs(b).max()), float(jnp.abs(a - b).mean() / jnp.abs(b).mean()))
-                for name, a, b in (("latents", mean_t, mean), ("pixels", out_t, out))}
+        return {
+            name: (float(jnp.abs(a - b).max() / jnp.abs(b).max()), float(jnp.abs(a - b).mean() / jnp.abs(b).mean()))
+            for name, a, b in (("latents", mean_t, mean), ("pixels", out_t, out))
+        }
 
     seams, blended = errors(0), errors(2)
     print(f"tiled vs whole, (max, mean) |diff| relative to |whole|: no overlap {seams}; overlap 2 latents {blended}")
@@ -242,7 +245,7 @@ def test_config_errors_name_the_key_and_fix():
 def test_kl_and_tiling_helpers_match_references():
     rng = np.random.default_rng(0)
     mean, logvar = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=(3, 5)).astype(np.float32)
-    ref = np.mean(0.5 * (mean ** 2 + np.exp(logvar) - 1 - logvar))
+    ref = np.mean(0.5 * (mean**2 + np.exp(logvar) - 1 - logvar))
     np.testing.assert_allclose(V.kl_divergence(jnp.asarray(mean), jnp.asarray(logvar)), ref, rtol=1e-6)
     assert V.chunk_bounds(9, 1, 4) == [(0, 1), (1, 5), (5, 9)]
     assert V.chunk_bounds(17, 9, 8) == [(0, 9), (9, 17)]

@@ -2,6 +2,7 @@
 the 212-frame demo clips) and finiteness, logical axis names, the autoencoder
 phase's contract and its errors, that a few Adam steps on bounce-world
 clips cut the loss, and that benchmarks/vocoder.py evaluates a run directory."""
+
 import json
 
 import jax
@@ -97,8 +98,7 @@ def test_benchmark_evaluates_a_run_directory(tiny, tmp_path):
     refuses it by its kind, and a workdir without a run gets the training command."""
     model = vocoder.init_model(tiny[0], jax.random.key(0))
     # Off its initial values (an untrained vocoder's output does not depend on the key)
-    nnx.update(model, jax.tree.map(lambda p: p + 0.02 * jax.random.normal(jax.random.key(7), p.shape),
-                                   nnx.state(model, nnx.Param)))
+    nnx.update(model, jax.tree.map(lambda p: p + 0.02 * jax.random.normal(jax.random.key(7), p.shape), nnx.state(model, nnx.Param)))
     old, run = tmp_path / "old", tmp_path / "run"
     old.mkdir()
     (old / "model_config.json").write_text(model.cfg.to_json_best_effort())
@@ -116,6 +116,7 @@ def test_benchmark_evaluates_a_run_directory(tiny, tmp_path):
 
     with pytest.raises(SystemExit, match=f"{run} is a run of model.kind='vocoder', not 'audio_vae'"):
         audio_vae_benchmark.main(["--workdir", str(run)])
-    with pytest.raises(SystemExit, match=f"{tmp_path} is not a run directory: train one with "
-                                         f"`python -m jav.train --config configs/vocoder.py --workdir {tmp_path}`"):
+    with pytest.raises(
+        SystemExit, match=f"{tmp_path} is not a run directory: train one with `python -m jav.train --config configs/vocoder.py --workdir {tmp_path}`"
+    ):
         benchmark.main(["--workdir", str(tmp_path)])

@@ -8,6 +8,7 @@ the speed of the default's code), with the same losses; a model's jitted
 initialisation compiles in 5 s instead of 7-9 s. tests/conftest.py sets these
 for the test processes; tests that start processes of their own pass them on.
 """
+
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}  # for .compile(...)
 

@@ -5,6 +5,7 @@ A run is a list such as DEFAULT_STAGES below; `apply` runs one clip through it a
 engine-free reference. Near-duplicate removal needs every clip at once: the "phash"
 stage records a hash per clip and `near_duplicates` picks the clips to drop.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,13 +21,23 @@ from data_pipelines.stages.shots import shots
 from data_pipelines.stages.sync import sync
 
 STAGES: dict = {
-    "probe": probe, "shots": shots, "cut": cut, "load": load,
-    "filter_duration": filters.filter_duration, "filter_resolution": filters.filter_resolution,
-    "filter_fps": filters.filter_fps, "filter_audio_track": filters.filter_audio_track,
-    "filter_frozen": filters.filter_frozen, "filter_motion": filters.filter_motion,
-    "filter_black": filters.filter_black, "filter_blur": filters.filter_blur,
-    "filter_silence": filters.filter_silence, "filter_loudness": filters.filter_loudness,
-    "sync": sync, "phash": phash, "captions": captions,
+    "probe": probe,
+    "shots": shots,
+    "cut": cut,
+    "load": load,
+    "filter_duration": filters.filter_duration,
+    "filter_resolution": filters.filter_resolution,
+    "filter_fps": filters.filter_fps,
+    "filter_audio_track": filters.filter_audio_track,
+    "filter_frozen": filters.filter_frozen,
+    "filter_motion": filters.filter_motion,
+    "filter_black": filters.filter_black,
+    "filter_blur": filters.filter_blur,
+    "filter_silence": filters.filter_silence,
+    "filter_loudness": filters.filter_loudness,
+    "sync": sync,
+    "phash": phash,
+    "captions": captions,
 }
 
 # The reference order and parameters for the bounce-world corpus (data_pipelines.corpus).
@@ -55,9 +66,11 @@ DEFAULT_STAGES = [
 
 def register(name: str):
     """Decorator adding a stage to STAGES under `name`."""
+
     def add(fn):
         STAGES[name] = fn
         return fn
+
     return add
 
 

@@ -4,6 +4,7 @@ container's title/comment metadata; a VLM plugs in as a `Captioner` registered b
 Sidecar format: either free text (the caption of the whole file) or one line per shot,
 `START END<TAB>caption` with times in seconds; a clip takes the line that overlaps it most.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +18,7 @@ from data_pipelines.clip import Clip, Drop
 
 class Captioner(Protocol):
     """Anything that captions a clip (e.g. a VLM over clip.video); None when it cannot."""
+
     def __call__(self, clip: Clip) -> str | None: ...
 
 

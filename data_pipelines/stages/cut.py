@@ -1,5 +1,6 @@
 """Cutting shots into clips whose durations are the configured buckets (seconds),
 frame-exact: a clip of bucket b holds round(b * fps) frames."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,7 @@ def cut(clip: Clip, buckets=(1.0, 2.0, 4.0), max_clips: int = 8, trim: float = 0
         return [Drop(clip.without_media(), "cut", "corrupt", f"{clip.source}: unknown fps or duration; run probe first")]
     origin = int(round(clip.start * fps))
     first = origin + int(round(trim * fps))
-    last = int(round(end * fps)) - int(round(trim * fps))          # exclusive
+    last = int(round(end * fps)) - int(round(trim * fps))  # exclusive
     sizes = sorted({max(1, int(round(b * fps))): float(b) for b in buckets}.items(), reverse=True)
     out, at = [], first
     while len(out) < max_clips:
@@ -28,24 +29,31 @@ def cut(clip: Clip, buckets=(1.0, 2.0, 4.0), max_clips: int = 8, trim: float = 0
         if fit is None:
             break
         n, b = fit
-        out.append(dataclasses.replace(clip, start=at / fps, end=(at + n) / fps, num_frames=n,
-                                       video=_frames(clip, at - origin, n), audio=_samples(clip, (at - origin) / fps, n / fps),
-                                       scores=dict(clip.scores, duration_bucket=b)))
+        out.append(
+            dataclasses.replace(
+                clip,
+                start=at / fps,
+                end=(at + n) / fps,
+                num_frames=n,
+                video=_frames(clip, at - origin, n),
+                audio=_samples(clip, (at - origin) / fps, n / fps),
+                scores=dict(clip.scores, duration_bucket=b),
+            )
+        )
         at += n
     if not out:
-        return [Drop(clip.without_media(), "cut", "too_short",
-                     f"{(last - first) / fps:.3f} s is shorter than the smallest bucket {min(buckets)} s")]
+        return [Drop(clip.without_media(), "cut", "too_short", f"{(last - first) / fps:.3f} s is shorter than the smallest bucket {min(buckets)} s")]
     return out
 
 
 def _frames(clip: Clip, offset: int, n: int):
     if clip.video is None:
         return None
-    return clip.video[offset:offset + n] if offset + n <= len(clip.video) else None
+    return clip.video[offset : offset + n] if offset + n <= len(clip.video) else None
 
 
 def _samples(clip: Clip, offset: float, length: float):
     if clip.audio is None or not clip.sample_rate:
         return None
     a = int(round(offset * clip.sample_rate))
-    return clip.audio[a:a + int(round(length * clip.sample_rate))]
+    return clip.audio[a : a + int(round(length * clip.sample_rate))]

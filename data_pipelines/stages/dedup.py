@@ -1,6 +1,7 @@
 """Near-duplicate removal by perceptual hash. `phash` (a per-clip stage) records a
 64-bit hash (DCT of a mosaic of four frames, plus colour); `near_duplicates` (run by the engine
 once every clip is hashed) keeps the best clip of each group within a Hamming radius."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,7 +31,7 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
 def mosaic(frames: np.ndarray) -> np.ndarray:
     """Luma of the frames at 1/8, 3/8, 5/8, 7/8 of the clip, each 16 x 16, tiled 2 x 2 -> [32, 32]."""
     picks = [min(len(frames) - 1, int(f * len(frames))) for f in (1 / 8, 3 / 8, 5 / 8, 7 / 8)]
-    tiles = [_resize(luma(frames[i:i + 1])[0], 16) for i in picks]
+    tiles = [_resize(luma(frames[i : i + 1])[0], 16) for i in picks]
     return np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]])
 
 
@@ -89,5 +90,4 @@ def near_duplicates(entries, max_hamming: int = 3) -> set:
 
 def clip_quality(clip: Clip) -> float:
     """Which near-duplicate to keep: more pixels first, then sharper, then longer."""
-    return float((clip.width or 0) * (clip.height or 0)) + min(float(clip.scores.get("sharpness") or 0.0), 999.0) / 1000.0 \
-        + min(clip.duration, 99.0) * 1e-6
+    return float((clip.width or 0) * (clip.height or 0)) + min(float(clip.scores.get("sharpness") or 0.0), 999.0) / 1000.0 + min(clip.duration, 99.0) * 1e-6

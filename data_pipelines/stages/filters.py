@@ -4,6 +4,7 @@ the clip) and returns the clip or a Drop naming what was measured against which 
 Video filters work on clip.video [T, H, W, 3] uint8, audio filters on clip.audio [S, C]
 float32; a clip without loaded media is loaded first.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ SILENCE_FLOOR_DBFS = -120.0
 
 
 # --- pure measurements -------------------------------------------------------------------------
+
 
 def luma(frames: np.ndarray) -> np.ndarray:
     """[T, H, W, 3] uint8 -> [T, H, W] float32 luma (BT.601 weights), 0..255."""
@@ -48,7 +50,7 @@ def sharpness(frames: np.ndarray, max_frames: int = 8) -> float:
     """Median over up to `max_frames` frames of the variance of the luma Laplacian."""
     pick = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
     y = luma(frames[pick])
-    lap = (y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:] - 4 * y[:, 1:-1, 1:-1])
+    lap = y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:] - 4 * y[:, 1:-1, 1:-1]
     return float(np.median(lap.reshape(len(pick), -1).var(axis=1)))
 
 
@@ -71,10 +73,9 @@ def _k_weighting(rate: float):
     high-pass: 38.13547 Hz, Q 0.5003270), by the bilinear transform."""
     k = np.tan(np.pi * 1681.974 / rate)
     q, vh = 0.7071752, 10 ** (3.99984 / 20)
-    vb = vh ** 0.4996667741545416
+    vb = vh**0.4996667741545416
     a0 = 1 + k / q + k * k
-    shelf = ([(vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0],
-             [1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0])
+    shelf = ([(vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0], [1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0])
     k, q = np.tan(np.pi * 38.13547 / rate), 0.5003270
     a0 = 1 + k / q + k * k
     high_pass = ([1.0, -2.0, 1.0], [1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0])
@@ -100,6 +101,7 @@ def clip_fraction(audio: np.ndarray, level: float = 0.999) -> float:
 
 
 # --- stages ------------------------------------------------------------------------------------
+
 
 def _loaded(clip: Clip, stage: str, need_audio: bool = False):
     """(clip with media, None) or (None, Drop) when decoding fails."""
@@ -156,26 +158,44 @@ def _video_filter(clip: Clip, stage: str, reason: str, score: str, measure, fail
 
 def filter_frozen(clip: Clip, tolerance: float = 0.5, max_fraction: float = 0.5) -> list:
     return _video_filter(
-        clip, "filter_frozen", "frozen_video", "frozen_fraction", lambda v: frozen_fraction(v, tolerance),
+        clip,
+        "filter_frozen",
+        "frozen_video",
+        "frozen_fraction",
+        lambda v: frozen_fraction(v, tolerance),
         lambda f: f > max_fraction,
-        lambda f: f"{f:.2f} of frame pairs unchanged (mean |diff| < {tolerance}) > max_fraction={max_fraction}")
+        lambda f: f"{f:.2f} of frame pairs unchanged (mean |diff| < {tolerance}) > max_fraction={max_fraction}",
+    )
 
 
 def filter_motion(clip: Clip, min_motion: float = 0.002) -> list:
-    return _video_filter(clip, "filter_motion", "static_video", "motion", motion_score, lambda m: m < min_motion,
-                         lambda m: f"motion {m:.5f} < min_motion={min_motion}")
+    return _video_filter(
+        clip, "filter_motion", "static_video", "motion", motion_score, lambda m: m < min_motion, lambda m: f"motion {m:.5f} < min_motion={min_motion}"
+    )
 
 
 def filter_black(clip: Clip, max_luma: float = 16.0, max_fraction: float = 0.5) -> list:
     return _video_filter(
-        clip, "filter_black", "black_frames", "black_fraction", lambda v: black_fraction(v, max_luma),
+        clip,
+        "filter_black",
+        "black_frames",
+        "black_fraction",
+        lambda v: black_fraction(v, max_luma),
         lambda f: f > max_fraction,
-        lambda f: f"{f:.2f} of frames have mean luma <= {max_luma} > max_fraction={max_fraction}")
+        lambda f: f"{f:.2f} of frames have mean luma <= {max_luma} > max_fraction={max_fraction}",
+    )
 
 
 def filter_blur(clip: Clip, min_sharpness: float = 5.0) -> list:
-    return _video_filter(clip, "filter_blur", "blurry", "sharpness", sharpness, lambda s: s < min_sharpness,
-                         lambda s: f"Laplacian variance {s:.2f} < min_sharpness={min_sharpness}")
+    return _video_filter(
+        clip,
+        "filter_blur",
+        "blurry",
+        "sharpness",
+        sharpness,
+        lambda s: s < min_sharpness,
+        lambda s: f"Laplacian variance {s:.2f} < min_sharpness={min_sharpness}",
+    )
 
 
 def filter_audio_track(clip: Clip, require: bool = True) -> list:
@@ -206,11 +226,11 @@ def filter_loudness(clip: Clip, max_rms_dbfs: float = -6.0, max_clip_fraction: f
     if drop:
         return [drop]
     level, peak, frac = rms_dbfs(clip.audio), peak_dbfs(clip.audio), clip_fraction(clip.audio)
-    clip = _scored(clip, rms_dbfs=level, peak_dbfs=peak, clip_fraction=frac,
-                   loudness_lufs=loudness_lufs(clip.audio, clip.sample_rate) if clip.sample_rate else None)
+    clip = _scored(
+        clip, rms_dbfs=level, peak_dbfs=peak, clip_fraction=frac, loudness_lufs=loudness_lufs(clip.audio, clip.sample_rate) if clip.sample_rate else None
+    )
     if frac > max_clip_fraction:
-        return [Drop(clip.without_media(), "filter_loudness", "clipping",
-                     f"{frac:.4f} of samples at full scale > max_clip_fraction={max_clip_fraction}")]
+        return [Drop(clip.without_media(), "filter_loudness", "clipping", f"{frac:.4f} of samples at full scale > max_clip_fraction={max_clip_fraction}")]
     if level > max_rms_dbfs:
         return [Drop(clip.without_media(), "filter_loudness", "too_loud", f"RMS {level:.1f} dBFS > max_rms_dbfs={max_rms_dbfs}")]
     return [clip]

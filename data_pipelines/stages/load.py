@@ -1,5 +1,6 @@
 """The load stage: decode a clip's time range into `clip.video` [T, H, W, 3] uint8 and
 `clip.audio` [S, C] float32 (optionally resampled and mixed to a channel count)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,12 +16,16 @@ def load_media(clip: Clip, audio: bool = True, sample_rate: int | None = None, c
     end = clip.end if clip.end is not None else clip.source_duration
     wave, rate = None, clip.sample_rate
     if audio and clip.has_audio:
-        wave, rate = media.read_audio(clip.source, clip.start - clip.audio_offset, end - clip.audio_offset,
-                                      sample_rate=sample_rate, channels=channels)
-    return dataclasses.replace(clip, video=video, audio=wave, sample_rate=rate,
-                               audio_channels=wave.shape[1] if wave is not None else clip.audio_channels,
-                               num_frames=len(video) if video is not None else clip.num_frames,
-                               scores=dict(clip.scores))
+        wave, rate = media.read_audio(clip.source, clip.start - clip.audio_offset, end - clip.audio_offset, sample_rate=sample_rate, channels=channels)
+    return dataclasses.replace(
+        clip,
+        video=video,
+        audio=wave,
+        sample_rate=rate,
+        audio_channels=wave.shape[1] if wave is not None else clip.audio_channels,
+        num_frames=len(video) if video is not None else clip.num_frames,
+        scores=dict(clip.scores),
+    )
 
 
 def load(clip: Clip, audio: bool = True, sample_rate: int | None = None, channels: int | None = None) -> list:

@@ -5,6 +5,7 @@ engine's format (no encoding, no shards).
     python -m data_pipelines.stages.local --input DIR --out DIR
     # prints kept / dropped counts and clips per second per stage (one process)
 """
+
 from __future__ import annotations
 
 import argparse

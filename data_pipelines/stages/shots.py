@@ -1,5 +1,6 @@
 """Shot boundary detection and splitting: a hard cut is a frame whose colour
 histogram differs sharply from the previous frame's (and more than its neighbours' do)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,10 +13,10 @@ from data_pipelines.clip import Clip, Drop
 
 def colour_histograms(frames: np.ndarray, bins: int = 8) -> np.ndarray:
     """[T, H, W, 3] uint8 -> [T, bins**3] joint RGB histograms, each summing to 1."""
-    q = (frames.astype(np.int32) * bins) // 256                        # [T, H, W, 3]
-    index = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]           # [T, H, W]
-    flat = index.reshape(len(frames), -1) + (np.arange(len(frames)) * bins ** 3)[:, None]  # one bincount for all frames
-    hist = np.bincount(flat.reshape(-1), minlength=len(frames) * bins ** 3).reshape(len(frames), -1)
+    q = (frames.astype(np.int32) * bins) // 256  # [T, H, W, 3]
+    index = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]  # [T, H, W]
+    flat = index.reshape(len(frames), -1) + (np.arange(len(frames)) * bins**3)[:, None]  # one bincount for all frames
+    hist = np.bincount(flat.reshape(-1), minlength=len(frames) * bins**3).reshape(len(frames), -1)
     return hist.astype(np.float64) / flat.shape[1]
 
 
@@ -65,7 +66,7 @@ def shots(clip: Clip, threshold: float = 0.4, bins: int = 8, min_shot_frames: in
                     parts.append(colour_histograms(np.stack(batch), bins))
                     batch = []
             parts += [colour_histograms(np.stack(batch), bins)] if batch else []
-            hist = np.concatenate(parts) if parts else np.zeros((0, bins ** 3))
+            hist = np.concatenate(parts) if parts else np.zeros((0, bins**3))
         if len(hist) == 0:
             raise media.MediaError(f"no video frames in [{clip.start}, {clip.end})")
     except Exception as e:  # noqa: BLE001 -- a stage never raises on bad input
@@ -78,6 +79,7 @@ def shots(clip: Clip, threshold: float = 0.4, bins: int = 8, min_shot_frames: in
     out = []
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         scores = dict(clip.scores, source_cuts=source_cuts, shot_index=k)
-        out.append(dataclasses.replace(clip, start=(first_frame + a) / fps, end=(first_frame + b) / fps, num_frames=b - a,
-                                       video=None, audio=None, scores=scores))
+        out.append(
+            dataclasses.replace(clip, start=(first_frame + a) / fps, end=(first_frame + b) / fps, num_frames=b - a, video=None, audio=None, scores=scores)
+        )
     return out

@@ -13,6 +13,7 @@ gives a correlation per lag; the best lag, refined by a parabola, is the offset
 bounce world); a learned synchrony model would replace `estimate_offset` for
 footage of crowds or camera motion.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,7 +43,7 @@ def visual_events(frames: np.ndarray, stride: int = 1, levels: int = 2, min_shar
     `min_share` of the foreground pixels in all three stencil frames (so the blended
     colours of anti-aliased edges do not)."""
     x = frames.astype(np.int32)
-    background = np.median(x.reshape(len(x), -1, 3), axis=1)          # [T, 3]
+    background = np.median(x.reshape(len(x), -1, 3), axis=1)  # [T, 3]
     foreground = np.abs(x - background[:, None, None, :]).sum(-1) > 24  # [T, H, W]; above compression noise
     q = (x * levels) // 256
     colour = np.where(foreground, (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2], -1)
@@ -52,14 +53,13 @@ def visual_events(frames: np.ndarray, stride: int = 1, levels: int = 2, min_shar
     if len(x) <= 2 * d:
         return out
     for c in np.unique(colour[colour >= 0]):
-        mask = colour == c                                              # [T, H, W]
+        mask = colour == c  # [T, H, W]
         count = mask.sum(axis=(1, 2)).astype(np.float64)
         safe = np.maximum(count, 1.0)
-        centre = np.stack([(mask.sum(axis=1) * cols).sum(axis=1) / safe,
-                           (mask.sum(axis=2) * rows).sum(axis=1) / safe], axis=1)  # [T, 2] (x, y)
-        acc = np.linalg.norm(centre[2 * d:] - 2 * centre[d:-d] + centre[:-2 * d], axis=1)
+        centre = np.stack([(mask.sum(axis=1) * cols).sum(axis=1) / safe, (mask.sum(axis=2) * rows).sum(axis=1) / safe], axis=1)  # [T, 2] (x, y)
+        acc = np.linalg.norm(centre[2 * d :] - 2 * centre[d:-d] + centre[: -2 * d], axis=1)
         big = (count >= share_floor) & (count > 0)
-        valid = big[2 * d:] & big[d:-d] & big[:-2 * d]
+        valid = big[2 * d :] & big[d:-d] & big[: -2 * d]
         out[d:-d] += np.where(valid, acc, 0.0).astype(np.float32)
     return out
 
@@ -80,13 +80,21 @@ def audio_onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     mono = audio.mean(axis=1) if audio.ndim == 2 else audio
     hop = max(1, int(round(sample_rate / ENVELOPE_RATE)))
     n = len(mono) // hop
-    envelope = np.abs(mono[:n * hop]).reshape(n, hop).mean(axis=1)
-    rise = np.maximum(envelope[3:] - envelope[:-3], 0.0)           # rise over 3 ms
+    envelope = np.abs(mono[: n * hop]).reshape(n, hop).mean(axis=1)
+    rise = np.maximum(envelope[3:] - envelope[:-3], 0.0)  # rise over 3 ms
     return np.concatenate([np.zeros(3), rise])
 
 
-def estimate_offset(frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int, audio_start: float = 0.0,
-                    max_offset: float = 0.5, step: float = 0.005, min_event: float = 0.2) -> tuple[float, float, int, float]:
+def estimate_offset(
+    frames: np.ndarray,
+    fps: float,
+    audio: np.ndarray,
+    sample_rate: int,
+    audio_start: float = 0.0,
+    max_offset: float = 0.5,
+    step: float = 0.005,
+    min_event: float = 0.2,
+) -> tuple[float, float, int, float]:
     """-> (offset seconds the audio is late by, confidence = peak correlation in [-1, 1],
     number of visual events, margin = the peak minus the best correlation more than one
     frame away from it: how clearly this lag beats the other candidates).
@@ -100,7 +108,7 @@ def estimate_offset(frames: np.ndarray, fps: float, audio: np.ndarray, sample_ra
     onsets = audio_onsets(audio, sample_rate)
     if events == 0 or onsets.std() == 0:  # nothing changes course, or no sound
         return 0.0, 0.0, events, 0.0
-    half = ENVELOPE_RATE * d / fps                                   # hat half-width in envelope samples
+    half = ENVELOPE_RATE * d / fps  # hat half-width in envelope samples
     u = np.arange(-int(half), int(half) + 1)
     smooth = np.convolve(onsets, np.maximum(0.0, 1 - np.abs(u) / half), mode="same")
     times = audio_start + np.arange(len(smooth)) / ENVELOPE_RATE
@@ -124,8 +132,9 @@ def estimate_offset(frames: np.ndarray, fps: float, audio: np.ndarray, sample_ra
     return float(lag), float(corr[best]), events, margin
 
 
-def sync(clip: Clip, max_offset: float = 0.5, threshold: float = 0.15, min_confidence: float = 0.5,
-         min_events: int = 2, min_margin: float = 0.05, mode: str = "drop") -> list:
+def sync(
+    clip: Clip, max_offset: float = 0.5, threshold: float = 0.15, min_confidence: float = 0.5, min_events: int = 2, min_margin: float = 0.05, mode: str = "drop"
+) -> list:
     """Record scores["av_offset"] (seconds the audio is late; None when it cannot be
     judged: confidence below `min_confidence`, fewer than `min_events` visual events, or a
     peak that beats lags more than a frame away by less than `min_margin`),
@@ -140,22 +149,26 @@ def sync(clip: Clip, max_offset: float = 0.5, threshold: float = 0.15, min_confi
         frames = clip.video if clip.video is not None else load_media(clip, audio=False).video
         end = clip.end if clip.end is not None else clip.source_duration
         margin = max_offset + 1.0 / (clip.fps or 1.0)
-        audio, rate = media.read_audio(clip.source, clip.start - clip.audio_offset - margin,
-                                       end - clip.audio_offset + margin, channels=1)
+        audio, rate = media.read_audio(clip.source, clip.start - clip.audio_offset - margin, end - clip.audio_offset + margin, channels=1)
         offset, confidence, events, distinct = estimate_offset(frames, clip.fps, audio, rate, -margin, max_offset)
     except Exception as e:  # noqa: BLE001 -- a stage never raises on bad input
         return [Drop(clip.without_media(), "sync", "corrupt", f"{clip.source}: {e}")]
     # a best lag at the edge of the search range is an unresolved peak, not a measurement
-    judged = (confidence >= min_confidence and events >= min_events and distinct >= min_margin
-              and abs(offset) < max_offset - 0.01)
-    clip = dataclasses.replace(clip, scores={**clip.scores, "av_offset": offset if judged else None,
-                                             "av_sync_confidence": confidence, "av_sync_margin": distinct,
-                                             "av_events": events})
+    judged = confidence >= min_confidence and events >= min_events and distinct >= min_margin and abs(offset) < max_offset - 0.01
+    clip = dataclasses.replace(
+        clip, scores={**clip.scores, "av_offset": offset if judged else None, "av_sync_confidence": confidence, "av_sync_margin": distinct, "av_events": events}
+    )
     if not judged or abs(offset) <= threshold or mode == "score":
         return [clip]
     if mode == "drop":
-        return [Drop(clip.without_media(), "sync", "av_offset",
-                     f"audio {offset * 1000:+.0f} ms against the picture (confidence {confidence:.2f}), beyond threshold={threshold} s")]
+        return [
+            Drop(
+                clip.without_media(),
+                "sync",
+                "av_offset",
+                f"audio {offset * 1000:+.0f} ms against the picture (confidence {confidence:.2f}), beyond threshold={threshold} s",
+            )
+        ]
     shifted = dataclasses.replace(clip, audio_offset=clip.audio_offset - offset)
     if clip.audio is not None:
         shifted = load_media(shifted, sample_rate=clip.sample_rate, channels=clip.audio.shape[1])

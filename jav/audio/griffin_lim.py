@@ -6,6 +6,7 @@ et al.'s "fast" Griffin-Lim): each round's phase estimate is pushed past the
 previous one by momentum / (1 + momentum), which converges in far fewer rounds
 than plain alternating projections.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,8 +55,7 @@ def mel_to_linear_power(mel: jax.Array, params: MelParams = MelParams(), nnls_st
     return jax.lax.fori_loop(0, nnls_steps, project, linear) if nnls_steps else linear
 
 
-def griffin_lim(magnitude: jax.Array, key: jax.Array, n_fft: int, hop: int, length: int,
-                n_iter: int | jax.Array = 32, momentum: float = 0.99) -> jax.Array:
+def griffin_lim(magnitude: jax.Array, key: jax.Array, n_fft: int, hop: int, length: int, n_iter: int | jax.Array = 32, momentum: float = 0.99) -> jax.Array:
     """Waveform [..., length] whose STFT magnitude approximates magnitude [..., F, n_fft // 2 + 1].
 
     Phases start uniform at random (from key); each of n_iter rounds goes to a
@@ -80,8 +80,7 @@ def griffin_lim(magnitude: jax.Array, key: jax.Array, n_fft: int, hop: int, leng
 
 # n_iter is traced (the loop runs as a while loop), so changing it does not recompile.
 @functools.partial(jax.jit, static_argnames=("params", "nnls_steps"))
-def logmel_to_waveform(logmel: jax.Array, key: jax.Array, params: MelParams = MelParams(), n_iter: int = 32,
-                       nnls_steps: int = 10) -> jax.Array:
+def logmel_to_waveform(logmel: jax.Array, key: jax.Array, params: MelParams = MelParams(), n_iter: int = 32, nnls_steps: int = 10) -> jax.Array:
     """Waveform [..., Ta * hop] float32 from a normalised log-mel [..., Ta, n_mels].
 
     As jav.data.mel.logmel_to_waveform: undo the normalisation, invert the mel

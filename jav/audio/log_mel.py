@@ -4,6 +4,7 @@ The same features as jav.data.mel.waveform_to_logmel (librosa), jittable and
 batched: wave [..., N] -> [..., Ta, n_mels] with Ta = N // hop, frame j centred
 at j * hop / sample_rate.
 """
+
 from __future__ import annotations
 
 import functools

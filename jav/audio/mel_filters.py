@@ -6,6 +6,7 @@ Slaney scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above it
 centre frequencies, scaled to unit area (2 / bandwidth), so a band's power is a
 density and wide high bands do not outweigh narrow low ones.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,9 @@ def mel_to_hz(mel) -> np.ndarray:
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """Filter weights [n_mels, n_fft // 2 + 1] float32; mel power = weights @ |STFT|^2."""
     if not 0 <= fmin < fmax <= sample_rate / 2:
-        raise ValueError(f"mel band [{fmin}, {fmax}] Hz must lie in [0, {sample_rate / 2}] (the Nyquist "
-                         "frequency) with fmin < fmax; change MelParams.fmin / fmax")
+        raise ValueError(
+            f"mel band [{fmin}, {fmax}] Hz must lie in [0, {sample_rate / 2}] (the Nyquist frequency) with fmin < fmax; change MelParams.fmin / fmax"
+        )
     bin_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
     edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))  # [n_mels + 2]
     width = np.diff(edges)

@@ -1,6 +1,7 @@
 """The log-mel settings: the spectrogram's parameters and the constants that
 normalise it. Shared by the JAX signal processing of jav.audio and the NumPy /
 librosa reference of jav.data.mel, and part of every audio record's metadata."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,7 @@ class MelParams:
     to about -0.6, a 0.4-amplitude burst's peak to about 0.85 and a full-scale sine
     to about 1.05.
     """
+
     sample_rate: int = 16000
     n_fft: int = 400
     hop: int = 160

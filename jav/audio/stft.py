@@ -6,6 +6,7 @@ no normalisation. Frame k is centred at sample k * hop. Both directions work on
 any leading batch axes and need no gather or scatter: the padded signal is cut
 into hop-long chunks and a frame is ceil(n_fft / hop) consecutive chunks.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,7 @@ def frame(wave: jax.Array, n_fft: int, hop: int) -> jax.Array:
     right = total - wave.shape[-1] - n_fft // 2
     padded = jnp.pad(wave, [(0, 0)] * (wave.ndim - 1) + [(n_fft // 2, right)])
     chunks = padded.reshape(*wave.shape[:-1], count + per_frame - 1, hop)  # [..., F + c - 1, hop]
-    frames = jnp.concatenate([chunks[..., j:j + count, :] for j in range(per_frame)], axis=-1)  # [..., F, c * hop]
+    frames = jnp.concatenate([chunks[..., j : j + count, :] for j in range(per_frame)], axis=-1)  # [..., F, c * hop]
     return frames[..., :n_fft]
 
 
@@ -74,6 +75,6 @@ def istft(spec: jax.Array, n_fft: int, hop: int, length: int) -> jax.Array:
     tiny = np.finfo(np.float32).tiny
     inverse_sum = np.where(window_sum > tiny, 1 / np.maximum(window_sum, tiny), 1.0).astype(np.float32)
     wave = _overlap_add(frames, hop) * inverse_sum
-    wave = wave[..., n_fft // 2:n_fft // 2 + length]
+    wave = wave[..., n_fft // 2 : n_fft // 2 + length]
     short = length - wave.shape[-1]
     return jnp.pad(wave, [(0, 0)] * (wave.ndim - 1) + [(0, short)]) if short > 0 else wave

@@ -8,6 +8,7 @@ Short windows pin onsets in time, long ones pin pitch; together they also
 constrain phase, since overlapping frames of a wrong phase do not add up to
 the right magnitudes at another resolution.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -31,21 +32,18 @@ def magnitude(wave: jax.Array, n_fft: int, hop: int) -> jax.Array:
 def stft_terms(output: jax.Array, target: jax.Array, n_fft: int, hop: int) -> tuple[jax.Array, jax.Array]:
     """(spectral convergence, log-magnitude L1) of output against target, waves [B, S], at one resolution."""
     out, ref = magnitude(output, n_fft, hop), magnitude(target, n_fft, hop)
-    convergence = jnp.sqrt(jnp.sum(jnp.square(out - ref), axis=(-2, -1))) / (
-        jnp.sqrt(jnp.sum(jnp.square(ref), axis=(-2, -1))) + 1e-7)
+    convergence = jnp.sqrt(jnp.sum(jnp.square(out - ref), axis=(-2, -1))) / (jnp.sqrt(jnp.sum(jnp.square(ref), axis=(-2, -1))) + 1e-7)
     log_l1 = jnp.mean(jnp.abs(jnp.log(out + LOG_EPS) - jnp.log(ref + LOG_EPS)))
     return jnp.mean(convergence), log_l1
 
 
-def multi_resolution_stft_loss(output: jax.Array, target: jax.Array,
-                               resolutions: Sequence[tuple[int, int]] = RESOLUTIONS) -> tuple[jax.Array, dict]:
+def multi_resolution_stft_loss(output: jax.Array, target: jax.Array, resolutions: Sequence[tuple[int, int]] = RESOLUTIONS) -> tuple[jax.Array, dict]:
     """Mean over resolutions of (spectral convergence + log-magnitude L1), and both parts for logging.
 
     output, target: waveforms [B, S] (or [S]) of the same shape.
     """
     if output.shape != target.shape:
-        raise ValueError(f"output {output.shape} and target {target.shape} waveforms differ in shape; "
-                         "crop or pad them to the same length")
+        raise ValueError(f"output {output.shape} and target {target.shape} waveforms differ in shape; crop or pad them to the same length")
     terms = [stft_terms(output, target, n_fft, hop) for n_fft, hop in resolutions]
     convergence = sum(c for c, _ in terms) / len(terms)
     log_l1 = sum(l for _, l in terms) / len(terms)

@@ -1,15 +1,16 @@
 """Checkpoint conversion commands.
 
-    python -m jav.convert ltx2 SRC --workdir OUT [--dtype float32]
-        a diffusers LTX-2 transformer folder -> a jav run directory (EMA = params)
-    python -m jav.convert ltx2-export RUN --out DIR [--weights ema|params] [--step N]
-        a jav LTX-2 run -> a diffusers transformer folder
-    python -m jav.convert merge-lora RUN --workdir OUT [--weights ema|params] [--step N]
-        a run trained with LoRA adapters -> a run with the adapters folded into its kernels
-    python -m jav.convert forward --workdir RUN --inputs IN.npz --out OUT.npz [--weights ema|params]
-        an LTX-2 run on inputs named as diffusers' LTX2VideoTransformer3DModel.forward arguments
-        (scalars as 0-d arrays) -> OUT.npz with `video` and `audio`, to check a conversion in PyTorch
+python -m jav.convert ltx2 SRC --workdir OUT [--dtype float32]
+    a diffusers LTX-2 transformer folder -> a jav run directory (EMA = params)
+python -m jav.convert ltx2-export RUN --out DIR [--weights ema|params] [--step N]
+    a jav LTX-2 run -> a diffusers transformer folder
+python -m jav.convert merge-lora RUN --workdir OUT [--weights ema|params] [--step N]
+    a run trained with LoRA adapters -> a run with the adapters folded into its kernels
+python -m jav.convert forward --workdir RUN --inputs IN.npz --out OUT.npz [--weights ema|params]
+    an LTX-2 run on inputs named as diffusers' LTX2VideoTransformer3DModel.forward arguments
+    (scalars as 0-d arrays) -> OUT.npz with `video` and `audio`, to check a conversion in PyTorch
 """
+
 import argparse
 
 

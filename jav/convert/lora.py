@@ -6,6 +6,7 @@ OUT is a run directory like any other (config.json with model.lora.rank = 0, ste
 EMA = params, the source recorded in its config as `merged_from`): `jav.sample`,
 `jav.evaluate`, `--config.init_from=OUT` and the export commands read it.
 """
+
 from __future__ import annotations
 
 import pathlib

@@ -19,6 +19,7 @@ gate); jav keeps (query shift, query scale, key shift, key scale, query gate)
 (`av_dit.CROSS_NAMES`), and video queries in a2v while audio queries in v2a,
 hence the row orders below.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,11 +39,27 @@ PERM = {"video": (1, 0, 3, 2, 4), "audio": (3, 2, 1, 0, 4)}
 
 # diffusers options jav expresses only at these values
 REQUIRED = dict(
-    patch_size=1, patch_size_t=1, audio_patch_size=1, audio_patch_size_t=1, gated_attn=False, audio_gated_attn=False,
-    cross_attn_mod=False, audio_cross_attn_mod=False, activation_fn="gelu-approximate", qk_norm="rms_norm_across_heads",
-    norm_elementwise_affine=False, norm_eps=1e-6, attention_bias=True, attention_out_bias=True, rope_double_precision=True,
-    timestep_scale_multiplier=1000, cross_attn_timestep_scale_multiplier=1000, use_prompt_embeddings=True,
-    ff_bias=True, audio_ff_bias=True, use_keyframes_abs_pos_embedding=False,
+    patch_size=1,
+    patch_size_t=1,
+    audio_patch_size=1,
+    audio_patch_size_t=1,
+    gated_attn=False,
+    audio_gated_attn=False,
+    cross_attn_mod=False,
+    audio_cross_attn_mod=False,
+    activation_fn="gelu-approximate",
+    qk_norm="rms_norm_across_heads",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    attention_bias=True,
+    attention_out_bias=True,
+    rope_double_precision=True,
+    timestep_scale_multiplier=1000,
+    cross_attn_timestep_scale_multiplier=1000,
+    use_prompt_embeddings=True,
+    ff_bias=True,
+    audio_ff_bias=True,
+    use_keyframes_abs_pos_embedding=False,
 )
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
@@ -61,19 +78,27 @@ def model_config(hf: dict, dtype: str = "float32") -> ml_collections.ConfigDict:
         (hf.get("audio_out_channels") in (None, hf["audio_in_channels"]), "audio_out_channels must equal audio_in_channels"),
         (hf["cross_attention_dim"] == inner, f"cross_attention_dim={hf['cross_attention_dim']} must be the video width {inner}"),
         (hf["audio_cross_attention_dim"] == audio_inner, f"audio_cross_attention_dim={hf['audio_cross_attention_dim']} must be the audio width {audio_inner}"),
-        (hf["num_attention_heads"] == hf["audio_num_attention_heads"],
-         "num_attention_heads must equal audio_num_attention_heads (LTX-2's cross-modal RoPE is laid out by both)"),
+        (
+            hf["num_attention_heads"] == hf["audio_num_attention_heads"],
+            "num_attention_heads must equal audio_num_attention_heads (LTX-2's cross-modal RoPE is laid out by both)",
+        ),
         (hf["pos_embed_max_pos"] == hf["audio_pos_embed_max_pos"], "pos_embed_max_pos must equal audio_pos_embed_max_pos (jav has one model.rope.max_pos)"),
     ]
     for ok, message in checks:
         if not ok:
             raise ValueError(f"diffusers config: {message}")
     return ltx2.model(
-        video_heads=hf["num_attention_heads"], video_head_dim=hf["attention_head_dim"],
-        audio_heads=hf["audio_num_attention_heads"], audio_head_dim=hf["audio_attention_head_dim"],
-        depth=hf["num_layers"], channels=hf["in_channels"], audio_channels=hf["audio_in_channels"],
-        text_dim=hf["caption_channels"], theta=hf["rope_theta"],
-        max_pos=(hf["pos_embed_max_pos"], hf["base_height"], hf["base_width"]), pairs=hf.get("rope_type", "interleaved"),
+        video_heads=hf["num_attention_heads"],
+        video_head_dim=hf["attention_head_dim"],
+        audio_heads=hf["audio_num_attention_heads"],
+        audio_head_dim=hf["audio_attention_head_dim"],
+        depth=hf["num_layers"],
+        channels=hf["in_channels"],
+        audio_channels=hf["audio_in_channels"],
+        text_dim=hf["caption_channels"],
+        theta=hf["rope_theta"],
+        max_pos=(hf["pos_embed_max_pos"], hf["base_height"], hf["base_width"]),
+        pairs=hf.get("rope_type", "interleaved"),
         dtype=dtype,
     )
 
@@ -83,12 +108,26 @@ def diffusers_config(m) -> dict:
     v, a = m.video, m.audio
     t, h, w = m.rope.max_pos
     return dict(
-        _class_name="LTX2VideoTransformer3DModel", **REQUIRED,
-        in_channels=v.channels, out_channels=v.channels, num_attention_heads=v.heads, attention_head_dim=v.width // v.heads,
-        cross_attention_dim=v.width, audio_in_channels=a.channels, audio_out_channels=a.channels,
-        audio_num_attention_heads=a.heads, audio_attention_head_dim=a.width // a.heads, audio_cross_attention_dim=a.width,
-        num_layers=m.depth, caption_channels=m.text.dim, rope_theta=m.rope.theta, rope_type=m.rope.pairs,
-        pos_embed_max_pos=int(t), audio_pos_embed_max_pos=int(t), base_height=int(h), base_width=int(w),
+        _class_name="LTX2VideoTransformer3DModel",
+        **REQUIRED,
+        in_channels=v.channels,
+        out_channels=v.channels,
+        num_attention_heads=v.heads,
+        attention_head_dim=v.width // v.heads,
+        cross_attention_dim=v.width,
+        audio_in_channels=a.channels,
+        audio_out_channels=a.channels,
+        audio_num_attention_heads=a.heads,
+        audio_attention_head_dim=a.width // a.heads,
+        audio_cross_attention_dim=a.width,
+        num_layers=m.depth,
+        caption_channels=m.text.dim,
+        rope_theta=m.rope.theta,
+        rope_type=m.rope.pairs,
+        pos_embed_max_pos=int(t),
+        audio_pos_embed_max_pos=int(t),
+        base_height=int(h),
+        base_width=int(w),
     )
 
 
@@ -109,8 +148,10 @@ def _attention(hf: str, path: tuple, layer: int) -> list[Entry]:
     for src, dst in (("to_q", "q"), ("to_k", "k"), ("to_v", "v")):
         out += _linear(f"{hf}.{src}", path + ("proj", dst), layer)
     out += _linear(f"{hf}.to_out.0", path + ("proj", "o"), layer, n_in=2)
-    out += [Entry(f"{hf}.norm_q.weight", path + ("proj", "q_norm", "scale"), layer, 0, None),
-            Entry(f"{hf}.norm_k.weight", path + ("proj", "k_norm", "scale"), layer, 0, None)]
+    out += [
+        Entry(f"{hf}.norm_q.weight", path + ("proj", "q_norm", "scale"), layer, 0, None),
+        Entry(f"{hf}.norm_k.weight", path + ("proj", "k_norm", "scale"), layer, 0, None),
+    ]
     return out
 
 
@@ -124,8 +165,10 @@ def tensor_map(depth: int) -> list[Entry]:
     for m, pre in (("video", ""), ("audio", "audio_")):
         out += _linear(f"{pre}proj_in", ("embed", m))
         out += _time(f"{pre}time_embed.emb", ("time", m)) + _linear(f"{pre}time_embed.linear", ("adaln", m, "proj"))
-        scale_shift, gate = {"video": ("av_cross_attn_video_scale_shift", "av_cross_attn_video_a2v_gate"),
-                             "audio": ("av_cross_attn_audio_scale_shift", "av_cross_attn_audio_v2a_gate")}[m]
+        scale_shift, gate = {
+            "video": ("av_cross_attn_video_scale_shift", "av_cross_attn_video_a2v_gate"),
+            "audio": ("av_cross_attn_audio_scale_shift", "av_cross_attn_audio_v2a_gate"),
+        }[m]
         out += _time(f"{scale_shift}.emb", ("cross_adaln", m, "time"))
         out += _linear(f"{scale_shift}.linear", ("cross_adaln", m, "adaln", "proj"), perm=PERM[m][:4])
         out += _time(f"{gate}.emb", ("cross_adaln", m, "gate_time")) + _linear(f"{gate}.linear", ("cross_adaln", m, "gate_adaln", "proj"))
@@ -138,8 +181,10 @@ def tensor_map(depth: int) -> list[Entry]:
             out += _attention(f"{blk}.{pre}attn2", layer + (m, "text_attn"), b)
             ff = f"{blk}.{pre}ff.net"
             out += _linear(f"{ff}.0.proj", layer + (m, "mlp", "up"), b) + _linear(f"{ff}.2", layer + (m, "mlp", "down"), b)
-            out += [Entry(f"{blk}.{pre}scale_shift_table", layer + (m, "table"), b, 0, None),
-                    Entry(f"{blk}.{m}_a2v_cross_attn_scale_shift_table", layer + (m, "cross_table"), b, 0, PERM[m])]
+            out += [
+                Entry(f"{blk}.{pre}scale_shift_table", layer + (m, "table"), b, 0, None),
+                Entry(f"{blk}.{m}_a2v_cross_attn_scale_shift_table", layer + (m, "cross_table"), b, 0, PERM[m]),
+            ]
         out += _attention(f"{blk}.audio_to_video_attn", layer + ("cross", "a2v"), b)
         out += _attention(f"{blk}.video_to_audio_attn", layer + ("cross", "v2a"), b)
     return out
@@ -160,7 +205,7 @@ def to_hf_tensor(x: np.ndarray, e: Entry, shape: tuple) -> np.ndarray:
     if e.perm is not None:
         x = np.take(x, np.argsort(e.perm), axis=-2)
     if e.linear_in:
-        return x.reshape(math.prod(x.shape[:e.linear_in]), -1).T.reshape(shape)
+        return x.reshape(math.prod(x.shape[: e.linear_in]), -1).T.reshape(shape)
     return x.reshape(shape)
 
 
@@ -205,8 +250,10 @@ def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
     workdir.mkdir(parents=True, exist_ok=True)
     scratch = workdir / ".convert"
     scratch.mkdir(exist_ok=True)
-    arrays = {path: np.lib.format.open_memmap(scratch / f"{i}.npy", mode="w+", dtype=np.dtype(var.get_value().dtype), shape=var.get_value().shape)
-              for i, (path, var) in enumerate(flat.items())}
+    arrays = {
+        path: np.lib.format.open_memmap(scratch / f"{i}.npy", mode="w+", dtype=np.dtype(var.get_value().dtype), shape=var.get_value().shape)
+        for i, (path, var) in enumerate(flat.items())
+    }
     for e in entries:
         target = arrays[e.path] if e.layer is None else arrays[e.path][e.layer]
         target[...] = to_jav_tensor(reader[e.hf], e, target.shape)
@@ -236,7 +283,7 @@ def to_diffusers(run, out, weights: str = "ema", step: int | None = None) -> pat
     def hf_shape(e: Entry) -> tuple:
         shape = flat[e.path].shape[1:] if e.layer is not None else flat[e.path].shape
         if e.linear_in:
-            return (math.prod(shape[e.linear_in:]), math.prod(shape[:e.linear_in]))
+            return (math.prod(shape[e.linear_in :]), math.prod(shape[: e.linear_in]))
         if e.path[-1] in ("bias", "scale"):
             return (math.prod(shape),)
         return tuple(shape)
@@ -247,14 +294,21 @@ def to_diffusers(run, out, weights: str = "ema", step: int | None = None) -> pat
         return to_hf_tensor(x, e, hf_shape(e))
 
     path = out / WEIGHTS_NAME
-    write_safetensors(path, [(n, hf_shape(e), flat[e.path].dtype) for n, e in sorted(entries.items())], tensor,
-                      metadata={"format": "pt"})
+    write_safetensors(path, [(n, hf_shape(e), flat[e.path].dtype) for n, e in sorted(entries.items())], tensor, metadata={"format": "pt"})
     return path
 
 
 # diffusers' LTX2VideoTransformer3DModel.forward arguments `forward` reads (scalars as 0-d arrays)
-FORWARD_ARRAYS = ("hidden_states", "audio_hidden_states", "encoder_hidden_states", "audio_encoder_hidden_states",
-                  "timestep", "audio_timestep", "encoder_attention_mask", "audio_encoder_attention_mask")
+FORWARD_ARRAYS = (
+    "hidden_states",
+    "audio_hidden_states",
+    "encoder_hidden_states",
+    "audio_encoder_hidden_states",
+    "timestep",
+    "audio_timestep",
+    "encoder_attention_mask",
+    "audio_encoder_attention_mask",
+)
 FORWARD_SCALARS = ("num_frames", "height", "width", "fps", "audio_num_frames")
 
 
@@ -271,8 +325,10 @@ def forward_inputs(arrays: dict) -> tuple[dict, dict, dict, dict, dict]:
     grid = tuple(int(arrays[k]) for k in ("num_frames", "height", "width"))
     audio_len = int(arrays["audio_num_frames"])
     if x["video"].shape[1] != math.prod(grid) or x["audio"].shape[1] != audio_len:
-        raise ValueError(f"hidden_states has {x['video'].shape[1]} tokens for num_frames x height x width = {math.prod(grid)}, "
-                         f"audio_hidden_states {x['audio'].shape[1]} for audio_num_frames = {audio_len}: they must agree")
+        raise ValueError(
+            f"hidden_states has {x['video'].shape[1]} tokens for num_frames x height x width = {math.prod(grid)}, "
+            f"audio_hidden_states {x['audio'].shape[1]} for audio_num_frames = {audio_len}: they must agree"
+        )
     t = {}
     for m, key in (("video", "timestep"), ("audio", "audio_timestep")):
         sigma = f32(key) / 1000.0

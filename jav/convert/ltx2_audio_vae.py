@@ -4,6 +4,7 @@
     vae = load_audio_vae("LTX-2/audio_vae")      # a diffusers folder: config.json + safetensors
     mean, logvar = vae.encode(mel)               # [B, 2, T, 64] -> [B, 8, (T - 1) / 4 + 1, 16]
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,21 @@ from jav.convert.safetensors_io import SafetensorsReader
 from jav.convert.torch_named import module_from_tensors
 from jav.models.ltx2_audio_vae import LTX2AudioVAE, audio_vae_config
 
-KEYS = ("base_channels", "output_channels", "ch_mult", "num_res_blocks", "attn_resolutions", "in_channels", "resolution",
-        "latent_channels", "norm_type", "causality_axis", "mid_block_add_attention", "mel_bins", "double_z")
+KEYS = (
+    "base_channels",
+    "output_channels",
+    "ch_mult",
+    "num_res_blocks",
+    "attn_resolutions",
+    "in_channels",
+    "resolution",
+    "latent_channels",
+    "norm_type",
+    "causality_axis",
+    "mid_block_add_attention",
+    "mel_bins",
+    "double_z",
+)
 
 
 def config_from_diffusers(hf: dict) -> ml_collections.ConfigDict:

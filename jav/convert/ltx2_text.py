@@ -9,6 +9,7 @@ kernel of jav's `Dense` reshaped to its axes (heads and head dims apart), the QK
 norms' [H * Dh] scales are (H, Dh). Options of the diffusers class that jav does
 not express (gated attention, causal temporal positions) are refused by name.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,18 +35,29 @@ def config_from_diffusers(hf: dict) -> ml_collections.ConfigDict:
         raise ValueError(f"LTX-2 text connectors with {wrong}: jav's connectors take {REQUIRED}")
     g = lambda key, default: hf.get(key, default)  # noqa: E731  (diffusers leaves defaults out of some configs)
     return connectors_config(
-        caption_channels=g("caption_channels", 3840), layers=g("text_proj_in_factor", 49),
-        heads=g("video_connector_num_attention_heads", 30), head_dim=g("video_connector_attention_head_dim", 128),
-        depth=g("video_connector_num_layers", 2), registers=g("video_connector_num_learnable_registers", 128) or 0,
-        audio_heads=g("audio_connector_num_attention_heads", 30), audio_head_dim=g("audio_connector_attention_head_dim", 128),
-        audio_depth=g("audio_connector_num_layers", 2), audio_registers=g("audio_connector_num_learnable_registers", 128) or 0,
-        base_seq_len=g("connector_rope_base_seq_len", 4096), theta=g("rope_theta", 10_000.0), rope_pairs=g("rope_type", "interleaved"),
-        per_modality_projections=g("per_modality_projections", False), video_dim=g("video_hidden_dim", 4096),
-        audio_dim=g("audio_hidden_dim", 2048), proj_bias=g("proj_bias", False))
+        caption_channels=g("caption_channels", 3840),
+        layers=g("text_proj_in_factor", 49),
+        heads=g("video_connector_num_attention_heads", 30),
+        head_dim=g("video_connector_attention_head_dim", 128),
+        depth=g("video_connector_num_layers", 2),
+        registers=g("video_connector_num_learnable_registers", 128) or 0,
+        audio_heads=g("audio_connector_num_attention_heads", 30),
+        audio_head_dim=g("audio_connector_attention_head_dim", 128),
+        audio_depth=g("audio_connector_num_layers", 2),
+        audio_registers=g("audio_connector_num_learnable_registers", 128) or 0,
+        base_seq_len=g("connector_rope_base_seq_len", 4096),
+        theta=g("rope_theta", 10_000.0),
+        rope_pairs=g("rope_type", "interleaved"),
+        per_modality_projections=g("per_modality_projections", False),
+        video_dim=g("video_hidden_dim", 4096),
+        audio_dim=g("audio_hidden_dim", 2048),
+        proj_bias=g("proj_bias", False),
+    )
 
 
 def tensor_map(cfg) -> list[Entry]:
     """Every diffusers tensor of the connectors and its jav parameter."""
+
     def linear(hf, path):
         return _linear(hf, path) if cfg.proj_bias else _linear(hf, path)[:1]
 
@@ -77,12 +89,10 @@ def connectors_from_tensors(tensors, hf_cfg: dict, dtype: str = "float32") -> Te
     names = set(tensors.names()) if hasattr(tensors, "names") else set(tensors)
     missing, unused = sorted({e.hf for e in entries} - names), sorted(names - {e.hf for e in entries})
     if missing or unused:
-        raise ValueError(f"LTX-2 text connectors: tensors jav needs but the checkpoint lacks: {missing[:8]}; "
-                         f"tensors jav has no place for: {unused[:8]}")
+        raise ValueError(f"LTX-2 text connectors: tensors jav needs but the checkpoint lacks: {missing[:8]}; tensors jav has no place for: {unused[:8]}")
     if {e.path for e in entries} != set(flat):
         raise ValueError(f"the connectors' tensor map misses jav parameters: {sorted(set(flat) - {e.path for e in entries})[:8]}")
-    values = {e.path: jnp.asarray(to_jav_tensor(np.asarray(tensors[e.hf], np.float32), e, flat[e.path].get_value().shape), dtype)
-              for e in entries}
+    values = {e.path: jnp.asarray(to_jav_tensor(np.asarray(tensors[e.hf], np.float32), e, flat[e.path].get_value().shape), dtype) for e in entries}
     return nnx.merge(graphdef, nnx.from_flat_state([(p, v.replace(values[p])) for p, v in flat.items()]))
 
 

@@ -9,6 +9,7 @@ tensor is copied as it is, the resampling filters and STFT bases the checkpoint 
 included. LTX-2.0's vocoder and LTX-2.3's (snake activations, anti-aliased resampling,
 bandwidth extension: `LTX2VocoderWithBWE`) both load.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,23 @@ from jav.convert.safetensors_io import SafetensorsReader
 from jav.convert.torch_named import module_from_tensors
 from jav.models.ltx2_vocoder import LTX2Vocoder, LTX2VocoderWithBWE, bwe_config, vocoder_config
 
-KEYS = ("in_channels", "hidden_channels", "out_channels", "upsample_kernel_sizes", "upsample_factors", "resnet_kernel_sizes",
-        "resnet_dilations", "leaky_relu_negative_slope", "final_act_fn", "final_bias", "act_fn", "antialias", "antialias_ratio",
-        "antialias_kernel_size", "output_sampling_rate")
+KEYS = (
+    "in_channels",
+    "hidden_channels",
+    "out_channels",
+    "upsample_kernel_sizes",
+    "upsample_factors",
+    "resnet_kernel_sizes",
+    "resnet_dilations",
+    "leaky_relu_negative_slope",
+    "final_act_fn",
+    "final_bias",
+    "act_fn",
+    "antialias",
+    "antialias_ratio",
+    "antialias_kernel_size",
+    "output_sampling_rate",
+)
 BWE_KEYS = ("filter_length", "hop_length", "window_length", "num_mel_channels", "input_sampling_rate", "output_sampling_rate")
 
 
@@ -32,8 +47,15 @@ def config_from_diffusers(hf: dict) -> ml_collections.ConfigDict:
     if not any(k.startswith("bwe_") for k in hf):
         return vocoder_config(**{k: hf[k] for k in KEYS if k in hf})
     # LTX2VocoderWithBWE's defaults (its config.json may leave them out)
-    first = dict(hidden_channels=1536, upsample_kernel_sizes=(11, 4, 4, 4, 4, 4), upsample_factors=(5, 2, 2, 2, 2, 2), act_fn="snakebeta",
-                 antialias=True, final_act_fn=None, final_bias=False)
+    first = dict(
+        hidden_channels=1536,
+        upsample_kernel_sizes=(11, 4, 4, 4, 4, 4),
+        upsample_factors=(5, 2, 2, 2, 2, 2),
+        act_fn="snakebeta",
+        antialias=True,
+        final_act_fn=None,
+        final_bias=False,
+    )
     bwe = dict(first, hidden_channels=512, upsample_kernel_sizes=(12, 11, 4, 4, 4), upsample_factors=(6, 5, 2, 2, 2))
     vocoder = vocoder_config(**(first | {k: hf[k] for k in KEYS if k in hf and k != "output_sampling_rate"}))
     generator = vocoder_config(**(bwe | {k: hf["bwe_" + k] for k in KEYS if "bwe_" + k in hf}))

@@ -6,6 +6,7 @@ and copies out only the tensor asked for; writing streams tensors to disk in
 order, so converting a model holds a few tensors in memory, not the model.
 A sharded checkpoint (`*.safetensors.index.json`, name -> shard) reads the same.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,15 @@ import ml_dtypes
 import numpy as np
 
 DTYPES = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
 }
 NAMES = {v: k for k, v in DTYPES.items()}
 
@@ -75,8 +82,7 @@ class SafetensorsReader:
         return np.array(mm.view(dtype).reshape(entry["shape"]))
 
 
-def write_safetensors(path, specs: Iterable[tuple[str, tuple[int, ...], np.dtype]], tensor: Callable[[str], np.ndarray],
-                      metadata: dict | None = None) -> None:
+def write_safetensors(path, specs: Iterable[tuple[str, tuple[int, ...], np.dtype]], tensor: Callable[[str], np.ndarray], metadata: dict | None = None) -> None:
     """Writes `path` from `specs` (name, shape, dtype), asking `tensor(name)` for each array
     only when it is written."""
     specs = list(specs)

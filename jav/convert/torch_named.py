@@ -1,6 +1,7 @@
 """Loading PyTorch state dicts into jav modules that keep PyTorch's parameter names and
 layouts (LTX-2's vocoder and audio VAE): tensor `a.3.b.weight` is jav's parameter at
 path ("a", 3, "b", "weight"), copied as it is after a shape check."""
+
 from __future__ import annotations
 
 from typing import Callable

@@ -9,6 +9,7 @@ with pixel (row i, column j) covering [j, j+1) x [i, i+1). Axis 0 is x, axis 1
 is y. A contact's wall is 0 for the low wall (centre at r) and 1 for the high
 wall (centre at S - r).
 """
+
 import dataclasses
 import re
 
@@ -20,6 +21,7 @@ _CAPTION = re.compile(r"a (\w+) ball(?: and a (\w+) ball)? bouncing on a (\w+) b
 @dataclasses.dataclass(frozen=True)
 class BounceParams:
     """Every number of the spec; the defaults are spec v1."""
+
     canvas: int = 32
     fps: int = 8
     duration: float = 2.0
@@ -32,12 +34,20 @@ class BounceParams:
     burst_decay: float = 0.05  # seconds
     burst_fade_in: float = 0.002  # seconds
     supersample: int = 4
-    backgrounds: dict[str, tuple[int, int, int]] = dataclasses.field(default_factory=lambda: {
-        "dark": (24, 24, 24), "navy": (16, 24, 64), "olive": (48, 56, 16)})
-    palette: dict[str, tuple[int, int, int]] = dataclasses.field(default_factory=lambda: {
-        "red": (230, 50, 50), "green": (50, 200, 70), "blue": (60, 90, 240), "yellow": (235, 210, 50)})
-    frequencies: dict[str, float] = dataclasses.field(default_factory=lambda: {  # Hz, per palette colour
-        "red": 329.63, "green": 523.25, "blue": 783.99, "yellow": 1174.66})
+    backgrounds: dict[str, tuple[int, int, int]] = dataclasses.field(
+        default_factory=lambda: {"dark": (24, 24, 24), "navy": (16, 24, 64), "olive": (48, 56, 16)}
+    )
+    palette: dict[str, tuple[int, int, int]] = dataclasses.field(
+        default_factory=lambda: {"red": (230, 50, 50), "green": (50, 200, 70), "blue": (60, 90, 240), "yellow": (235, 210, 50)}
+    )
+    frequencies: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {  # Hz, per palette colour
+            "red": 329.63,
+            "green": 523.25,
+            "blue": 783.99,
+            "yellow": 1174.66,
+        }
+    )
 
     @property
     def radius(self) -> float:
@@ -72,6 +82,7 @@ class Clip:
     """One clip. metadata: seed, canvas, fps, duration, sample_rate, background and
     discs, a list of {colour, radius, centres [T, 2] (x, y per frame), contacts
     [(time, axis, wall)] sorted by time}."""
+
     frames: np.ndarray  # [T, S, S, 3] uint8
     audio: np.ndarray  # [N] float32 in [-1, 1]
     caption: str
@@ -101,11 +112,11 @@ def sample_scene(seed: int, params: BounceParams = BounceParams()) -> Scene:
 def scene_for_caption(caption: str, seed: int, params: BounceParams = BounceParams()) -> Scene:
     """A scene showing exactly what `caption` says, with motion drawn from `seed`."""
     colours, background = _parse_caption(caption)
-    unknown = [c for c in colours if c not in params.palette] + (
-        [background] if background not in params.backgrounds else [])
+    unknown = [c for c in colours if c not in params.palette] + ([background] if background not in params.backgrounds else [])
     if unknown or len(set(colours)) != len(colours):
-        raise ValueError(f"caption {caption!r}: unknown names {unknown} or a repeated colour; "
-                         f"colours are {list(params.palette)}, backgrounds {list(params.backgrounds)}")
+        raise ValueError(
+            f"caption {caption!r}: unknown names {unknown} or a repeated colour; colours are {list(params.palette)}, backgrounds {list(params.backgrounds)}"
+        )
     return Scene(seed, background, _sample_discs(np.random.default_rng(seed), colours, params))
 
 
@@ -177,8 +188,7 @@ def _burst(params: BounceParams, frequency: float, onset: float) -> tuple[int, n
 def render(scene: Scene, params: BounceParams = BounceParams()) -> Clip:
     """Frames, soundtrack, caption and metadata of a scene."""
     times = np.arange(params.num_frames) / params.fps
-    image = np.broadcast_to(np.asarray(params.backgrounds[scene.background], np.float32),
-                            (params.num_frames, params.canvas, params.canvas, 3))
+    image = np.broadcast_to(np.asarray(params.backgrounds[scene.background], np.float32), (params.num_frames, params.canvas, params.canvas, 3))
     audio = np.zeros(params.num_samples, np.float64)
     discs_meta = []
     for disc in scene.discs:  # in order, so the later disc is drawn on top
@@ -193,11 +203,18 @@ def render(scene: Scene, params: BounceParams = BounceParams()) -> Clip:
     # dBFS here is RMS relative to 1.0 (not to a full-scale sine, which would be 3 dB quieter).
     noise_rms = 10 ** (params.noise_dbfs / 20)
     audio += noise_rms * np.random.default_rng([scene.seed, 1]).standard_normal(params.num_samples)
-    metadata = {"seed": scene.seed, "canvas": params.canvas, "fps": params.fps, "duration": params.duration,
-                "sample_rate": params.sample_rate, "background": scene.background, "discs": discs_meta}
-    return Clip(frames=np.clip(np.rint(image), 0, 255).astype(np.uint8),
-                audio=np.clip(audio, -1, 1).astype(np.float32),
-                caption=caption_for(scene), metadata=metadata)
+    metadata = {
+        "seed": scene.seed,
+        "canvas": params.canvas,
+        "fps": params.fps,
+        "duration": params.duration,
+        "sample_rate": params.sample_rate,
+        "background": scene.background,
+        "discs": discs_meta,
+    }
+    return Clip(
+        frames=np.clip(np.rint(image), 0, 255).astype(np.uint8), audio=np.clip(audio, -1, 1).astype(np.float32), caption=caption_for(scene), metadata=metadata
+    )
 
 
 def generate_clip(seed: int, params: BounceParams = BounceParams()) -> Clip:

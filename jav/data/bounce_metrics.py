@@ -4,6 +4,7 @@ Every function here reads frames, a waveform and a caption (never the
 generator's metadata), so the same code scores generator clips and
 model-generated ones; docs/bounce_world.md defines the four metrics.
 """
+
 import math
 
 import numpy as np
@@ -93,8 +94,7 @@ def _track(frames: np.ndarray, labels: np.ndarray, colour: str, params: BouncePa
     # another disc. Its coverage is its position on the line between the two.
     pixels = frames.astype(np.float32)  # [T, S, S, 3]
     colour_rgb = np.asarray(params.palette[colour], np.float32)
-    beneath = [np.median(pixels.reshape(-1, 3), axis=0)] + [
-        np.asarray(rgb, np.float32) for name, rgb in params.palette.items() if name != colour]
+    beneath = [np.median(pixels.reshape(-1, 3), axis=0)] + [np.asarray(rgb, np.float32) for name, rgb in params.palette.items() if name != colour]
     best_alpha, best_residual = np.zeros(mask.shape, np.float32), np.full(mask.shape, np.inf, np.float32)
     for under in beneath:
         direction = colour_rgb - under
@@ -230,15 +230,15 @@ def burst_pitches(audio: np.ndarray, onsets: np.ndarray, params: BounceParams = 
     pitches = []
     for onset in onsets:
         start = max(0, int(round(onset * sr)))
-        segment = np.asarray(audio[start:start + length], np.float64)
+        segment = np.asarray(audio[start : start + length], np.float64)
         if len(segment) < 16:
             pitches.append(np.nan)
             continue
         spectrum = np.abs(np.fft.rfft(segment * np.hanning(len(segment)), n_fft))
-        spectrum[:int(PITCH_MIN_HZ * n_fft / sr)] = 0
+        spectrum[: int(PITCH_MIN_HZ * n_fft / sr)] = 0
         peak = int(spectrum.argmax())
         if 0 < peak < len(spectrum) - 1:
-            below, at, above = np.log(spectrum[peak - 1:peak + 2] + 1e-12)
+            below, at, above = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
             peak += 0.5 * (below - above) / (below - 2 * at + above)
         pitches.append(peak * sr / n_fft)
     return np.asarray(pitches, np.float64)
@@ -264,8 +264,7 @@ def merge_close(times: np.ndarray, gap: float) -> np.ndarray:
     return np.bincount(run, weights=times) / np.bincount(run)
 
 
-def clip_metrics(frames: np.ndarray, audio: np.ndarray, caption: str,
-                 params: BounceParams = BounceParams()) -> dict:
+def clip_metrics(frames: np.ndarray, audio: np.ndarray, caption: str, params: BounceParams = BounceParams()) -> dict:
     """The spec's four metrics for one clip, with the counts behind them.
 
     pitch_agreement is NaN when no burst is heard (num_audio_onsets says how
@@ -308,9 +307,14 @@ def clip_metrics(frames: np.ndarray, audio: np.ndarray, caption: str,
     num_judged, num_events = len(judged), len(events)
     event_f1 = 2 * len(pairs) / (num_judged + num_events) if num_judged + num_events else 1.0
 
-    return {"colour_accuracy": float(set(visible) == caption_set), "pitch_agreement": pitch_agreement,
-            "sync_error_ms": sync_error_ms, "event_f1": event_f1,
-            "num_audio_onsets": len(onsets), "num_video_contacts": len(contacts)}
+    return {
+        "colour_accuracy": float(set(visible) == caption_set),
+        "pitch_agreement": pitch_agreement,
+        "sync_error_ms": sync_error_ms,
+        "event_f1": event_f1,
+        "num_audio_onsets": len(onsets),
+        "num_video_contacts": len(contacts),
+    }
 
 
 def aggregate(metrics: list[dict]) -> dict:

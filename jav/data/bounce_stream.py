@@ -7,6 +7,7 @@ resumed run sees exactly the batches an uninterrupted one would. Held-out
 clips (`heldout_batch`) use seeds from HELDOUT_SEED up, a range no training
 stream reaches before 10^9 clips, so evaluation never sees a training clip.
 """
+
 from __future__ import annotations
 
 import dataclasses

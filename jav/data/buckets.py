@@ -12,6 +12,7 @@ Curriculum stages change the weights with the step (e.g. low resolution first):
 The whole schedule is a random-access Grain MapDataset indexed by step, so the iterator's
 get_state() / set_state() resume with exactly the batches an uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 
@@ -48,8 +49,7 @@ def find_buckets(root: str) -> list[str]:
         raise FileNotFoundError(f"bucket root {root} does not exist; point it at a curation run's OUTPUT/shards")
     names = sorted(p.name for p in path.iterdir() if not p.name.startswith(".") and (p / MANIFEST).exists())
     if not names:
-        raise FileNotFoundError(f"{root} holds no shard directory with a {MANIFEST}; point it at a curation "
-                                "run's OUTPUT/shards (python -m data_pipelines.run)")
+        raise FileNotFoundError(f"{root} holds no shard directory with a {MANIFEST}; point it at a curation run's OUTPUT/shards (python -m data_pipelines.run)")
     return names
 
 
@@ -67,14 +67,14 @@ def normalize_curriculum(curriculum, buckets: Sequence[str]) -> list[tuple[int |
     for i, (until, weights) in enumerate(curriculum):
         unknown = set(weights) - set(buckets)
         if unknown:
-            raise ValueError(f"curriculum stage {i} weighs buckets {sorted(unknown)} that are not in the data "
-                             f"root (found {list(buckets)}); fix the bucket names")
+            raise ValueError(
+                f"curriculum stage {i} weighs buckets {sorted(unknown)} that are not in the data root (found {list(buckets)}); fix the bucket names"
+            )
         w = np.array([float(weights.get(b, 0.0)) for b in buckets])
         if (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"curriculum stage {i} weights {dict(weights)} must be >= 0 with a positive sum")
         if (until is None) != (i == len(curriculum) - 1):
-            raise ValueError(f"curriculum stage {i}: only the last stage has until_step=None (and it must); "
-                             f"got until_step={until}")
+            raise ValueError(f"curriculum stage {i}: only the last stage has until_step=None (and it must); got until_step={until}")
         if until is not None:
             if int(until) <= last:
                 raise ValueError(f"curriculum until_step values must increase; stage {i} has {until} after {last}")
@@ -142,26 +142,38 @@ class _BucketBatches(grain.MapDataset):
         return self.datasets[bucket][index]
 
 
-def make_bucket_dataset(root: str, curriculum, *, batch_size: int, seed: int, process_index: int = 0,
-                        process_count: int = 1, **dataset_kwargs):
+def make_bucket_dataset(root: str, curriculum, *, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1, **dataset_kwargs):
     """(MapDataset of this host's batches by step, bucket names, schedule). Bucket i shuffles with seed + i;
     dataset_kwargs (tokenizer_vocab, tokenizer_len, text_input, text_dim) go to `make_dataset`."""
     names = find_buckets(root)
     schedule = BucketSchedule(len(names), normalize_curriculum(curriculum, names), seed)
-    datasets = [make_dataset(str(epath.Path(root) / n), batch_size=batch_size, seed=seed + i, process_index=process_index,
-                             process_count=process_count, **dataset_kwargs)
-                for i, n in enumerate(names)]
+    datasets = [
+        make_dataset(
+            str(epath.Path(root) / n), batch_size=batch_size, seed=seed + i, process_index=process_index, process_count=process_count, **dataset_kwargs
+        )
+        for i, n in enumerate(names)
+    ]
     return _BucketBatches(schedule, datasets), names, schedule
 
 
-def make_bucket_loader(root: str, curriculum, *, batch_size: int, seed: int, process_index: int = 0,
-                       process_count: int = 1, read_threads: int = 4, prefetch_batches: int = 8,
-                       **dataset_kwargs) -> grain.DatasetIterator:
+def make_bucket_loader(
+    root: str,
+    curriculum,
+    *,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    read_threads: int = 4,
+    prefetch_batches: int = 8,
+    **dataset_kwargs,
+) -> grain.DatasetIterator:
     """An endless iterator of this host's batches, each from one bucket (the arrays that
     `jav.data.loader.make_loader` gives), with get_state() / set_state().
 
     curriculum: {bucket: weight} or [(until_step, {bucket: weight}), ..., (None, {...})].
     """
-    ds, _, _ = make_bucket_dataset(root, curriculum, batch_size=batch_size, seed=seed, process_index=process_index,
-                                   process_count=process_count, **dataset_kwargs)
+    ds, _, _ = make_bucket_dataset(
+        root, curriculum, batch_size=batch_size, seed=seed, process_index=process_index, process_count=process_count, **dataset_kwargs
+    )
     return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches)))

@@ -4,6 +4,7 @@ Until jav has a learned audio VAE, audio tokens are frames of a normalised log-m
 spectrogram (16 kHz, hop 160, 64 bins, as LTX-2's audio VAE takes in); Griffin-Lim
 turns generated spectrograms back into waveforms. NumPy and librosa for now.
 """
+
 import librosa
 import numpy as np
 
@@ -19,14 +20,22 @@ def waveform_to_logmel(wave: np.ndarray, params: MelParams = MelParams()) -> np.
     wave = np.asarray(wave, np.float32)
     num_frames = len(wave) // params.hop
     power = librosa.feature.melspectrogram(
-        y=wave, sr=params.sample_rate, n_fft=params.n_fft, hop_length=params.hop, n_mels=params.n_mels,
-        fmin=params.fmin, fmax=params.fmax, center=True, pad_mode="constant", power=2.0)[:, :num_frames]  # [n_mels, Ta]
+        y=wave,
+        sr=params.sample_rate,
+        n_fft=params.n_fft,
+        hop_length=params.hop,
+        n_mels=params.n_mels,
+        fmin=params.fmin,
+        fmax=params.fmax,
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+    )[:, :num_frames]  # [n_mels, Ta]
     db = np.maximum(10 * np.log10(np.maximum(power.astype(np.float64), 1e-30)), params.db_floor)
     return ((db - params.db_centre) / params.db_half_range).T.astype(np.float32)
 
 
-def logmel_to_waveform(logmel: np.ndarray, params: MelParams = MelParams(), n_iter: int = 32,
-                       seed: int = 0) -> np.ndarray:
+def logmel_to_waveform(logmel: np.ndarray, params: MelParams = MelParams(), n_iter: int = 32, seed: int = 0) -> np.ndarray:
     """Waveform [Ta * hop] float32 from a normalised log-mel [Ta, n_mels].
 
     Undoes the normalisation, inverts the mel filters (librosa's non-negative least
@@ -36,10 +45,19 @@ def logmel_to_waveform(logmel: np.ndarray, params: MelParams = MelParams(), n_it
     power = 10 ** (db.T / 10)  # [n_mels, Ta]
     # One more frame, centred on the clip's end, so the last hop is not left silent.
     power = np.concatenate([power, power[:, -1:]], axis=1)
-    magnitude = librosa.feature.inverse.mel_to_stft(power, sr=params.sample_rate, n_fft=params.n_fft, power=2.0,
-                                                    fmin=params.fmin, fmax=params.fmax)  # [n_fft // 2 + 1, Ta + 1]
-    wave = librosa.griffinlim(magnitude, n_iter=n_iter, hop_length=params.hop, n_fft=params.n_fft, center=True,
-                              pad_mode="constant", length=logmel.shape[0] * params.hop, random_state=seed)
+    magnitude = librosa.feature.inverse.mel_to_stft(
+        power, sr=params.sample_rate, n_fft=params.n_fft, power=2.0, fmin=params.fmin, fmax=params.fmax
+    )  # [n_fft // 2 + 1, Ta + 1]
+    wave = librosa.griffinlim(
+        magnitude,
+        n_iter=n_iter,
+        hop_length=params.hop,
+        n_fft=params.n_fft,
+        center=True,
+        pad_mode="constant",
+        length=logmel.shape[0] * params.hop,
+        random_state=seed,
+    )
     return wave.astype(np.float32)
 
 

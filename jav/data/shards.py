@@ -11,6 +11,7 @@ A directory may be local or on Google Cloud Storage (`gs://bucket/data`): the
 manifest and the checks go through `etils.epath`, the records through
 ArrayRecord's own file layer, which takes the same gs:// path.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,13 +44,14 @@ def write_shards(records: Iterable[dict], out_dir: str, records_per_shard: int) 
     shards, shapes, writer, count = [], None, None, 0
     for rec in records:
         video, audio = np.asarray(rec["video"]), np.asarray(rec["audio"])
-        rec_shapes = {"video_shape": list(video.shape), "video_dtype": video.dtype.name,
-                      "audio_shape": list(audio.shape), "audio_dtype": audio.dtype.name}
+        rec_shapes = {"video_shape": list(video.shape), "video_dtype": video.dtype.name, "audio_shape": list(audio.shape), "audio_dtype": audio.dtype.name}
         if shapes is None:
             shapes = rec_shapes
         elif rec_shapes != shapes:
-            raise RecordError(f"record {count} ({rec.get('caption', '')!r}) has {rec_shapes}, but this shard "
-                              f"directory holds {shapes}; write each shape bucket to its own directory")
+            raise RecordError(
+                f"record {count} ({rec.get('caption', '')!r}) has {rec_shapes}, but this shard "
+                f"directory holds {shapes}; write each shape bucket to its own directory"
+            )
         if writer is None:
             shards.append({"file": shard_name(len(shards)), "num_records": 0})
             writer = ArrayRecordWriter(str(out / shards[-1]["file"]), _WRITER_OPTIONS)
@@ -95,8 +97,10 @@ class ShardSource:
 def _read_manifest(data_dir: str) -> dict:
     path = epath.Path(data_dir) / MANIFEST
     if not path.exists() or path.is_dir():
-        raise RecordError(f"{path} does not exist: {data_dir} is not a finished shard directory; "
-                          "(re)write it with jav.data.shards.write_shards or python -m jav.data.synthetic")
+        raise RecordError(
+            f"{path} does not exist: {data_dir} is not a finished shard directory; "
+            "(re)write it with jav.data.shards.write_shards or python -m jav.data.synthetic"
+        )
     try:
         manifest = json.loads(path.read_text())
     except ValueError as e:
@@ -105,16 +109,16 @@ def _read_manifest(data_dir: str) -> dict:
     if missing:
         raise RecordError(f"{path} lacks {sorted(missing)}; rewrite the shard directory")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise RecordError(f"{path}: format version {manifest.get('format_version')}, but this jav reads "
-                          f"version {FORMAT_VERSION}; rewrite the shards with this version of jav")
+        raise RecordError(
+            f"{path}: format version {manifest.get('format_version')}, but this jav reads version {FORMAT_VERSION}; rewrite the shards with this version of jav"
+        )
     return manifest
 
 
 def _check_shard(path: str, expected: int, manifest: dict) -> None:
     """Open one shard, check its record count, and decode its first and last record."""
     if not epath.Path(path).exists():
-        raise RecordError(f"shard {path} is listed in the manifest but missing; restore it or rewrite "
-                          "the shard directory")
+        raise RecordError(f"shard {path} is listed in the manifest but missing; restore it or rewrite the shard directory")
     try:
         reader = ArrayRecordReader(path)
         try:
@@ -123,14 +127,13 @@ def _check_shard(path: str, expected: int, manifest: dict) -> None:
         finally:
             reader.close()
     except RuntimeError as e:
-        raise RecordError(f"shard {path} is corrupt or truncated ({type(e).__name__}: {str(e)[:200]}); restore it "
-                          "or rewrite the shard directory") from e
+        raise RecordError(f"shard {path} is corrupt or truncated ({type(e).__name__}: {str(e)[:200]}); restore it or rewrite the shard directory") from e
     if found != expected:
-        raise RecordError(f"shard {path} has {found} readable records, the manifest says {expected} "
-                          "(corrupt or truncated); restore it or rewrite the shard directory")
+        raise RecordError(
+            f"shard {path} has {found} readable records, the manifest says {expected} (corrupt or truncated); restore it or rewrite the shard directory"
+        )
     for index, data in zip((0, found - 1), ends):
-        decode_record(data, expect_video_shape=manifest["video_shape"],
-                      expect_audio_shape=manifest["audio_shape"], source=f"{path}[{index}]")
+        decode_record(data, expect_video_shape=manifest["video_shape"], expect_audio_shape=manifest["audio_shape"], source=f"{path}[{index}]")
 
 
 def open_shards(data_dir: str) -> tuple[dict, ShardSource]:
@@ -145,6 +148,7 @@ def open_shards(data_dir: str) -> tuple[dict, ShardSource]:
         _check_shard(str(epath.Path(data_dir) / shard["file"]), shard["num_records"], manifest)
     total = sum(s["num_records"] for s in manifest["shards"])
     if total != manifest["num_records"]:
-        raise RecordError(f"{epath.Path(data_dir) / MANIFEST}: shards hold {total} records, the manifest "
-                          f"says {manifest['num_records']}; rewrite the shard directory")
+        raise RecordError(
+            f"{epath.Path(data_dir) / MANIFEST}: shards hold {total} records, the manifest says {manifest['num_records']}; rewrite the shard directory"
+        )
     return manifest, ShardSource(data_dir, manifest)

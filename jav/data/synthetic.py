@@ -11,6 +11,7 @@ clip length (a causal video VAE with 4x time compression needs 1 + 4k frames:
 caption's embedding from a frozen encoder (`jav.data.text_embeddings`), for
 models with `model.text.encoder = "precomputed"`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,17 +40,22 @@ def _jsonable(x):
     return x
 
 
-def clip_record(seed: int, params: bounce.BounceParams = bounce.BounceParams(),
-                mel_params: mel.MelParams | None = None) -> dict:
+def clip_record(seed: int, params: bounce.BounceParams = bounce.BounceParams(), mel_params: mel.MelParams | None = None) -> dict:
     """One bounce clip as `encode_record` keyword arguments."""
     mel_params = mel_params or mel.MelParams(sample_rate=params.sample_rate)
     clip = bounce.generate_clip(seed, params)
     metadata = _jsonable(clip.metadata)
     # The record's audio is a spectrogram: keep how it was made next to it.
     metadata["audio_repr"] = {"kind": "logmel", **dataclasses.asdict(mel_params)}
-    return {"video": clip.frames, "audio": mel.waveform_to_logmel(clip.audio, mel_params), "caption": clip.caption,
-            "fps": float(params.fps), "sample_rate": int(params.sample_rate), "duration": float(params.duration),
-            "metadata": metadata}
+    return {
+        "video": clip.frames,
+        "audio": mel.waveform_to_logmel(clip.audio, mel_params),
+        "caption": clip.caption,
+        "fps": float(params.fps),
+        "sample_rate": int(params.sample_rate),
+        "duration": float(params.duration),
+        "metadata": metadata,
+    }
 
 
 def latent_records(args, params: bounce.BounceParams, log=print):
@@ -65,8 +71,14 @@ def latent_records(args, params: bounce.BounceParams, log=print):
     codec = codec.fitted(video, logmel, {"video": args.video_norm, "audio": args.audio_norm})
     zv, za = codec.latent_shapes(video.shape[1:], logmel.shape[1:])
     epath.Path(args.out).mkdir(parents=True, exist_ok=True)
-    codec.write_latent_json(args.out, video_latent_shape=zv, audio_latent_shape=za, stats_clips=min(args.num, args.stats_clips),
-                      world=dataclasses.asdict(params) | {"fps": params.fps}, mel=dataclasses.asdict(mp))
+    codec.write_latent_json(
+        args.out,
+        video_latent_shape=zv,
+        audio_latent_shape=za,
+        stats_clips=min(args.num, args.stats_clips),
+        world=dataclasses.asdict(params) | {"fps": params.fps},
+        mel=dataclasses.asdict(mp),
+    )
     log(f"latents: video {zv}, audio {za}; statistics from {min(args.num, args.stats_clips)} clips in {args.out}/latent.json")
     for start in range(args.seed, args.seed + args.num, args.batch):
         recs, video, logmel = arrays(range(start, min(start + args.batch, args.seed + args.num)))
@@ -88,12 +100,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--video-vae", default=None, help="trained video VAE run (python -m jav.train --config configs/video_vae.py)")
     parser.add_argument("--audio-vae", default=None, help="trained audio VAE run (python -m jav.train --config configs/audio_vae.py)")
     parser.add_argument("--stats-clips", type=int, default=256, help="clips the latent statistics are measured on")
-    parser.add_argument("--video-norm", default="channel", choices=("channel", "shared"),
-                        help="--latent: scale each video latent channel to unit variance, or all by one shared scale")
+    parser.add_argument(
+        "--video-norm",
+        default="channel",
+        choices=("channel", "shared"),
+        help="--latent: scale each video latent channel to unit variance, or all by one shared scale",
+    )
     parser.add_argument("--audio-norm", default="channel", choices=("channel", "shared"), help="--latent: the same for audio")
     parser.add_argument("--batch", type=int, default=32, help="clips encoded together (--latent, --text-encoder)")
-    parser.add_argument("--text-encoder", default=None,
-                        help="precompute caption embeddings into the records: hf:DIR (a T5 / UMT5 directory) or builtin:RUN")
+    parser.add_argument("--text-encoder", default=None, help="precompute caption embeddings into the records: hf:DIR (a T5 / UMT5 directory) or builtin:RUN")
     parser.add_argument("--text-len", type=int, default=64, help="caption tokens kept with --text-encoder")
     args = parser.parse_args(argv)
     if args.latent and not (args.video_vae and args.audio_vae):
@@ -103,8 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
     every = max(1, args.num // 10)
 
     def records():
-        source = latent_records(args, params, log=lambda m: print(m, flush=True)) if args.latent else \
-            (clip_record(args.seed + i, params) for i in range(args.num))
+        source = (
+            latent_records(args, params, log=lambda m: print(m, flush=True)) if args.latent else (clip_record(args.seed + i, params) for i in range(args.num))
+        )
         for i, record in enumerate(source):
             yield record
             if (i + 1) % every == 0 or i + 1 == args.num:

@@ -9,6 +9,7 @@ frozen text encoder inside the training step.
 Each record then carries text_emb [max_len, D] (float16 by default) and
 text_mask [max_len] bool, which the loader passes to the model instead of token ids.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -30,17 +31,16 @@ def embed_captions(encoder, captions: Sequence[str], batch_size: int = 64) -> tu
     captions = list(captions)
     embs, masks = [], []
     for start in range(0, len(captions), batch_size):
-        chunk = captions[start:start + batch_size]
+        chunk = captions[start : start + batch_size]
         emb, mask = encoder.encode(chunk + [chunk[-1]] * (batch_size - len(chunk)))
-        embs.append(np.asarray(emb, np.float32)[:len(chunk)])
-        masks.append(np.asarray(mask, bool)[:len(chunk)])
+        embs.append(np.asarray(emb, np.float32)[: len(chunk)])
+        masks.append(np.asarray(mask, bool)[: len(chunk)])
     if not embs:
         return np.zeros((0, encoder.max_len, encoder.dim), np.float32), np.zeros((0, encoder.max_len), bool)
     return np.concatenate(embs), np.concatenate(masks)
 
 
-def add_text_embeddings(records: Iterable[dict], encoder, *, batch_size: int = 64,
-                        dtype: str = "float16", cache_captions: int = 256) -> Iterator[dict]:
+def add_text_embeddings(records: Iterable[dict], encoder, *, batch_size: int = 64, dtype: str = "float16", cache_captions: int = 256) -> Iterator[dict]:
     """Record kwargs (as `jav.data.synthetic.clip_record` returns) -> the same records with
     text_emb [max_len, D] in `dtype` and text_mask [max_len] bool added, lazily, `batch_size`
     captions encoded together. Up to `cache_captions` recent captions are kept, so repeated
@@ -56,8 +56,7 @@ def add_text_embeddings(records: Iterable[dict], encoder, *, batch_size: int = 6
             with np.errstate(over="ignore"):  # reported below, with the fix
                 stored = emb.astype(dtype)
             if not np.isfinite(stored).all():
-                raise ValueError(f"text embeddings overflow {dtype} (largest magnitude {np.abs(emb).max():.3g}); "
-                                 "store them with dtype='float32'")
+                raise ValueError(f"text embeddings overflow {dtype} (largest magnitude {np.abs(emb).max():.3g}); store them with dtype='float32'")
             if len(cache) + len(new) > cache_captions:
                 cache = {r["caption"]: cache[r["caption"]] for r in chunk if r["caption"] in cache}
             cache.update({c: (stored[i], mask[i]) for i, c in enumerate(new)})

@@ -35,6 +35,7 @@ trace of the root from the eigenvalues of the symmetric S1^1/2 S2 S1^1/2
 (`frechet_distance`), which stays exact for the rank-deficient covariances of
 fewer clips than features.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,7 +113,7 @@ def in_batches(fn, clips: np.ndarray, batch: int, log=None) -> np.ndarray:
     n, batch = len(clips), min(batch, len(clips))
     out, start = [], time.perf_counter()
     for lo in range(0, n, batch):
-        chunk = clips[lo:lo + batch]
+        chunk = clips[lo : lo + batch]
         real = len(chunk)
         if real < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
@@ -166,8 +167,9 @@ def reference_statistics(cache_path, make_clips, description: str, extract, log=
     if path.exists():
         with np.load(path) as cached:
             if str(cached["description"]) != description:
-                raise ValueError(f"{path} holds the statistics of {str(cached['description'])!r}, not of {description!r}: "
-                                 "give another --reference path or delete the file")
+                raise ValueError(
+                    f"{path} holds the statistics of {str(cached['description'])!r}, not of {description!r}: give another --reference path or delete the file"
+                )
             log(f"reference statistics from {path} ({int(cached['num_clips'])} clips: {description})")
             return cached["mu"], cached["sigma"]
     clips = make_clips()
@@ -251,8 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         degrade(np.zeros((1, 1, 1, 1, 3), np.uint8), kind)  # an unknown name fails before any work
     world = BounceParams(canvas=args.canvas, fps=args.fps, duration=args.duration)
     world_name = f"canvas {world.canvas}, {world.fps} fps, {world.num_frames} frames"
-    reference = pathlib.Path(args.reference or
-                             f"runs/fvd/bounce_{real_seeds.start}_{real_seeds.stop}_{world.canvas}px_{world.fps}fps_{world.num_frames}f.npz")
+    reference = pathlib.Path(args.reference or f"runs/fvd/bounce_{real_seeds.start}_{real_seeds.stop}_{world.canvas}px_{world.fps}fps_{world.num_frames}f.npz")
 
     start = time.perf_counter()
     if sample_seeds is not None:
@@ -261,8 +262,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     else:
         samples = read_samples(args.samples)
         if samples.shape[1:4] != (world.num_frames, world.canvas, world.canvas):
-            parser.error(f"the samples in {args.samples} are {samples.shape[1:4]} (frames, height, width); the world is "
-                         f"({world.num_frames}, {world.canvas}, {world.canvas}): set --canvas, --fps and --duration to the samples' world")
+            parser.error(
+                f"the samples in {args.samples} are {samples.shape[1:4]} (frames, height, width); the world is "
+                f"({world.num_frames}, {world.canvas}, {world.canvas}): set --canvas, --fps and --duration to the samples' world"
+            )
         log(f"samples: {len(samples)} clips from {args.samples}")
     i3d = I3DFeatures()
     extract = lambda clips: i3d.features(clips, batch=args.batch, log=log)
@@ -273,8 +276,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         log(f"[{kind}] {len(samples)} clips")
         scores[kind] = frechet_distance(*statistics(extract(degrade(samples, kind))), mu_real, sigma_real)
         log(f"[{kind}] FVD {scores[kind]:.2f}")
-    log(f"FVD of {len(samples)} clips of {args.samples} against real seeds {args.real_seeds}: "
-        + ", ".join(f"{kind} {value:.2f}" for kind, value in scores.items()) + f" ({time.perf_counter() - start:.0f} s)")
+    log(
+        f"FVD of {len(samples)} clips of {args.samples} against real seeds {args.real_seeds}: "
+        + ", ".join(f"{kind} {value:.2f}" for kind, value in scores.items())
+        + f" ({time.perf_counter() - start:.0f} s)"
+    )
     return scores
 
 

@@ -3,6 +3,7 @@ and rotary positions, their attention run through jav.models.context_parallel,
 which applies the kernel of jav.models.attention_kernels on one device or over
 the mesh's context axis.
 """
+
 from __future__ import annotations
 
 import jax
@@ -24,8 +25,20 @@ class AttentionProjections(nnx.Module):
     `rope_pairs` is `model.rope.pairs`.
     """
 
-    def __init__(self, q_dim: int, kv_dim: int, heads: int, head_dim: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str, qk_norm: bool = True,
-                 qk_norm_across_heads: bool = False, rope_pairs: str = "split"):
+    def __init__(
+        self,
+        q_dim: int,
+        kv_dim: int,
+        heads: int,
+        head_dim: int,
+        *,
+        rngs: nnx.Rngs,
+        dtype: str,
+        param_dtype: str,
+        qk_norm: bool = True,
+        qk_norm_across_heads: bool = False,
+        rope_pairs: str = "split",
+    ):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.q = Dense(q_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", **kw)
         self.k = Dense(kv_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", **kw)
@@ -66,11 +79,35 @@ class Attention(nnx.Module):
     which decides whether context parallelism applies.
     """
 
-    def __init__(self, q_dim: int, kv_dim: int, heads: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str, head_dim: int | None = None,
-                 qk_norm: bool = True, qk_norm_across_heads: bool = False, rope_pairs: str = "split", kernel: str = "xla", context: str = "ring"):
+    def __init__(
+        self,
+        q_dim: int,
+        kv_dim: int,
+        heads: int,
+        *,
+        rngs: nnx.Rngs,
+        dtype: str,
+        param_dtype: str,
+        head_dim: int | None = None,
+        qk_norm: bool = True,
+        qk_norm_across_heads: bool = False,
+        rope_pairs: str = "split",
+        kernel: str = "xla",
+        context: str = "ring",
+    ):
         head_dim = head_dim or q_dim // heads
-        self.proj = AttentionProjections(q_dim, kv_dim, heads, head_dim, rngs=rngs, dtype=dtype, param_dtype=param_dtype, qk_norm=qk_norm,
-                                         qk_norm_across_heads=qk_norm_across_heads, rope_pairs=rope_pairs)
+        self.proj = AttentionProjections(
+            q_dim,
+            kv_dim,
+            heads,
+            head_dim,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            qk_norm=qk_norm,
+            qk_norm_across_heads=qk_norm_across_heads,
+            rope_pairs=rope_pairs,
+        )
         self.kernel, self.context = kernel, context
 
     def __call__(self, x, ctx, *, q_angles=None, k_angles=None, mask: Mask | None = None, q_length: str | None = None, k_length: str | None = None):

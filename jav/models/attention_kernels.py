@@ -27,6 +27,7 @@ Rows with no valid key (an invalid query, a null caption, a switched-off
 modality) return zeros, not NaN, under every kernel. `attend` runs on one
 device's arrays; jav.models.context_parallel decides how it is placed on a mesh.
 """
+
 from __future__ import annotations
 
 import functools
@@ -80,8 +81,7 @@ def key_mask(mask_q: jax.Array | None, mask_k: jax.Array | None) -> Mask | None:
     return Mask(mask_q, mask_k)
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
-                          bias: jax.Array | None = None) -> jax.Array:
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, bias: jax.Array | None = None) -> jax.Array:
     """q [B, Nq, H, Dh], k/v [B, Nk, H, Dh], mask and an additive logit bias (float32)
     broadcastable to [B, H, Nq, Nk] -> [B, Nq, H, Dh]."""
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
@@ -111,8 +111,10 @@ def check_kernel(kernel: str, platform: str | None = None) -> None:
     platform = platform or current_platform()
     needs = _KERNEL_PLATFORMS.get(kernel)
     if needs is not None and platform != needs:
-        raise ValueError(f"model.attention.kernel={kernel!r} needs a {needs.upper()} but this run is on {platform}; "
-                         f"set model.attention.kernel='xla' (or run on a {needs.upper()})")
+        raise ValueError(
+            f"model.attention.kernel={kernel!r} needs a {needs.upper()} but this run is on {platform}; "
+            f"set model.attention.kernel='xla' (or run on a {needs.upper()})"
+        )
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask | None = None, kernel: str = "xla", *, interpret: bool = False) -> jax.Array:
@@ -148,8 +150,9 @@ def _cudnn(q, k, v, mask: Mask | None, implementation: str = "cudnn") -> jax.Arr
         k = jnp.take_along_axis(k, order[:, :, None, None], axis=1)
         v = jnp.take_along_axis(v, order[:, :, None, None], axis=1)
         lengths = jnp.sum(mask.k_valid, axis=1, dtype=jnp.int32)
-    out = jax.nn.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), mask=dense,
-                                       key_value_seq_lengths=lengths, implementation=implementation)
+    out = jax.nn.dot_product_attention(
+        q.astype(dtype), k.astype(dtype), v.astype(dtype), mask=dense, key_value_seq_lengths=lengths, implementation=implementation
+    )
     return out.astype(q.dtype)
 
 
@@ -158,9 +161,15 @@ def _splash_kernel(heads: int, nq: int, nk: int, window: int | None, interpret: 
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 
-    blocks = splash.BlockSizes(block_q=_SPLASH_BLOCK, block_kv=_SPLASH_BLOCK, block_kv_compute=_SPLASH_BLOCK,
-                               block_q_dkv=_SPLASH_BLOCK, block_kv_dkv=_SPLASH_BLOCK, block_kv_dkv_compute=_SPLASH_BLOCK,
-                               use_fused_bwd_kernel=True)
+    blocks = splash.BlockSizes(
+        block_q=_SPLASH_BLOCK,
+        block_kv=_SPLASH_BLOCK,
+        block_kv_compute=_SPLASH_BLOCK,
+        block_q_dkv=_SPLASH_BLOCK,
+        block_kv_dkv=_SPLASH_BLOCK,
+        block_kv_dkv_compute=_SPLASH_BLOCK,
+        use_fused_bwd_kernel=True,
+    )
     # key validity (padding, and joint attention's modality blocks) comes as segment ids; only a window is static
     one = masks.FullMask((nq, nk)) if window is None else masks.LocalMask((nq, nk), (window, window), offset=0)
     return splash.make_splash_mha(masks.MultiHeadMask([one] * heads), block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret), splash.SegmentIds

@@ -16,6 +16,7 @@ bursts and their onsets count for more than the noise floor that fills most of
 the spectrogram. `init_model` / `training_loss` / `evaluate` are the autoencoder
 phase's hooks (jav.train.autoencoder).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,15 +43,18 @@ def reduction(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
     """Checks the config once, with messages that name the key and the fix."""
     if len(cfg.channels) != len(cfg.downsample) + 1:
-        raise ValueError(f"audio_vae.channels has {len(cfg.channels)} entries but audio_vae.downsample has "
-                         f"{len(cfg.downsample)}; give one width per resolution (len(downsample) + 1)")
+        raise ValueError(
+            f"audio_vae.channels has {len(cfg.channels)} entries but audio_vae.downsample has "
+            f"{len(cfg.downsample)}; give one width per resolution (len(downsample) + 1)"
+        )
     if any(not 1 <= stride <= KERNEL for pair in cfg.downsample for stride in pair):
-        raise ValueError(f"audio_vae.downsample={tuple(cfg.downsample)}: each stride must be 1 to {KERNEL} (the "
-                         "convolution's size) so that every frame is seen; downsample in more, smaller steps")
+        raise ValueError(
+            f"audio_vae.downsample={tuple(cfg.downsample)}: each stride must be 1 to {KERNEL} (the "
+            "convolution's size) so that every frame is seen; downsample in more, smaller steps"
+        )
     freq = reduction(cfg)[1]
     if cfg.n_mels % freq:
-        raise ValueError(f"audio_vae.n_mels={cfg.n_mels} is not divisible by the frequency reduction {freq}; "
-                         "change audio_vae.downsample or n_mels")
+        raise ValueError(f"audio_vae.n_mels={cfg.n_mels} is not divisible by the frequency reduction {freq}; change audio_vae.downsample or n_mels")
 
 
 def token_dim(cfg: ml_collections.ConfigDict) -> int:
@@ -64,9 +68,20 @@ class Conv(nnx.Module):
     so output frame i sees input frames up to s * i + s - 1, the end of its block.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, axes: tuple[str | None, str | None], *, rngs: nnx.Rngs,
-                 kernel: Sequence[int] = (KERNEL, KERNEL), stride: Sequence[int] = (1, 1), causal: bool = True, init=None,
-                 dtype: str = "float32", param_dtype: str = "float32"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        axes: tuple[str | None, str | None],
+        *,
+        rngs: nnx.Rngs,
+        kernel: Sequence[int] = (KERNEL, KERNEL),
+        stride: Sequence[int] = (1, 1),
+        causal: bool = True,
+        init=None,
+        dtype: str = "float32",
+        param_dtype: str = "float32",
+    ):
         self.kernel_size, self.stride, self.causal = tuple(kernel), tuple(stride), causal
         init = init or fan_in_normal(math.prod(kernel) * in_channels)
         # axes name the (in, out) channel axes; the 1-channel ends of the model leave theirs unnamed.
@@ -79,8 +94,12 @@ class Conv(nnx.Module):
         time_pad = (kt - st, 0) if self.causal else ((kt - st + 1) // 2, (kt - st) // 2)
         freq_pad = ((kf - sf + 1) // 2, (kf - sf) // 2)
         y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), self.kernel[...].astype(self.dtype), window_strides=self.stride,
-            padding=(time_pad, freq_pad), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            x.astype(self.dtype),
+            self.kernel[...].astype(self.dtype),
+            window_strides=self.stride,
+            padding=(time_pad, freq_pad),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
         return y + self.bias[...].astype(self.dtype)
 
 
@@ -110,16 +129,13 @@ class AudioVAE(nnx.Module):
         ch, levels = tuple(cfg.channels), len(cfg.channels)
 
         self.enc_in = Conv(1, ch[0], (None, "embed"), **kw)
-        self.enc_blocks = nnx.List([
-            nnx.List([ResBlock(ch[i], **kw) for _ in range(cfg.blocks)]) for i in range(levels)])
-        self.enc_down = nnx.List([
-            Conv(ch[i], ch[i + 1], ("embed", "mlp"), stride=cfg.downsample[i], **kw) for i in range(levels - 1)])
+        self.enc_blocks = nnx.List([nnx.List([ResBlock(ch[i], **kw) for _ in range(cfg.blocks)]) for i in range(levels)])
+        self.enc_down = nnx.List([Conv(ch[i], ch[i + 1], ("embed", "mlp"), stride=cfg.downsample[i], **kw) for i in range(levels - 1)])
         self.enc_norm = RMSNorm(ch[-1], "embed", rngs=rngs, param_dtype=cfg.param_dtype)
         self.enc_out = Conv(ch[-1], 2 * cfg.latent_channels, ("embed", None), **kw)
 
         self.dec_in = Conv(cfg.latent_channels, ch[-1], (None, "embed"), **kw)
-        self.dec_blocks = nnx.List([
-            nnx.List([ResBlock(ch[i], **kw) for _ in range(cfg.blocks)]) for i in range(levels)])
+        self.dec_blocks = nnx.List([nnx.List([ResBlock(ch[i], **kw) for _ in range(cfg.blocks)]) for i in range(levels)])
         self.dec_up = nnx.List([Conv(ch[i + 1], ch[i], ("embed", "mlp"), **kw) for i in range(levels - 1)])
         self.dec_norm = RMSNorm(ch[0], "embed", rngs=rngs, param_dtype=cfg.param_dtype)
         self.dec_out = Conv(ch[0], 1, ("embed", None), **kw)
@@ -127,8 +143,10 @@ class AudioVAE(nnx.Module):
     def _check_length(self, frames: int) -> None:
         time_factor = reduction(self.cfg)[0]
         if frames % time_factor:
-            raise ValueError(f"log-mel length {frames} is not divisible by the VAE's time reduction {time_factor}; "
-                             "pad or crop the clip to a multiple (audio_vae.downsample sets the factor)")
+            raise ValueError(
+                f"log-mel length {frames} is not divisible by the VAE's time reduction {time_factor}; "
+                "pad or crop the clip to a multiple (audio_vae.downsample sets the factor)"
+            )
 
     def encode(self, logmel: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(mean, logvar), each [B, Ta / rt, (n_mels / rf) * latent_channels], of log-mel [B, Ta, n_mels]."""
@@ -208,13 +226,14 @@ def reconstruction_terms(reconstruction: jax.Array, target: jax.Array, burst_gai
     error = jnp.abs(reconstruction - target)
     flux_error = jnp.abs(jnp.diff(reconstruction, axis=1) - jnp.diff(target, axis=1))  # [B, Ta - 1, n_mels]
     flux_weights = jnp.maximum(weights[:, 1:], weights[:, :-1])  # an onset's frame or the one before it
-    return {"l1": jnp.mean(error),
-            "weighted_l1": jnp.mean(weights * error) / jnp.mean(weights),
-            "flux_l1": jnp.mean(flux_weights * flux_error) / jnp.mean(flux_weights)}
+    return {
+        "l1": jnp.mean(error),
+        "weighted_l1": jnp.mean(weights * error) / jnp.mean(weights),
+        "flux_l1": jnp.mean(flux_weights * flux_error) / jnp.mean(flux_weights),
+    }
 
 
-def vae_loss(model: AudioVAE, logmel: jax.Array, key: jax.Array, kl_weight: float, burst_gain: float = 0.0,
-             flux_weight: float = 0.0) -> tuple[jax.Array, dict]:
+def vae_loss(model: AudioVAE, logmel: jax.Array, key: jax.Array, kl_weight: float, burst_gain: float = 0.0, flux_weight: float = 0.0) -> tuple[jax.Array, dict]:
     """Weighted L1 + flux_weight * flux L1 + kl_weight * KL per latent value, and each term for logging.
 
     With burst_gain = flux_weight = 0 this is the plain mean L1 + KL.
@@ -240,8 +259,9 @@ def training_loss(model: AudioVAE, batch: dict, key: jax.Array, cfg: ml_collecti
     """The autoencoder phase's loss on batch["logmel"] [B, Ta, n_mels]: vae_loss with the config's weights
     (burst_gain and flux_weight from the model's keys, kl_weight from cfg.loss in an experiment config)."""
     if "logmel" not in batch:
-        raise ValueError(f"the audio VAE trains on batch['logmel'] but the batch has {sorted(batch)}; "
-                         "use a data source that yields log-mels (cfg.data.source='bounce')")
+        raise ValueError(
+            f"the audio VAE trains on batch['logmel'] but the batch has {sorted(batch)}; use a data source that yields log-mels (cfg.data.source='bounce')"
+        )
     m = model_config(cfg)
     kl_weight = cfg.loss.kl_weight if "loss" in cfg else m.kl_weight  # an experiment's loss section wins
     return vae_loss(model, batch["logmel"], key, kl_weight, m.get("burst_gain", 0.0), m.get("flux_weight", 0.0))

@@ -2,6 +2,7 @@
 the vocoder and reward models) -> the module that builds and scores that model, imported on first use. What such a
 module provides (`init_model`, `training_loss`, ...) is the autoencoder phase's
 contract, described in jav.train.autoencoder."""
+
 from __future__ import annotations
 
 import importlib

@@ -36,6 +36,7 @@ Layers are grouped `joint.every` at a time (the last layer of a group is the
 coupled one) and the groups are scanned, so compile time does not grow with
 depth.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
@@ -99,8 +100,7 @@ def attention_options(cfg) -> dict:
 
 def projection_options(cfg) -> dict:
     """QK-norm and RoPE pairing of every attention, as AttentionProjections keywords."""
-    return dict(qk_norm=cfg.qk_norm, qk_norm_across_heads=bool(cfg.qk_norm_across_heads),
-                rope_pairs=cfg.rope.pairs)
+    return dict(qk_norm=cfg.qk_norm, qk_norm_across_heads=bool(cfg.qk_norm_across_heads), rope_pairs=cfg.rope.pairs)
 
 
 def own_cross_adaln(cfg) -> bool:
@@ -135,9 +135,11 @@ def validate_config(cfg) -> None:
     """Checks a model config once, with errors that name the key and the fix."""
     missing = schema.missing_keys(cfg, schema.model())
     if missing:
-        raise ValueError(f"the model config lacks {', '.join('model.' + k for k in missing[:6])}"
-                         + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-                         + "; build it with jav.schema.model (configs/common.py) or fill it with jav.schema.complete_model")
+        raise ValueError(
+            f"the model config lacks {', '.join('model.' + k for k in missing[:6])}"
+            + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+            + "; build it with jav.schema.model (configs/common.py) or fill it with jav.schema.complete_model"
+        )
     if cfg.joint.mode not in JOINT_MODES:
         raise ValueError(f"model.joint.mode={cfg.joint.mode!r} is not one of {JOINT_MODES}")
     if cfg.prediction not in PREDICTIONS:
@@ -186,8 +188,10 @@ def validate_config(cfg) -> None:
     if options["context"] not in context_parallel.CONTEXT_MODES:
         raise ValueError(f"model.attention.context={options['context']!r} is not one of {context_parallel.CONTEXT_MODES}")
     if cfg.text.encoder not in MODEL_TEXT_ENCODERS:
-        raise ValueError(f"model.text.encoder={cfg.text.encoder!r} is not one of {MODEL_TEXT_ENCODERS} "
-                         "('builtin': trained here from caption ids; 'precomputed': embeddings from the records)")
+        raise ValueError(
+            f"model.text.encoder={cfg.text.encoder!r} is not one of {MODEL_TEXT_ENCODERS} "
+            "('builtin': trained here from caption ids; 'precomputed': embeddings from the records)"
+        )
     if cfg.text.encoder == "builtin" and cfg.text.dim != cfg.text.width:
         raise ValueError(f"model.text.dim={cfg.text.dim} must equal model.text.width={cfg.text.width} with the builtin text encoder")
 
@@ -260,11 +264,14 @@ class BranchBlock(nnx.Module):
         """Seedance-style decoupled attention: within a frame, or along time in a window."""
         shards = context_parallel.context_size(LENGTH["video"])
         if shards > 1:
-            raise ValueError(f"model.video.decoupled=True does not support context parallelism (video tokens split over {shards} devices); "
-                             "set mesh.shape.context=1 or model.video.decoupled=False")
+            raise ValueError(
+                f"model.video.decoupled=True does not support context parallelism (video tokens split over {shards} devices); "
+                "set mesh.shape.context=1 or model.video.decoupled=False"
+            )
         b, n, d = h.shape
         t, hh, ww = ctx.grid
         hw = hh * ww
+
         # [B, T*H*W, ...] -> [B*T, H*W, ...] (spatial) or [B*H*W, T, ...] (temporal)
         def split(a):
             rest = a.shape[2:]
@@ -482,8 +489,16 @@ class JointAttention(AlignedPath, nnx.Module):
             a = angles_for(self.rope, ctx.pos[m], self.heads, self.head_dim, "thw")
             angles = jnp.broadcast_to(a, (h.shape[0], h.shape[1]) + a.shape[2:])
             qkv[m] = (projs[m].query(h, angles, LENGTH[m]), *projs[m].key_value(h, angles))  # 3 x [B, N_m, H, Dh]
-        ov, oa = context_parallel.joint_attention(qkv["video"], qkv["audio"], ctx.mask["video"], ctx.mask["audio"], ctx.cross_modal,
-                                                  video_length=LENGTH["video"], audio_length=LENGTH["audio"], **dict(self.options))
+        ov, oa = context_parallel.joint_attention(
+            qkv["video"],
+            qkv["audio"],
+            ctx.mask["video"],
+            ctx.mask["audio"],
+            ctx.cross_modal,
+            video_length=LENGTH["video"],
+            audio_length=LENGTH["audio"],
+            **dict(self.options),
+        )
         ov, oa = self.video.out(ov), self.audio.out(oa)
         if self.aligned:
             flag = ctx.cross_modal.astype(xv.dtype)[:, None, None]
@@ -617,8 +632,11 @@ class AVDiT(nnx.Module):
             kw = dict(rngs=rngs, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
             self.embed = nnx.Dict({m: Dense(patch_dim(cfg, m), cfg[m].width, ("patch", "embed"), **kw) for m in MODALITIES})
             self.time = nnx.Dict({m: TimestepEmbedder(cfg[m].width, **kw) for m in MODALITIES})
-            self.guide = nnx.Dict({m: ConditionEmbedder(len(GUIDANCE_TERMS), cfg[m].width, scale=GUIDANCE_EMBED_SCALE, **kw)
-                                   for m in MODALITIES}) if cfg.guidance_embed else None
+            self.guide = (
+                nnx.Dict({m: ConditionEmbedder(len(GUIDANCE_TERMS), cfg[m].width, scale=GUIDANCE_EMBED_SCALE, **kw) for m in MODALITIES})
+                if cfg.guidance_embed
+                else None
+            )
             self.interval = nnx.Dict({m: ConditionEmbedder(1, cfg[m].width, **kw) for m in MODALITIES}) if cfg.interval_embed else None
             self.abs_pos = nnx.Dict({m: AbsolutePosition(cfg[m].width, **kw) for m in MODALITIES}) if cfg.abs_pos else None
             self.adaln = nnx.Dict({m: AdaLNSingle(cfg[m].width, len(modulation_names(cfg, m)), **kw) for m in MODALITIES})
@@ -629,6 +647,7 @@ class AVDiT(nnx.Module):
             group = cfg.joint.every if cfg.joint.mode != "none" else 1
             self.num_groups = cfg.depth // group
             if cfg.scan_layers:
+
                 @nnx.split_rngs(splits=self.num_groups)
                 @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
                 def make(r):
@@ -643,9 +662,20 @@ class AVDiT(nnx.Module):
             raise ValueError("model.text.encoder='precomputed': pass precomputed text embeddings (batch['text_emb']) instead of token ids")
         return self.text_encoder(ids, mask)
 
-    def __call__(self, x: dict, t: dict, text: jax.Array | dict, text_mask: jax.Array | dict, cross_modal: jax.Array | None = None, *,
-                 pos: dict, token_mask: dict | None = None, grid: tuple[int, int, int] | None = None,
-                 guidance: jax.Array | None = None, interval: dict | None = None) -> dict:
+    def __call__(
+        self,
+        x: dict,
+        t: dict,
+        text: jax.Array | dict,
+        text_mask: jax.Array | dict,
+        cross_modal: jax.Array | None = None,
+        *,
+        pos: dict,
+        token_mask: dict | None = None,
+        grid: tuple[int, int, int] | None = None,
+        guidance: jax.Array | None = None,
+        interval: dict | None = None,
+    ) -> dict:
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
         batch = x["video"].shape[0]

@@ -26,6 +26,7 @@ kernel (they need each block's log-sum-exp); ulysses and the local cases use
 and psum: no custom_vjp, so the ring's scan keeps each step's block for the
 backward pass (the layer's remat policy bounds that).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,16 +41,18 @@ from jav.sharding import logical_to_spec, mesh_axes_of
 CONTEXT_MODES = ("ring", "ulysses")
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask | None, *, q_length: str | None, k_length: str | None,
-              kernel: str = "xla", context: str = "ring") -> jax.Array:
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask | None, *, q_length: str | None, k_length: str | None, kernel: str = "xla", context: str = "ring"
+) -> jax.Array:
     """q [B, Nq, H, Dh], k/v [B, Nk, H, Dh] -> [B, Nq, H, Dh]; `q_length` / `k_length`
     are the logical names of the token axes (None: never split)."""
     q_axes, k_axes = mesh_axes_of(q_length), mesh_axes_of(k_length)
     if not q_axes and not k_axes:
         return _plain(q, k, v, mask, kernel, q_length, k_length)
     if q_axes and k_axes and q_axes != k_axes:
-        raise ValueError(f"queries ({q_length}) and keys ({k_length}) are split over different mesh axes {q_axes} and {k_axes}; "
-                         "map both to the same axes in mesh.rules")
+        raise ValueError(
+            f"queries ({q_length}) and keys ({k_length}) are split over different mesh axes {q_axes} and {k_axes}; map both to the same axes in mesh.rules"
+        )
     _check_context(context)
     if mask is not None and mask.window is not None:
         raise ValueError("windowed attention (model.video.decoupled=True) does not support context parallelism; set mesh.shape.context=1")
@@ -74,22 +77,36 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Mask | None, *, q_
             q_valid, k_valid = _gather_tokens(q_valid, name), _gather_tokens(k_valid, name)
             return _to_tokens(attend(q, k, v, Mask(q_valid, k_valid), kernel), name)
     elif q_axes and k_axes:
+
         def body(q, k, v, q_valid, k_valid):
             return _finish(_ring(q, k, v, k_valid, name, size), q_valid, q.dtype)
     elif q_axes:
+
         def body(q, k, v, q_valid, k_valid):
             return attend(q, k, v, Mask(q_valid, k_valid), kernel)
     else:
+
         def body(q, k, v, q_valid, k_valid):
             return _finish(_across(_block(q, k, v, k_valid), name), q_valid, q.dtype)
 
-    out = jax.shard_map(body, mesh=jax.sharding.get_abstract_mesh(), in_specs=(q_spec, k_spec, k_spec, qv_spec, kv_spec),
-                        out_specs=q_spec, check_vma=_check_vma(kernel))(q, k, v, q_valid, k_valid)
+    out = jax.shard_map(
+        body, mesh=jax.sharding.get_abstract_mesh(), in_specs=(q_spec, k_spec, k_spec, qv_spec, kv_spec), out_specs=q_spec, check_vma=_check_vma(kernel)
+    )(q, k, v, q_valid, k_valid)
     return out[:, :nq]
 
 
-def joint_attention(video: tuple, audio: tuple, valid_video: jax.Array | None, valid_audio: jax.Array | None, cross_modal: jax.Array, *,
-                    video_length: str, audio_length: str, kernel: str = "xla", context: str = "ring") -> tuple[jax.Array, jax.Array]:
+def joint_attention(
+    video: tuple,
+    audio: tuple,
+    valid_video: jax.Array | None,
+    valid_audio: jax.Array | None,
+    cross_modal: jax.Array,
+    *,
+    video_length: str,
+    audio_length: str,
+    kernel: str = "xla",
+    context: str = "ring",
+) -> tuple[jax.Array, jax.Array]:
     """MMDiT attention over [video; audio]: `video` and `audio` are (q, k, v), each
     [B, N_m, H, Dh]; valid_* [B, N_m] bool or None; cross_modal [B] bool (False:
     each modality attends only itself) -> (video out [B, Nv, H, Dh], audio out [B, Na, H, Dh]).
@@ -102,13 +119,13 @@ def joint_attention(video: tuple, audio: tuple, valid_video: jax.Array | None, v
     valid_video, valid_audio = _valid(valid_video, qv), _valid(valid_audio, qa)
     video_axes, audio_axes = mesh_axes_of(video_length), mesh_axes_of(audio_length)
     if audio_axes:
-        raise ValueError(f"joint attention keeps the whole audio sequence on every device, but mesh.rules split "
-                         f"'{audio_length}' over {audio_axes}; map it to None")
+        raise ValueError(
+            f"joint attention keeps the whole audio sequence on every device, but mesh.rules split '{audio_length}' over {audio_axes}; map it to None"
+        )
     if not video_axes:
         k, v = jnp.concatenate([kv, ka], axis=1), jnp.concatenate([vv, va], axis=1)  # [B, Nv + Na, H, Dh]
         keys_video, keys_audio = _joint_keys(valid_video, valid_audio, cross_modal)
-        return (_plain(qv, k, v, Mask(None, keys_video), kernel, video_length, None),
-                _plain(qa, k, v, Mask(None, keys_audio), kernel, audio_length, None))
+        return (_plain(qv, k, v, Mask(None, keys_video), kernel, video_length, None), _plain(qa, k, v, Mask(None, keys_audio), kernel, audio_length, None))
 
     _check_context(context)
     size, name, nv = _size(video_axes), _name(video_axes), qv.shape[1]
@@ -137,6 +154,7 @@ def joint_attention(video: tuple, audio: tuple, valid_video: jax.Array | None, v
         heads = tuple(a for a in _entry(a_spec[2]) if a not in video_axes) + video_axes
         oa_spec = jax.P(a_spec[0], None, heads[0] if len(heads) == 1 else heads, None)
     else:
+
         def body(qv, kv, vv, qa, ka, va, valid_video, valid_audio, cross_modal):
             cross = cross_modal[:, None]
             video_rows = _merge(_ring(qv, kv, vv, valid_video, name, size), _block(qv, ka, va, valid_audio & cross))
@@ -147,9 +165,13 @@ def joint_attention(video: tuple, audio: tuple, valid_video: jax.Array | None, v
 
         oa_spec = a_spec
 
-    ov, oa = jax.shard_map(body, mesh=jax.sharding.get_abstract_mesh(), check_vma=_check_vma(kernel),
-                           in_specs=(v_spec,) * 3 + (a_spec,) * 3 + (vv_spec, av_spec, cross_spec),
-                           out_specs=(v_spec, oa_spec))(qv, kv, vv, qa, ka, va, valid_video, valid_audio, cross_modal)
+    ov, oa = jax.shard_map(
+        body,
+        mesh=jax.sharding.get_abstract_mesh(),
+        check_vma=_check_vma(kernel),
+        in_specs=(v_spec,) * 3 + (a_spec,) * 3 + (vv_spec, av_spec, cross_spec),
+        out_specs=(v_spec, oa_spec),
+    )(qv, kv, vv, qa, ka, va, valid_video, valid_audio, cross_modal)
     return ov[:, :nv], oa
 
 
@@ -169,8 +191,13 @@ def _plain(q, k, v, mask: Mask | None, kernel: str, q_length: str | None, k_leng
     q_valid = _valid(None if mask is None else mask.q_valid, q)
     k_valid = _valid(None if mask is None else mask.k_valid, k)
     window = None if mask is None else mask.window
-    return jax.shard_map(lambda q, k, v, qm, km: attend(q, k, v, Mask(qm, km, window), kernel), mesh=mesh, check_vma=_check_vma(kernel),
-                         in_specs=(q_spec, k_spec, k_spec, qv_spec, kv_spec), out_specs=q_spec)(q, k, v, q_valid, k_valid)
+    return jax.shard_map(
+        lambda q, k, v, qm, km: attend(q, k, v, Mask(qm, km, window), kernel),
+        mesh=mesh,
+        check_vma=_check_vma(kernel),
+        in_specs=(q_spec, k_spec, k_spec, qv_spec, kv_spec),
+        out_specs=q_spec,
+    )(q, k, v, q_valid, k_valid)
 
 
 def _check_vma(kernel: str) -> bool:
@@ -181,6 +208,7 @@ def _check_vma(kernel: str) -> bool:
 
 
 # -- blockwise softmax ---------------------------------------------------------
+
 
 class _Partial(NamedTuple):
     """Attention of some queries over a subset of the keys, not yet normalised."""
@@ -242,6 +270,7 @@ def _ring(q, k, v, k_valid, name, size: int) -> _Partial:
 
 # -- ulysses -------------------------------------------------------------------
 
+
 def _to_heads(x, name):
     """[B, N / c, H, Dh] split over tokens -> [B, N, H / c, Dh] split over heads."""
     return jax.lax.all_to_all(x, name, split_axis=2, concat_axis=1, tiled=True)
@@ -266,13 +295,16 @@ def _check_ulysses_heads(q, spec, size: int) -> int:
     """-> heads per device after the all-to-all; errors if they do not divide."""
     local = q.shape[2] // _spec_size(spec[2])
     if local % size:
-        raise ValueError(f"model.attention.context='ulysses' splits the heads over context: {q.shape[2]} heads on "
-                         f"{_spec_size(spec[2])} tensor shard(s) are not divisible by mesh context={size}; "
-                         f"use model.attention.context='ring' or heads divisible by context x tensor")
+        raise ValueError(
+            f"model.attention.context='ulysses' splits the heads over context: {q.shape[2]} heads on "
+            f"{_spec_size(spec[2])} tensor shard(s) are not divisible by mesh context={size}; "
+            f"use model.attention.context='ring' or heads divisible by context x tensor"
+        )
     return local // size
 
 
 # -- specs and padding ---------------------------------------------------------
+
 
 def _entry(entry) -> tuple[str, ...]:
     return (entry,) if isinstance(entry, str) else tuple(entry or ())
@@ -323,5 +355,4 @@ def _pad(x: jax.Array, size: int) -> jax.Array:
 def _joint_keys(valid_video, valid_audio, cross_modal):
     """Keys each modality's queries may attend in [video; audio] -> ([B, Nv + Na], [B, Nv + Na])."""
     cross = cross_modal[:, None]
-    return (jnp.concatenate([valid_video, valid_audio & cross], axis=1),
-            jnp.concatenate([valid_video & cross, valid_audio], axis=1))
+    return (jnp.concatenate([valid_video, valid_audio & cross], axis=1), jnp.concatenate([valid_video & cross, valid_audio], axis=1))

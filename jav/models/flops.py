@@ -1,6 +1,7 @@
 """Analytic FLOPs of one AVDiT forward pass: matmuls and attention, counted as
 2 FLOPs per multiply-add, as MFU is conventionally reported. A training step
 costs about 3x the forward (4x with full rematerialisation)."""
+
 from __future__ import annotations
 
 import jax

@@ -1,5 +1,6 @@
 """Small building blocks shared by jav's models: dense layers with logical axis
 names, norms, MLPs, timestep embeddings and AdaLN modulation."""
+
 from __future__ import annotations
 
 import json
@@ -60,12 +61,15 @@ class Dense(nnx.Module):
         self.out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
         init = init or fan_in_normal(math.prod(self.in_shape))
         self.kernel = param(rngs, init, self.in_shape + self.out_shape, axes, dtype_of(param_dtype))
-        out_axes = tuple(axes[len(self.in_shape):])
+        out_axes = tuple(axes[len(self.in_shape) :])
         self.bias = param(rngs, zeros, self.out_shape, out_axes, dtype_of(param_dtype)) if use_bias else None
         self.dtype = dtype_of(dtype)
         rank, scale = lora.adapter_rank(role)  # a low-rank adapter where the model's config targets this role
-        self.lora = lora.Adapter(self.in_shape, self.out_shape, tuple(axes), rank, scale, rngs=rngs, dtype=self.dtype,
-                                 param_dtype=dtype_of(param_dtype)) if rank else None
+        self.lora = (
+            lora.Adapter(self.in_shape, self.out_shape, tuple(axes), rank, scale, rngs=rngs, dtype=self.dtype, param_dtype=dtype_of(param_dtype))
+            if rank
+            else None
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n = len(self.in_shape)
@@ -174,8 +178,13 @@ class AdaLNSingle(nnx.Module):
     def __init__(self, dim: int, num_chunks: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str):
         self.num_chunks = num_chunks
         self.proj = Dense(
-            dim, (num_chunks, dim), ("embed", "modulation", "embed"),
-            rngs=rngs, init=zeros, dtype=dtype, param_dtype=param_dtype,
+            dim,
+            (num_chunks, dim),
+            ("embed", "modulation", "embed"),
+            rngs=rngs,
+            init=zeros,
+            dtype=dtype,
+            param_dtype=param_dtype,
         )
 
     def __call__(self, t_emb: jax.Array) -> jax.Array:

@@ -17,6 +17,7 @@ phases train only them by default (`train.trainable`, jav.train.step).
 Adapters are made while the model is built: the model sets `building(cfg.lora)` around its
 constructor and each `Dense` given a `role` asks `adapter_rank(role)`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,12 +67,10 @@ def adapter_rank(role: str | None) -> tuple[int, float]:
 class Adapter(nnx.Module):
     """The low-rank update of one Dense: x -> scale * (x . A) . B."""
 
-    def __init__(self, in_shape: tuple, out_shape: tuple, axes: tuple, rank: int, scale: float, *,
-                 rngs: nnx.Rngs, dtype, param_dtype):
+    def __init__(self, in_shape: tuple, out_shape: tuple, axes: tuple, rank: int, scale: float, *, rngs: nnx.Rngs, dtype, param_dtype):
         n = len(in_shape)
         std = 1.0 / math.sqrt(math.prod(in_shape))
-        self.a = nnx.LoRAParam(std * jax.random.normal(rngs.params(), (*in_shape, rank), param_dtype),
-                               out_sharding=(*axes[:n], None), eager_sharding=False)
+        self.a = nnx.LoRAParam(std * jax.random.normal(rngs.params(), (*in_shape, rank), param_dtype), out_sharding=(*axes[:n], None), eager_sharding=False)
         self.b = nnx.LoRAParam(jnp.zeros((rank, *out_shape), param_dtype), out_sharding=(None, *axes[n:]), eager_sharding=False)
         self.scale, self.dtype = scale, dtype
 

@@ -10,6 +10,7 @@ encoder's 2C channels. Weights keep PyTorch's names and layouts (Conv2d [out, in
 kw]), so `jav.convert.ltx2_audio_vae` copies them as they are; `latents_mean` and
 `latents_std` are the per-channel statistics the checkpoint carries.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,15 +25,39 @@ LATENT_DOWNSAMPLE_FACTOR = 4
 CAUSAL_AXES = ("none", "width", "height", "width-compatibility")
 
 
-def audio_vae_config(base_channels=128, output_channels=2, ch_mult=(1, 2, 4), num_res_blocks=2, attn_resolutions=(),
-                     in_channels=2, resolution=256, latent_channels=8, norm_type="pixel", causality_axis="height",
-                     mid_block_add_attention=False, mel_bins=64, double_z=True) -> ml_collections.ConfigDict:
+def audio_vae_config(
+    base_channels=128,
+    output_channels=2,
+    ch_mult=(1, 2, 4),
+    num_res_blocks=2,
+    attn_resolutions=(),
+    in_channels=2,
+    resolution=256,
+    latent_channels=8,
+    norm_type="pixel",
+    causality_axis="height",
+    mid_block_add_attention=False,
+    mel_bins=64,
+    double_z=True,
+) -> ml_collections.ConfigDict:
     """diffusers `AutoencoderKLLTX2Audio`'s arguments (its defaults: LTX-2's audio VAE)."""
-    return ml_collections.ConfigDict(dict(
-        base_channels=base_channels, output_channels=output_channels, ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks,
-        attn_resolutions=tuple(attn_resolutions or ()), in_channels=in_channels, resolution=resolution, latent_channels=latent_channels,
-        norm_type=norm_type, causality_axis=causality_axis, mid_block_add_attention=mid_block_add_attention, mel_bins=mel_bins,
-        double_z=double_z))
+    return ml_collections.ConfigDict(
+        dict(
+            base_channels=base_channels,
+            output_channels=output_channels,
+            ch_mult=tuple(ch_mult),
+            num_res_blocks=num_res_blocks,
+            attn_resolutions=tuple(attn_resolutions or ()),
+            in_channels=in_channels,
+            resolution=resolution,
+            latent_channels=latent_channels,
+            norm_type=norm_type,
+            causality_axis=causality_axis,
+            mid_block_add_attention=mid_block_add_attention,
+            mel_bins=mel_bins,
+            double_z=double_z,
+        )
+    )
 
 
 def _uniform(rngs, shape, fan_in):
@@ -42,8 +67,7 @@ def _uniform(rngs, shape, fan_in):
 
 def _conv(x, weight, bias, stride=1, padding=((0, 0), (0, 0))):
     """Accumulated in float32 and rounded once to x's dtype (as PyTorch's CPU and GPU kernels do in bfloat16)."""
-    y = jax.lax.conv_general_dilated(x, weight[...].astype(x.dtype), (stride, stride), padding, dimension_numbers=_DIMS,
-                                     preferred_element_type=jnp.float32)
+    y = jax.lax.conv_general_dilated(x, weight[...].astype(x.dtype), (stride, stride), padding, dimension_numbers=_DIMS, preferred_element_type=jnp.float32)
     return (y + bias[...].astype(jnp.float32)[None, :, None, None]).astype(x.dtype)
 
 
@@ -121,7 +145,7 @@ class AttnBlock(nnx.Module):
         h = self.norm(x)
         b, c, hh, ww = x.shape
         q, k, v = (f(h).reshape(b, c, hh * ww) for f in (self.q, self.k, self.v))
-        attn = jax.nn.softmax(jnp.einsum("bci,bcj->bij", q, k) * c ** -0.5, axis=-1)
+        attn = jax.nn.softmax(jnp.einsum("bci,bcj->bij", q, k) * c**-0.5, axis=-1)
         return x + self.proj_out(jnp.einsum("bcj,bij->bci", v, attn).reshape(b, c, hh, ww))
 
 
@@ -142,8 +166,7 @@ class Downsample(nnx.Module):
     def __init__(self, c: int, causality_axis: str, *, rngs: nnx.Rngs):
         self.conv = Conv2d(c, c, 3, stride=2, rngs=rngs)
         # (top, bottom), (left, right) as the reference pads before its stride-2 convolution
-        self.pad = {"none": ((0, 1), (0, 1)), "width": ((0, 1), (2, 0)), "height": ((2, 0), (0, 1)),
-                    "width-compatibility": ((0, 1), (1, 0))}[causality_axis]
+        self.pad = {"none": ((0, 1), (0, 1)), "width": ((0, 1), (2, 0)), "height": ((2, 0), (0, 1)), "width-compatibility": ((0, 1), (1, 0))}[causality_axis]
 
     def __call__(self, x):
         return self.conv(jnp.pad(x, ((0, 0), (0, 0)) + self.pad))
@@ -235,7 +258,7 @@ class Decoder(nnx.Module):
                 if len(stage.attn):
                     x = stage.attn[i](x)
             x = stage.resample(x)
-        x = self.conv_out(jax.nn.silu(self.norm_out(x)))[:, :cfg.output_channels, :frames, :bins]
+        x = self.conv_out(jax.nn.silu(self.norm_out(x)))[:, : cfg.output_channels, :frames, :bins]
         return jnp.pad(x, ((0, 0), (0, 0), (0, frames - x.shape[2]), (0, bins - x.shape[3])))
 
 

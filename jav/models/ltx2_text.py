@@ -19,6 +19,7 @@ returned marks every position (as the reference's does; see `TextConnectors.__ca
 
 Parameters are named so that `jav.convert.ltx2_text` maps diffusers' tensors one to one.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,23 +37,48 @@ from jav.models.rope import ltx2_angles
 STREAMS = ("video", "audio")
 
 
-def connectors_config(caption_channels=3840, layers=49, heads=30, head_dim=128, depth=2, registers=128, audio_heads=30,
-                      audio_head_dim=128, audio_depth=2, audio_registers=128, base_seq_len=4096, theta=10_000.0,
-                      rope_pairs="interleaved", per_modality_projections=False, video_dim=4096, audio_dim=2048,
-                      proj_bias=False) -> ml_collections.ConfigDict:
+def connectors_config(
+    caption_channels=3840,
+    layers=49,
+    heads=30,
+    head_dim=128,
+    depth=2,
+    registers=128,
+    audio_heads=30,
+    audio_head_dim=128,
+    audio_depth=2,
+    audio_registers=128,
+    base_seq_len=4096,
+    theta=10_000.0,
+    rope_pairs="interleaved",
+    per_modality_projections=False,
+    video_dim=4096,
+    audio_dim=2048,
+    proj_bias=False,
+) -> ml_collections.ConfigDict:
     """LTX-2.0's connectors by default (diffusers' `LTX2TextConnectors` defaults). Keys:
-      caption_channels, layers: the text encoder's width C and hidden states stacked F.
-      video / audio: heads, head_dim, depth (blocks) and registers (0: none) of each connector.
-      base_seq_len, theta, rope_pairs: the connectors' 1-D RoPE ("interleaved" or "split").
-      per_modality_projections: LTX-2.3's per-stream RMS-normed projections to video_dim /
-        audio_dim, instead of LTX-2.0's shared masked-mean projection to C.
-      proj_bias: a bias on those projections.
+    caption_channels, layers: the text encoder's width C and hidden states stacked F.
+    video / audio: heads, head_dim, depth (blocks) and registers (0: none) of each connector.
+    base_seq_len, theta, rope_pairs: the connectors' 1-D RoPE ("interleaved" or "split").
+    per_modality_projections: LTX-2.3's per-stream RMS-normed projections to video_dim /
+      audio_dim, instead of LTX-2.0's shared masked-mean projection to C.
+    proj_bias: a bias on those projections.
     """
-    return ml_collections.ConfigDict(dict(
-        caption_channels=caption_channels, layers=layers, base_seq_len=base_seq_len, theta=theta, rope_pairs=rope_pairs,
-        per_modality_projections=per_modality_projections, video_dim=video_dim, audio_dim=audio_dim, proj_bias=proj_bias,
-        video=dict(heads=heads, head_dim=head_dim, depth=depth, registers=registers),
-        audio=dict(heads=audio_heads, head_dim=audio_head_dim, depth=audio_depth, registers=audio_registers)))
+    return ml_collections.ConfigDict(
+        dict(
+            caption_channels=caption_channels,
+            layers=layers,
+            base_seq_len=base_seq_len,
+            theta=theta,
+            rope_pairs=rope_pairs,
+            per_modality_projections=per_modality_projections,
+            video_dim=video_dim,
+            audio_dim=audio_dim,
+            proj_bias=proj_bias,
+            video=dict(heads=heads, head_dim=head_dim, depth=depth, registers=registers),
+            audio=dict(heads=audio_heads, head_dim=audio_head_dim, depth=audio_depth, registers=audio_registers),
+        )
+    )
 
 
 def masked_mean_range_norm(x: jax.Array, valid: jax.Array, scale: float = 8.0, eps: float = 1e-6) -> jax.Array:
@@ -71,8 +97,9 @@ def masked_mean_range_norm(x: jax.Array, valid: jax.Array, scale: float = 8.0, e
 
 class ConnectorBlock(nnx.Module):
     def __init__(self, dim: int, heads: int, head_dim: int, rope_pairs: str, *, rngs: nnx.Rngs, dtype: str, param_dtype: str):
-        self.attn = Attention(dim, dim, heads, head_dim=head_dim, qk_norm=True, qk_norm_across_heads=True, rope_pairs=rope_pairs,
-                              rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.attn = Attention(
+            dim, dim, heads, head_dim=head_dim, qk_norm=True, qk_norm_across_heads=True, rope_pairs=rope_pairs, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+        )
         self.mlp = MLP(dim, 4 * dim, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
     def __call__(self, x, angles, mask):
@@ -91,8 +118,9 @@ class Connector(nnx.Module):
         self.base_seq_len, self.theta = float(cfg.base_seq_len), float(cfg.theta)
         init = lambda key, shape, dt: jax.random.uniform(key, shape, dt, -1.0, 1.0)  # noqa: E731  (as LTX-2 starts them)
         self.registers = param(rngs, init, (s.registers, dim), (None, "embed"), dtype_of(param_dtype)) if s.registers else None
-        self.blocks = nnx.List([ConnectorBlock(dim, s.heads, s.head_dim, cfg.rope_pairs, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-                                for _ in range(s.depth)])
+        self.blocks = nnx.List(
+            [ConnectorBlock(dim, s.heads, s.head_dim, cfg.rope_pairs, rngs=rngs, dtype=dtype, param_dtype=param_dtype) for _ in range(s.depth)]
+        )
 
     def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
         """x [B, L, D], valid [B, L] bool -> [B, L, D]."""
@@ -144,8 +172,7 @@ class TextConnectors(nnx.Module):
             x = states.astype(jnp.float32)
             x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=2, keepdims=True) + 1e-6)
             x = jnp.where(valid[:, :, None], x.reshape(*x.shape[:2], -1), 0.0)
-            inputs = {m: self.proj_in[m](x * math.sqrt(d / cfg.caption_channels))
-                      for m, d in (("video", cfg.video_dim), ("audio", cfg.audio_dim))}
+            inputs = {m: self.proj_in[m](x * math.sqrt(d / cfg.caption_channels)) for m, d in (("video", cfg.video_dim), ("audio", cfg.audio_dim))}
         else:
             shared = self.proj_in(masked_mean_range_norm(states, valid, scale))
             inputs = {m: shared for m in STREAMS}
@@ -155,4 +182,3 @@ class TextConnectors(nnx.Module):
         # "additive connector mask < 1e-6", which holds at padded positions too (their mask is negative):
         # every position is kept, with or without registers. jav returns the same.
         return video, audio, jnp.ones(valid.shape, jnp.int32)
-

@@ -14,6 +14,7 @@ ReLUs by snake activations run at twice the rate between Kaiser-windowed sinc re
 vocoder, takes the causal log-mel of its 16 kHz waveform and adds a second generator's
 output (bandwidth extension) to the waveform resampled to 48 kHz.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,18 +28,43 @@ from flax import nnx
 _DIMS = ("NCH", "OIH", "NCH")
 
 
-def vocoder_config(in_channels=128, hidden_channels=1024, out_channels=2, upsample_kernel_sizes=(16, 15, 8, 4, 4),
-                   upsample_factors=(6, 5, 2, 2, 2), resnet_kernel_sizes=(3, 7, 11), resnet_dilations=((1, 3, 5),) * 3,
-                   leaky_relu_negative_slope=0.1, final_act_fn="tanh", final_bias=True, act_fn="leaky_relu", antialias=False,
-                   antialias_ratio=2, antialias_kernel_size=12, output_sampling_rate=24000) -> ml_collections.ConfigDict:
+def vocoder_config(
+    in_channels=128,
+    hidden_channels=1024,
+    out_channels=2,
+    upsample_kernel_sizes=(16, 15, 8, 4, 4),
+    upsample_factors=(6, 5, 2, 2, 2),
+    resnet_kernel_sizes=(3, 7, 11),
+    resnet_dilations=((1, 3, 5),) * 3,
+    leaky_relu_negative_slope=0.1,
+    final_act_fn="tanh",
+    final_bias=True,
+    act_fn="leaky_relu",
+    antialias=False,
+    antialias_ratio=2,
+    antialias_kernel_size=12,
+    output_sampling_rate=24000,
+) -> ml_collections.ConfigDict:
     """diffusers `LTX2Vocoder`'s arguments (its defaults: LTX-2.0's vocoder, 16 kHz mel at hop 160 -> 24 kHz stereo)."""
-    return ml_collections.ConfigDict(dict(
-        in_channels=in_channels, hidden_channels=hidden_channels, out_channels=out_channels,
-        upsample_kernel_sizes=tuple(upsample_kernel_sizes), upsample_factors=tuple(upsample_factors),
-        resnet_kernel_sizes=tuple(resnet_kernel_sizes), resnet_dilations=tuple(tuple(d) for d in resnet_dilations),
-        leaky_relu_negative_slope=leaky_relu_negative_slope, final_act_fn=final_act_fn, final_bias=final_bias, act_fn=act_fn,
-        antialias=antialias, antialias_ratio=antialias_ratio, antialias_kernel_size=antialias_kernel_size,
-        output_sampling_rate=output_sampling_rate))
+    return ml_collections.ConfigDict(
+        dict(
+            in_channels=in_channels,
+            hidden_channels=hidden_channels,
+            out_channels=out_channels,
+            upsample_kernel_sizes=tuple(upsample_kernel_sizes),
+            upsample_factors=tuple(upsample_factors),
+            resnet_kernel_sizes=tuple(resnet_kernel_sizes),
+            resnet_dilations=tuple(tuple(d) for d in resnet_dilations),
+            leaky_relu_negative_slope=leaky_relu_negative_slope,
+            final_act_fn=final_act_fn,
+            final_bias=final_bias,
+            act_fn=act_fn,
+            antialias=antialias,
+            antialias_ratio=antialias_ratio,
+            antialias_kernel_size=antialias_kernel_size,
+            output_sampling_rate=output_sampling_rate,
+        )
+    )
 
 
 class Buffer(nnx.Variable):
@@ -60,8 +86,7 @@ def _depthwise(x, taps, stride=1, lhs_dilation=1, padding=(0, 0)):
     """Each channel of x [B, C, T] convolved with the same taps [k] (PyTorch's grouped conv with an expanded filter)."""
     c = x.shape[1]
     w = jnp.broadcast_to(taps.astype(x.dtype)[None, None, :], (c, 1, taps.shape[0]))
-    return jax.lax.conv_general_dilated(x, w, (stride,), [padding], lhs_dilation=(lhs_dilation,), dimension_numbers=_DIMS,
-                                        feature_group_count=c)
+    return jax.lax.conv_general_dilated(x, w, (stride,), [padding], lhs_dilation=(lhs_dilation,), dimension_numbers=_DIMS, feature_group_count=c)
 
 
 class UpSample(nnx.Module):
@@ -93,7 +118,7 @@ class UpSample(nnx.Module):
         x = jnp.pad(x, ((0, 0), (0, 0), (self.pad, self.pad)), mode="edge")
         # PyTorch's conv_transpose1d(stride=ratio) is a convolution of the zero-stuffed signal with the reversed taps
         y = self.ratio * _depthwise(x, jnp.flip(taps), lhs_dilation=self.ratio, padding=(k - 1, k - 1))
-        return y[..., self.pad_left:y.shape[-1] - self.pad_right]
+        return y[..., self.pad_left : y.shape[-1] - self.pad_right]
 
 
 class DownSample(nnx.Module):
@@ -156,8 +181,7 @@ class Conv(nnx.Module):
         self.dilation = dilation
 
     def __call__(self, x):
-        y = jax.lax.conv_general_dilated(x, self.weight[...].astype(x.dtype), (1,), [self.padding], rhs_dilation=(self.dilation,),
-                                         dimension_numbers=_DIMS)
+        y = jax.lax.conv_general_dilated(x, self.weight[...].astype(x.dtype), (1,), [self.padding], rhs_dilation=(self.dilation,), dimension_numbers=_DIMS)
         return y if self.bias is None else y + self.bias[...].astype(x.dtype)[None, :, None]
 
 
@@ -181,8 +205,8 @@ class ResBlock(nnx.Module):
         self.convs1 = nnx.List([Conv(channels, channels, k, dilation=d, rngs=rngs) for d in dilations])
         self.convs2 = nnx.List([Conv(channels, channels, k, rngs=rngs) for _ in dilations])
         acts = [_activation(cfg, channels) for _ in range(2 * len(dilations))]
-        self.acts1 = nnx.List(acts[:len(dilations)]) if acts[0] is not None else None
-        self.acts2 = nnx.List(acts[len(dilations):]) if acts[0] is not None else None
+        self.acts1 = nnx.List(acts[: len(dilations)]) if acts[0] is not None else None
+        self.acts2 = nnx.List(acts[len(dilations) :]) if acts[0] is not None else None
         self.slope = cfg.leaky_relu_negative_slope
 
     def __call__(self, x):
@@ -230,11 +254,28 @@ class LTX2Vocoder(nnx.Module):
         return jnp.clip(x, -1, 1) if cfg.final_act_fn == "clamp" else x
 
 
-def bwe_config(vocoder: ml_collections.ConfigDict, bwe: ml_collections.ConfigDict, filter_length=512, hop_length=80,
-               window_length=512, num_mel_channels=64, input_sampling_rate=16000, output_sampling_rate=48000) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(vocoder=vocoder.to_dict(), bwe=bwe.to_dict(), filter_length=filter_length, hop_length=hop_length,
-                                          window_length=window_length, num_mel_channels=num_mel_channels,
-                                          input_sampling_rate=input_sampling_rate, output_sampling_rate=output_sampling_rate))
+def bwe_config(
+    vocoder: ml_collections.ConfigDict,
+    bwe: ml_collections.ConfigDict,
+    filter_length=512,
+    hop_length=80,
+    window_length=512,
+    num_mel_channels=64,
+    input_sampling_rate=16000,
+    output_sampling_rate=48000,
+) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        dict(
+            vocoder=vocoder.to_dict(),
+            bwe=bwe.to_dict(),
+            filter_length=filter_length,
+            hop_length=hop_length,
+            window_length=window_length,
+            num_mel_channels=num_mel_channels,
+            input_sampling_rate=input_sampling_rate,
+            output_sampling_rate=output_sampling_rate,
+        )
+    )
 
 
 class CausalSTFT(nnx.Module):
@@ -249,7 +290,7 @@ class CausalSTFT(nnx.Module):
         x = jnp.pad(wave[:, None, :], ((0, 0), (0, 0), (self.left, 0)))
         spec = jax.lax.conv_general_dilated(x, self.forward_basis[...].astype(x.dtype), (self.hop,), [(0, 0)], dimension_numbers=_DIMS)
         real, imag = jnp.split(spec, 2, axis=1)
-        return jnp.sqrt(real ** 2 + imag ** 2)
+        return jnp.sqrt(real**2 + imag**2)
 
 
 class MelSTFT(nnx.Module):
@@ -282,4 +323,4 @@ class LTX2VocoderWithBWE(nnx.Module):
         bwe_mel = self.mel_stft(x.reshape(b * c, -1))
         bwe_mel = bwe_mel.reshape(b, c, *bwe_mel.shape[1:])
         wave = jnp.clip(self.bwe_generator(jnp.swapaxes(bwe_mel, 2, 3)) + self.resampler(x), -1, 1)
-        return wave[..., :n * cfg.output_sampling_rate // cfg.input_sampling_rate]
+        return wave[..., : n * cfg.output_sampling_rate // cfg.input_sampling_rate]

@@ -1,5 +1,6 @@
 """Patchify video [B, T, H, W, C] and audio [B, Ta, Ca] into tokens, the inverse,
 and each token's (t seconds, h, w) position for MM-RoPE."""
+
 from __future__ import annotations
 
 from typing import Sequence

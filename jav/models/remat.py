@@ -13,6 +13,7 @@ Activation memory of the backward pass against recompute:
   CPU, device and host memory are the same and XLA drops the copies, so there
   it computes exactly what `dots` computes.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -26,7 +27,8 @@ def validate_remat(policy: str) -> None:
     if policy not in REMAT_POLICIES:
         raise ValueError(
             f"model.remat={policy!r} is not one of {REMAT_POLICIES}: 'none' keeps all activations, 'dots' keeps matmul "
-            "outputs, 'offload' keeps them in host memory, 'full' keeps nothing (least memory)")
+            "outputs, 'offload' keeps them in host memory, 'full' keeps nothing (least memory)"
+        )
 
 
 def remat(fn: Callable, policy: str) -> Callable:

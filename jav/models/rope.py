@@ -14,6 +14,7 @@ heads' rotation pairs, so each head rotates at its own frequencies).
 `model.rope.pairs` picks which dimensions rotate together: "split" (i, i + Dh/2)
 or "interleaved" (2i, 2i + 1).
 """
+
 from __future__ import annotations
 
 import jax

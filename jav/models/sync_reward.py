@@ -23,6 +23,7 @@ in-sync probability of aligned clips against the same clips shifted by 2 frames
 `reward(model, video, logmel)` is the reward of a clip (the log-probability
 of in sync); `predicted_offset` the offset in frames it reads.
 """
+
 from __future__ import annotations
 
 import jax
@@ -33,31 +34,43 @@ import optax
 from flax import nnx
 
 
-def model_config(width=64, depth=2, video_patch=4, patch_dim=16, audio_window=16, max_shift=4,
-                 video_shape=(16, 32, 32, 3), n_mels=64, frame_weight=1.0, event_weight=0.0) -> ml_collections.ConfigDict:
+def model_config(
+    width=64, depth=2, video_patch=4, patch_dim=16, audio_window=16, max_shift=4, video_shape=(16, 32, 32, 3), n_mels=64, frame_weight=1.0, event_weight=0.0
+) -> ml_collections.ConfigDict:
     """Keys:
-      width: the size of each frame's embedding, video and sound alike.
-      depth: temporal convolutions (kernel 3) over each modality's frame embeddings, so
-        that a frame's embedding sees its neighbours (a contact is a turn of the motion).
-      video_patch, patch_dim: each frame (and its difference from the previous one) is cut
-        into video_patch x video_patch patches embedded to patch_dim, each patch's features
-        convolved in time, and the frame's embedding made from their maximum over patches.
-      audio_window: log-mel frames around each video frame's instant (with their differences
-        from the previous frame) embedded as that frame's sound.
-      max_shift: offsets -max_shift .. max_shift whole video frames are told apart.
-      video_shape: [T, H, W, 3] of the clips (H and W fix the frame embedding's size).
-      n_mels: log-mel bins.
-      frame_weight: weight of the per-frame matching loss beside the offset class's: each
-        picture frame of a clip whose offset k is known picks its sound frame f + k among
-        all of the clip's (a signal per frame instead of one per clip).
-      event_weight: weight of the event loss (0: none, and no event heads): each frame's
-        picture embedding and sound embedding predict whether a contact falls in that
-        frame (the world's contact times, batch["events"]; data.fields names "events"),
-        so that both embeddings carry when things happen, which the matching then compares.
+    width: the size of each frame's embedding, video and sound alike.
+    depth: temporal convolutions (kernel 3) over each modality's frame embeddings, so
+      that a frame's embedding sees its neighbours (a contact is a turn of the motion).
+    video_patch, patch_dim: each frame (and its difference from the previous one) is cut
+      into video_patch x video_patch patches embedded to patch_dim, each patch's features
+      convolved in time, and the frame's embedding made from their maximum over patches.
+    audio_window: log-mel frames around each video frame's instant (with their differences
+      from the previous frame) embedded as that frame's sound.
+    max_shift: offsets -max_shift .. max_shift whole video frames are told apart.
+    video_shape: [T, H, W, 3] of the clips (H and W fix the frame embedding's size).
+    n_mels: log-mel bins.
+    frame_weight: weight of the per-frame matching loss beside the offset class's: each
+      picture frame of a clip whose offset k is known picks its sound frame f + k among
+      all of the clip's (a signal per frame instead of one per clip).
+    event_weight: weight of the event loss (0: none, and no event heads): each frame's
+      picture embedding and sound embedding predict whether a contact falls in that
+      frame (the world's contact times, batch["events"]; data.fields names "events"),
+      so that both embeddings carry when things happen, which the matching then compares.
     """
-    return ml_collections.ConfigDict(dict(width=width, depth=depth, video_patch=video_patch, patch_dim=patch_dim,
-                                          audio_window=audio_window, max_shift=max_shift, video_shape=tuple(video_shape),
-                                          n_mels=n_mels, frame_weight=frame_weight, event_weight=event_weight))
+    return ml_collections.ConfigDict(
+        dict(
+            width=width,
+            depth=depth,
+            video_patch=video_patch,
+            patch_dim=patch_dim,
+            audio_window=audio_window,
+            max_shift=max_shift,
+            video_shape=tuple(video_shape),
+            n_mels=n_mels,
+            frame_weight=frame_weight,
+            event_weight=event_weight,
+        )
+    )
 
 
 def num_classes(cfg) -> int:
@@ -109,14 +122,17 @@ class SyncScorer(nnx.Module):
         self.scale = nnx.Param(jnp.asarray(5.0))
         self.bias = nnx.Param(jnp.zeros((num_classes(cfg),)))
         # runs written before the key existed have none (and no heads)
-        self.events = nnx.Dict(video=nnx.Linear(cfg.width, 1, rngs=rngs), audio=nnx.Linear(cfg.width, 1, rngs=rngs)) \
-            if cfg.get("event_weight", 0.0) > 0 else None
+        self.events = (
+            nnx.Dict(video=nnx.Linear(cfg.width, 1, rngs=rngs), audio=nnx.Linear(cfg.width, 1, rngs=rngs)) if cfg.get("event_weight", 0.0) > 0 else None
+        )
 
     def check(self, video: jax.Array, logmel: jax.Array) -> None:
         cfg = self.cfg
         if tuple(video.shape[2:]) != tuple(cfg.video_shape[1:]) or logmel.shape[-1] != cfg.n_mels:
-            raise ValueError(f"the sync model takes video [B, T, {', '.join(map(str, cfg.video_shape[1:]))}] and log-mel "
-                             f"[B, Ta, {cfg.n_mels}]; got {video.shape} and {logmel.shape}")
+            raise ValueError(
+                f"the sync model takes video [B, T, {', '.join(map(str, cfg.video_shape[1:]))}] and log-mel "
+                f"[B, Ta, {cfg.n_mels}]; got {video.shape} and {logmel.shape}"
+            )
         if video.shape[1] <= cfg.max_shift:
             raise ValueError(f"{video.shape[1]} frames cannot show an offset of model.max_shift={cfg.max_shift} frames")
 
@@ -183,8 +199,10 @@ def crops(cfg, video: jax.Array, logmel: jax.Array, classes: jax.Array, events: 
     t, s = cfg.video_shape[0], cfg.max_shift
     t_long, ta_long = video.shape[1], logmel.shape[1]
     if t_long < t + 2 * s:
-        raise ValueError(f"the sync model's examples are windows of {t} frames moved by up to {s} either way: clips need at least "
-                         f"{t + 2 * s} frames, these have {t_long}; lengthen data.duration")
+        raise ValueError(
+            f"the sync model's examples are windows of {t} frames moved by up to {s} either way: clips need at least "
+            f"{t + 2 * s} frames, these have {t_long}; lengthen data.duration"
+        )
     per_frame = ta_long / t_long
     length = int(round(t * per_frame))
     unrelated = classes == num_classes(cfg) - 1
@@ -195,20 +213,21 @@ def crops(cfg, video: jax.Array, logmel: jax.Array, classes: jax.Array, events: 
 
     moved = window(jnp.where(unrelated, 0, classes - s))
     other = jnp.roll(window(jnp.zeros_like(classes)), 1, axis=0)  # the previous clip's, in sync with its own picture
-    out = (video[:, s:s + t], jnp.where(unrelated[:, None, None], other, moved))
+    out = (video[:, s : s + t], jnp.where(unrelated[:, None, None], other, moved))
     if events is None:
         return out
     shifted = jax.vmap(lambda e, i: jax.lax.dynamic_slice_in_dim(e, i, t))(events, s + jnp.where(unrelated, 0, classes - s))
-    sound_events = jnp.where(unrelated[:, None], jnp.roll(events[:, s:s + t], 1, axis=0), shifted)
-    return out + (events[:, s:s + t], sound_events)
+    sound_events = jnp.where(unrelated[:, None], jnp.roll(events[:, s : s + t], 1, axis=0), shifted)
+    return out + (events[:, s : s + t], sound_events)
 
 
 def training_loss(model: SyncScorer, batch: dict, key: jax.Array, cfg) -> tuple[jax.Array, dict]:
     """Cross-entropy of the offset class of real clips, each given a random class (uniform)."""
     for k in ("video", "logmel"):
         if k not in batch:
-            raise ValueError(f"the sync model trains on batch['video'] and batch['logmel'] but the batch has {sorted(batch)}; "
-                             "set data.fields=('video', 'logmel')")
+            raise ValueError(
+                f"the sync model trains on batch['video'] and batch['logmel'] but the batch has {sorted(batch)}; set data.fields=('video', 'logmel')"
+            )
     m = cfg.model
     video, logmel = batch["video"], batch["logmel"]
     if video.shape[0] < 2:

@@ -9,6 +9,7 @@ original T5, gated GELU in T5 v1.1, mT5 and UMT5); a final norm. The norm is
 RMS without mean subtraction or bias. T5 and mT5 learn one bias table in the
 first layer and share it; UMT5 learns one per layer.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,8 +57,7 @@ class T5Config:
         """A Hugging Face config.json dict -> T5Config (encoder side only)."""
         model_type = hf.get("model_type")
         if model_type not in ARCHITECTURES:
-            raise ValueError(f"{where}: model_type={model_type!r} is not a T5-family encoder jav can load; "
-                             f"supported: {sorted(ARCHITECTURES)}")
+            raise ValueError(f"{where}: model_type={model_type!r} is not a T5-family encoder jav can load; supported: {sorted(ARCHITECTURES)}")
         proj = hf.get("feed_forward_proj", "relu")
         parts = proj.split("-")
         gated = parts[0] == "gated"
@@ -65,14 +65,21 @@ class T5Config:
         if gated and act == "gelu":
             act = "gelu_new"  # Hugging Face's convention: gated-gelu means the tanh approximation
         if act not in _ACTIVATIONS or len(parts) > 2 or (len(parts) == 2 and not gated):
-            raise ValueError(f"{where}: feed_forward_proj={proj!r} is not supported; use one of "
-                             f"{sorted(_ACTIVATIONS)} or gated-<that>")
-        return cls(vocab_size=hf["vocab_size"], d_model=hf["d_model"], d_kv=hf["d_kv"], d_ff=hf["d_ff"],
-                   num_layers=hf["num_layers"], num_heads=hf["num_heads"],
-                   num_buckets=hf.get("relative_attention_num_buckets", 32),
-                   max_distance=hf.get("relative_attention_max_distance", 128),
-                   eps=hf.get("layer_norm_epsilon", 1e-6), gated=gated, activation=act,
-                   bias_per_layer=ARCHITECTURES[model_type])
+            raise ValueError(f"{where}: feed_forward_proj={proj!r} is not supported; use one of {sorted(_ACTIVATIONS)} or gated-<that>")
+        return cls(
+            vocab_size=hf["vocab_size"],
+            d_model=hf["d_model"],
+            d_kv=hf["d_kv"],
+            d_ff=hf["d_ff"],
+            num_layers=hf["num_layers"],
+            num_heads=hf["num_heads"],
+            num_buckets=hf.get("relative_attention_num_buckets", 32),
+            max_distance=hf.get("relative_attention_max_distance", 128),
+            eps=hf.get("layer_norm_epsilon", 1e-6),
+            gated=gated,
+            activation=act,
+            bias_per_layer=ARCHITECTURES[model_type],
+        )
 
 
 def relative_position_bucket(relative: np.ndarray, num_buckets: int, max_distance: int) -> np.ndarray:
@@ -84,8 +91,7 @@ def relative_position_bucket(relative: np.ndarray, num_buckets: int, max_distanc
     distance = np.abs(relative)
     exact = half // 2
     with np.errstate(divide="ignore"):
-        log_bin = exact + (np.log(np.maximum(distance, 1) / exact) / math.log(max_distance / exact)
-                           * (half - exact)).astype(np.int64)
+        log_bin = exact + (np.log(np.maximum(distance, 1) / exact) / math.log(max_distance / exact) * (half - exact)).astype(np.int64)
     return bucket + np.where(distance < exact, distance, np.minimum(log_bin, half - 1))
 
 
@@ -200,15 +206,19 @@ def _hf_names(cfg: T5Config) -> dict[str, tuple[str, bool]]:
 
 def _weight_files(path: pathlib.Path) -> tuple[list[pathlib.Path], str]:
     """The checkpoint's weight files (one, or the shards an index names) and their format."""
-    for single, index, fmt in (("model.safetensors", "model.safetensors.index.json", "safetensors"),
-                               ("pytorch_model.bin", "pytorch_model.bin.index.json", "torch")):
+    for single, index, fmt in (
+        ("model.safetensors", "model.safetensors.index.json", "safetensors"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json", "torch"),
+    ):
         if (path / single).exists():
             return [path / single], fmt
         if (path / index).exists():
             shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
             return [path / s for s in shards], fmt
-    raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin (nor a sharded index of either); "
-                            "point at a directory written by save_pretrained of a T5 / UMT5 encoder")
+    raise FileNotFoundError(
+        f"{path}: no model.safetensors or pytorch_model.bin (nor a sharded index of either); "
+        "point at a directory written by save_pretrained of a T5 / UMT5 encoder"
+    )
 
 
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
@@ -248,8 +258,9 @@ def read_tensors(path: pathlib.Path, wanted: set[str]) -> dict[str, np.ndarray]:
             try:
                 import torch
             except ImportError as e:
-                raise ImportError(f"{f} is a PyTorch checkpoint: reading it needs torch "
-                                  "(pip install -r requirements-hf.txt), or convert it to model.safetensors") from e
+                raise ImportError(
+                    f"{f} is a PyTorch checkpoint: reading it needs torch (pip install -r requirements-hf.txt), or convert it to model.safetensors"
+                ) from e
             for name, t in torch.load(f, map_location="cpu", weights_only=True).items():
                 key = _strip(name)
                 if key in wanted:
@@ -273,8 +284,10 @@ def load_t5(path, dtype: str = "float32") -> T5Encoder:
     """A T5 / mT5 / UMT5 encoder from a local Hugging Face directory, weights in `dtype` (float32 or bfloat16)."""
     path = pathlib.Path(path)
     if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path / 'config.json'} not found: give a local directory holding a Hugging Face "
-                                "T5 / UMT5 checkpoint (config.json + model.safetensors or pytorch_model.bin)")
+        raise FileNotFoundError(
+            f"{path / 'config.json'} not found: give a local directory holding a Hugging Face "
+            "T5 / UMT5 checkpoint (config.json + model.safetensors or pytorch_model.bin)"
+        )
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"dtype={dtype!r}: the T5 encoder runs in 'float32' or 'bfloat16'")
     cfg = T5Config.from_hf(json.loads((path / "config.json").read_text()), str(path / "config.json"))
@@ -282,8 +295,7 @@ def load_t5(path, dtype: str = "float32") -> T5Encoder:
     tensors = read_tensors(path, {hf for hf, _ in names.values()})
     missing = sorted(hf for hf, _ in names.values() if hf not in tensors)
     if missing:
-        raise ValueError(f"{path}: checkpoint lacks {len(missing)} encoder tensors, e.g. {missing[:3]}; "
-                         "is it a T5 / UMT5 checkpoint matching its config.json?")
+        raise ValueError(f"{path}: checkpoint lacks {len(missing)} encoder tensors, e.g. {missing[:3]}; is it a T5 / UMT5 checkpoint matching its config.json?")
     abstract = nnx.eval_shape(lambda: T5Encoder(cfg, jnp.dtype(dtype)))  # no memory for the zeros
     graphdef, state = nnx.split(abstract)
     flat = dict(nnx.to_flat_state(state))

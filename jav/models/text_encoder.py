@@ -3,6 +3,7 @@
 either trains it (model.text.encoder = "builtin") or reads embeddings that a
 frozen encoder (jav.frozen_text_encoder: T5 / UMT5, or a trained built-in one)
 precomputed into the records (model.text.encoder = "precomputed")."""
+
 from __future__ import annotations
 
 from typing import Sequence

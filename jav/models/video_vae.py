@@ -25,6 +25,7 @@ Norms are RMS over channels at each position, never GroupNorm: statistics
 over time or space would leak later frames and far pixels into every output
 and break causality, chunking and tiling.
 """
+
 from __future__ import annotations
 
 import functools
@@ -58,11 +59,15 @@ def validate_config(cfg) -> None:
         raise ValueError(f"video_vae.patch={cfg.patch} must be a power of two dividing the spatial compression {ch}")
     stages = _log2(ch // cfg.patch)
     if _log2(ct) > stages:
-        raise ValueError(f"video_vae.compression time factor {ct} needs {_log2(ct)} downsamplings but the spatial factor "
-                         f"{ch} / patch {cfg.patch} gives {stages}; lower video_vae.patch or the time factor")
+        raise ValueError(
+            f"video_vae.compression time factor {ct} needs {_log2(ct)} downsamplings but the spatial factor "
+            f"{ch} / patch {cfg.patch} gives {stages}; lower video_vae.patch or the time factor"
+        )
     if len(cfg.widths) != stages + 1:
-        raise ValueError(f"video_vae.widths has {len(cfg.widths)} entries; compression {tuple(cfg.compression)} with patch "
-                         f"{cfg.patch} has {stages} downsamplings, so it needs {stages + 1} (one per level)")
+        raise ValueError(
+            f"video_vae.widths has {len(cfg.widths)} entries; compression {tuple(cfg.compression)} with patch "
+            f"{cfg.patch} has {stages} downsamplings, so it needs {stages + 1} (one per level)"
+        )
     if cfg.latent_channels < 1 or cfg.blocks < 0:
         raise ValueError("video_vae.latent_channels must be >= 1 and video_vae.blocks >= 0")
     if cfg.chunk_latents < 0 or cfg.tile_latents < 0 or cfg.overlap_latents < 0:
@@ -84,8 +89,10 @@ def check_video(cfg, shape: Sequence[int], first_chunk: bool = True) -> None:
     _, t, h, w, c = shape
     ct, cs = cfg.compression[0], cfg.compression[1]
     if first_chunk and (t - 1) % ct:
-        raise ValueError(f"video has {t} frames; video_vae.compression time factor {ct} needs 1 + {ct}k frames "
-                         f"(e.g. {1 + ct * ((t - 1) // ct)} or {1 + ct * ((t - 1) // ct + 1)}): trim or pad the clip")
+        raise ValueError(
+            f"video has {t} frames; video_vae.compression time factor {ct} needs 1 + {ct}k frames "
+            f"(e.g. {1 + ct * ((t - 1) // ct)} or {1 + ct * ((t - 1) // ct + 1)}): trim or pad the clip"
+        )
     if not first_chunk and t % ct:
         raise ValueError(f"a chunk after the first has {t} frames; it needs a multiple of the time factor {ct}")
     if h % cs or w % cs:
@@ -130,8 +137,19 @@ class CausalConv3d(nnx.Module):
     """3-D convolution over [B, T, H, W, C], causal in time (output frame j sees
     input frames up to j * stride only), 'same' zero padding in space."""
 
-    def __init__(self, cin: int, cout: int, kernel: Sequence[int], axes: tuple[str, str], *, rngs: nnx.Rngs,
-                 stride: Sequence[int] = (1, 1, 1), init=None, dtype: str, param_dtype: str):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: Sequence[int],
+        axes: tuple[str, str],
+        *,
+        rngs: nnx.Rngs,
+        stride: Sequence[int] = (1, 1, 1),
+        init=None,
+        dtype: str,
+        param_dtype: str,
+    ):
         self.kernel_size, self.stride = tuple(kernel), tuple(stride)
         assert self.kernel_size[0] >= self.stride[0], "a strided conv must see every frame"
         init = init or fan_in_normal(int(np.prod(kernel)) * cin)
@@ -150,17 +168,20 @@ class CausalConv3d(nnx.Module):
             x = jnp.concatenate([past, x], axis=1)  # [B, past + T, H, W, C]
             # the next chunk's first window starts where this chunk's windows stop
             windows = (x.shape[1] - kt) // st + 1
-            cache.keep(x[:, windows * st:])
+            cache.keep(x[:, windows * st :])
         # The time taps are stacked on channels and the frames on the batch, so
         # one 2-D convolution does the work: XLA's CPU 3-D convolution (and
         # its gradient) is 10-80x slower than its 2-D one at these sizes.
         b, n = x.shape[0], (x.shape[1] - kt) // st + 1
-        taps = jnp.concatenate([x[:, d:d + st * (n - 1) + 1:st] for d in range(kt)], axis=-1)  # [B, n, H, W, kt Cin]
+        taps = jnp.concatenate([x[:, d : d + st * (n - 1) + 1 : st] for d in range(kt)], axis=-1)  # [B, n, H, W, kt Cin]
         kernel = einops.rearrange(self.kernel[...].astype(self.dtype), "t h w i o -> h w (t i) o")
         y = jax.lax.conv_general_dilated(
-            taps.reshape(b * n, *taps.shape[2:]), kernel, self.stride[1:],
+            taps.reshape(b * n, *taps.shape[2:]),
+            kernel,
+            self.stride[1:],
             (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))  # [B n, H / sh, W / sw, Cout]
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )  # [B n, H / sh, W / sw, Cout]
         return y.reshape(b, n, *y.shape[1:]) + self.bias[...].astype(self.dtype)
 
 
@@ -193,7 +214,7 @@ class Upsample(nnx.Module):
         st, first = self.time_stride, cache.first
         y = self.conv(x, cache)
         y = einops.rearrange(y, "b t h w (pt ph pw c) -> b (t pt) (h ph) (w pw) c", pt=st, ph=2, pw=2)  # [B, T st, 2H, 2W, C]
-        return y[:, st - 1:] if first else y
+        return y[:, st - 1 :] if first else y
 
 
 def channel_map(x: jax.Array, channels: int) -> jax.Array:
@@ -227,7 +248,7 @@ def upsample_shortcut(x: jax.Array, time_stride: int, first: bool, channels: int
     then each position repeated (time_stride, 2, 2) times; a first chunk's first
     latent frame gives one frame."""
     y = einops.repeat(channel_map(x, channels), "b t h w c -> b (t pt) (h ph) (w pw) c", pt=time_stride, ph=2, pw=2)
-    return y[:, time_stride - 1:] if first else y
+    return y[:, time_stride - 1 :] if first else y
 
 
 def _levels(cfg, rngs: nnx.Rngs) -> nnx.List:
@@ -244,9 +265,9 @@ class Encoder(nnx.Module):
         self.patch = p
         self.conv_in = CausalConv3d(cfg.in_channels * p * p, w[0], (3, 3, 3), ("patch", "embed"), **kw)
         self.levels = _levels(cfg, rngs)
-        self.down = nnx.List([
-            CausalConv3d(w[i], w[i + 1], (3, 3, 3), ("embed", "mlp"), stride=(2 if halves else 1, 2, 2), **kw)
-            for i, halves in enumerate(halves_time(cfg))])
+        self.down = nnx.List(
+            [CausalConv3d(w[i], w[i + 1], (3, 3, 3), ("embed", "mlp"), stride=(2 if halves else 1, 2, 2), **kw) for i, halves in enumerate(halves_time(cfg))]
+        )
         self.norm_out = RMSNorm(w[-1], "norm", rngs=rngs, param_dtype=cfg.param_dtype)
         self.conv_out = CausalConv3d(w[-1], 2 * cfg.latent_channels, (3, 3, 3), ("embed", "patch"), **kw)
         self.shortcut, self.widths = cfg.get("shortcut", False), tuple(w)
@@ -294,7 +315,7 @@ class Decoder(nnx.Module):
                 up = self.up[i - 1]
                 skip = upsample_shortcut(h, up.time_stride, first, w[i - 1]) if self.shortcut else 0.0
                 h = up(h, cache) + skip  # [B, 2T or T (2T - 1 on a first chunk), 2H, 2W, widths[i-1]]
-        skip = channel_map(h, self.channels * self.patch ** 2) if self.shortcut else 0.0
+        skip = channel_map(h, self.channels * self.patch**2) if self.shortcut else 0.0
         h = self.conv_out(jax.nn.silu(self.norm_out(h)), cache) + skip
         p = self.patch
         return einops.rearrange(h, "b t h w (ph pw c) -> b t (h ph) (w pw) c", ph=p, pw=p, c=self.channels)  # [B, T, H, W, 3]
@@ -345,6 +366,7 @@ def kl_divergence(mean: jax.Array, logvar: jax.Array) -> jax.Array:
 
 
 # ---- Long and large clips: temporal chunks with a frame cache, spatial tiles with blending.
+
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode_chunk(graphdef, state, x, previous):
@@ -413,7 +435,7 @@ def _ramp(n: int, lead: int, trail: int) -> np.ndarray:
     if lead:
         w[:lead] = np.arange(1, lead + 1) / (lead + 1)
     if trail:
-        w[n - trail:] = np.arange(trail, 0, -1) / (trail + 1)
+        w[n - trail :] = np.arange(trail, 0, -1) / (trail + 1)
     return w
 
 
@@ -439,7 +461,7 @@ def _tiled(fn: Callable[[jax.Array], jax.Array], x: jax.Array, scale_in: int, sc
         wh = _ramp(th * scale_out, o if i > 0 else 0, o if i + th < size_h else 0)
         for j in starts_w:
             ww = _ramp(tw * scale_out, o if j > 0 else 0, o if j + tw < size_w else 0)
-            y = fn(x[:, :, i * scale_in:(i + th) * scale_in, j * scale_in:(j + tw) * scale_in])  # [B, T*, th s, tw s, C*]
+            y = fn(x[:, :, i * scale_in : (i + th) * scale_in, j * scale_in : (j + tw) * scale_in])  # [B, T*, th s, tw s, C*]
             if num is None:
                 num = jnp.zeros((y.shape[0], y.shape[1], size_h * scale_out, size_w * scale_out, y.shape[4]), y.dtype)
                 den = jnp.zeros((1, 1, size_h * scale_out, size_w * scale_out, 1), y.dtype)
@@ -448,8 +470,9 @@ def _tiled(fn: Callable[[jax.Array], jax.Array], x: jax.Array, scale_in: int, sc
     return num / den
 
 
-def encode_tiled(vae: VideoVAE, x: jax.Array, tile_latents: int | None = None, overlap_latents: int | None = None,
-                 chunk_latents: int | None = None) -> tuple[jax.Array, jax.Array]:
+def encode_tiled(
+    vae: VideoVAE, x: jax.Array, tile_latents: int | None = None, overlap_latents: int | None = None, chunk_latents: int | None = None
+) -> tuple[jax.Array, jax.Array]:
     """`vae.encode(x)` in spatial tiles of `tile_latents` latent pixels sharing
     `overlap_latents` (defaults from the config; 0 tile = whole frame), each
     tile encoded in temporal chunks; mean and log-variance blended linearly."""
@@ -466,8 +489,9 @@ def encode_tiled(vae: VideoVAE, x: jax.Array, tile_latents: int | None = None, o
     return mean, logvar
 
 
-def decode_tiled(vae: VideoVAE, z: jax.Array, tile_latents: int | None = None, overlap_latents: int | None = None,
-                 chunk_latents: int | None = None) -> jax.Array:
+def decode_tiled(
+    vae: VideoVAE, z: jax.Array, tile_latents: int | None = None, overlap_latents: int | None = None, chunk_latents: int | None = None
+) -> jax.Array:
     """`vae.decode(z)` in spatial tiles of latents, each decoded in temporal
     chunks, the pixel tiles blended linearly over the overlap."""
     cfg = vae.cfg
@@ -482,6 +506,7 @@ def init_vae(cfg, key: jax.Array) -> VideoVAE:
 
 
 # ---- The autoencoder phase's contract (jav/train/autoencoder.py): build the model and score a batch.
+
 
 def init_model(cfg, key: jax.Array, out_shardings=None) -> VideoVAE:
     """The VAE of model config `cfg` (experiment `cfg.model`), created already
@@ -520,5 +545,10 @@ def evaluate(model: VideoVAE, batch: dict, cfg) -> dict:
     x = batch["video"]
     mean, _ = model.encode(x)
     recon = model.decode(mean)
-    return dict(psnr=psnr(x, recon), psnr_first_frame=psnr(x[:, :1], recon[:, :1]), l1=jnp.mean(jnp.abs(recon - x)),
-                latent_mean=jnp.mean(mean), latent_std=jnp.std(mean))
+    return dict(
+        psnr=psnr(x, recon),
+        psnr_first_frame=psnr(x[:, :1], recon[:, :1]),
+        l1=jnp.mean(jnp.abs(recon - x)),
+        latent_mean=jnp.mean(mean),
+        latent_std=jnp.std(mean),
+    )

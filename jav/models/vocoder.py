@@ -14,6 +14,7 @@ convolution, RMSNorm, GELU MLP), each starting as the identity. Trained with the
 multi-resolution STFT loss (jav.audio.stft_loss) plus an optional L1 between the
 output's log-mel and the input's.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,20 +46,34 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
 class Conv1d(nnx.Module):
     """Centred 1-D convolution over time, [B, T, C_in] -> [B, T, C_out]; depthwise when in == out and groups == in."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, axes: tuple[str | None, str | None], *,
-                 rngs: nnx.Rngs, depthwise: bool = False, dtype: str = "float32", param_dtype: str = "float32"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        axes: tuple[str | None, str | None],
+        *,
+        rngs: nnx.Rngs,
+        depthwise: bool = False,
+        dtype: str = "float32",
+        param_dtype: str = "float32",
+    ):
         self.groups = in_channels if depthwise else 1
         fan_in = kernel * in_channels // self.groups
-        self.kernel = param(rngs, fan_in_normal(fan_in), (kernel, in_channels // self.groups, out_channels),
-                            (None, *axes), dtype_of(param_dtype))
+        self.kernel = param(rngs, fan_in_normal(fan_in), (kernel, in_channels // self.groups, out_channels), (None, *axes), dtype_of(param_dtype))
         self.bias = param(rngs, zeros, (out_channels,), (axes[1],), dtype_of(param_dtype))
         self.dtype = dtype_of(dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel.shape[0]
         y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), self.kernel[...].astype(self.dtype), window_strides=(1,),
-            padding=((k // 2, k // 2),), dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=self.groups)
+            x.astype(self.dtype),
+            self.kernel[...].astype(self.dtype),
+            window_strides=(1,),
+            padding=((k // 2, k // 2),),
+            dimension_numbers=("NWC", "WIO", "NWC"),
+            feature_group_count=self.groups,
+        )
         return y + self.bias[...].astype(self.dtype)
 
 
@@ -143,8 +158,9 @@ def vocoder_loss(model: Vocoder, logmel: jax.Array, wave: jax.Array) -> tuple[ja
     cfg = model.cfg
     length = logmel.shape[1] * cfg.hop
     if not 0 <= wave.shape[-1] - length < cfg.hop:
-        raise ValueError(f"wave has {wave.shape[-1]} samples but {logmel.shape[1]} log-mel frames cover "
-                         f"{length} (frames * hop {cfg.hop}); crop both to the same span")
+        raise ValueError(
+            f"wave has {wave.shape[-1]} samples but {logmel.shape[1]} log-mel frames cover {length} (frames * hop {cfg.hop}); crop both to the same span"
+        )
     wave = wave[..., :length]  # the log-mel drops a last partial hop
     output = model(logmel)
     loss, terms = stft_loss.multi_resolution_stft_loss(output, wave, tuple(map(tuple, cfg.resolutions)))
@@ -157,8 +173,7 @@ def training_loss(model: Vocoder, batch: dict, key: jax.Array, cfg: ml_collectio
     del key, cfg  # deterministic; the weights live in model.cfg
     missing = {"logmel", "wave"} - set(batch)
     if missing:
-        raise ValueError(f"the vocoder trains on batch['logmel'] and batch['wave']; {sorted(missing)} missing "
-                         f"from a batch with {sorted(batch)}")
+        raise ValueError(f"the vocoder trains on batch['logmel'] and batch['wave']; {sorted(missing)} missing from a batch with {sorted(batch)}")
     return vocoder_loss(model, batch["logmel"], batch["wave"])
 
 

@@ -11,6 +11,7 @@ each runs on the one loop of jav/train/loop.py. Rerunning
 the same command resumes from DIR's latest checkpoint. Started once per host
 (launch/), it joins the other processes first (jav/distributed.py).
 """
+
 import os
 import sys
 
@@ -29,8 +30,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, config.json")
 # "reward_model" is the autoencoder phase under the name its configs read: a clip model
 # (configs/sync_reward.py) trained on clips by its own loss, scored on held-out clips.
-PHASES = {"diffusion": DiffusionPhase, "autoencoder": AutoencoderPhase, "reward_model": AutoencoderPhase, "distill": DistillPhase,
-          "reward": RewardPhase}
+PHASES = {"diffusion": DiffusionPhase, "autoencoder": AutoencoderPhase, "reward_model": AutoencoderPhase, "distill": DistillPhase, "reward": RewardPhase}
 
 
 def phase_of(cfg) -> loop.Phase:

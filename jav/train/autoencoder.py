@@ -19,6 +19,7 @@ and optionally
 
 `jav.runs.load_autoencoder(workdir)` gives back a trained run's config and model.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,8 +46,7 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
     module = model_module(cfg.model.get("kind", None))
     batch_axes = mesh.shape["data"] * mesh.shape["fsdp"]
     if cfg.train.batch_size % batch_axes:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by mesh data x fsdp={batch_axes}; "
-                         "change the batch or mesh.shape")
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by mesh data x fsdp={batch_axes}; change the batch or mesh.shape")
     if cfg.data.source not in ("bounce", "shards"):
         raise ValueError(f"data.source={cfg.data.source!r}: use 'bounce' (made on the fly) or 'shards' (data.dir)")
     if cfg.loss.get("adv_weight", 0.0) and not hasattr(module, "training_outputs"):
@@ -54,6 +54,7 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
 
 
 # ---- Data
+
 
 class _ShardStream:
     """Shards from jav.data.loader as autoencoder batches: video cropped to 1 + 4k
@@ -66,7 +67,7 @@ class _ShardStream:
     def __next__(self) -> dict:
         b = next(self.loader)
         t = b["video"].shape[1]
-        return {"video": b["video"][:, :1 + (t - 1) // self.time_factor * self.time_factor], "logmel": b["audio"]}
+        return {"video": b["video"][:, : 1 + (t - 1) // self.time_factor * self.time_factor], "logmel": b["audio"]}
 
     def get_state(self):
         return self.loader.get_state()
@@ -86,14 +87,13 @@ def make_stream(cfg, index: int = 0, count: int = 1):
 
 # ---- The step
 
+
 def _keep_if(ok, new, old):
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "module_name", "cfg", "tx", "disc_graphdef", "disc_tx"),
-                   donate_argnums=(1, 2, 3, 4, 5))
-def train_step(graphdef, params, opt_state, ema, disc, disc_opt, batch, key, *, module_name, cfg, tx,
-               disc_graphdef=None, disc_tx=None):
+@functools.partial(jax.jit, static_argnames=("graphdef", "module_name", "cfg", "tx", "disc_graphdef", "disc_tx"), donate_argnums=(1, 2, 3, 4, 5))
+def train_step(graphdef, params, opt_state, ema, disc, disc_opt, batch, key, *, module_name, cfg, tx, disc_graphdef=None, disc_tx=None):
     """One optimiser step of the autoencoder (and of the discriminator when `disc`
     is given) -> (params, opt_state, ema, disc, disc_opt, metrics).
 
@@ -154,6 +154,7 @@ def _discriminator(cfg, example: np.ndarray, key: jax.Array, run: loop.Run):
 
 # ---- The phase
 
+
 class AutoencoderPhase(loop.Phase):
     """Network "model" (the autoencoder, with EMA) and, when loss.adv_weight > 0,
     "disc" (the discriminator, trained from step loss.adv_start with its own Adam)."""
@@ -181,16 +182,21 @@ class AutoencoderPhase(loop.Phase):
         self.heldout = None
         if t.get("eval_every") and hasattr(module, "evaluate") and cfg.data.source == "bounce":
             batch_axes = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
-            self.heldout = {k: jax.device_put(v, sharding.batch_sharding(run.mesh, run.rules, v.ndim) if len(v) % batch_axes == 0
-                                              else jax.sharding.NamedSharding(run.mesh, jax.P()))
-                            for k, v in heldout_batch(cfg.data, cfg.data.eval_clips).items()}
+            self.heldout = {
+                k: jax.device_put(
+                    v, sharding.batch_sharding(run.mesh, run.rules, v.ndim) if len(v) % batch_axes == 0 else jax.sharding.NamedSharding(run.mesh, jax.P())
+                )
+                for k, v in heldout_batch(cfg.data, cfg.data.eval_clips).items()
+            }
         return state
 
     def describe(self, state):
         cfg = self.cfg
         n_params = sum(x.size for x in jax.tree.leaves(state["model"].params))
-        return (f"{cfg.model.kind}: {n_params / 1e6:.2f}M parameters, mesh {dict(self.mesh.shape)}, batch {cfg.train.batch_size}, "
-                f"{'adversarial from step ' + str(cfg.loss.adv_start) if self.adversarial else 'no adversary'}")
+        return (
+            f"{cfg.model.kind}: {n_params / 1e6:.2f}M parameters, mesh {dict(self.mesh.shape)}, batch {cfg.train.batch_size}, "
+            f"{'adversarial from step ' + str(cfg.loss.adv_start) if self.adversarial else 'no adversary'}"
+        )
 
     def stream(self, run):
         return make_stream(self.cfg, run.shard, run.shards)
@@ -199,9 +205,20 @@ class AutoencoderPhase(loop.Phase):
         model, disc = state["model"], state.get("disc")
         use_disc = self.adversarial and step >= self.cfg.loss.adv_start
         params, opt_state, ema, disc_params, disc_opt, metrics = train_step(
-            self.graphdef, model.params, model.opt_state, model.ema, disc.params if use_disc else None, disc.opt_state if use_disc else None,
-            batch, key, module_name=self.module_name, cfg=self.frozen_cfg, tx=self.tx,
-            disc_graphdef=self.disc_graphdef if use_disc else None, disc_tx=self.disc_tx if use_disc else None)
+            self.graphdef,
+            model.params,
+            model.opt_state,
+            model.ema,
+            disc.params if use_disc else None,
+            disc.opt_state if use_disc else None,
+            batch,
+            key,
+            module_name=self.module_name,
+            cfg=self.frozen_cfg,
+            tx=self.tx,
+            disc_graphdef=self.disc_graphdef if use_disc else None,
+            disc_tx=self.disc_tx if use_disc else None,
+        )
         state = dict(state, model=loop.Trainable(params, opt_state, ema))
         if use_disc:
             state["disc"] = loop.Trainable(disc_params, disc_opt)
@@ -211,12 +228,11 @@ class AutoencoderPhase(loop.Phase):
         if self.heldout is None:
             return {}
         model = state["model"]
-        return eval_step(self.graphdef, model.ema if model.ema is not None else model.params, self.heldout,
-                         module_name=self.module_name, cfg=self.frozen_cfg)
+        return eval_step(self.graphdef, model.ema if model.ema is not None else model.params, self.heldout, module_name=self.module_name, cfg=self.frozen_cfg)
 
     def log_line(self, step, m):
         parts = "  ".join(f"{k} {m[k]:.4g}" for k in m if k not in ("loss", "skipped") + loop.LOOP_METRICS and not k.startswith("eval_"))
-        scores = {k[len("eval_"):]: v for k, v in m.items() if k.startswith("eval_")}
+        scores = {k[len("eval_") :]: v for k, v in m.items() if k.startswith("eval_")}
         held = "  held-out " + " ".join(f"{k} {v:.4g}" for k, v in scores.items()) if scores else ""
         return f"step {step:6d}/{self.cfg.train.steps}  loss {m['loss']:.4f}  {parts}{held}  {m['steps_per_s']:.2f} steps/s"
 

@@ -9,6 +9,7 @@ data_state,config}`; another phase starts from it with `restore_params_from`.
 A run directory may be local or on Google Cloud Storage (`gs://bucket/run`):
 every path goes through `etils.epath`, which Orbax takes as it is.
 """
+
 from __future__ import annotations
 
 import base64
@@ -66,18 +67,19 @@ def _decode_data_state(stored: dict) -> dict | bytes | None:
     return stored.get("value")
 
 
-def _manager(directory: epath.Path, *, max_to_keep: int | None, save_interval_steps: int,
-             async_save: bool) -> ocp.CheckpointManager:
+def _manager(directory: epath.Path, *, max_to_keep: int | None, save_interval_steps: int, async_save: bool) -> ocp.CheckpointManager:
     policies = ocp.checkpoint_managers
     options = ocp.CheckpointManagerOptions(
         enable_async_checkpointing=async_save,
         # Policies instead of the deprecated `max_to_keep` option; a preemption
         # and the first save of a run are written whatever the interval.
-        save_decision_policy=policies.AnySavePolicy([
-            policies.FixedIntervalPolicy(save_interval_steps),
-            policies.PreemptionCheckpointingPolicy(),
-            policies.InitialSavePolicy(),
-        ]),
+        save_decision_policy=policies.AnySavePolicy(
+            [
+                policies.FixedIntervalPolicy(save_interval_steps),
+                policies.PreemptionCheckpointingPolicy(),
+                policies.InitialSavePolicy(),
+            ]
+        ),
         preservation_policy=policies.LatestN(n=max_to_keep),
     )
     return ocp.CheckpointManager(directory, options=options)
@@ -104,23 +106,28 @@ def _restore(mngr: ocp.CheckpointManager, step: int, directory: epath.Path, **it
     try:
         return mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types; all mean "unreadable"
-        raise ValueError(
-            f"could not restore checkpoint {directory / str(step)} (items {sorted(items)}): "
-            f"{type(e).__name__}: {e}") from e
+        raise ValueError(f"could not restore checkpoint {directory / str(step)} (items {sorted(items)}): {type(e).__name__}: {e}") from e
 
 
 class Checkpointer:
     """Saves and restores one run's checkpoints under `workdir/checkpoints/<step>`."""
 
-    def __init__(self, workdir, *, max_to_keep: int | None = 3, save_interval_steps: int = 1,
-                 async_save: bool = True):
+    def __init__(self, workdir, *, max_to_keep: int | None = 3, save_interval_steps: int = 1, async_save: bool = True):
         self.directory = run_path(workdir) / "checkpoints"
-        self._mngr = _manager(self.directory, max_to_keep=max_to_keep,
-                              save_interval_steps=save_interval_steps, async_save=async_save)
+        self._mngr = _manager(self.directory, max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, async_save=async_save)
 
-    def save(self, step: int, *, params: PyTree, ema: PyTree, opt_state: PyTree,
-             data_state: dict | bytes | None, config: ml_collections.ConfigDict,
-             extra: PyTree | None = None, force: bool = False) -> bool:
+    def save(
+        self,
+        step: int,
+        *,
+        params: PyTree,
+        ema: PyTree,
+        opt_state: PyTree,
+        data_state: dict | bytes | None,
+        config: ml_collections.ConfigDict,
+        extra: PyTree | None = None,
+        force: bool = False,
+    ) -> bool:
         """Starts writing step `step` (returns at once when async) -> whether it saves.
 
         Skipped unless `step` is on the save interval (or `force`). The arrays are
@@ -153,8 +160,9 @@ class Checkpointer:
     def __exit__(self, *exc):
         self.close()
 
-    def restore(self, step: int | None = None, *, abstract_params: PyTree, abstract_ema: PyTree,
-                abstract_opt_state: PyTree, abstract_extra: PyTree | None = None) -> dict:
+    def restore(
+        self, step: int | None = None, *, abstract_params: PyTree, abstract_ema: PyTree, abstract_opt_state: PyTree, abstract_extra: PyTree | None = None
+    ) -> dict:
         """Reads step `step` (default: the latest) onto the shardings of the abstract trees.
 
         Returns dict(step, params, ema, opt_state, data_state, config_json, extra);
@@ -163,8 +171,7 @@ class Checkpointer:
         """
         self.wait()  # a save still in flight is not yet listed as a step
         step = _require_step(self._mngr, step, self.directory)
-        trees = dict(params=abstract_params, ema=abstract_ema, opt_state=abstract_opt_state,
-                     extra=abstract_extra)
+        trees = dict(params=abstract_params, ema=abstract_ema, opt_state=abstract_opt_state, extra=abstract_extra)
         items = dict(data_state=ocp.args.JsonRestore(), config=ocp.args.JsonRestore())
         items.update({name: ocp.args.StandardRestore(tree) for name, tree in trees.items() if jax.tree.leaves(tree)})
         out = _restore(self._mngr, step, self.directory, **items)
@@ -186,8 +193,7 @@ def latest_step(run_dir) -> int | None:
         return mngr.latest_step()
 
 
-def restore_params_from(run_dir, *, use_ema: bool, abstract_params: PyTree, step: int | None = None,
-                        with_step: bool = False):
+def restore_params_from(run_dir, *, use_ema: bool, abstract_params: PyTree, step: int | None = None, with_step: bool = False):
     """Params (or EMA params) of step `step` (default: the latest) of another run, onto
     `abstract_params`' shardings (-> (params, step) when `with_step`).
 

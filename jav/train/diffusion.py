@@ -3,6 +3,7 @@ loss (jav/train/step.py) on Grain shards, optionally in shape buckets, with MFU
 counted from the model's FLOPs. `python -m jav.train` runs it when `cfg.phase` is
 "diffusion" (the default); jav/train/loop.py is the loop it runs on.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -39,13 +40,16 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     context = int(np.prod([mesh.shape[a] for a in sharding.mesh_axes_of(LENGTH["video"], mesh, rules)]))
     if context > 1 and cfg.model.video.decoupled:
-        raise ValueError(f"model.video.decoupled=True does not support context parallelism (mesh context={context}); "
-                         "set mesh.shape.context=1 or model.video.decoupled=False")
+        raise ValueError(
+            f"model.video.decoupled=True does not support context parallelism (mesh context={context}); set mesh.shape.context=1 or model.video.decoupled=False"
+        )
     if context > 1 and options["context"] == "ulysses":
         heads_split = context * int(np.prod([mesh.shape[a] for a in sharding.mesh_axes_of("activation_heads", mesh, rules)]))
         if cfg.model.video.heads % heads_split:
-            raise ValueError(f"model.attention.context='ulysses' needs model.video.heads={cfg.model.video.heads} divisible by "
-                             f"mesh context x tensor={heads_split}; use model.attention.context='ring' or change the heads or mesh.shape")
+            raise ValueError(
+                f"model.attention.context='ulysses' needs model.video.heads={cfg.model.video.heads} divisible by "
+                f"mesh context x tensor={heads_split}; use model.attention.context='ring' or change the heads or mesh.shape"
+            )
     tensor = mesh.shape["tensor"]
     for m in ("video", "audio"):
         if cfg.model[m].heads % tensor:
@@ -55,8 +59,10 @@ def validate(cfg, mesh: jax.sharding.Mesh) -> None:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by mesh data x fsdp={batch_axes}; change the batch or mesh.shape")
     accum = cfg.train.grad_accum
     if accum < 1 or cfg.train.batch_size % (accum * batch_axes):
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by train.grad_accum={accum} x mesh data x fsdp={batch_axes}: "
-                         "each microbatch must spread over every batch shard; change train.grad_accum or the batch")
+        raise ValueError(
+            f"train.batch_size={cfg.train.batch_size} is not divisible by train.grad_accum={accum} x mesh data x fsdp={batch_axes}: "
+            "each microbatch must spread over every batch shard; change train.grad_accum or the batch"
+        )
     if cfg.train.batch_size % jax.process_count():
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {jax.process_count()} processes")
     if not cfg.data.get("dir"):
@@ -71,8 +77,10 @@ def trained_count(params, cfg) -> tuple[int, int]:
     sizes = [(x.size, m) for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(trainable_mask(params, pattern)))]
     trained, total = sum(n for n, m in sizes if m), sum(n for n, _ in sizes)
     if not trained:
-        raise ValueError(f"train.trainable={cfg.train.trainable!r} (pattern {pattern!r}) matches no parameter of the model: "
-                         "paths read like groups/layers/0/audio/mlp/up/kernel; widen the pattern, or use 'auto'")
+        raise ValueError(
+            f"train.trainable={cfg.train.trainable!r} (pattern {pattern!r}) matches no parameter of the model: "
+            "paths read like groups/layers/0/audio/mlp/up/kernel; widen the pattern, or use 'auto'"
+        )
     return trained, total
 
 
@@ -85,16 +93,19 @@ def _validate_eval(cfg, mesh) -> None:
     if "eval" not in cfg:
         raise ValueError("train.eval_every needs the config's eval block (num, tasks, media; configs/common.py): add it or set train.eval_every=0")
     if not all(k in cfg.data for k in ("canvas", "fps", "duration", "sample_rate")):
-        raise ValueError("train.eval_every samples and scores held-out bounce-world clips, and this config's data names no "
-                         "bounce world (data.canvas, fps, duration, sample_rate): set train.eval_every=0")
+        raise ValueError(
+            "train.eval_every samples and scores held-out bounce-world clips, and this config's data names no "
+            "bounce world (data.canvas, fps, duration, sample_rate): set train.eval_every=0"
+        )
     if jax.process_count() > 1:
-        raise ValueError(f"train.eval_every samples in one process; this run has {jax.process_count()}: set train.eval_every=0 "
-                         "and score its checkpoints with `python -m jav.evaluate --workdir DIR`")
+        raise ValueError(
+            f"train.eval_every samples in one process; this run has {jax.process_count()}: set train.eval_every=0 "
+            "and score its checkpoints with `python -m jav.evaluate --workdir DIR`"
+        )
     check_tasks(_eval_tasks(cfg))
     shards = sharding.batch_shards(mesh, tuple(tuple(r) for r in cfg.mesh.rules))
     if cfg.eval.num < 1 or cfg.eval.num % shards:
-        raise ValueError(f"eval.num={cfg.eval.num} clips are sampled as one batch over the mesh's {shards} batch shards: "
-                         "make it a positive multiple of that")
+        raise ValueError(f"eval.num={cfg.eval.num} clips are sampled as one batch over the mesh's {shards} batch shards: make it a positive multiple of that")
 
 
 def _curriculum(buckets):
@@ -132,28 +143,35 @@ class DiffusionPhase(loop.Phase):
     def abstract_state(self, mesh, rules):
         """`init_state`'s result as sharded ShapeDtypeStructs, made without memory (jav.aot)."""
         abstract, shardings = self._model(mesh, rules)
-        params = jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
-                              shardings, abstract)
+        params = jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var), shardings, abstract)
         return {"model": loop.abstract_trainable(params, self.tx, ema=bool(self.cfg.train.ema_decay))}
 
     def step_options(self, layout: TokenLayout) -> dict:
         """The static arguments of jav.train.step.train_step for batches of `layout`."""
         t = self.cfg.train
-        return dict(tx=self.tx, layout=layout, flow_cfg=self.flow_cfg, ema_decay=t.ema_decay, accum_steps=t.grad_accum,
-                    trainable=trainable_pattern(self.cfg))
+        return dict(tx=self.tx, layout=layout, flow_cfg=self.flow_cfg, ema_decay=t.ema_decay, accum_steps=t.grad_accum, trainable=trainable_pattern(self.cfg))
 
     def describe(self, state):
         t, shards = self.cfg.train, self.run.shards
         trained, total = trained_count(state["model"].params, self.cfg)  # raises if train.trainable names no parameter
-        return (f"{jax.process_count()} process(es) x {jax.local_device_count()} {jax.default_backend()} device(s) = {jax.device_count()}, "
-                f"mesh {dict(self.run.mesh.shape)}; each step's {t.batch_size} clips are loaded in {shards} part(s) of {t.batch_size // shards}"
-                + ("" if trained == total else f"; trains {trained:,} of {total:,} parameters (train.trainable={t.get('trainable', 'auto')!r})"))
+        return (
+            f"{jax.process_count()} process(es) x {jax.local_device_count()} {jax.default_backend()} device(s) = {jax.device_count()}, "
+            f"mesh {dict(self.run.mesh.shape)}; each step's {t.batch_size} clips are loaded in {shards} part(s) of {t.batch_size // shards}"
+            + ("" if trained == total else f"; trains {trained:,} of {total:,} parameters (train.trainable={t.get('trainable', 'auto')!r})")
+        )
 
     def stream(self, run):
         cfg, t = self.cfg, self.cfg.train
-        kw = dict(batch_size=t.batch_size // run.shards, seed=t.seed, process_index=run.shard, process_count=run.shards,
-                  tokenizer_vocab=cfg.model.text.vocab_size, tokenizer_len=cfg.model.text.max_len,
-                  text_input=text_input_for(cfg.model.text), text_dim=cfg.model.text.dim)
+        kw = dict(
+            batch_size=t.batch_size // run.shards,
+            seed=t.seed,
+            process_index=run.shard,
+            process_count=run.shards,
+            tokenizer_vocab=cfg.model.text.vocab_size,
+            tokenizer_len=cfg.model.text.max_len,
+            text_input=text_input_for(cfg.model.text),
+            text_dim=cfg.model.text.dim,
+        )
         if cfg.data.get("buckets"):  # every process draws the same shape bucket at each step
             return make_bucket_loader(cfg.data.dir, _curriculum(cfg.data.buckets), **kw)
         return make_loader(cfg.data.dir, **kw)
@@ -163,11 +181,16 @@ class DiffusionPhase(loop.Phase):
         if shapes not in self.layouts:
             cfg, batch_size = self.cfg, self.cfg.train.batch_size
             lay = self.layout if shapes == (self.layout.video_shape, self.layout.audio_shape) else TokenLayout.from_batch(cfg, *shapes)
-            self.layouts[shapes] = (lay, 3 * forward_flops(cfg.model, lay.num_tokens, self.text_len, batch=batch_size, grid=lay.grid),
-                                    batch_size * sum(lay.num_tokens.values()))
+            self.layouts[shapes] = (
+                lay,
+                3 * forward_flops(cfg.model, lay.num_tokens, self.text_len, batch=batch_size, grid=lay.grid),
+                batch_size * sum(lay.num_tokens.values()),
+            )
             if cfg.data.get("buckets"):
-                self.run.say(f"shape bucket {len(self.layouts)}: video {lay.video_shape} audio {lay.audio_shape} -> "
-                         f"{lay.num_tokens['video']} + {lay.num_tokens['audio']} tokens (compiles the step for this shape)")
+                self.run.say(
+                    f"shape bucket {len(self.layouts)}: video {lay.video_shape} audio {lay.audio_shape} -> "
+                    f"{lay.num_tokens['video']} + {lay.num_tokens['audio']} tokens (compiles the step for this shape)"
+                )
         return self.layouts[shapes]
 
     def mfu_dtype(self):
@@ -178,8 +201,9 @@ class DiffusionPhase(loop.Phase):
 
     def step(self, state, batch, key, step):
         model = state["model"]
-        params, opt_state, ema, metrics = train_step(self.graphdef, model.params, model.opt_state, model.ema, batch, key,
-                                                     **self.step_options(self._layout_of(batch)[0]))
+        params, opt_state, ema, metrics = train_step(
+            self.graphdef, model.params, model.opt_state, model.ema, batch, key, **self.step_options(self._layout_of(batch)[0])
+        )
         return {"model": loop.Trainable(params, opt_state, ema)}, metrics
 
     def evaluate(self, state, step, writer):
@@ -191,12 +215,15 @@ class DiffusionPhase(loop.Phase):
         model = nnx.merge(self.graphdef, trainable.ema if trainable.ema is not None else trainable.params)
         out = pathlib.Path(str(self.run.workdir)) / "evals" / f"step_{step:07d}"
         started = time.time()
-        summaries = evaluate_model(model, self.cfg, step, e.num, tasks=tasks, out=out, workdir=str(self.run.workdir),
-                                   batch_size=e.num, show_steps=False, log=lambda _: None)
+        summaries = evaluate_model(
+            model, self.cfg, step, e.num, tasks=tasks, out=out, workdir=str(self.run.workdir), batch_size=e.num, show_steps=False, log=lambda _: None
+        )
         scores = {f"{task}_{k}": v for task, s in summaries.items() for k, v in s["metrics"].items()}
-        self.run.say(f"step {step}: held-out " + "; ".join(
-            f"{task} sync {s['metrics']['sync_error_ms']:.0f} ms F1 {s['metrics']['event_f1']:.2f}" for task, s in summaries.items())
-            + f" ({time.time() - started:.0f}s; {out})")
+        self.run.say(
+            f"step {step}: held-out "
+            + "; ".join(f"{task} sync {s['metrics']['sync_error_ms']:.0f} ms F1 {s['metrics']['event_f1']:.2f}" for task, s in summaries.items())
+            + f" ({time.time() - started:.0f}s; {out})"
+        )
         if writer is not None:
             for task in tasks:
                 for i in range(min(e.media, e.num)):  # what a viewer gets: the written mp4, decoded
@@ -208,9 +235,11 @@ class DiffusionPhase(loop.Phase):
 
     def log_line(self, step, m):
         held = " ".join(f"{k[5:]} {v:.3g}" for k, v in m.items() if k.startswith("eval_") and k.endswith(("sync_error_ms", "event_f1")))
-        return (f"step {step:6d}/{self.cfg.train.steps}  loss {m['loss']:.4f} (video {m['loss_video']:.4f}, audio {m['loss_audio']:.4f})  "
-                f"grad {m['grad_norm']:.3f}  {m['steps_per_s']:.2f} steps/s  {m['tokens_per_s']:.0f} tok/s  MFU {100 * m['mfu']:.1f}%  "
-                f"skipped {m['skipped_total']}" + (f"  held-out {held}" if held else ""))
+        return (
+            f"step {step:6d}/{self.cfg.train.steps}  loss {m['loss']:.4f} (video {m['loss_video']:.4f}, audio {m['loss_audio']:.4f})  "
+            f"grad {m['grad_norm']:.3f}  {m['steps_per_s']:.2f} steps/s  {m['tokens_per_s']:.0f} tok/s  MFU {100 * m['mfu']:.1f}%  "
+            f"skipped {m['skipped_total']}" + (f"  held-out {held}" if held else "")
+        )
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> dict:

@@ -1,6 +1,7 @@
 """The autoencoder phase's optional adversary: a small patch discriminator that
 scores every patch of a frame (or of a spectrogram seen as a one-channel image)
 as real or reconstructed, trained with a hinge loss and its own optimiser."""
+
 from __future__ import annotations
 
 import jax
@@ -14,8 +15,7 @@ def as_images(x: jax.Array) -> jax.Array:
         return x.reshape(-1, *x.shape[2:])
     if x.ndim == 3:
         return x[..., None]
-    raise ValueError(f"the adversarial term takes video [B, T, H, W, C] or spectrograms [B, Ta, F], not shape {x.shape}; "
-                     "set loss.adv_weight=0 for this model")
+    raise ValueError(f"the adversarial term takes video [B, T, H, W, C] or spectrograms [B, Ta, F], not shape {x.shape}; set loss.adv_weight=0 for this model")
 
 
 class PatchDiscriminator(nnx.Module):

@@ -31,6 +31,7 @@ length is 0) is distilled, with its per-token timesteps. The loss is
 teacher's target; the student keeps an EMA like any run, and `jav.sample` /
 `jav.evaluate` sample it from its own config.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,28 +55,30 @@ STUDENT_INPUTS = ("guidance_embed", "interval_embed")  # what the student's mode
 
 def distill_config(teacher: str = "") -> ml_collections.ConfigDict:
     """The `distill` block of a config (configs/distill.py)."""
-    return ml_collections.ConfigDict(dict(
-        teacher=teacher,  # the teacher's run directory (a diffusion run)
-        teacher_weights="ema",  # "ema" or "params"
-        teacher_step=0,  # 0: its latest step at the first start (kept in WORKDIR/teacher.json)
-        teacher_dtype="float32",  # the frozen teacher's parameters: "bfloat16" halves their memory (computed in model.dtype)
-        # [low, high] of each guidance scale, drawn uniformly per clip; [1, 1]: that
-        # term off (its teacher pass skipped). Sampling works at any scale in range.
-        guidance=dict(text_video=[1.0, 3.0], text_audio=[1.0, 1.0], modality=[1.0, 1.0]),
-        # with model.interval_embed: the fraction of clips trained on a step of random
-        # length (r uniform in [0, t)); the others learn the velocity at r = t
-        mean_fraction=0.5,
-        # the derivative term of the mean-velocity target ramps in from 0 over this
-        # many steps: the target refers to the student itself, which starts far from it
-        jvp_warmup=100,
-        # each clip's loss weighted by 1 / (its loss + 1e-3)^p, without gradient
-        # through the weight (MeanFlow's adaptive weighting; 0: plain mean squares):
-        # the mean-velocity targets are heavy-tailed
-        adaptive_p=1.0,
-        # the mean-velocity target: 0, MeanFlow's identity (one JVP through the student);
-        # K > 0, K guided Euler steps of the teacher over the step (no student in the target)
-        teacher_steps=0,
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            teacher=teacher,  # the teacher's run directory (a diffusion run)
+            teacher_weights="ema",  # "ema" or "params"
+            teacher_step=0,  # 0: its latest step at the first start (kept in WORKDIR/teacher.json)
+            teacher_dtype="float32",  # the frozen teacher's parameters: "bfloat16" halves their memory (computed in model.dtype)
+            # [low, high] of each guidance scale, drawn uniformly per clip; [1, 1]: that
+            # term off (its teacher pass skipped). Sampling works at any scale in range.
+            guidance=dict(text_video=[1.0, 3.0], text_audio=[1.0, 1.0], modality=[1.0, 1.0]),
+            # with model.interval_embed: the fraction of clips trained on a step of random
+            # length (r uniform in [0, t)); the others learn the velocity at r = t
+            mean_fraction=0.5,
+            # the derivative term of the mean-velocity target ramps in from 0 over this
+            # many steps: the target refers to the student itself, which starts far from it
+            jvp_warmup=100,
+            # each clip's loss weighted by 1 / (its loss + 1e-3)^p, without gradient
+            # through the weight (MeanFlow's adaptive weighting; 0: plain mean squares):
+            # the mean-velocity targets are heavy-tailed
+            adaptive_p=1.0,
+            # the mean-velocity target: 0, MeanFlow's identity (one JVP through the student);
+            # K > 0, K guided Euler steps of the teacher over the step (no student in the target)
+            teacher_steps=0,
+        )
+    )
 
 
 def student_config(teacher_cfg, teacher: str = "") -> ml_collections.ConfigDict:
@@ -113,10 +116,15 @@ def validate_distill(cfg) -> ml_collections.ConfigDict:
     if teacher_cfg.get("phase", "diffusion") != "diffusion":
         raise ValueError(f"distill.teacher={d.teacher} is a {teacher_cfg.phase} run; the teacher must be a diffusion run")
     if _architecture(teacher_cfg.model) != _architecture(cfg.model):
-        diff = sorted(k for k in set(_architecture(teacher_cfg.model)) | set(_architecture(cfg.model))
-                      if _architecture(teacher_cfg.model).get(k) != _architecture(cfg.model).get(k))
-        raise ValueError(f"the student's model differs from the teacher's ({d.teacher}) in model.{', model.'.join(diff)}; "
-                         f"a student starts as its teacher: only {STUDENT_INPUTS} may differ (make the config with configs/distill.py)")
+        diff = sorted(
+            k
+            for k in set(_architecture(teacher_cfg.model)) | set(_architecture(cfg.model))
+            if _architecture(teacher_cfg.model).get(k) != _architecture(cfg.model).get(k)
+        )
+        raise ValueError(
+            f"the student's model differs from the teacher's ({d.teacher}) in model.{', model.'.join(diff)}; "
+            f"a student starts as its teacher: only {STUDENT_INPUTS} may differ (make the config with configs/distill.py)"
+        )
     if not cfg.model.get("guidance_embed", False):
         raise ValueError("model.guidance_embed=False: a distilled student takes the guidance scales as input; set it to True")
     if d.get("teacher_dtype", "float32") not in ("float32", "bfloat16"):
@@ -130,8 +138,10 @@ def validate_distill(cfg) -> ml_collections.ConfigDict:
         if not 1.0 <= low <= high:
             raise ValueError(f"distill.guidance.{term}={[low, high]} must be [low, high] with 1 <= low <= high (1: the term off)")
         if not low <= cfg.sample[term] <= high:
-            raise ValueError(f"sample.{term}={cfg.sample[term]} is outside distill.guidance.{term}={[low, high]}, the scales the "
-                             f"student learns; widen the range or sample inside it")
+            raise ValueError(
+                f"sample.{term}={cfg.sample[term]} is outside distill.guidance.{term}={[low, high]}, the scales the "
+                f"student learns; widen the range or sample inside it"
+            )
     if d.get("jvp_warmup", 0) < 0 or d.get("adaptive_p", 0.0) < 0:
         raise ValueError(f"distill.jvp_warmup={d.jvp_warmup} and distill.adaptive_p={d.adaptive_p} must be >= 0")
     if not 0.0 <= d.mean_fraction <= 1.0:
@@ -162,8 +172,9 @@ def draw_interval(key, t: dict, fraction: float) -> dict:
     return {m: jnp.where(spans[:, None], (1.0 - u)[:, None] * t[m], 0.0) for m in t}
 
 
-def distill_targets(teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask, guidance: samplers.Guidance,
-                    interval: dict | None, student_text=None, ramp=1.0) -> dict:
+def distill_targets(
+    teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask, guidance: samplers.Guidance, interval: dict | None, student_text=None, ramp=1.0
+) -> dict:
     """The student's regression targets (no gradient flows into them).
 
     teacher_fn / student_fn: `denoise_fn`s (the student's closes over its guidance
@@ -188,8 +199,7 @@ def distill_targets(teacher_fn, student_fn, x_t: dict, t: dict, text, text_mask,
     return jax.lax.stop_gradient({m: v[m] - ramp * interval[m][..., None] * dudt[m] for m in v})
 
 
-def teacher_path_targets(teacher_fn, x_t: dict, t: dict, text, text_mask, guidance: samplers.Guidance, interval: dict,
-                         steps: int) -> dict:
+def teacher_path_targets(teacher_fn, x_t: dict, t: dict, text, text_mask, guidance: samplers.Guidance, interval: dict, steps: int) -> dict:
     """The mean velocity over [t - h, t] along the teacher's own path: `steps` Euler steps of its
     guided velocity from x_t at t (each token its own t and h; a token with h = 0 stays), then
     u = (x_t - x_r) / h where h > 0, and the guided velocity at x_t where h = 0. One traced teacher
@@ -205,8 +215,7 @@ def teacher_path_targets(teacher_fn, x_t: dict, t: dict, text, text_mask, guidan
 
     x_r, v0 = jax.lax.fori_loop(0, steps, body, (x_t, {m: jnp.zeros_like(x) for m, x in x_t.items()}))
     span = {m: interval[m][..., None] for m in interval}
-    return jax.lax.stop_gradient({m: jnp.where(span[m] > 0, (x_t[m] - x_r[m]) / jnp.where(span[m] > 0, span[m], 1.0), v0[m])
-                                  for m in x_t})
+    return jax.lax.stop_gradient({m: jnp.where(span[m] > 0, (x_t[m] - x_r[m]) / jnp.where(span[m] > 0, span[m], 1.0), v0[m]) for m in x_t})
 
 
 def adaptive_loss(u: dict, target: dict, t: dict, loss_mask: dict, flow_cfg, p: float, eps: float = 1e-3):
@@ -258,33 +267,42 @@ def distill_loss(params, teacher_params, batch, key, step=None, *, graphdef, tea
     warmup = distill_cfg.get("jvp_warmup", 0)
     ramp = 1.0 if step is None or not warmup else jnp.minimum(1.0, step / warmup)
     if interval is not None and distill_cfg.get("teacher_steps", 0):
-        target = teacher_path_targets(layout.denoiser(teacher), x_t, d.t, text_of(teacher), text_mask, guidance, interval,
-                                      int(distill_cfg.teacher_steps))
+        target = teacher_path_targets(layout.denoiser(teacher), x_t, d.t, text_of(teacher), text_mask, guidance, interval, int(distill_cfg.teacher_steps))
     else:
-        target = distill_targets(layout.denoiser(teacher), student_fn, x_t, d.t, text_of(teacher), text_mask, guidance, interval,
-                                 jax.lax.stop_gradient(student_text), ramp)
+        target = distill_targets(
+            layout.denoiser(teacher), student_fn, x_t, d.t, text_of(teacher), text_mask, guidance, interval, jax.lax.stop_gradient(student_text), ramp
+        )
     extra = {} if interval is None else {"interval": interval}
     u = student_fn(x_t, d.t, student_text, text_mask, jnp.ones((batch_size,), bool), **extra)
     loss, plain, plain_total = adaptive_loss(u, target, d.t, d.loss_mask, flow_cfg, distill_cfg.get("adaptive_p", 0.0))
     return loss, (plain, plain_total)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "teacher_graphdef", "tx", "layout", "flow_cfg", "distill_cfg", "ema_decay",
-                                             "trainable"), donate_argnums=(0,))
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "teacher_graphdef", "tx", "layout", "flow_cfg", "distill_cfg", "ema_decay", "trainable"), donate_argnums=(0,)
+)
 def distill_step(state, batch, key, step, *, graphdef, teacher_graphdef, tx, layout, flow_cfg, distill_cfg, ema_decay, trainable=None):
     """One student update on `batch` at training step `step` -> (state, metrics); the
     teacher is read, never changed. `loss` is the plain weighted mean square (what
     the student is from its targets); `loss_weighted` what the gradient follows.
     `trainable`: the pattern of the parameters that train (jav.train.step.trainable_pattern; None: all)."""
     student_net = state["model"]
-    loss_fn = functools.partial(distill_loss, teacher_params=state["teacher"].params, batch=batch, key=key, step=step, graphdef=graphdef,
-                                teacher_graphdef=teacher_graphdef, layout=layout, flow_cfg=flow_cfg, distill_cfg=distill_cfg)
+    loss_fn = functools.partial(
+        distill_loss,
+        teacher_params=state["teacher"].params,
+        batch=batch,
+        key=key,
+        step=step,
+        graphdef=graphdef,
+        teacher_graphdef=teacher_graphdef,
+        layout=layout,
+        flow_cfg=flow_cfg,
+        distill_cfg=distill_cfg,
+    )
     (weighted, (losses, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(student_net.params)
     grads = freeze_grads(grads, trainable)
-    params, opt_state, ema, grad_norm, skipped = guarded_update(tx, student_net.params, student_net.opt_state, student_net.ema,
-                                                                grads, weighted, ema_decay)
-    metrics = dict(loss=loss, loss_weighted=weighted, loss_video=losses["video"], loss_audio=losses["audio"], grad_norm=grad_norm,
-                   skipped=skipped)
+    params, opt_state, ema, grad_norm, skipped = guarded_update(tx, student_net.params, student_net.opt_state, student_net.ema, grads, weighted, ema_decay)
+    metrics = dict(loss=loss, loss_weighted=weighted, loss_video=losses["video"], loss_audio=losses["audio"], grad_norm=grad_norm, skipped=skipped)
     return dict(state, model=loop.Trainable(params, opt_state, ema)), metrics
 
 
@@ -303,8 +321,7 @@ class DistillPhase(DiffusionPhase):
         model_cfg.param_dtype = self.cfg.distill.get("teacher_dtype", "float32")
         graphdef, abstract = nnx.split(nnx.eval_shape(lambda: AVDiT(model_cfg, rngs=nnx.Rngs(0))))
         shardings = sharding.param_shardings(abstract, mesh, rules)
-        return graphdef, jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
-                                      shardings, abstract)
+        return graphdef, jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var), shardings, abstract)
 
     def init_state(self, run):
         self.run = run
@@ -330,17 +347,27 @@ class DistillPhase(DiffusionPhase):
 
     def step_options(self, layout):
         """The static arguments of distill_step for batches of `layout`."""
-        return dict(graphdef=self.graphdef, teacher_graphdef=self.teacher_graphdef, tx=self.tx, layout=layout, flow_cfg=self.flow_cfg,
-                    distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill), ema_decay=self.cfg.train.ema_decay,
-                    trainable=trainable_pattern(self.cfg))
+        return dict(
+            graphdef=self.graphdef,
+            teacher_graphdef=self.teacher_graphdef,
+            tx=self.tx,
+            layout=layout,
+            flow_cfg=self.flow_cfg,
+            distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill),
+            ema_decay=self.cfg.train.ema_decay,
+            trainable=trainable_pattern(self.cfg),
+        )
 
     def describe(self, state):
         ref, d = self.teacher_ref, self.cfg.distill
         target = f"{d.teacher_steps} teacher steps" if d.get("teacher_steps", 0) else "MeanFlow's identity"
-        what = "guidance scales as input" + (f", mean velocity over steps (fraction {d.mean_fraction}, target by {target})"
-                                             if self.cfg.model.get("interval_embed") else "")
-        return (f"{super().describe(state)}\ndistilling {ref['dir']} step {ref['step']} ({ref['weights']}): {what}; "
-                f"guidance ranges {dict((k, list(v)) for k, v in d.guidance.items())}")
+        what = "guidance scales as input" + (
+            f", mean velocity over steps (fraction {d.mean_fraction}, target by {target})" if self.cfg.model.get("interval_embed") else ""
+        )
+        return (
+            f"{super().describe(state)}\ndistilling {ref['dir']} step {ref['step']} ({ref['weights']}): {what}; "
+            f"guidance ranges {dict((k, list(v)) for k, v in d.guidance.items())}"
+        )
 
     def cost(self, batch):
         """Student forward and backward, the teacher's passes (times its steps over a step with

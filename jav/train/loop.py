@@ -25,6 +25,7 @@ keeps the layout jav.runs reads: the primary network's trees as the items
 `extra` as NAME, NAME_opt and NAME_ema (when it keeps one); frozen networks are
 not saved, the phase makes or loads them again on every start.
 """
+
 from __future__ import annotations
 
 import abc
@@ -58,6 +59,7 @@ LOOP_METRICS = ("steps_per_s", "tokens_per_s", "mfu", "skipped_total", "wall_s")
 class Trainable:
     """A network being trained: its parameters, its optimiser's state and an EMA
     of the parameters (None where the phase keeps none)."""
+
     params: Any
     opt_state: Any
     ema: Any = None
@@ -68,6 +70,7 @@ class Trainable:
 class Frozen:
     """A network a phase reads and never updates (a distillation teacher). Not
     checkpointed: the phase makes or loads it in `init_state` on every start."""
+
     params: Any
 
 
@@ -77,6 +80,7 @@ State = dict  # {network name: Trainable | Frozen}
 @dataclasses.dataclass(frozen=True)
 class Run:
     """What a phase may need to know about the run it is part of."""
+
     cfg: ml_collections.ConfigDict
     workdir: epath.Path
     mesh: jax.sharding.Mesh
@@ -96,8 +100,7 @@ def trainable(params, tx: optax.GradientTransformation, run: Run, *, ema: bool) 
 def abstract_trainable(params, tx: optax.GradientTransformation, *, ema: bool) -> Trainable:
     """`trainable`'s result as sharded ShapeDtypeStructs, from abstract sharded
     parameters: what a pod plan (jav.aot) compiles the step on."""
-    opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                             jax.eval_shape(tx.init, params), opt_state_shardings(tx, params))
+    opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), jax.eval_shape(tx.init, params), opt_state_shardings(tx, params))
     return Trainable(params, opt_state, params if ema else None)
 
 
@@ -215,6 +218,7 @@ class Preemption:
 
 # ---- The checkpoint layout of a state
 
+
 def _trees(phase: Phase, state: State) -> dict:
     """A state -> the checkpoint's params / ema / opt_state / extra trees."""
     main = state[phase.primary]
@@ -228,8 +232,10 @@ def _trees(phase: Phase, state: State) -> dict:
         if net.ema is not None:
             trees[f"{name}_ema"] = net.ema
         if clash := set(trees) & set(extra):
-            raise ValueError(f"{type(phase).__name__}'s networks {sorted(state)} collide in the checkpoint's extra item at {sorted(clash)} "
-                             "(network NAME is kept as NAME, NAME_opt, NAME_ema); rename one")
+            raise ValueError(
+                f"{type(phase).__name__}'s networks {sorted(state)} collide in the checkpoint's extra item at {sorted(clash)} "
+                "(network NAME is kept as NAME, NAME_opt, NAME_ema); rename one"
+            )
         extra.update(trees)
     return dict(params=main.params, ema=main.ema, opt_state=main.opt_state, extra=extra or None)
 
@@ -251,9 +257,12 @@ def _save(ckpt: Checkpointer, step: int, phase: Phase, state: State, stream, cfg
 def _restore(ckpt: Checkpointer, phase: Phase, state: State) -> dict:
     """The latest checkpoint read onto the shardings of `state` -> Checkpointer.restore's dict, state included."""
     trees = _trees(phase, state)
-    restored = ckpt.restore(abstract_params=abstract_like(trees["params"]), abstract_ema=abstract_like(trees["ema"]),
-                            abstract_opt_state=abstract_like(trees["opt_state"]),
-                            abstract_extra=abstract_like(trees["extra"]) if trees["extra"] else None)
+    restored = ckpt.restore(
+        abstract_params=abstract_like(trees["params"]),
+        abstract_ema=abstract_like(trees["ema"]),
+        abstract_opt_state=abstract_like(trees["opt_state"]),
+        abstract_extra=abstract_like(trees["extra"]) if trees["extra"] else None,
+    )
     return dict(restored, state=_from_trees(phase, state, restored))
 
 
@@ -284,6 +293,7 @@ def _has_adapters(run_dir) -> bool:
 
 
 # ---- The loop
+
 
 def run(cfg: ml_collections.ConfigDict, workdir, phase: Phase, log=print) -> dict:
     """Trains `phase` as `cfg` says in `workdir` (resuming if it holds a checkpoint) -> last metrics."""
@@ -385,8 +395,9 @@ def nonfinite_error(ckpt, run: int, step: int, workdir) -> FloatingPointError:
     """Once the last checkpoint is written: the error that stops a run after `run` steps
     in a row had a non-finite loss or gradient."""
     ckpt.wait()
-    return FloatingPointError(f"{run} steps in a row had a non-finite loss or gradient (by step {step}); "
-                              f"saved a checkpoint in {workdir}. Lower optim.lr or check the data.")
+    return FloatingPointError(
+        f"{run} steps in a row had a non-finite loss or gradient (by step {step}); saved a checkpoint in {workdir}. Lower optim.lr or check the data."
+    )
 
 
 def record_metrics(writer, workdir: epath.Path, metrics: dict, step: int) -> None:

@@ -34,6 +34,7 @@ distance between a group's samples), the surrogate. A rollout's randomness is a
 function of the step number, so a resumed run draws what the uninterrupted one
 would.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,21 +58,23 @@ MODALITIES = ("video", "audio")
 
 def reward_config(policy: str = "") -> ml_collections.ConfigDict:
     """The `reward` block of a config (configs/reward.py)."""
-    return ml_collections.ConfigDict(dict(
-        policy=policy,  # the run tuned: a diffusion (or reward) run directory
-        policy_weights="ema",
-        policy_step=0,  # 0: its latest step at the first start (kept in WORKDIR/policy.json)
-        # NAME -> {run: the reward model's run directory (autoencoder phase, a kind with
-        # `reward(model, video, logmel)`), weight, modalities its advantage moves}
-        models=dict(sync=dict(run="", weight=1.0, modalities=("video", "audio"))),
-        group_size=4,  # samples per caption; advantages are normalised within a group
-        steps=16,  # SDE / ODE steps of a rollout
-        window=4,  # consecutive stochastic (and trained) steps, placed at random each step
-        noise_level=0.7,  # the SDE's a inside the window
-        clip=0.2,  # the surrogate's ratio clip (inactive with one update per rollout)
-        kl=0.01,  # weight of the KL to the reference
-        eps=1e-4,  # added to a group's reward std
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            policy=policy,  # the run tuned: a diffusion (or reward) run directory
+            policy_weights="ema",
+            policy_step=0,  # 0: its latest step at the first start (kept in WORKDIR/policy.json)
+            # NAME -> {run: the reward model's run directory (autoencoder phase, a kind with
+            # `reward(model, video, logmel)`), weight, modalities its advantage moves}
+            models=dict(sync=dict(run="", weight=1.0, modalities=("video", "audio"))),
+            group_size=4,  # samples per caption; advantages are normalised within a group
+            steps=16,  # SDE / ODE steps of a rollout
+            window=4,  # consecutive stochastic (and trained) steps, placed at random each step
+            noise_level=0.7,  # the SDE's a inside the window
+            clip=0.2,  # the surrogate's ratio clip (inactive with one update per rollout)
+            kl=0.01,  # weight of the KL to the reference
+            eps=1e-4,  # added to a group's reward std
+        )
+    )
 
 
 def validate_reward(cfg) -> ml_collections.ConfigDict:
@@ -81,17 +84,22 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
         raise ValueError("reward.policy is not set: make the config with configs/reward.py:POLICY_RUN,SYNC_RUN")
     policy_cfg = load_config(r.policy)
     if policy_cfg.get("phase", "diffusion") not in ("diffusion", "reward"):
-        raise ValueError(f"reward.policy={r.policy} is a {policy_cfg.phase} run; the policy must be a diffusion (or reward) run "
-                         "(a distilled student is refused: tune the diffusion run, then distil the tuned run)")
+        raise ValueError(
+            f"reward.policy={r.policy} is a {policy_cfg.phase} run; the policy must be a diffusion (or reward) run "
+            "(a distilled student is refused: tune the diffusion run, then distil the tuned run)"
+        )
     if policy_cfg.model.to_dict() != cfg.model.to_dict():
-        raise ValueError(f"model differs from the policy's ({r.policy}); a reward-tuned model is its policy's model "
-                         "(make the config with configs/reward.py)")
+        raise ValueError(f"model differs from the policy's ({r.policy}); a reward-tuned model is its policy's model (make the config with configs/reward.py)")
     if cfg.data.get("world") == "latent":
-        raise ValueError("reward tuning scores the model's own output with reward models of the pixel world; "
-                         "a latent-space policy needs its decoder in the loop, which is not built yet")
+        raise ValueError(
+            "reward tuning scores the model's own output with reward models of the pixel world; "
+            "a latent-space policy needs its decoder in the loop, which is not built yet"
+        )
     if cfg.model.text.encoder != "builtin":
-        raise ValueError(f"model.text.encoder={cfg.model.text.encoder!r}: reward tuning encodes its captions with the model's "
-                         "built-in encoder; a policy on precomputed text embeddings is not supported yet")
+        raise ValueError(
+            f"model.text.encoder={cfg.model.text.encoder!r}: reward tuning encodes its captions with the model's "
+            "built-in encoder; a policy on precomputed text embeddings is not supported yet"
+        )
     if r.group_size < 2:
         raise ValueError(f"reward.group_size={r.group_size}: advantages compare samples of one caption; use at least 2")
     if not 1 <= r.window <= r.steps - 1:
@@ -112,6 +120,7 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
 
 # ---- The pieces of the objective
 
+
 def group_advantages(rewards: jax.Array, group_size: int, eps: float = 1e-4) -> jax.Array:
     """[B] rewards of consecutive groups of `group_size` -> each minus its group's mean,
     over its group's std (+ eps)."""
@@ -125,8 +134,7 @@ def clipped_surrogate(logprob: jax.Array, old_logprob: jax.Array, advantage: jax
     return -jnp.minimum(ratio * advantage, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * advantage)
 
 
-def step_statistics(denoise_fn, x: dict, x_next: dict, t: dict, t_next: dict, clean: dict, text, text_mask,
-                    guidance, noise_level) -> tuple[dict, dict, dict]:
+def step_statistics(denoise_fn, x: dict, x_next: dict, t: dict, t_next: dict, clean: dict, text, text_mask, guidance, noise_level) -> tuple[dict, dict, dict]:
     """One SDE transition x -> x_next under a denoiser -> m -> (mean log-density per noisy
     value [B], step mean [B, N, P], std [B, N])."""
     v = samplers.guided_velocity(denoise_fn, x, t, text, text_mask, guidance)
@@ -172,6 +180,7 @@ def diversity(x: jax.Array, group_size: int) -> jax.Array:
 
 # ---- The step
 
+
 def _rollout(params, key, window_start, text_ids, text_mask, *, graphdef, layout, mu, guidance, reward_cfg):
     """The group rollout -> (trajectory m -> [steps + 1, B, N, P], clean masks, noise levels [steps])."""
     r = reward_cfg
@@ -188,14 +197,43 @@ def _rollout(params, key, window_start, text_ids, text_mask, *, graphdef, layout
     levels = jnp.where((steps >= window_start) & (steps < window_start + r.window), r.noise_level, 0.0)
     clean = {m: jnp.zeros((b, n), bool) for m, n in layout.num_tokens.items()}
     x_clean = {m: jnp.zeros_like(init[m]) for m in init}
-    out = samplers.sde_sample(layout.denoiser(policy), None, init, text, text_mask, num_steps=r.steps, mu=dict(mu), guidance=guidance,
-                              noise_level=levels, clean=clean, x_clean=x_clean, return_trajectory=True,
-                              clip_keys=jax.random.split(k_steps, b))
+    out = samplers.sde_sample(
+        layout.denoiser(policy),
+        None,
+        init,
+        text,
+        text_mask,
+        num_steps=r.steps,
+        mu=dict(mu),
+        guidance=guidance,
+        noise_level=levels,
+        clean=clean,
+        x_clean=x_clean,
+        return_trajectory=True,
+        clip_keys=jax.random.split(k_steps, b),
+    )
     return jax.lax.stop_gradient(out.trajectory), clean, levels
 
 
-def window_objective(policy_fn, reference_fn, trajectory, clean, levels, window_start, advantages, text, ref_text, text_mask, *,
-                     num_steps: int, window: int, mu, guidance, clip: float, kl_weight: float):
+def window_objective(
+    policy_fn,
+    reference_fn,
+    trajectory,
+    clean,
+    levels,
+    window_start,
+    advantages,
+    text,
+    ref_text,
+    text_mask,
+    *,
+    num_steps: int,
+    window: int,
+    mu,
+    guidance,
+    clip: float,
+    kl_weight: float,
+):
     """The GRPO objective over the window's transitions of a rollout -> (loss, (surrogate, kl)).
 
     policy_fn / reference_fn: `denoise_fn`s; trajectory: m -> [num_steps + 1, B, N, P];
@@ -221,19 +259,34 @@ def window_objective(policy_fn, reference_fn, trajectory, clean, levels, window_
     return surrogate + kl_weight * kl, (surrogate, kl)
 
 
-def reward_loss(params, ref_params, trajectory, clean, levels, window_start, advantages, text_ids, text_mask, *, graphdef, layout, mu,
-                guidance, reward_cfg):
+def reward_loss(params, ref_params, trajectory, clean, levels, window_start, advantages, text_ids, text_mask, *, graphdef, layout, mu, guidance, reward_cfg):
     """`window_objective` for the AVDiT policy with parameters `params` (differentiable) and
     its frozen reference."""
     r = reward_cfg
     policy, reference = nnx.merge(graphdef, params), nnx.merge(graphdef, ref_params)
-    return window_objective(layout.denoiser(policy), layout.denoiser(reference), trajectory, clean, levels, window_start, advantages,
-                            policy.encode_text(text_ids, text_mask), reference.encode_text(text_ids, text_mask), text_mask,
-                            num_steps=r.steps, window=r.window, mu=dict(mu), guidance=guidance, clip=r.clip, kl_weight=r.kl)
+    return window_objective(
+        layout.denoiser(policy),
+        layout.denoiser(reference),
+        trajectory,
+        clean,
+        levels,
+        window_start,
+        advantages,
+        policy.encode_text(text_ids, text_mask),
+        reference.encode_text(text_ids, text_mask),
+        text_mask,
+        num_steps=r.steps,
+        window=r.window,
+        mu=dict(mu),
+        guidance=guidance,
+        clip=r.clip,
+        kl_weight=r.kl,
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "reward_graphdefs", "layout", "mu", "guidance", "reward_cfg", "tx", "ema_decay",
-                                             "trainable"), donate_argnums=(0,))
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "reward_graphdefs", "layout", "mu", "guidance", "reward_cfg", "tx", "ema_decay", "trainable"), donate_argnums=(0,)
+)
 def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, guidance, reward_cfg, tx, ema_decay, trainable=None):
     """One GRPO step on the captions of `batch` -> (state, metrics); `trainable`: the pattern of the
     parameters that train (jav.train.step.trainable_pattern; None: all)."""
@@ -250,16 +303,33 @@ def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, gu
     for name, rg, kind in reward_graphdefs:
         rewards[name] = model_module(kind).reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel)
     advantages = modality_advantages(rewards, r.models, r.group_size, r.eps)
-    loss_fn = functools.partial(reward_loss, ref_params=state["reference"].params, trajectory=trajectory, clean=clean, levels=levels,
-                                window_start=window_start, advantages=advantages, text_ids=text_ids, text_mask=text_mask, **options)
+    loss_fn = functools.partial(
+        reward_loss,
+        ref_params=state["reference"].params,
+        trajectory=trajectory,
+        clean=clean,
+        levels=levels,
+        window_start=window_start,
+        advantages=advantages,
+        text_ids=text_ids,
+        text_mask=text_mask,
+        **options,
+    )
     (loss, (surrogate, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
     grads = freeze_grads(grads, trainable)
     params, opt_state, ema, grad_norm, skipped = guarded_update(tx, policy.params, policy.opt_state, policy.ema, grads, loss, ema_decay)
     total = sum(r.models[name].weight * v.mean() for name, v in rewards.items())
-    metrics = dict(loss=loss, surrogate=surrogate, kl=kl, reward=total, grad_norm=grad_norm, skipped=skipped,
-                   diversity_video=diversity(trajectory["video"][-1], r.group_size),
-                   diversity_audio=diversity(trajectory["audio"][-1], r.group_size),
-                   **{f"reward_{name}": v.mean() for name, v in rewards.items()})
+    metrics = dict(
+        loss=loss,
+        surrogate=surrogate,
+        kl=kl,
+        reward=total,
+        grad_norm=grad_norm,
+        skipped=skipped,
+        diversity_video=diversity(trajectory["video"][-1], r.group_size),
+        diversity_audio=diversity(trajectory["audio"][-1], r.group_size),
+        **{f"reward_{name}": v.mean() for name, v in rewards.items()},
+    )
     return dict(state, model=loop.Trainable(params, opt_state, ema)), metrics
 
 
@@ -280,8 +350,7 @@ class RewardPhase(DiffusionPhase):
         self.policy_ref = ref
         target = self.abstract_state(run.mesh, run.rules)["model"].params  # sharded as training shards it
         start = restore_params_from(ref["dir"], use_ema=ref["weights"] == "ema", abstract_params=target, step=ref["step"])
-        state = {"model": loop.trainable(start, self.tx, run, ema=bool(t.ema_decay)),
-                 "reference": loop.Frozen(jax.tree.map(jnp.copy, start))}
+        state = {"model": loop.trainable(start, self.tx, run, ema=bool(t.ema_decay)), "reference": loop.Frozen(jax.tree.map(jnp.copy, start))}
         graphdefs = []
         for name, m in r.models.items():
             scorer_cfg, scorer = load_autoencoder(m.run)
@@ -297,8 +366,10 @@ class RewardPhase(DiffusionPhase):
     def describe(self, state):
         r, ref = self.cfg.reward, self.policy_ref
         rewards = ", ".join(f"{n} (weight {m.weight}, {'+'.join(m.modalities)}) from {m.run}" for n, m in r.models.items())
-        return (f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) by GRPO: groups of {r.group_size} "
-                f"per caption, {r.steps} steps with a window of {r.window} SDE steps (a = {r.noise_level}), KL weight {r.kl}; rewards: {rewards}")
+        return (
+            f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) by GRPO: groups of {r.group_size} "
+            f"per caption, {r.steps} steps with a window of {r.window} SDE steps (a = {r.noise_level}), KL weight {r.kl}; rewards: {rewards}"
+        )
 
     def mfu_dtype(self):
         return None  # rollouts and the window's passes: not counted
@@ -309,12 +380,25 @@ class RewardPhase(DiffusionPhase):
     def step(self, state, batch, key, step):
         del step  # the key is already the step's
         layout = self._layout_of(batch)[0]
-        return reward_step(state, batch, key, graphdef=self.graphdef, reward_graphdefs=self.reward_graphdefs, layout=layout,
-                           mu=self.mu, guidance=self.guidance, reward_cfg=self.reward_cfg, tx=self.tx,
-                           ema_decay=self.cfg.train.ema_decay, trainable=trainable_pattern(self.cfg))
+        return reward_step(
+            state,
+            batch,
+            key,
+            graphdef=self.graphdef,
+            reward_graphdefs=self.reward_graphdefs,
+            layout=layout,
+            mu=self.mu,
+            guidance=self.guidance,
+            reward_cfg=self.reward_cfg,
+            tx=self.tx,
+            ema_decay=self.cfg.train.ema_decay,
+            trainable=trainable_pattern(self.cfg),
+        )
 
     def log_line(self, step, m):
-        rewards = "  ".join(f"{k[len('reward_'):]} {m[k]:.4f}" for k in m if k.startswith("reward_"))
-        return (f"step {step:6d}/{self.cfg.train.steps}  reward {m['reward']:.4f} ({rewards})  kl {m['kl']:.5f}  "
-                f"surrogate {m['surrogate']:.4f}  diversity video {m['diversity_video']:.3f} audio {m['diversity_audio']:.3f}  "
-                f"grad {m['grad_norm']:.3f}  {m['steps_per_s']:.3f} steps/s  skipped {m['skipped_total']}")
+        rewards = "  ".join(f"{k[len('reward_') :]} {m[k]:.4f}" for k in m if k.startswith("reward_"))
+        return (
+            f"step {step:6d}/{self.cfg.train.steps}  reward {m['reward']:.4f} ({rewards})  kl {m['kl']:.5f}  "
+            f"surrogate {m['surrogate']:.4f}  diversity video {m['diversity_video']:.3f} audio {m['diversity_audio']:.3f}  "
+            f"grad {m['grad_norm']:.3f}  {m['steps_per_s']:.3f} steps/s  skipped {m['skipped_total']}"
+        )

@@ -10,6 +10,7 @@ searched in each parameter's path ("groups/layers/0/audio/mlp/up/kernel"). The
 others are frozen: the optimiser keeps no state for them and sets their update
 to zero, and the step zeroes their gradients, so they are never computed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -85,8 +86,16 @@ def optimizer(cfg) -> optax.GradientTransformation:
     phase) reuses the compiled step instead of tracing it again.
     """
     o = cfg.optim
-    tx = _adamw(float(o.lr), int(o.warmup_steps), int(max(cfg.train.steps, o.warmup_steps + 1)), float(o.end_lr_fraction),
-                float(o.grad_clip), float(o.b1), float(o.b2), float(o.weight_decay))
+    tx = _adamw(
+        float(o.lr),
+        int(o.warmup_steps),
+        int(max(cfg.train.steps, o.warmup_steps + 1)),
+        float(o.end_lr_fraction),
+        float(o.grad_clip),
+        float(o.b1),
+        float(o.b2),
+        float(o.weight_decay),
+    )
     pattern = trainable_pattern(cfg)
     return tx if pattern is None else _only(tx, pattern)
 
@@ -101,8 +110,9 @@ def _only(tx: optax.GradientTransformation, pattern: str) -> optax.GradientTrans
 
 @functools.lru_cache(maxsize=32)
 def _adamw(lr, warmup_steps, decay_steps, end_lr_fraction, grad_clip, b1, b2, weight_decay) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=lr, warmup_steps=warmup_steps,
-                                                  decay_steps=decay_steps, end_value=lr * end_lr_fraction)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup_steps, decay_steps=decay_steps, end_value=lr * end_lr_fraction
+    )
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
 
 
@@ -114,9 +124,14 @@ def opt_state_shardings(tx: optax.GradientTransformation, params):
     mesh = jax.tree.leaves(shardings)[0].mesh
     replicated = jax.sharding.NamedSharding(mesh, jax.P())
     # a frozen parameter's place in the state is an empty optax.MaskedNode: it stays one
-    return optax.tree_map_params(tx, lambda x, s: x if isinstance(x, optax.MaskedNode) else s, jax.eval_shape(tx.init, params),
-                                 shardings, transform_non_params=lambda _: replicated,
-                                 is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    return optax.tree_map_params(
+        tx,
+        lambda x, s: x if isinstance(x, optax.MaskedNode) else s,
+        jax.eval_shape(tx.init, params),
+        shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, optax.MaskedNode),
+    )
 
 
 def init_opt_state(tx: optax.GradientTransformation, params):
@@ -193,8 +208,7 @@ def guarded_update(tx: optax.GradientTransformation, params, opt_state, ema, gra
     return params_out, opt_state, ema, grad_norm, (~ok).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "layout", "flow_cfg", "ema_decay", "accum_steps", "trainable"),
-                   donate_argnums=(1, 2, 3))
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "layout", "flow_cfg", "ema_decay", "accum_steps", "trainable"), donate_argnums=(1, 2, 3))
 def train_step(graphdef, params, opt_state, ema, batch, key, *, tx, layout, flow_cfg, ema_decay=0.0, accum_steps=1, trainable=None):
     """One optimiser step -> (params, opt_state, ema, metrics).
 
@@ -203,8 +217,7 @@ def train_step(graphdef, params, opt_state, ema, batch, key, *, tx, layout, flow
     `accum_steps` > 1 the batch is split into that many microbatches whose
     gradients are averaged before the one update.
     """
-    loss, aux, grads = loss_and_grads(graphdef, params, batch, key, layout=layout, flow_cfg=flow_cfg, accum_steps=accum_steps,
-                                      trainable=trainable)
+    loss, aux, grads = loss_and_grads(graphdef, params, batch, key, layout=layout, flow_cfg=flow_cfg, accum_steps=accum_steps, trainable=trainable)
     params, opt_state, ema, grad_norm, skipped = guarded_update(tx, params, opt_state, ema, grads, loss, ema_decay)
     metrics = dict(loss=loss, loss_video=aux["loss_video"], loss_audio=aux["loss_audio"], grad_norm=grad_norm, skipped=skipped)
     return params, opt_state, ema, metrics
