@@ -26,7 +26,7 @@ DEMO_LATENT := runs/demo_latent
 # $(DEMO)/report/index.html. 19 min 17 s from a fresh clone on 2 idle CPU cores (2026-12-06).
 demo: $(STAMP) $(DEMO)/data/manifest.json
 	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO)/run --config.data.dir=$(DEMO)/data
-	$(PY) -m jav.evaluate --workdir $(DEMO)/run --num 16 --task t2va,v2a --out $(DEMO)/samples
+	$(PY) -m jav.evaluate --workdir $(DEMO)/run --num 16 --tasks t2va,v2a --out $(DEMO)/samples
 	$(PY) -m jav.report $(DEMO)/run $(DEMO)/samples --out $(DEMO)/report --title "make demo"
 
 # The demo's model distilled into a student that samples in 4 passes instead of 64
@@ -47,7 +47,7 @@ demo-latent: $(STAMP)
 	$(MAKE) --no-print-directory -j2 demo-vae-video demo-vae-audio
 	$(MAKE) --no-print-directory $(DEMO_LATENT)/latents/manifest.json
 	$(PY) -m jav.train --config configs/bounce_latent.py --workdir $(DEMO_LATENT)/run --config.data.dir=$(DEMO_LATENT)/latents
-	$(PY) -m jav.evaluate --workdir $(DEMO_LATENT)/run --num 16 --task t2va,v2a --out $(DEMO_LATENT)/samples
+	$(PY) -m jav.evaluate --workdir $(DEMO_LATENT)/run --num 16 --tasks t2va,v2a --out $(DEMO_LATENT)/samples
 
 # The two VAEs train side by side (each keeps about one core busy), their lines
 # prefixed with the model's name.

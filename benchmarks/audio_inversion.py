@@ -2,7 +2,7 @@
 against jav.data.mel (NumPy + librosa), scored against the clips' true contacts.
 
     python -m benchmarks.audio_inversion              # 16 clips, seeds 0..15
-    python -m benchmarks.audio_inversion --clips 32 --draws 4
+    python -m benchmarks.audio_inversion --num 32 --draws 4
 
 For every true contact (merged as bounce_metrics merges them) that the onset
 detector hears in the original clip, the distance from it to the nearest onset
@@ -49,10 +49,10 @@ def score(clips, waves) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--num", type=int, default=16, help="held-out clips")
     parser.add_argument("--draws", type=int, default=2, help="random phase draws (keys / seeds) per path")
     args = parser.parse_args()
-    clips = [bounce.generate_clip(seed) for seed in range(args.clips)]
+    clips = [bounce.generate_clip(seed) for seed in range(args.num)]
     waves = np.stack([c.audio for c in clips])
 
     rows = []

@@ -70,7 +70,7 @@ def evaluation_arguments(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a run directory written by `python -m jav.train`")
     parser.add_argument("--weights", default="ema", choices=WEIGHTS)
-    parser.add_argument("--test_clips", type=int, default=16)
+    parser.add_argument("--num", type=int, default=16, help="held-out clips")
     return parser
 
 
@@ -150,7 +150,7 @@ def report(result: dict) -> None:
 def main(argv=None) -> dict:
     args = evaluation_arguments(__doc__).parse_args(argv)
     model = load_model(args.workdir, "audio_vae", args.weights)
-    result = evaluate(model, args.test_clips)
+    result = evaluate(model, args.num)
     report(result)
     save_eval(args.workdir, result)
     return result

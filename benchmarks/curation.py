@@ -24,7 +24,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--corpus", required=True, help="raw corpus directory (python -m data_pipelines.corpus)")
     parser.add_argument("--out", default="runs/bench_curated", help="output directory (deleted first)")
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes")
-    parser.add_argument("--config_arg", default="bounce", help="configs/curate.py argument")
+    parser.add_argument("--config-arg", default="bounce", help="configs/curate.py argument")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 

@@ -115,7 +115,7 @@ def main():
     parser.add_argument("--text-len", type=int, default=64)
     parser.add_argument("--text-dim", type=int, default=512)
     parser.add_argument("--fps", type=float, default=8.0 / 10.24, help="latent frames per second")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps after two warm-up steps")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps after two warm-up steps")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: every core)")
     parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args()
@@ -148,11 +148,11 @@ def main():
     for _ in range(2):
         step()
     times = []
-    for i in range(args.steps):
+    for i in range(args.repeats):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-        print(f"  step {i + 1}/{args.steps}: {times[-1]:.2f}s", file=sys.stderr, flush=True)
+        print(f"  step {i + 1}/{args.repeats}: {times[-1]:.2f}s", file=sys.stderr, flush=True)
 
     tokens = dict(video=args.grid[0] * args.grid[1] * args.grid[2], audio=args.audio_tokens, text=args.text_len)
     step_s = statistics.median(times)
@@ -162,7 +162,7 @@ def main():
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         batch=args.batch,
-        steps=args.steps,
+        steps=args.repeats,
         params=sum(p.numel() for p in model.parameters()),
         tokens_per_sample=tokens,
         forward_flops_per_sample=forward_flops,

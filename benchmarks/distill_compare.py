@@ -22,7 +22,7 @@ import pathlib
 import statistics
 import time
 
-from jav import distributed
+from jav import cli, distributed
 from jav.clip_tokens import TokenLayout
 from jav.data.bounce import generate_clip
 from jav.evaluate import HELD_OUT_SEED, evaluate, world_params
@@ -104,14 +104,14 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="samples and compare.json (default: STUDENT/compare)")
     args = parser.parse_args(argv)
     distributed.require_single_process("python -m benchmarks.distill_compare")
-    tasks = tuple(args.tasks.split(","))
+    tasks = cli.comma_list(args.tasks)
     out = pathlib.Path(args.out or pathlib.Path(args.student) / "compare")
     rows = compare(
         args.teacher,
         args.student,
         num=args.num,
         tasks=tasks,
-        student_steps=[int(s) for s in args.student_steps.split(",")],
+        student_steps=[int(s) for s in cli.comma_list(args.student_steps)],
         out=out,
         batch=args.batch,
         repeats=args.repeats,

@@ -1,8 +1,8 @@
 """Joint-mode ablation: a model trained with each audio-video coupling and several
 training seeds, then scored per task on held-out clips with the bounce world's metrics.
 
-    python -m benchmarks.joint_ablation --out runs/ablation [--config configs/bounce_demo.py] [--steps 800] \
-        [--num 16] [--modes cross_attn joint_attn none] [--seeds 0 1] [--tasks t2va v2a a2v] [--config.KEY=VALUE ...]
+    python -m benchmarks.joint_ablation --out runs/ablation [--config configs/bounce_demo.py] [--train-steps 800] \
+        [--num 16] [--modes cross_attn,joint_attn,none] [--seeds 0,1] [--tasks t2va,v2a,a2v] [--config.KEY=VALUE ...]
 
 For each mode (`model.joint.mode`: cross_attn, joint_attn, none) and training
 seed it trains the config with that mode (same data and steps) into
@@ -26,7 +26,8 @@ import pathlib
 import numpy as np
 
 from jav.data import synthetic
-from jav.evaluate import TASKS, evaluate
+from jav import cli
+from jav.evaluate import TASKS, check_tasks, evaluate
 from jav.train.diffusion import train
 
 from benchmarks.model_stats import load_config
@@ -121,11 +122,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--config", default="configs/bounce_demo.py", help="the experiment every mode starts from")
-    parser.add_argument("--steps", type=int, default=800, help="training steps per run (the pixel demo's)")
+    parser.add_argument("--train-steps", type=int, default=800, help="training steps per run (the pixel demo's)")
     parser.add_argument("--num", type=int, default=16, help="held-out clips per run and task")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds per mode")
-    parser.add_argument("--tasks", nargs="+", default=["t2va", "v2a", "a2v"], choices=TASKS)
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, among {','.join(MODES)}")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds per mode")
+    parser.add_argument("--tasks", default="t2va,v2a,a2v", help=f"comma-separated, among {','.join(TASKS)}")
     args, rest = parser.parse_known_args(argv)
     overrides = {}
     for item in rest:
@@ -133,7 +134,13 @@ def main(argv=None):
             parser.error(f"unknown argument {item!r}; overrides are --config.KEY=VALUE")
         key, value = item[len("--config.") :].split("=", 1)
         overrides[key] = value
-    return run(args.out, args.steps, args.num, args.modes, args.seeds, args.tasks, args.config, overrides, log=lambda m: print(m, flush=True))
+    modes, tasks = cli.comma_list(args.modes), cli.comma_list(args.tasks)
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        parser.error(f"--modes {','.join(unknown)}: choose among {','.join(MODES)}")
+    check_tasks(tasks)
+    seeds = [int(s) for s in cli.comma_list(args.seeds)]
+    return run(args.out, args.train_steps, args.num, modes, seeds, tasks, args.config, overrides, log=lambda m: print(m, flush=True))
 
 
 if __name__ == "__main__":

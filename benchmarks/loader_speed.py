@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default=None, help="a directory of bucket shard directories (OUTPUT/shards)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("--clips", type=int, default=128, help="bounce clips to write when --data is not given")
+    parser.add_argument("--num", type=int, default=128, help="bounce clips to write when --data is not given")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
     if root is None:
         tmp = tempfile.TemporaryDirectory()
         root = tmp.name
-        _bounce_shards(root, args.clips)
+        _bounce_shards(root, args.num)
     names = find_buckets(root)
     largest = max(names, key=lambda n: open_shards(os.path.join(root, n))[0]["num_records"])
     flat = _time(make_loader(os.path.join(root, largest), batch_size=args.batch, seed=0), args.batches)

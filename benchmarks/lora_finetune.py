@@ -1,6 +1,6 @@
 """A LoRA fine-tune of an imported model on the bounce world, through `python -m jav.train`.
 
-    python -m benchmarks.lora_finetune --out runs/lora [--steps 300] [--rank 8] [--text-run runs/reference/run]
+    python -m benchmarks.lora_finetune --out runs/lora [--train-steps 300] [--rank 8] [--text-run runs/reference/run]
 
 1. A small random `LTX2VideoTransformer3DModel` (diffusers, LTX-2's structure, 2 blocks) is
    written in diffusers' format, its input and output projections sized for the bounce world's
@@ -118,7 +118,7 @@ def held_out_loss(run, data, num_batches: int = 8, weights: str = "params") -> f
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.lora_finetune", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/lora")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--num", type=int, default=512, help="bounce clips in the fine-tuning shards")
     parser.add_argument("--text-run", default="runs/reference/run", help="the run whose built-in text encoder embeds the captions")
@@ -183,12 +183,12 @@ def main(argv=None) -> dict:
         f"--config.data.dir={out / 'data'}",
         f"--config.model.lora.rank={args.rank}",
         f"--config.model.lora.alpha={float(args.rank)}",
-        f"--config.train.steps={args.steps}",
+        f"--config.train.steps={args.train_steps}",
         "--config.train.ema_decay=0.0",
         "--config.train.log_every=10",
     ]
     start = time.time()
-    killed = jav(*train, log=log, kill_at_step=args.steps // 2)  # preempted halfway: saves and exits
+    killed = jav(*train, log=log, kill_at_step=args.train_steps // 2)  # preempted halfway: saves and exits
     rest = jav(*train, log=log)
     seconds = time.time() - start
     lines = (killed + rest).splitlines()
@@ -198,7 +198,7 @@ def main(argv=None) -> dict:
     losses = {m["step"]: m["loss"] for m in metrics}
     jav("-m", "jav.convert", "merge-lora", str(out / "run"), "--workdir", str(out / "merged"), "--weights", "params", log=log)
     result = dict(
-        steps=args.steps,
+        steps=args.train_steps,
         rank=args.rank,
         seconds=round(seconds, 1),
         trained=trained.split("; trains ")[-1] if trained else "",

@@ -3,7 +3,7 @@ loss has fallen, then sample the same captions and score the samples with the
 world's metrics.
 
     python -m benchmarks.overfit --out runs/overfit            # configs/test.py, 2 clips, 1500 steps
-    python -m benchmarks.overfit --config configs/test.py --steps 400 --clips 2
+    python -m benchmarks.overfit --config configs/test.py --train-steps 400 --num 2
 
 Writes OUT/NNN.mp4 (H.264 + AAC), OUT/NNN.wav and OUT/NNN.json (caption,
 settings, metrics) per sample and OUT/summary.json. On a 2-core CPU the default
@@ -123,8 +123,8 @@ def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0,
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/test.py")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--clips", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=1500)
+    parser.add_argument("--num", type=int, default=2, help="training clips")
     parser.add_argument("--sample-steps", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -132,7 +132,7 @@ def main():
     )
     parser.add_argument("--out", default=None, help="directory for NNN.mp4 / NNN.wav / NNN.json and summary.json")
     args = parser.parse_args()
-    s = run(args.config, args.steps, args.clips, args.out, args.seed, args.sample_steps, args.ema_decay, log=lambda msg: print(msg, flush=True))
+    s = run(args.config, args.train_steps, args.num, args.out, args.seed, args.sample_steps, args.ema_decay, log=lambda msg: print(msg, flush=True))
     print(f"loss {s['loss_first']:.4f} -> {s['loss_last']:.4f} (fell {100 * s['loss_drop']:.1f}%) in {s['train_seconds']:.0f}s")
     print("samples:   " + "  ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items()))
     print("reference: " + "  ".join(f"{k} {v:.3f}" for k, v in s["reference_metrics"].items()))

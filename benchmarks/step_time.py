@@ -1,6 +1,6 @@
 """Train-step time, tokens/s and MFU of a config on this machine's devices.
 
-    python -m benchmarks.step_time --config configs/ltx2_bench.py [--batch 4] [--steps 5] [--json OUT]
+    python -m benchmarks.step_time --config configs/ltx2_bench.py [--batch 4] [--repeats 5] [--json OUT]
         [--reference [--torch-python .venv-torch/bin/python]]
 
 Builds the config's model (random init, sharded on the config's mesh), feeds
@@ -160,7 +160,7 @@ def run_reference(config: str, batch: int | None, steps: int, python: str, log=p
     if not pathlib.Path(python).exists():
         raise SystemExit(f"no PyTorch venv at {python}: create it with `make .venv-torch` (or pass --torch-python)")
     script = pathlib.Path(__file__).with_name("diffusers_ltx2.py")
-    cmd = [python, str(script), "--steps", str(steps), *reference_args(cfg, batch)]
+    cmd = [python, str(script), "--repeats", str(steps), *reference_args(cfg, batch)]
     log("reference: " + " ".join(cmd))
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -170,16 +170,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/ltx2_bench.py")
     parser.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps after two warm-up steps")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps after two warm-up steps")
     parser.add_argument("--peak", type=float, default=None, help="peak FLOP/s per device (default: jav.perf.peak_flops)")
     parser.add_argument("--reference", action="store_true", help="also time diffusers' LTX2VideoTransformer3DModel at the same shapes")
     parser.add_argument("--torch-python", default=".venv-torch/bin/python", help="python of the PyTorch venv")
     parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args()
     log = lambda m: print(m, flush=True)  # noqa: E731
-    result = run(args.config, args.batch, args.steps, args.peak, log=log)
+    result = run(args.config, args.batch, args.repeats, args.peak, log=log)
     if args.reference:
-        ref = run_reference(args.config, args.batch, args.steps, args.torch_python, log=log)
+        ref = run_reference(args.config, args.batch, args.repeats, args.torch_python, log=log)
         result["reference"] = ref
         result["speedup"] = ref["step_s_median"] / result["step_s_median"]
         log(f"{'':<12} {'params':>12} {'s/step':>8} {'tokens/s':>9} {'fwd GFLOP/sample':>17}")

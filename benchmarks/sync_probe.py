@@ -18,7 +18,7 @@ If the coupling carries timing, `true` is clearly lower than `moved`: the
 gain (moved - true) / moved is the fraction of the loss the partner's timing
 explains. A model whose joint module carries no timing scores the same on both
 (and `none` always does). Seconds per run, no sampling: the quick test of a
-change before a sampled evaluation (python -m jav.evaluate --task v2a,a2v).
+change before a sampled evaluation (python -m jav.evaluate --tasks v2a,a2v).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How well a trained video VAE reconstructs held-out bounce-world clips, and how fast it runs.
 
-    python -m benchmarks.video_vae --workdir runs/vae/video [--clips 64] [--out FILE.json]
+    python -m benchmarks.video_vae --workdir runs/vae/video [--num 64] [--out FILE.json]
 
 On held-out clips (bounce seeds 10^9 + i, never trained on) it reports PSNR of
 the whole clip and of its first frame through the posterior mean; the world's
@@ -60,7 +60,7 @@ def temp_bytes(graphdef, state, x, previous=None, decode=False) -> int:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.video_vae", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="a video VAE run of the autoencoder phase")
-    parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--num", type=int, default=64, help="held-out clips")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--long-frames", type=int, default=65, help="frames of the long clip (1 + 4k)")
     parser.add_argument("--out", default=None, help="JSON file (default WORKDIR/benchmark.json)")
@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
     cfg, vae = load_autoencoder(args.workdir)
     params = bounce_params(cfg.data)
     step = max(int(p.name) for p in (pathlib.Path(args.workdir) / "checkpoints").iterdir() if p.name.isdigit())
-    clips = [bounce.generate_clip(HELDOUT_SEED + i, params) for i in range(args.clips)]
+    clips = [bounce.generate_clip(HELDOUT_SEED + i, params) for i in range(args.num)]
     x = np.stack([c.frames for c in clips]).astype(np.float32) / 127.5 - 1.0  # [N, T, H, W, 3]
     n, t = x.shape[:2]
     b = args.batch

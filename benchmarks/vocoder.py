@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--vae", default=None, help="an audio VAE run: also vocode its reconstructions (EMA weights)")
     args = parser.parse_args(argv)
     model = load_model(args.workdir, "vocoder", args.weights)
-    result = evaluate(model, args.test_clips, args.vae)
+    result = evaluate(model, args.num, args.vae)
     report(result)
     save_eval(args.workdir, result)
     return result

@@ -7,7 +7,7 @@ or step by step (each command resumes if interrupted):
 
     python -m jav.data.synthetic --out runs/demo/data --num 2000
     python -m jav.train --config configs/bounce_demo.py --workdir runs/demo/run --config.data.dir=runs/demo/data
-    python -m jav.evaluate --workdir runs/demo/run --num 16 --task t2va,v2a --out runs/demo/samples
+    python -m jav.evaluate --workdir runs/demo/run --num 16 --tasks t2va,v2a --out runs/demo/samples
 
 Pixel-space video (32x32 RGB, 8 fps, patches of 1x8x8: 256 tokens) and log-mel
 audio (64 bins, 100 frames/s, patches of 4 frames: 50 tokens), cross-attention

@@ -6,7 +6,7 @@ cross-modal guidance 3 at sampling, so that its sounds land on their frames.
     python -m jav.train --config configs/bounce_reference.py --workdir runs/reference/run \
         --config.data.dir=runs/reference/data
     python -m benchmarks.sync_probe --workdirs runs/reference/run --num 64
-    python -m jav.evaluate --workdir runs/reference/run --num 64 --task t2va,v2a,a2v --out runs/reference/samples
+    python -m jav.evaluate --workdir runs/reference/run --num 64 --tasks t2va,v2a,a2v --out runs/reference/samples
 
 What each setting bought (benchmarks/RESULTS.md, "Synchrony", 64 held-out clips):
 - steps: V2A event F1 0.22 at 600 steps, 0.69 at 1,200, 0.895 at 2,400; T2VA sync

@@ -1,7 +1,7 @@
 """Distil a trained run into a student that samples in 4 network passes.
 
     python -m jav.train --config configs/distill.py:runs/demo/run --workdir runs/demo/distill
-    python -m jav.evaluate --workdir runs/demo/distill --num 64 --task t2va,v2a
+    python -m jav.evaluate --workdir runs/demo/distill --num 64 --tasks t2va,v2a
 
 `arg` is the teacher's run directory. The student is the teacher's model (read
 from its config.json, trained on its data) with the guidance scales as an input

@@ -2,7 +2,7 @@
 
     python -m jav.train --config configs/sync_reward.py --workdir runs/reward/sync        # the sync reward model first
     python -m jav.train --config configs/reward.py:runs/reference/run,runs/reward/sync --workdir runs/reference/reward
-    python -m jav.evaluate --workdir runs/reference/reward --num 64 --task t2va
+    python -m jav.evaluate --workdir runs/reference/reward --num 64 --tasks t2va
 
 `arg` is POLICY_RUN,SYNC_RUN: the run tuned (its EMA weights; its data, model,
 flow, sampling guidance and mesh) and the sync reward model's run. The policy

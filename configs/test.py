@@ -1,6 +1,6 @@
 """The tiny config the test suite trains: a 2-layer model on the bounce world.
 
-    python -m benchmarks.overfit --config configs/test.py --steps 1500 --out runs/overfit
+    python -m benchmarks.overfit --config configs/test.py --train-steps 1500 --out runs/overfit
 
 Memorises a batch of two clips in about 6 minutes on a 2-core CPU (loss down
 99%, samples at about 31 dB PSNR that pass the world's metrics); it exists so

@@ -14,6 +14,16 @@ tuple / list as a Python literal); a key the config does not have is an error
 naming the nearest keys. `run_main` turns jav's errors (ValueError,
 FileNotFoundError: each names the file or key and the fix) into one line on
 stderr and exit status 1; JAV_TRACEBACK=1 shows the traceback instead.
+
+Every tool (`jav.*`, `data_pipelines.*`, `benchmarks.*`) names the same thing the
+same way (FLAGS below; tests/test_flags.py holds the tools to it): `--workdir` one
+run directory (`--workdirs` several), `--out` what the tool writes, `--json` a file
+its results are appended to, `--num` how many clips or prompts it makes or scores,
+`--batch` clips per batch, `--seed` the seed of the first clip it makes or scores,
+`--tasks` / `--modes` / `--seeds` comma-separated lists, `--steps` sampling (Euler)
+steps, `--train-steps` training steps where a tool trains, `--sample-steps` where a
+tool both trains and samples, `--repeats` timed repetitions. Multi-word flags are
+spelt with dashes.
 """
 
 from __future__ import annotations
@@ -27,6 +37,24 @@ from typing import Callable
 import ml_collections
 
 PREFIX = "--config."
+# flags whose meaning FLAGS fixes, and the spellings they replaced
+FLAGS = (
+    "--workdir",
+    "--workdirs",
+    "--out",
+    "--json",
+    "--num",
+    "--batch",
+    "--seed",
+    "--tasks",
+    "--modes",
+    "--seeds",
+    "--steps",
+    "--train-steps",
+    "--sample-steps",
+    "--repeats",
+)
+RETIRED_FLAGS = {"--clips": "--num", "--test_clips": "--num", "--task": "--tasks", "--output": "--out", "--config_arg": "--config-arg"}
 
 
 def split_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -47,6 +75,11 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
             rest.append(arg)
         i += 1
     return overrides, rest
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """A comma-separated flag value (`--tasks t2va,v2a`) -> its items, blanks dropped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def _keys(cfg, prefix="") -> list[str]:

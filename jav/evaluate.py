@@ -1,6 +1,6 @@
 """Evaluation on the bounce world: sample held-out clips for each task, score the samples.
 
-    python -m jav.evaluate --workdir DIR --num N [--task t2va,i2va,v2a,a2v] [--out DIR] [--seed 1000000] \
+    python -m jav.evaluate --workdir DIR --num N [--tasks t2va,i2va,v2a,a2v] [--out DIR] [--seed 1000000] \
         [--config.sample.steps=64 --config.sample.modality=3 --config.model.dtype=bfloat16 ...]
 
 Takes N bounce-world clips whose seeds start at `--seed` (default 1,000,000:
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m jav.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="run directory written by `python -m jav.train`")
     parser.add_argument("--num", type=int, default=16, help="number of held-out clips")
-    parser.add_argument("--task", default="t2va", help=f"comma-separated tasks among {','.join(TASKS)} (default t2va)")
+    parser.add_argument("--tasks", default="t2va", help=f"comma-separated tasks among {','.join(TASKS)} (default t2va)")
     parser.add_argument("--out", default=None, help="where samples go (default WORKDIR/samples)")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (--config.sample.steps; default: the run's)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="bounce-world seed of the first held-out caption")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     # It loads the weights onto one device and writes every file itself: one process, not one per host.
     distributed.require_single_process("python -m jav.evaluate")
     logging.set_verbosity(logging.ERROR)  # Orbax warns that it reads the run read-only, which is the point
-    tasks = tuple(t.strip() for t in args.task.split(",") if t.strip())
+    tasks = cli.comma_list(args.tasks)
     return evaluate(
         args.workdir,
         args.num,

@@ -78,7 +78,7 @@ def _line(metrics: dict) -> str:
 def check_tasks(tasks) -> None:
     for task in tasks:
         if task not in TASKS:
-            raise ValueError(f"--task {task!r} is not one of {', '.join(TASKS)}")
+            raise ValueError(f"--tasks {task!r} is not one of {', '.join(TASKS)}")
 
 
 def evaluate_model(

@@ -1,6 +1,6 @@
 """One HTML page to look at runs and their samples.
 
-    python -m jav.report RUN_OR_SAMPLES_DIR [MORE ...] --out REPORT_DIR [--clips 8] [--title TEXT] [--screenshot PNG]
+    python -m jav.report RUN_OR_SAMPLES_DIR [MORE ...] --out REPORT_DIR [--num 8] [--title TEXT] [--screenshot PNG]
 
 Each argument is a run directory (its training curve from metrics.jsonl, the
 evaluations the trainer wrote under evals/ and those of `jav.evaluate` under
@@ -390,11 +390,11 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(prog="python -m jav.report", description=__doc__.split("\n")[0])
     parser.add_argument("inputs", nargs="+", help="run directories, jav.evaluate --out or jav.sample --out directories")
     parser.add_argument("--out", required=True, help="directory for index.html, media/ and plots/")
-    parser.add_argument("--clips", type=int, default=8, help="sample clips shown per directory (default 8)")
+    parser.add_argument("--num", type=int, default=8, help="sample clips shown per directory (default 8)")
     parser.add_argument("--title", default="jav report")
     parser.add_argument("--screenshot", default=None, help="also save the page as headless Chromium draws it to this PNG")
     args = parser.parse_args(argv)
-    page = build(args.inputs, args.out, clips=args.clips, title=args.title, log=lambda m: print(m, flush=True))
+    page = build(args.inputs, args.out, clips=args.num, title=args.title, log=lambda m: print(m, flush=True))
     if args.screenshot:
         print(f"wrote {screenshot(page, pathlib.Path(args.screenshot))}", flush=True)
     return page

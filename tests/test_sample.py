@@ -210,7 +210,7 @@ def test_evaluate_conditional_tasks_keep_the_given_modality(run_dir, tmp_path):
     cfg = test_config.get_config()
     world = evaluate.world_params(cfg)
     out = tmp_path / "eval"
-    s = evaluate.main(["--workdir", str(run_dir), "--num", "3", "--steps", "2", "--out", str(out), "--batch", "2", "--task", "i2va,v2a,a2v"])
+    s = evaluate.main(["--workdir", str(run_dir), "--num", "3", "--steps", "2", "--out", str(out), "--batch", "2", "--tasks", "i2va,v2a,a2v"])
     assert list(s) == ["i2va", "v2a", "a2v"]
     clips = [generate_clip(evaluate.HELD_OUT_SEED + i, world) for i in range(3)]
     for i, clip in enumerate(clips):
@@ -226,7 +226,7 @@ def test_evaluate_conditional_tasks_keep_the_given_modality(run_dir, tmp_path):
     # real clips sync to their own video far better than to another clip's
     assert s["v2a"]["reference_metrics"]["event_f1"] > 0.9 > s["v2a"]["unrelated_metrics"]["event_f1"]
     with pytest.raises(ValueError, match="not one of"):
-        evaluate.main(["--workdir", str(run_dir), "--num", "1", "--task", "x2y"])
+        evaluate.main(["--workdir", str(run_dir), "--num", "1", "--tasks", "x2y"])
 
 
 def test_sampling_settings_are_the_runs_config_keys(run_dir, tmp_path):

@@ -106,7 +106,7 @@ def test_benchmark_evaluates_a_run_directory(tiny, tmp_path):
     (old / "params.msgpack").write_bytes(serialization.msgpack_serialize(state))
     convert_msgpack_run.main([str(old), str(run)])
 
-    result = benchmark.main(["--workdir", str(run), "--test_clips", "2"])
+    result = benchmark.main(["--workdir", str(run), "--num", "2"])
     assert json.loads((run / "eval.json").read_text()) == result
     assert result["clips"] == 2 and set(result) >= {"original/griffin_lim", "original/vocoder", "original_audio"}
     clips = [bounce.generate_clip(audio_vae_benchmark.HELD_OUT_SEED + s) for s in range(2)]
