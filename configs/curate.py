@@ -16,10 +16,12 @@ Engines (same code; Beam pipeline options after the config flags):
         --requirements_file requirements-beam.txt --setup_file ./setup.py --out gs://B/curated
     --runner FlinkRunner --flink_master HOST:8081 --environment_type LOOPBACK
     --runner SparkRunner --spark_master_url spark://HOST:7077 --environment_type LOOPBACK
-On a distributed runner --input / --out must be paths every worker sees: --out may be a bucket
-(gs://B/curated: the encode store through tensorstore's gcs kvstore, the shards, manifests and
-report through etils.epath), --input a shared file system or a bucket mounted as one (the
-stages decode local files).
+On a distributed runner --input / --out must be paths every worker sees: a bucket or a shared
+file system. --out gs://B/curated: the encode store through tensorstore's gcs kvstore, the
+shards, manifests and report through etils.epath; --input gs://B/raw (a folder, walked) or
+gs://B/raw/*.mp4 (wildcards in the last part only): the stages read each object through
+etils.epath as a file object (no local copy), and a re-run reuses a source's stage results
+while its size and modification time are unchanged.
 
 Args: "" (general footage: buckets at 24 fps up to 64x64) or "bounce" (the bounce-world corpus).
 """

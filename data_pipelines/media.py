@@ -3,6 +3,8 @@
 `probe` says what a file holds without decoding it all; `read_video` and
 `read_audio` decode one time range; `resample` changes an audio rate;
 `write_av` writes a Matroska file (H.264 video, FLAC audio) for the raw corpus.
+Sources are local paths or a bucket's objects (gs://...): `open_container` reads
+the latter through `etils.epath` as a seekable file object, so no copy is made.
 
 Why Matroska with FLAC: AAC in mp4 delays the soundtrack by the encoder's
 priming samples unless every reader honours the edit list, and that delay would
@@ -12,13 +14,41 @@ lossless, and the decoded audio starts at pts 0 (checked in tests/test_corpus.py
 
 from __future__ import annotations
 
+import contextlib
 import fractions
 import math
+import os
 import pathlib
 
 import av
 import numpy as np
+from etils import epath
 from scipy import signal
+
+
+def is_remote(path) -> bool:
+    """A URL (gs://bucket/...) rather than a local path."""
+    return "://" in os.fspath(path)
+
+
+@contextlib.contextmanager
+def open_container(path):
+    """A PyAV input container of a local file or of a bucket's object (read as a file object)."""
+    if is_remote(path):
+        with epath.Path(path).open("rb") as f, av.open(f) as container:
+            yield container
+    else:
+        with av.open(os.fspath(path)) as container:
+            yield container
+
+
+def file_stat(path) -> tuple[int, int | None]:
+    """(size in bytes, modification time in ns or None) of a local file or a bucket's object."""
+    st = epath.Path(path).stat()
+    if hasattr(st, "st_size"):
+        return st.st_size, st.st_mtime_ns
+    mtime = getattr(st, "mtime", None)  # epath's StatResult on a bucket: seconds
+    return st.length, None if mtime is None else int(mtime * 1e9)
 
 
 class MediaError(ValueError):
@@ -32,13 +62,13 @@ def probe(path, check_truncation: float = 0.9) -> dict:
     a truncated file shows: its packets end before the duration its header declares
     (less than `check_truncation` of it). Raises MediaError for unreadable files.
     """
-    path = pathlib.Path(path)
-    if not path.exists():
+    path = os.fspath(path)
+    if not epath.Path(path).exists():
         raise MediaError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if file_stat(path)[0] == 0:
         raise MediaError(f"{path}: zero-byte file")
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             info = {
                 "container": container.format.name,
                 "has_video": bool(container.streams.video),
@@ -76,7 +106,7 @@ def probe(path, check_truncation: float = 0.9) -> dict:
             if video_pts and info["fps"]:
                 last_end = max(last_end, max(video_pts) + 1 / info["fps"])
             if video_pts:
-                with av.open(str(path)) as container:
+                with open_container(path) as container:
                     next(container.decode(video=0))  # the first frame must decode
     except MediaError:
         raise
@@ -96,7 +126,7 @@ def iter_video(path, start: float = 0.0, end: float | None = None, fps: float | 
     slack), one at a time; `max_side` shrinks larger frames (keeping the aspect) as they decode."""
     slack = 0.25 / fps if fps else 1e-3
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             vs = container.streams.video[0]
             if start > 0:
                 container.seek(int(max(0.0, start - 1.0) / vs.time_base), stream=vs, backward=True)
@@ -128,7 +158,7 @@ def read_audio(path, start: float = 0.0, end: float | None = None, sample_rate: 
     `channels` 1 averages to mono, 2 duplicates mono."""
     chunks, rate, nch, cursor = [], None, None, None
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             aus = container.streams.audio[0]
             rate, nch = aus.codec_context.sample_rate, aus.codec_context.channels
             if start > 1.0:

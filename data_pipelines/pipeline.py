@@ -32,6 +32,7 @@ import apache_beam as beam
 from etils import epath
 
 from data_pipelines import encode as encode_lib
+from data_pipelines import media
 from data_pipelines import pack as pack_lib
 from data_pipelines import report as report_lib
 from data_pipelines.clip import Clip, Drop
@@ -44,8 +45,11 @@ MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".wav", ".fla
 
 
 def list_inputs(pattern: str) -> list[str]:
-    """A directory (media files directly inside or below it, by suffix) or a glob -> sorted paths."""
-    if os.path.isdir(pattern):
+    """A directory (media files directly inside or below it, by suffix) or a glob -> sorted paths;
+    local or in a bucket (gs://...: a folder, or a glob without `**`, which would list the bucket)."""
+    if media.is_remote(pattern):
+        found = _remote_inputs(pattern)
+    elif os.path.isdir(pattern):
         found = [os.path.join(root, name) for root, _, names in os.walk(pattern) for name in names if name.lower().endswith(MEDIA_SUFFIXES)]
     else:
         found = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
@@ -54,7 +58,22 @@ def list_inputs(pattern: str) -> list[str]:
             f"--input {pattern!r} matches no media files (suffixes {', '.join(MEDIA_SUFFIXES)}); "
             "give a directory of media files or a glob such as 'raw/**/*.mp4'"
         )
-    return sorted(os.path.abspath(p) for p in found)
+    return sorted(p if media.is_remote(p) else os.path.abspath(p) for p in found)
+
+
+def _wildcards(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _remote_inputs(pattern: str) -> list[str]:
+    """A bucket folder's media files (walked) or the objects a glob's last part matches."""
+    if not _wildcards(pattern):
+        root = epath.Path(pattern)
+        return [os.fspath(d / n) for d, _, names in root.walk() for n in names if n.lower().endswith(MEDIA_SUFFIXES)] if root.is_dir() else []
+    folder, _, names = pattern.rpartition("/")
+    if _wildcards(folder):
+        raise ValueError(f"--input {pattern!r}: in a bucket, wildcards only in the last part (listing below them would list the bucket); name the folder")
+    return [os.fspath(p) for p in epath.Path(folder).glob(names) if p.is_file()]
 
 
 def stage_list(cfg) -> list[tuple[str, dict]]:
@@ -95,12 +114,13 @@ def _cache_path(cache_root: str, source: str) -> epath.Path:
 
 
 def _source_id(source: str, fingerprint: str) -> list | None:
-    """What a cached stage result is valid for: the file's size and mtime and the stage settings."""
+    """What a cached stage result is valid for: the file's size and mtime (a bucket object's
+    too) and the stage settings; None (no caching) where the file cannot be stat'ed."""
     try:
-        st = os.stat(source)
-    except OSError:  # not a local file (a bucket URL): no caching of stage results
+        size, mtime = media.file_stat(source)
+    except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns, fingerprint]
+    return [size, mtime, fingerprint]
 
 
 def clip_from_entry(entry: dict) -> Clip:

@@ -25,6 +25,7 @@ from configs import curate  # noqa: E402
 from data_pipelines import encode as encode_lib  # noqa: E402
 from data_pipelines import run as run_lib  # noqa: E402
 from data_pipelines.clip import Clip, Drop  # noqa: E402
+from data_pipelines.pipeline import list_inputs  # noqa: E402
 from jav.data.loader import make_dataset  # noqa: E402
 
 FPS, SR = 8.0, 16000
@@ -309,26 +310,29 @@ def test_learned_encoders_replace_pixels_mel_and_add_text_embeddings():
         encode_lib.fingerprint(cfg)  # the codec file counts by its contents: a missing one is named
 
 
-def test_command_line_with_the_real_stages_on_a_tiny_corpus(tmp_path):
+def _curate_command(inp, out) -> dict:
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "curate.py")
+    argv = ["data_pipelines.run", "--config", f"{config}:bounce", "--input", str(inp), "--out", str(out), "--config.pack.records_per_shard=4"]
+    return run_lib.main(argv + ["--runner", "DirectRunner", *BEAM_ARGS])
+
+
+def _clip_digests(out, summary) -> list[tuple[str, str]]:
+    """Sorted (video, audio) digests of every kept clip, read back through the loader."""
+    rows = []
+    for bucket, n in summary["kept_by_bucket"].items():
+        batch = make_dataset(str(out / "shards" / bucket), batch_size=n, seed=0)[0]
+        rows += [(hashlib.sha256(v.tobytes()).hexdigest(), hashlib.sha256(a.tobytes()).hexdigest()) for v, a in zip(batch["video"], batch["audio"])]
+    return sorted(rows)
+
+
+def test_command_line_with_the_real_stages_on_a_tiny_corpus(tmp_path, gcs_bucket):
+    """The real stages on 4 files, local; then the same files in a bucket (--input gs://...,
+    read through epath without a copy) give the same clips, drops and shards."""
     from data_pipelines.corpus import write_corpus
 
     write_corpus(tmp_path / "raw", kinds=["clean", "zero_byte", "silent", "duplicate"], seed=5)
     out = tmp_path / "out"
-    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "curate.py")
-    argv = [
-        "data_pipelines.run",
-        "--config",
-        f"{config}:bounce",
-        "--input",
-        str(tmp_path / "raw"),
-        "--out",
-        str(out),
-        "--config.pack.records_per_shard=4",
-        "--runner",
-        "DirectRunner",
-        *BEAM_ARGS,
-    ]
-    summary = run_lib.main(argv)
+    summary = _curate_command(tmp_path / "raw", out)
     reasons = summary["dropped_by_reason"]
     assert reasons.get("corrupt") == 1 and reasons.get("silent_audio", 0) >= 1 and reasons.get("near_duplicate", 0) >= 1
     (quarantined,) = os.listdir(out / "quarantine")
@@ -338,3 +342,13 @@ def test_command_line_with_the_real_stages_on_a_tiny_corpus(tmp_path):
     for bucket, n in summary["kept_by_bucket"].items():
         batch = make_dataset(str(out / "shards" / bucket), batch_size=n, seed=0)[0]
         assert batch["video"].shape[0] == n and np.isfinite(batch["audio"]).all()
+
+    shutil.copytree(tmp_path / "raw", gcs_bucket / "media" / "raw")
+    remote = _curate_command("gs://media/raw", tmp_path / "from_bucket")
+    assert remote["dropped_by_reason"] == reasons and remote["kept_by_bucket"] == summary["kept_by_bucket"]
+    assert _clip_digests(tmp_path / "from_bucket", remote) == _clip_digests(out, summary)
+    kept = [json.loads(line) for line in open(tmp_path / "from_bucket" / "manifest.jsonl")]
+    assert kept and all(e["source"].startswith("gs://media/raw/") for e in kept)
+    assert list_inputs("gs://media/raw/clip_000[03].mkv") == ["gs://media/raw/clip_0000.mkv", "gs://media/raw/clip_0003.mkv"]
+    with pytest.raises(ValueError, match="wildcards only in the last part"):
+        list_inputs("gs://media/*/clip_0000.mkv")

@@ -8,12 +8,12 @@ Sidecar format: either free text (the caption of the whole file) or one line per
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import Protocol
 
-import av
+from etils import epath
 
 from data_pipelines.clip import Clip, Drop
+from data_pipelines.media import open_container
 
 
 class Captioner(Protocol):
@@ -39,10 +39,10 @@ def parse_sidecar(text: str) -> list[tuple[float | None, float | None, str]]:
 
 
 def sidecar_caption(clip: Clip, suffix: str = ".txt") -> str | None:
-    path = pathlib.Path(clip.source).with_suffix(suffix)
+    path = epath.Path(clip.source).with_suffix(suffix)
     if not path.is_file():
         return None
-    entries = parse_sidecar(path.read_text(encoding="utf-8", errors="replace"))
+    entries = parse_sidecar(path.read_bytes().decode("utf-8", errors="replace"))
     if not entries:
         return None
     if entries[0][0] is None:
@@ -54,7 +54,7 @@ def sidecar_caption(clip: Clip, suffix: str = ".txt") -> str | None:
 
 
 def metadata_caption(clip: Clip) -> str | None:
-    with av.open(clip.source) as container:
+    with open_container(clip.source) as container:
         meta = {k.lower(): v for k, v in container.metadata.items()}
     return meta.get("comment") or meta.get("title") or meta.get("description") or None
 
