@@ -20,6 +20,8 @@ pairs (positions from `jav.models.rope.ltx2_video_positions` /
 `ltx2_audio_positions`); audio-video attention in the audio heads, by time,
 with its own AdaLN; a caption projection per branch from 3840-d text features.
 Timesteps are sigma in [0, 1] (jav scales by 1000 inside, as LTX-2's callers do).
+Sampling follows LTX-2's recipe (`sample.` keys below; `--config.sample.schedule=ltx2_distilled
+--config.sample.steps=8` with guidance off for its distilled model).
 """
 
 from configs import common
@@ -70,6 +72,11 @@ TINY = dict(video_heads=2, video_head_dim=16, audio_heads=2, audio_head_dim=8, d
 def get_config(arg=None):
     cfg = ltx2_19b()  # LTX-2's latent data and sampling settings
     cfg.model = model(**TINY) if arg == "tiny" else model()
+    # LTX-2's sampling recipe (jav.samplers; tests/test_ltx2_sampling.py checks it against
+    # diffusers' LTX2Pipeline): its shifted schedule with the last step stretched to start at
+    # 0.1, spatio-temporal guidance skipping block 29's self-attention (LTX-2.0's block; 28 is
+    # LTX-2.3's), guidance rescale 0.7, beside 40 steps at guidance 3 / 7 and modality 3
+    cfg.sample.update(schedule="ltx2", stg_scale=1.0, stg_blocks=(29,) if arg != "tiny" else (1,), guidance_rescale=0.7)
     if arg not in (None, "", "tiny"):
         raise ValueError(f"configs/ltx2.py:{arg}: the argument is empty or 'tiny'")
     return cfg

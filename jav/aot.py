@@ -276,8 +276,9 @@ def lower_distill_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered
 
 
 def guidance_of(cfg) -> samplers.Guidance:
-    s = cfg.sample
-    return samplers.Guidance(text_video=float(s.text_video), text_audio=float(s.text_audio), modality=float(s.modality))
+    """The config's sampling guidance, STG and rescale included, with float scales (static arguments)."""
+    g = samplers.guidance_from(cfg)
+    return dataclasses.replace(g, **{k: float(getattr(g, k)) for k in ("text_video", "text_audio", "modality", "stg", "rescale")})
 
 
 def lower_sample_step(cfg, mesh: jax.sharding.Mesh, batch: int) -> tuple[jax.stages.Lowered, dict]:

@@ -129,7 +129,7 @@ def evaluate_model(
     references = [score(*ref, clip.caption) for clip, ref in zip(clips, to_clips(video, audio))]
     # each real video with the next clip's real soundtrack: sound that ignores the picture
     unrelated = [score(clip.frames, clips[(i + 1) % num].audio, clip.caption) for i, clip in enumerate(clips)]
-    scales = dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality)
+    scales = guidance.record()
     staged = {task: two_stage and task in ("t2va", "i2va") for task in tasks}
     # network passes per clip: a distilled student guides inside its one pass
     passes = 1 if model.guide is not None else samplers.passes_per_step(guidance)

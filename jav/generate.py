@@ -28,7 +28,7 @@ from jav.clip_tokens import TokenLayout
 SAMPLERS = ("ode", "sde")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu", "on_step", "sampler", "noise_level"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "num_steps", "guidance", "mu", "on_step", "sampler", "noise_level", "schedule"))
 def _sample(
     graphdef,
     state,
@@ -47,6 +47,7 @@ def _sample(
     noise_level=0.7,
     negative_in=None,
     negative_mask=None,
+    schedule=samplers.SCHEDULES["shift"],
 ):
     model = nnx.merge(graphdef, state)
 
@@ -84,6 +85,7 @@ def _sample(
             x_clean=x_clean,
             clip_keys=clip_keys,
             negative=negative,
+            schedule=schedule,
         ).x
     return samplers.euler_sample(
         denoise,
@@ -99,6 +101,7 @@ def _sample(
         on_step=on_step,
         mean_velocity=model.interval is not None,
         negative=negative,
+        schedule=schedule,
     )
 
 
@@ -149,6 +152,7 @@ def generate(
     num_steps: int,
     flow_cfg,
     guidance: samplers.Guidance = samplers.NO_GUIDANCE,
+    schedule: samplers.Schedule = samplers.SCHEDULES["shift"],
     first_frame=None,
     video=None,
     audio=None,
@@ -171,6 +175,7 @@ def generate(
     `sampler`: "ode" (Euler steps of the probability-flow ODE) or "sde" (the flow SDE
     with the same marginals, `noise_level` its a; with per-clip keys each clip's step
     noise is its own too). A few-step student (model.interval_embed) takes the ODE.
+    `schedule`: where the steps fall (`jav.samplers.Schedule`; `samplers.schedule_from(cfg)`).
     A model trained on precomputed text (model.text.encoder 'precomputed') needs the
     frozen encoder that made its embeddings: `text_encoder` (jav.frozen_text_encoder.load_text_encoder).
     `two_stage` (T2VA and I2VA): the joint sampler makes the video, then the soundtrack
@@ -185,6 +190,11 @@ def generate(
     divide them), the model's own shardings as trained; with several processes every
     process passes the same captions and gets every clip back.
     """
+    if model.guide is not None and guidance.uses_stg_or_rescale():
+        raise ValueError(
+            "a distilled student takes its text and modality scales as input, one pass a step: "
+            "sample it without STG or guidance rescale (sample.stg_scale=0, sample.guidance_rescale=0)"
+        )
     if model.text_encoder is not None:
         encode = model.text_encoder.tokenizer.encode
     elif text_encoder is None:
@@ -236,6 +246,7 @@ def generate(
         on_step=on_step if sampler == "ode" else None,
         sampler=sampler,
         noise_level=float(noise_level),
+        schedule=schedule,
         **negative,
     )
     if mesh is not None and not _per_clip(key):

@@ -98,7 +98,8 @@ def nfe_of(info: dict) -> int | None:
         return info["nfe"]
     if "steps" not in info:
         return None
-    passes = samplers.passes_per_step(samplers.Guidance(**{k: float(v) for k, v in (info.get("guidance") or {}).items()}))
+    scales = {k: tuple(v) if k == "stg_blocks" else float(v) for k, v in (info.get("guidance") or {}).items()}
+    passes = samplers.passes_per_step(samplers.Guidance(**scales))
     return int(info["steps"]) * passes * (2 if info.get("two_stage") else 1)
 
 

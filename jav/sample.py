@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> list[epath.Path]:
             sampler=sampler,
             noise_level=noise_level if sampler == "sde" else None,
             two_stage=staged(rows[i]["task"]),
-            guidance=dict(text_video=guidance.text_video, text_audio=guidance.text_audio, modality=guidance.modality),
+            guidance=guidance.record(),
             fps=pixel_fps(cfg),
             sample_rate=cfg.data.sample_rate,
         )

@@ -150,7 +150,8 @@ def sample_clips(
     per-prompt model-space arrays, {"first_frame" | "video" | "audio": [len(prompts), ...]}
     (see `generate.conditions`). `text_encoder`: the frozen encoder of a model
     trained on precomputed text (see generate). `sampler` / `noise_level`: the ODE or
-    the SDE sampler; `two_stage`: the video first, then its soundtrack (see generate);
+    the SDE sampler; the steps fall where `cfg.sample.schedule` says (`jav.samplers.SCHEDULES`);
+    `two_stage`: the video first, then its soundtrack (see generate);
     `negatives`: a negative prompt per prompt ("" for none; see generate); `mesh` / `rules`:
     each batch split over the mesh's batch axes, for a model loaded onto it (see generate);
     `show_steps`: the in-place step counter of each batch (off inside a training run's log).
@@ -190,6 +191,7 @@ def sample_clips(
                 num_steps=steps,
                 flow_cfg=cfg.flow,
                 guidance=guidance,
+                schedule=samplers.schedule_from(cfg),
                 on_step=progress,
                 text_encoder=text_encoder,
                 sampler=sampler,

@@ -88,8 +88,27 @@ def model(
 
 def sample(steps=32) -> ml_collections.ConfigDict:
     """Sampling defaults: Euler steps, guidance scales (1.0 = off), the sampler ("ode": the
-    probability-flow ODE, "sde": the flow SDE with the same marginals) and the SDE's noise level."""
-    return ml_collections.ConfigDict(dict(steps=steps, text_video=1.0, text_audio=1.0, modality=1.0, sampler="ode", noise_level=0.7))
+    probability-flow ODE, "sde": the flow SDE with the same marginals) and the SDE's noise level;
+    schedule: where the steps fall, a name of `jav.samplers.SCHEDULES` ("shift": jav's
+    time-shifted grid, "ltx2": LTX-2's, stretched so its last step starts at 0.1, "ltx2_distilled": LTX-2's
+    distilled model's 8 fixed steps); stg_scale (0 = off) and stg_blocks: spatio-temporal
+    guidance away from a pass whose blocks stg_blocks (0-based) skip their self-attention
+    (diffusers' LTX-2 pipeline: 1.0 at (28,), LTX-2.3's block; (29,) for LTX-2.0);
+    guidance_rescale (0 = off; LTX-2: 0.7). See `jav.samplers.Guidance`."""
+    return ml_collections.ConfigDict(
+        dict(
+            steps=steps,
+            text_video=1.0,
+            text_audio=1.0,
+            modality=1.0,
+            sampler="ode",
+            noise_level=0.7,
+            schedule="shift",
+            stg_scale=0.0,
+            stg_blocks=(),
+            guidance_rescale=0.0,
+        )
+    )
 
 
 # train keys that configs written before them lack, at the value that kept the old behaviour:

@@ -22,7 +22,10 @@ cross-modal attentions in the audio branch's heads) and `model.joint.adaln`
 ("shared": cross-modal shifts, scales and gates are chunks of each branch's
 AdaLN; "own": from their own timestep embeddings, `CrossModalAdaLN`, plus a
 per-block `cross_table`). A per-sample `cross_modal` flag
-switches the coupling off, which modality guidance contrasts against.
+switches the coupling off, which modality guidance contrasts against; a
+per-sample `perturbed` flag makes the self-attention of the blocks `stg_blocks`
+return each token's own value projection (as if it attended to itself alone),
+the pass spatio-temporal guidance contrasts against (LTX-2's STG).
 
 Two inputs for distilled students (jav/train/distill.py), each embedded like the
 timestep and added to it, starting at zero so that a student starts as its
@@ -44,6 +47,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from jav import schema
@@ -207,6 +211,7 @@ class Context(NamedTuple):
     cross_modal: jax.Array  # [B] bool
     grid: tuple[int, int, int] | None  # video token grid, for decoupled attention
     cross_mod: dict | None = None  # joint.adaln="own": modality -> [B, N, 5, D] (CROSS_NAMES)
+    perturbed: jax.Array | None = None  # [B] bool: STG's perturbed samples (AVDiT's `perturbed`)
 
 
 def chunk(ctx: Context, table: nnx.Param, names: Sequence[str], modality: str, name: str) -> jax.Array:
@@ -248,13 +253,21 @@ class BranchBlock(nnx.Module):
     def pre_norm(self, x: jax.Array) -> jax.Array:
         return NORMS[self.norm](x)
 
-    def self_attention(self, x: jax.Array, ctx: Context) -> jax.Array:
+    def self_attention(self, x: jax.Array, ctx: Context, skip: jax.Array | None = None) -> jax.Array:
+        """skip: [B] bool, samples whose attention here is each token's own value (STG's perturbation)."""
         m = self.modality
         h = modulate(self.pre_norm(x), self.mod(ctx, "attn_shift"), self.mod(ctx, "attn_scale"))
         a = angles_for(self.rope, ctx.pos[m], self.heads, self.head_dim, self.axes)
         angles = jnp.broadcast_to(a, (x.shape[0], x.shape[1]) + a.shape[2:])
+        mask = key_mask(None, ctx.mask[m])
+        if skip is not None:
+            attn = self.self_attn
+            q = attn.proj.query(h, angles, LENGTH[m])
+            k, v = attn.proj.key_value(h, angles)
+            o = context_parallel.attention(q, k, v, mask, q_length=LENGTH[m], k_length=LENGTH[m], kernel=attn.kernel, context=attn.context)
+            return x + self.mod(ctx, "attn_gate") * attn.proj.out(jnp.where(skip[:, None, None, None], v, o))
         if not self.decoupled:
-            out = self.self_attn(h, h, q_angles=angles, k_angles=angles, mask=key_mask(None, ctx.mask[m]), q_length=LENGTH[m], k_length=LENGTH[m])
+            out = self.self_attn(h, h, q_angles=angles, k_angles=angles, mask=mask, q_length=LENGTH[m], k_length=LENGTH[m])
             return x + self.mod(ctx, "attn_gate") * out
         x = x + self.mod(ctx, "attn_gate") * self._factorised(self.self_attn, h, angles, ctx, spatial=True)
         h = modulate(self.pre_norm(x), self.mod(ctx, "temporal_shift"), self.mod(ctx, "temporal_scale"))
@@ -522,11 +535,13 @@ class LayerPair(nnx.Module):
         self.joint = JointAttention(cfg, rngs=rngs) if joint else None
         self.cross = CrossModalAttention(cfg, rngs=rngs) if self.mode == "cross_attn" else None
 
-    def __call__(self, xv, xa, ctx: Context):
+    def __call__(self, xv, xa, ctx: Context, stg: jax.Array | None = None):
+        """stg: whether this layer is one of STG's blocks (a bool, traced under the layer scan)."""
         if self.joint is not None:
             xv, xa = self.joint(xv, xa, self.video, self.audio, ctx)
         else:
-            xv, xa = self.video.self_attention(xv, ctx), self.audio.self_attention(xa, ctx)
+            skip = None if stg is None else ctx.perturbed & stg
+            xv, xa = self.video.self_attention(xv, ctx, skip), self.audio.self_attention(xa, ctx, skip)
         xv, xa = self.video.text_attention(xv, ctx), self.audio.text_attention(xa, ctx)
         if self.cross is not None:
             xv, xa = self.cross(xv, xa, self.video, self.audio, ctx)
@@ -542,9 +557,10 @@ class LayerGroup(nnx.Module):
         coupled = [cfg.joint.mode != "none" and i == size - 1 for i in range(size)]
         self.layers = nnx.List([LayerPair(cfg, c, rngs=rngs) for c in coupled])
 
-    def __call__(self, xv, xa, ctx: Context):
-        for layer in self.layers:
-            xv, xa = layer(xv, xa, ctx)
+    def __call__(self, xv, xa, ctx: Context, stg: jax.Array | None = None):
+        """stg: [layers] bool, which of the group's layers are STG's blocks (None: no STG)."""
+        for i, layer in enumerate(self.layers):
+            xv, xa = layer(xv, xa, ctx, None if stg is None else stg[i])
         return xv, xa
 
 
@@ -622,6 +638,10 @@ class AVDiT(nnx.Module):
     positions pos[m] [B or 1, N_m, 3] (t seconds, h, w), optional padding
     masks token_mask[m] [B, N_m], and the video token grid (needed by decoupled
     video attention) -> velocities v[m] [B, N_m, P_m] in float32.
+    Spatio-temporal guidance's perturbed pass: `perturbed` [B] bool and `stg_blocks`
+    (0-based block indices): in those blocks a perturbed sample's video and audio
+    self-attention outputs each token's value projection, as if every token attended
+    to itself alone (LTX-2's STG; blocks with plain self-attention only).
     """
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
@@ -662,6 +682,18 @@ class AVDiT(nnx.Module):
             raise ValueError("model.text.encoder='precomputed': pass precomputed text embeddings (batch['text_emb']) instead of token ids")
         return self.text_encoder(ids, mask)
 
+    def stg_layers(self, blocks: Sequence[int]) -> np.ndarray:
+        """STG's block indices -> [groups, layers per group] bool, the layer scan's layout."""
+        cfg = self.cfg
+        if not blocks:
+            raise ValueError("a perturbed pass needs stg_blocks: the blocks whose self-attention STG skips (sample.stg_blocks)")
+        if cfg.joint.mode == "joint_attn" or cfg.video.decoupled:
+            raise ValueError("STG skips plain self-attention: a model with model.joint.mode='joint_attn' or model.video.decoupled=True has none to skip")
+        outside = [b for b in blocks if not 0 <= b < cfg.depth]
+        if outside:
+            raise ValueError(f"stg_blocks {outside} are outside the model's blocks 0..{cfg.depth - 1}")
+        return np.isin(np.arange(cfg.depth), blocks).reshape(self.num_groups, cfg.depth // self.num_groups)
+
     def __call__(
         self,
         x: dict,
@@ -675,6 +707,8 @@ class AVDiT(nnx.Module):
         grid: tuple[int, int, int] | None = None,
         guidance: jax.Array | None = None,
         interval: dict | None = None,
+        perturbed: jax.Array | None = None,
+        stg_blocks: Sequence[int] = (),
     ) -> dict:
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
@@ -687,6 +721,7 @@ class AVDiT(nnx.Module):
             raise ValueError("guidance scales were passed to a model without model.guidance_embed; guide it with several passes (jav.samplers.guided_velocity)")
         if interval is not None and self.interval is None:
             raise ValueError("step lengths (interval) were passed to a model without model.interval_embed")
+        stg = None if perturbed is None else self.stg_layers(stg_blocks)
         token_mask = token_mask or {}
         pos = {m: as_batch_positions(pos[m]) for m in MODALITIES}  # [B or 1, N, 3]
         h, t_emb, mod = {}, {}, {}
@@ -714,10 +749,11 @@ class AVDiT(nnx.Module):
             cross_modal=cross_modal.astype(bool),
             grid=tuple(grid) if grid is not None else None,
             cross_mod=None if self.cross_adaln is None else {m: self.cross_adaln[m](t[m]) for m in MODALITIES},
+            perturbed=None if perturbed is None else perturbed.astype(bool),
         )
 
-        def body(carry, group):
-            return group(carry[0], carry[1], ctx)
+        def body(carry, group, group_stg):
+            return group(carry[0], carry[1], ctx, group_stg)
 
         carry = (h["video"], h["audio"])
         if cfg.scan_layers:
@@ -725,14 +761,16 @@ class AVDiT(nnx.Module):
             # trace (the samplers call the model inside their own scan)
             graphdef, state = nnx.split(self.groups)
 
-            def scan_body(carry, group_state):
-                return body(carry, nnx.merge(graphdef, group_state)), None
+            def scan_body(carry, xs):
+                group_state, group_stg = xs
+                return body(carry, nnx.merge(graphdef, group_state), group_stg), None
 
-            carry, _ = jax.lax.scan(remat(scan_body, cfg.remat), carry, state)
+            carry, _ = jax.lax.scan(remat(scan_body, cfg.remat), carry, (state, stg))
         else:
-            for group in self.groups:
+            for i, group in enumerate(self.groups):
                 graphdef, state = nnx.split(group)
-                carry = remat(lambda c, st: body(c, nnx.merge(graphdef, st)), cfg.remat)(carry, state)
+                group_stg = None if stg is None else stg[i]
+                carry = remat(lambda c, st: body(c, nnx.merge(graphdef, st), group_stg), cfg.remat)(carry, state)
         out = dict(zip(MODALITIES, carry))
         y = {m: self.final[m](out[m], t_emb[m]).astype(jnp.float32) for m in MODALITIES}
         if cfg.prediction == "velocity":
