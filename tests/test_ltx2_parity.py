@@ -114,6 +114,8 @@ def test_ltx2_parity_and_round_trip(tmp_path, rope_type):
     convert.to_jav(tmp_path / "hf", tmp_path / "run")
     cfg, model, step = load_run(tmp_path / "run")
     assert step == 0 and cfg.model.rope.pairs == rope_type and cfg.model.depth == T["depth"]
+    # LTX-2's sampling recipe comes along; its STG block (29) is past these 2 blocks: STG off
+    assert cfg.sample.schedule == "ltx2" and cfg.sample.guidance_rescale == 0.7 and cfg.sample.stg_scale == 0.0 and not cfg.sample.stg_blocks
 
     for seed, (grid, audio_len) in enumerate(SHAPES):
         inp = inputs(seed, grid, audio_len)

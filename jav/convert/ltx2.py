@@ -9,7 +9,9 @@ names; every option of the diffusers class that jav does not express is refused
 by name (`model_config`). Tensors are read one at a time from the safetensors and
 written into the parameter tree in place, in the source's dtype (bf16 stays
 bf16): stacked layer parameters live in memory-mapped files under the workdir
-until the checkpoint is written, so memory holds a few tensors, not the model.
+until the checkpoint is written, and Orbax writes it from those files in chunks
+(`_numpy_saved_from_disk`), so memory holds a few tensors, not the model
+(benchmarks/convert_ltx2.py measures it).
 
 Names: a Linear's weight [out, in] is the transposed kernel of jav's `Dense`,
 reshaped to its (in..., out...) axes (heads and head dims apart); block b's
@@ -22,7 +24,10 @@ hence the row orders below.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import logging
 import math
 import pathlib
 import shutil
@@ -224,6 +229,53 @@ def _main_dtype(reader: SafetensorsReader) -> str:
     return max(counts, key=counts.get).name
 
 
+# The converted checkpoint's OCDBT data files and zarr chunks, each held in memory until
+# written (Orbax's defaults: data files of 2 GiB, chunks of a whole array up to that size).
+SAVE_FILE_BYTES = 256 << 20
+SAVE_CHUNK_BYTES = 64 << 20
+
+
+@contextlib.contextmanager
+def _numpy_saved_from_disk():
+    """Inside this block Orbax saves NumPy arrays without holding the model in memory.
+
+    Orbax copies each array it saves, so that an asynchronous save never sees the caller
+    change it: for the converter's memory-mapped parameters, saved synchronously and never
+    changed, that copy is the model twice over (params and EMA), so here it writes from the
+    memory maps themselves, in chunks of SAVE_CHUNK_BYTES and data files of SAVE_FILE_BYTES.
+    The handler replaced is Orbax's global one for NumPy arrays (put back on leaving): the
+    process saves nothing else meanwhile."""
+    import orbax.checkpoint as ocp
+
+    handlers = ocp.type_handlers
+
+    class Handler(handlers.NumpyHandler):
+        async def serialize(self, values, infos, args=None):
+            for info in infos:
+                info.ocdbt_target_data_file_size = SAVE_FILE_BYTES
+            args = [
+                dataclasses.replace(a, chunk_byte_size=min(a.chunk_byte_size or SAVE_CHUNK_BYTES, SAVE_CHUNK_BYTES))
+                for a in args or [ocp.SaveArgs()] * len(values)
+            ]
+            return await super().serialize(values, infos, args)
+
+    def register(handler):
+        absl = logging.getLogger("absl")  # Orbax warns of every handler it replaces
+        level = absl.level
+        absl.setLevel(logging.ERROR)
+        try:
+            handlers.register_type_handler(np.ndarray, handler, override=True)
+        finally:
+            absl.setLevel(level)
+
+    previous = handlers.get_type_handler(np.ndarray)
+    register(Handler(deepcopy_host_arrays=False))
+    try:
+        yield
+    finally:
+        register(previous)
+
+
 def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
     """Converts a diffusers LTX-2 transformer folder `src` into the jav run directory
     `workdir` (config.json and step 0 with EMA = params) -> the run's config.
@@ -237,6 +289,11 @@ def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
     dtype = dtype or _main_dtype(reader)
     cfg = ltx2.get_config()
     cfg.model = model_config(hf_cfg, dtype)
+    # LTX-2's STG block (configs/ltx2.py) where the converted model has it; a shallower
+    # LTX-2-shaped model samples without STG until given blocks of its own (sample.stg_blocks)
+    cfg.sample.stg_blocks = tuple(b for b in cfg.sample.stg_blocks if b < cfg.model.depth)
+    if not cfg.sample.stg_blocks:
+        cfg.sample.stg_scale = 0.0
     _, state = abstract_params(cfg.model)
     flat = dict(nnx.to_flat_state(state))
     entries = tensor_map(cfg.model.depth)
@@ -259,7 +316,7 @@ def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
         target[...] = to_jav_tensor(reader[e.hf], e, target.shape)
     params = nnx.from_flat_state([(path, var.replace(arrays[path])) for path, var in flat.items()])
     (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    with Checkpointer(workdir, async_save=False) as ckpt:
+    with _numpy_saved_from_disk(), Checkpointer(workdir, async_save=False) as ckpt:
         ckpt.save(0, params=params, ema=params, opt_state={}, data_state=None, config=cfg, force=True)
         ckpt.wait()
     del params, arrays
