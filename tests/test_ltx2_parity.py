@@ -20,6 +20,7 @@ from jav.convert.__main__ import main as convert_cli  # noqa: E402
 from jav.convert.safetensors_io import SafetensorsReader  # noqa: E402
 from jav.models import rope  # noqa: E402
 from jav.runs import load_run  # noqa: E402
+from ltx2_reference import tiny_transformer  # noqa: E402
 
 T = ltx2.TINY
 FPS = 24.0
@@ -28,24 +29,7 @@ RTOL = 1e-5
 
 
 def reference(rope_type: str):
-    torch.manual_seed(0)
-    cls = diffusers.LTX2VideoTransformer3DModel
-    inner, audio_inner = T["video_heads"] * T["video_head_dim"], T["audio_heads"] * T["audio_head_dim"]
-    return cls(
-        in_channels=T["channels"],
-        out_channels=T["channels"],
-        num_attention_heads=T["video_heads"],
-        attention_head_dim=T["video_head_dim"],
-        cross_attention_dim=inner,
-        audio_in_channels=T["audio_channels"],
-        audio_out_channels=T["audio_channels"],
-        audio_num_attention_heads=T["audio_heads"],
-        audio_attention_head_dim=T["audio_head_dim"],
-        audio_cross_attention_dim=audio_inner,
-        num_layers=T["depth"],
-        caption_channels=T["text_dim"],
-        rope_type=rope_type,
-    ).eval()
+    return tiny_transformer(rope_type)
 
 
 def inputs(seed: int, grid, audio_len: int):

@@ -34,6 +34,7 @@ from jav import flow, samplers  # noqa: E402
 from jav.convert import ltx2 as convert  # noqa: E402
 from jav.convert import ltx2_text  # noqa: E402
 from jav.models import rope  # noqa: E402
+from ltx2_reference import tiny_transformer  # noqa: E402
 
 T = ltx2.TINY
 B, GRID, AUDIO_LEN = 2, (3, 2, 4), 10  # clips; latent frames x height x width; audio latents
@@ -94,24 +95,8 @@ class LatentStats(types.SimpleNamespace):
 
 
 def reference_transformer():
-    torch.manual_seed(0)
-    inner, audio_inner = T["video_heads"] * T["video_head_dim"], T["audio_heads"] * T["audio_head_dim"]
-    return diffusers.LTX2VideoTransformer3DModel(
-        in_channels=T["channels"],
-        out_channels=T["channels"],
-        num_attention_heads=T["video_heads"],
-        attention_head_dim=T["video_head_dim"],
-        cross_attention_dim=inner,
-        audio_in_channels=T["audio_channels"],
-        audio_out_channels=T["audio_channels"],
-        audio_num_attention_heads=T["audio_heads"],
-        audio_attention_head_dim=T["audio_head_dim"],
-        audio_cross_attention_dim=audio_inner,
-        num_layers=T["depth"],
-        caption_channels=T["text_dim"],
-        rope_type="split",
-        perturbed_attn=True,
-    ).eval()
+    # perturbed_attn adds no weights; without it diffusers' STG pass changes nothing
+    return tiny_transformer(perturbed_attn=True)
 
 
 def reference_connectors():
