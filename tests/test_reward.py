@@ -98,6 +98,28 @@ def numpy_objective(theta, ref, trajectory, clean, levels, advantages, start, wi
     return (surrogate + kl_weight * kl) / window, lps
 
 
+def toy_objective(policy, ref, trajectory, clean, levels, advantages, start, window, kl_weight):
+    """GRPO's windowed objective of the toy policy and reference (parameter dicts) on a toy problem."""
+    return window_objective(
+        toy_fn(policy),
+        toy_fn(ref),
+        jax.tree.map(jnp.asarray, trajectory),
+        clean,
+        jnp.asarray(levels, jnp.float32),
+        jnp.asarray(start),
+        jax.tree.map(jnp.asarray, advantages),
+        jnp.zeros((4, 1, 1)),
+        jnp.zeros((4, 1, 1)),
+        jnp.ones((4, 1), bool),
+        num_steps=STEPS,
+        window=window,
+        mu=MU,
+        guidance=NO_GUIDANCE,
+        clip=0.2,
+        kl_weight=kl_weight,
+    )[0]
+
+
 def test_the_grpo_gradient_equals_a_numpy_reference_on_a_toy_policy():
     trajectory, clean, levels, advantages = toy_problem()
     theta = {"video": np.array([0.3, -0.2]), "audio": np.array([-0.4, 0.6])}
@@ -105,24 +127,7 @@ def test_the_grpo_gradient_equals_a_numpy_reference_on_a_toy_policy():
     start, window, kl_weight = 1, 2, 0.5
 
     def jax_loss(th):
-        return window_objective(
-            toy_fn(th),
-            toy_fn(jax.tree.map(jnp.asarray, ref)),
-            jax.tree.map(jnp.asarray, trajectory),
-            clean,
-            jnp.asarray(levels, jnp.float32),
-            jnp.asarray(start),
-            jax.tree.map(jnp.asarray, advantages),
-            jnp.zeros((4, 1, 1)),
-            jnp.zeros((4, 1, 1)),
-            jnp.ones((4, 1), bool),
-            num_steps=STEPS,
-            window=window,
-            mu=MU,
-            guidance=NO_GUIDANCE,
-            clip=0.2,
-            kl_weight=kl_weight,
-        )[0]
+        return toy_objective(th, jax.tree.map(jnp.asarray, ref), trajectory, clean, levels, advantages, start, window, kl_weight)
 
     got = jax.grad(jax_loss)(jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), theta))
     value, old = numpy_objective(theta, ref, trajectory, clean, levels, advantages, start, window, kl_weight)
@@ -146,24 +151,7 @@ def test_an_advantage_reaches_only_its_modality():
     theta = {"video": jnp.array([0.3, -0.2]), "audio": jnp.array([-0.4, 0.6])}
 
     def loss(th):
-        return window_objective(
-            toy_fn(th),
-            toy_fn(th),
-            jax.tree.map(jnp.asarray, trajectory),
-            clean,
-            jnp.asarray(levels, jnp.float32),
-            jnp.asarray(1),
-            jax.tree.map(jnp.asarray, advantages),
-            jnp.zeros((4, 1, 1)),
-            jnp.zeros((4, 1, 1)),
-            jnp.ones((4, 1), bool),
-            num_steps=STEPS,
-            window=2,
-            mu=MU,
-            guidance=NO_GUIDANCE,
-            clip=0.2,
-            kl_weight=1.0,
-        )[0]
+        return toy_objective(th, th, trajectory, clean, levels, advantages, start=1, window=2, kl_weight=1.0)
 
     g = jax.grad(loss)(theta)
     assert float(jnp.abs(g["audio"]).max()) == 0.0
@@ -176,24 +164,7 @@ def test_no_gradient_reaches_the_reference():
     ref = {"video": jnp.array([0.1, 0.1]), "audio": jnp.array([-0.2, 0.3])}
 
     def loss(th, rf):
-        return window_objective(
-            toy_fn(th),
-            toy_fn(rf),
-            jax.tree.map(jnp.asarray, trajectory),
-            clean,
-            jnp.asarray(levels, jnp.float32),
-            jnp.asarray(1),
-            jax.tree.map(jnp.asarray, advantages),
-            jnp.zeros((4, 1, 1)),
-            jnp.zeros((4, 1, 1)),
-            jnp.ones((4, 1), bool),
-            num_steps=STEPS,
-            window=2,
-            mu=MU,
-            guidance=NO_GUIDANCE,
-            clip=0.2,
-            kl_weight=1.0,
-        )[0]
+        return toy_objective(th, rf, trajectory, clean, levels, advantages, start=1, window=2, kl_weight=1.0)
 
     g_policy, g_ref = jax.grad(loss, argnums=(0, 1))(theta, ref)
     assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g_ref))
