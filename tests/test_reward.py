@@ -184,7 +184,7 @@ def runs(tiny_diffusion_run, tmp_path_factory):
 def tuning_config(runs, steps=2):
     policy, sync = runs
     cfg = reward_configs.get_config(f"{policy},{sync}")
-    cfg.reward.update(group_size=2, steps=3, window=1)
+    cfg.reward.update(group_size=2, steps=3, window=1, tasks=("t2va", "a2v"))  # a2v: video to the data clip's sound
     cfg.train.update(batch_size=1, steps=steps, log_every=1, checkpoint_every=2)
     return cfg
 
@@ -207,6 +207,7 @@ def test_a_reward_run_resumes_to_the_uninterrupted_runs_metrics(runs, tmp_path):
     rows = {d: {r["step"]: r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())} for d in (straight, split)}
     assert sorted(rows[straight]) == sorted(rows[split]) == [1, 2]
     for step in (1, 2):
+        assert {"reward_sync_t2va", "reward_sync_a2v"} <= set(rows[straight][step])  # each task's reward apart
         for key in ("loss", "reward", "reward_sync", "kl", "diversity_video"):
             assert rows[split][step][key] == pytest.approx(rows[straight][step][key], rel=1e-4, abs=1e-6), (step, key)
     cfg_loaded, tuned, step = load_run(straight, weights="params")
@@ -235,3 +236,42 @@ def test_a_distilled_student_or_a_missing_reward_is_refused(runs, tmp_path):
     cfg.reward.models.sync.run = ""
     with pytest.raises(ValueError, match=r"reward.models.sync.run is not set"):
         RewardPhase(cfg).validate(mesh)
+
+
+def test_conditional_rollouts_hold_the_given_stream_at_the_data_clip(runs):
+    """reward.tasks: an a2v group generates video to the data clip's own sound (held
+    clean through the whole rollout, its tokens never move), a v2a group the reverse,
+    i2va holds only the first frame; t2va holds nothing."""
+    from jav.clip_tokens import TokenLayout
+    from jav.runs import load_config
+    from jav.train.reward import _rollout, rollout_conditions
+
+    cfg = load_config(runs[0])
+    _, model, _ = load_run(runs[0])
+    layout = TokenLayout.from_config(cfg)
+    graphdef, params = nnx.split(model)
+    tasks = ("t2va", "a2v", "v2a", "i2va")
+    group = 2
+    b = group * len(tasks)
+    rng = np.random.default_rng(0)
+    x0 = {m: jnp.asarray(rng.normal(size=(b, layout.num_tokens[m], layout.token_dims[m])), jnp.float32) for m in ("video", "audio")}
+    task = jnp.repeat(jnp.arange(len(tasks)), group)
+    clean = rollout_conditions(layout, x0, task, tasks)
+    first = np.asarray(layout.first_frame)
+    expect_v = np.stack([np.zeros_like(first), np.zeros_like(first), np.ones_like(first), first]).repeat(group, 0)
+    np.testing.assert_array_equal(np.asarray(clean["video"]), expect_v)
+    np.testing.assert_array_equal(np.asarray(clean["audio"]).all(-1), np.repeat([False, True, False, False], group))
+    np.testing.assert_array_equal(np.asarray(clean["audio"]).any(-1), np.repeat([False, True, False, False], group))
+
+    r = tuning_config(runs).reward
+    r.update(tasks=tasks, group_size=group)
+    ids, mask = model.text_encoder.tokenizer.encode(["a red disc bounces"] * b)
+    trajectory, _, _ = _rollout(
+        params, jax.random.key(0), 0, jnp.asarray(ids), jnp.asarray(mask), x0, task,
+        graphdef=graphdef, layout=layout, mu={"video": 1.0, "audio": 1.0}, guidance=NO_GUIDANCE, reward_cfg=r,
+    )  # fmt: skip
+    for m in ("video", "audio"):
+        held = np.asarray(clean[m])
+        traj = np.asarray(trajectory[m])  # [steps + 1, B, N, P]
+        np.testing.assert_array_equal(traj[:, held], np.broadcast_to(np.asarray(x0[m])[held], traj[:, held].shape))
+        assert np.abs(traj[-1][~held] - np.asarray(x0[m])[~held]).mean() > 0.1  # the generated tokens are not the data's

@@ -54,6 +54,7 @@ from jav.train.diffusion import DiffusionPhase, validate as validate_diffusion
 from jav.train.step import freeze_grads, guarded_update, trainable_pattern
 
 MODALITIES = ("video", "audio")
+ROLLOUT_TASKS = ("t2va", "i2va", "v2a", "a2v")
 
 
 def reward_config(policy: str = "") -> ml_collections.ConfigDict:
@@ -67,6 +68,9 @@ def reward_config(policy: str = "") -> ml_collections.ConfigDict:
             # `reward(model, video, logmel)`), weight, modalities its advantage moves}
             models=dict(sync=dict(run="", weight=1.0, modalities=("video", "audio"))),
             group_size=4,  # samples per caption; advantages are normalised within a group
+            # rollout tasks, one drawn per group each step: t2va generates both streams; a2v / v2a
+            # hold the data clip's audio / video clean and generate the other; i2va holds its first frame
+            tasks=("t2va",),
             steps=16,  # SDE / ODE steps of a rollout
             window=4,  # consecutive stochastic (and trained) steps, placed at random each step
             noise_level=0.7,  # the SDE's a inside the window
@@ -100,6 +104,9 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
             f"model.text.encoder={cfg.model.text.encoder!r}: reward tuning encodes its captions with the model's "
             "built-in encoder; a policy on precomputed text embeddings is not supported yet"
         )
+    bad = [x for x in r.tasks if x not in ROLLOUT_TASKS]
+    if bad or not r.tasks:
+        raise ValueError(f"reward.tasks={list(r.tasks)}: name some of {list(ROLLOUT_TASKS)}")
     if r.group_size < 2:
         raise ValueError(f"reward.group_size={r.group_size}: advantages compare samples of one caption; use at least 2")
     if not 1 <= r.window <= r.steps - 1:
@@ -181,8 +188,30 @@ def diversity(x: jax.Array, group_size: int) -> jax.Array:
 # ---- The step
 
 
-def _rollout(params, key, window_start, text_ids, text_mask, *, graphdef, layout, mu, guidance, reward_cfg):
-    """The group rollout -> (trajectory m -> [steps + 1, B, N, P], clean masks, noise levels [steps])."""
+def _task_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of `values` [B] where mask; NaN when no group drew the task this step."""
+    n = mask.sum()
+    return jnp.where(n > 0, jnp.where(mask, values, 0.0).sum() / jnp.maximum(n, 1), jnp.nan)
+
+
+def rollout_conditions(layout, x0: dict, task: jax.Array, tasks: tuple) -> dict:
+    """Clean masks of a rollout: x0 m -> [B, N, P] the data clips' tokens, task [B] an index
+    into `tasks` -> m -> [B, N_m] bool (True: held at x0)."""
+    b = task.shape[0]
+    is_task = {name: (task == i)[:, None] for i, name in enumerate(tasks)}
+    none = jnp.zeros((b, 1), bool)
+    clean_v = is_task.get("v2a", none) | (is_task.get("i2va", none) & jnp.asarray(layout.first_frame)[None])
+    clean_a = is_task.get("a2v", none)
+    return {
+        "video": jnp.broadcast_to(clean_v, x0["video"].shape[:2]),
+        "audio": jnp.broadcast_to(clean_a, x0["audio"].shape[:2]),
+    }
+
+
+def _rollout(params, key, window_start, text_ids, text_mask, x0, task, *, graphdef, layout, mu, guidance, reward_cfg):
+    """The group rollout -> (trajectory m -> [steps + 1, B, N, P], clean masks, noise levels [steps]).
+    x0: the data clips' tokens (repeated over each group), the condition of a2v / v2a / i2va;
+    task: [B] index into reward.tasks, the same within a group."""
     r = reward_cfg
     policy = nnx.merge(graphdef, params)
     text = policy.encode_text(text_ids, text_mask)
@@ -195,8 +224,7 @@ def _rollout(params, key, window_start, text_ids, text_mask, *, graphdef, layout
         init[m] = jnp.repeat(flow.standard_normal(jax.random.fold_in(k_init, i), shape), r.group_size, axis=0)
     steps = jnp.arange(r.steps)
     levels = jnp.where((steps >= window_start) & (steps < window_start + r.window), r.noise_level, 0.0)
-    clean = {m: jnp.zeros((b, n), bool) for m, n in layout.num_tokens.items()}
-    x_clean = {m: jnp.zeros_like(init[m]) for m in init}
+    clean = rollout_conditions(layout, x0, task, tuple(r.tasks))
     out = samplers.sde_sample(
         layout.denoiser(policy),
         None,
@@ -208,7 +236,7 @@ def _rollout(params, key, window_start, text_ids, text_mask, *, graphdef, layout
         guidance=guidance,
         noise_level=levels,
         clean=clean,
-        x_clean=x_clean,
+        x_clean={m: x0[m].astype(init[m].dtype) for m in init},
         return_trajectory=True,
         clip_keys=jax.random.split(k_steps, b),
     )
@@ -294,10 +322,12 @@ def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, gu
     policy = state["model"]
     text_ids = jnp.repeat(batch["text_ids"], r.group_size, axis=0)
     text_mask = jnp.repeat(batch["text_mask"], r.group_size, axis=0)
-    k_window, k_roll = jax.random.split(key)
+    k_window, k_roll, k_task = jax.random.split(key, 3)
     window_start = jax.random.randint(k_window, (), 0, r.steps - r.window)  # the last step (into t = 0) is never stochastic
+    task = jnp.repeat(jax.random.randint(k_task, (batch["text_ids"].shape[0],), 0, len(r.tasks)), r.group_size)
+    x0 = {m: jnp.repeat(v, r.group_size, axis=0) for m, v in layout.to_tokens(batch["video"], batch["audio"]).items()}
     options = dict(graphdef=graphdef, layout=layout, mu=mu, guidance=guidance, reward_cfg=r)
-    trajectory, clean, levels = _rollout(policy.params, k_roll, window_start, text_ids, text_mask, **options)
+    trajectory, clean, levels = _rollout(policy.params, k_roll, window_start, text_ids, text_mask, x0, task, **options)
     video, logmel = layout.from_tokens({m: trajectory[m][-1] for m in trajectory})
     rewards = {}
     for name, rg, kind in reward_graphdefs:
@@ -329,6 +359,7 @@ def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, gu
         diversity_video=diversity(trajectory["video"][-1], r.group_size),
         diversity_audio=diversity(trajectory["audio"][-1], r.group_size),
         **{f"reward_{name}": v.mean() for name, v in rewards.items()},
+        **{f"reward_{name}_{t}": _task_mean(v, task == i) for name, v in rewards.items() for i, t in enumerate(r.tasks) if len(r.tasks) > 1},
     )
     return dict(state, model=loop.Trainable(params, opt_state, ema)), metrics
 
