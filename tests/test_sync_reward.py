@@ -100,3 +100,26 @@ def test_wrong_shapes_are_named():
     model = S.init_model(m, jax.random.key(0))
     with pytest.raises(ValueError, match=r"video .*\(1, 16, 24, 24, 3\)"):
         model(jnp.zeros((1, 16, 24, 24, 3)), jnp.zeros((1, 200, 64)))
+
+
+def test_a_whole_clip_is_scored_without_its_edge_frames():
+    """The model learned from windows inside longer clips: `reward` and `predicted_offset`
+    read a whole clip without EDGE_FRAMES frames at each end, its log-mel over the same span,
+    so nothing in the edge frames moves the reading."""
+    m = configs.get_config("tiny").model
+    model = S.init_model(m, jax.random.key(0))
+    t, e = m.video_shape[0] + 2 * S.EDGE_FRAMES, S.EDGE_FRAMES
+    ta = t * 25 // 2  # 12.5 log-mel frames per video frame, as at 8 fps and hop 160
+    rng = np.random.default_rng(0)
+    video = jnp.asarray(rng.uniform(-1, 1, (2, t) + tuple(m.video_shape[1:])), jnp.float32)
+    logmel = jnp.asarray(rng.normal(size=(2, ta, m.n_mels)), jnp.float32)
+    v, a = S.inner(video, logmel)
+    assert v.shape[1] == t - 2 * e and a.shape[1] == round((t - 2 * e) * ta / t)
+    np.testing.assert_array_equal(np.asarray(v), np.asarray(video[:, e : t - e]))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(logmel[:, round(e * ta / t) :][:, : a.shape[1]]))
+    edges_changed = video.at[:, :e].set(1.0).at[:, t - e :].set(-1.0)
+    np.testing.assert_allclose(np.asarray(S.reward(model, edges_changed, logmel)), np.asarray(S.reward(model, video, logmel)), rtol=1e-6)
+    inside_changed = video.at[:, t // 2].set(1.0)
+    assert not np.allclose(np.asarray(S.reward(model, inside_changed, logmel)), np.asarray(S.reward(model, video, logmel)))
+    with pytest.raises(ValueError, match="too short to score"):
+        S.inner(video[:, : 2 * e + 1], logmel)

@@ -20,8 +20,9 @@ shift apart and in-sync from another clip's sound not at all). Held-out scores
 in-sync probability of aligned clips against the same clips shifted by 2 frames
 (250 ms at 8 fps) and against swapped soundtracks.
 
-`reward(model, video, logmel)` is the reward of a clip (the log-probability
-of in sync); `predicted_offset` the offset in frames it reads.
+`reward(model, video, logmel)` is the reward of a whole clip (the log-probability
+of in sync); `predicted_offset` the offset in frames it reads. Both read the clip
+without its first and last `EDGE_FRAMES` frames (`inner`), as the model was trained.
 """
 
 from __future__ import annotations
@@ -276,15 +277,35 @@ def labelled_auc(scores: jax.Array, positive: jax.Array) -> jax.Array:
     return jnp.where(count > 0, jnp.sum(wins * pairs) / jnp.maximum(count, 1), jnp.nan)
 
 
+# Frames a whole clip loses at each end before it is scored. The model learns from windows cut
+# from inside longer clips, so it has never seen a clip's first frame; scored whole, real 2 s clips
+# read as the largest shift (64 held-out clips: p(in sync) 0.06, every offset read as -4 frames).
+# Without 2 frames at each end: AUC 0.982 against the same clips 250 ms off, 0.951 against another
+# clip's sound (1 frame: 0.942; 3: 0.961; 4: 0.944; benchmarks/RESULTS.md, "Reward tuning").
+EDGE_FRAMES = 2
+
+
+def inner(video: jax.Array, logmel: jax.Array, edge: int = EDGE_FRAMES) -> tuple[jax.Array, jax.Array]:
+    """A whole clip without `edge` video frames at each end, and its log-mel over the same span:
+    what `reward` and `predicted_offset` read. video [B, T, ...], logmel [B, Ta, n_mels]."""
+    t, ta = video.shape[1], logmel.shape[1]
+    if t <= 2 * edge + 1:
+        raise ValueError(f"a clip of {t} frames is too short to score without {edge} frames at each end")
+    per_frame = ta / t
+    return video[:, edge : t - edge], logmel[:, int(round(edge * per_frame)) : int(round((t - edge) * per_frame))]
+
+
 def reward(model: SyncScorer, video: jax.Array, logmel: jax.Array) -> jax.Array:
     """The reward of generated clips (the reward phase's contract, jav/train/reward.py):
-    [B] log-probability that each clip's sound is in sync with its picture (0 at best)."""
-    return jax.nn.log_softmax(model(video, logmel))[:, model.cfg.max_shift]
+    [B] log-probability that each clip's sound is in sync with its picture (0 at best),
+    read on the clip without its edge frames (`inner`)."""
+    return jax.nn.log_softmax(model(*inner(video, logmel)))[:, model.cfg.max_shift]
 
 
 def predicted_offset(model: SyncScorer, video: jax.Array, logmel: jax.Array) -> jax.Array:
-    """[B] the sound's offset in video frames (positive: late) by the most likely shift class."""
-    logits = model(video, logmel)[:, :-1]
+    """[B] the sound's offset in video frames (positive: late) by the most likely shift class,
+    read on the clip without its edge frames (`inner`)."""
+    logits = model(*inner(video, logmel))[:, :-1]
     return jnp.argmax(logits, -1) - model.cfg.max_shift
 
 
