@@ -62,7 +62,7 @@ def learned_sync(scorer, frames: np.ndarray, wave: np.ndarray, cfg) -> dict:
     """The sync reward model's reading of one clip (jav/models/sync_reward.py): `learned_sync`, its
     probability that the sound is in sync with the picture, and `learned_offset_frames`, the offset it
     reads (whole video frames, positive: the sound late). Only as good as that model (the 8,000-step
-    configs/sync_reward.py model on held-out 2 s clips: AUC 0.982 against a 250 ms shift, 0.951
+    configs/sync_reward.py model on held-out 2 s clips: AUC 0.988 against a 250 ms shift, 0.975
     against another clip's sound; benchmarks/RESULTS.md, "Reward tuning")."""
     from jav.models.sync_reward import predicted_offset, reward
 

@@ -279,9 +279,10 @@ def labelled_auc(scores: jax.Array, positive: jax.Array) -> jax.Array:
 
 # Frames a whole clip loses at each end before it is scored. The model learns from windows cut
 # from inside longer clips, so it has never seen a clip's first frame; scored whole, real 2 s clips
-# read as the largest shift (64 held-out clips: p(in sync) 0.06, every offset read as -4 frames).
-# Without 2 frames at each end: AUC 0.982 against the same clips 250 ms off, 0.951 against another
-# clip's sound (1 frame: 0.942; 3: 0.961; 4: 0.944; benchmarks/RESULTS.md, "Reward tuning").
+# read as the largest shift (64 held-out clips: p(in sync) 0.06, every offset read as -4 frames,
+# AUC 0.275 against 250 ms shifts). Without 2 frames at each end: AUC 0.988 against the same clips
+# 250 ms off, 0.975 against another clip's sound (1 frame: 0.963; 3: 0.967; 4: 0.964;
+# benchmarks/sync_reading.py, RESULTS.md "Reward tuning").
 EDGE_FRAMES = 2
 
 
