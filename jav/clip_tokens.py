@@ -126,8 +126,10 @@ class TokenLayout:
         """m -> [1, N_m, 3] positions (t seconds, h, w), in the units `positions` names."""
         if self.positions == "ltx2":
             return self._ltx2_pos()
+        if self.positions == "wan":
+            return self._wan_pos()
         if self.positions != "jav":
-            raise ValueError(f"model.rope.layout={self.positions!r}: positions are 'jav' or 'ltx2'")
+            raise ValueError(f"model.rope.layout={self.positions!r}: positions are 'jav', 'ltx2' or 'wan'")
         t, h, w, _ = self.video_shape
         c = self.video_causal_compression
         times = patch.causal_latent_frame_times(t, c, self.fps) if c else patch.uniform_frame_times(t, self.fps)
@@ -150,6 +152,17 @@ class TokenLayout:
         a = rope.ltx2_audio_positions(
             self.num_tokens["audio"], latents_per_hop=mel, hop=self.mel_hop[0], rate=self.mel_hop[1], causal_offset=1 if self.mel_per_element > 1 else mel
         )
+        return {"video": v[None], "audio": a[None]}
+
+    def _wan_pos(self) -> dict:
+        """Wan 2.1's positions (jav.models.rope.wan_video_positions): a video token's latent frame,
+        patch row and column; an audio token's time in the same unit (seconds times the video
+        tokens per second of the clip), so that cross-modal attention, which rotates by time
+        alone, gives a sound and a frame of the same instant the same phase."""
+        v = rope.wan_video_positions(*self.grid)
+        seconds = self.audio_shape[0] / self.audio_frame_rate
+        a = patch.audio_positions(patch.uniform_frame_times(self.audio_shape[0], self.audio_frame_rate), self.audio_patch)
+        a = np.asarray(a) * np.asarray([self.grid[0] / seconds, 1.0, 1.0], np.float32)
         return {"video": v[None], "audio": a[None]}
 
     @cached_property

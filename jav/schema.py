@@ -56,8 +56,9 @@ def model(
             ),
             text=dict(encoder=text_encoder, dim=text_dim, width=text_dim, depth=2, heads=2, vocab_size=1024, max_len=16),
             # layout: "jav" (angles shared by the heads; time in seconds x time_scale, h, w in
-            # patches) or "ltx2" (positions as fractions of max_pos, t seconds, h and w
-            # pixels, over one ladder spread across the heads); pairs: "split" rotates
+            # patches), "ltx2" (positions as fractions of max_pos, t seconds, h and w
+            # pixels, over one ladder spread across the heads) or "wan" (Wan 2.1's split of
+            # the head over t, h, w; t the latent frame, h, w in patches); pairs: "split" rotates
             # (i, i + Dh/2), "interleaved" (2i, 2i + 1) (jav.models.rope)
             rope=dict(theta=10_000.0, time_scale=25.0, layout="jav", pairs="split", max_pos=(20.0, 2048.0, 2048.0)),
             # kernel: "xla" (einsums, any platform), "cudnn" (GPU; computes in bf16),
@@ -68,6 +69,9 @@ def model(
             qk_norm=True,
             qk_norm_across_heads=False,  # True: one RMS norm over all heads' dims, an (H, Dh) scale (LTX-2)
             norm="layer",  # the blocks' pre-norms: "layer" or "rms" (LTX-2); parameter-free either way
+            # the norm before text cross-attention: "plain" (the pre-norm above) or "affine" (a
+            # LayerNorm with a learned scale and bias, Wan's cross_attn_norm)
+            text_norm="plain",
             abs_pos=True,
             prediction="velocity",
             x0_min_t=0.05,

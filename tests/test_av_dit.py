@@ -319,7 +319,8 @@ def test_config_errors_name_the_key():
         validate_config(cfg)
     for key, value, message in [
         ("norm", "batch", "model.norm='batch'"),
-        ("rope.layout", "wan", "model.rope.layout='wan'"),
+        ("rope.layout", "flux", "model.rope.layout='flux'"),
+        ("text_norm", "rms", "model.text_norm='rms'"),
         ("rope.pairs", "adjacent", "model.rope.pairs='adjacent'"),
         ("joint.heads", "video", "model.joint.heads='video'"),
         ("joint.adaln", "global", "model.joint.adaln='global'"),

@@ -4,6 +4,11 @@ python -m jav.convert ltx2 SRC --workdir OUT [--dtype float32]
     a diffusers LTX-2 transformer folder -> a jav run directory (EMA = params)
 python -m jav.convert ltx2-export RUN --out DIR [--weights ema|params] [--step N]
     a jav LTX-2 run -> a diffusers transformer folder
+python -m jav.convert wan SRC --workdir OUT [--dtype float32] [--seed 0]
+    a diffusers Wan transformer folder -> the video branch of a jav run directory (configs/wan.py;
+    the audio branch initialised from --seed; EMA = params)
+python -m jav.convert wan-export RUN --out DIR [--weights ema|params] [--step N]
+    a jav run's Wan video branch -> a diffusers transformer folder
 python -m jav.convert merge-lora RUN --workdir OUT [--weights ema|params] [--step N]
     a run trained with LoRA adapters -> a run with the adapters folded into its kernels
 python -m jav.convert forward --workdir RUN --inputs IN.npz --out OUT.npz [--weights ema|params]
@@ -32,6 +37,16 @@ def main(argv=None):
     exp.add_argument("--out", required=True)
     exp.add_argument("--weights", default="ema", choices=("ema", "params"))
     exp.add_argument("--step", type=int, default=None)
+    wan = sub.add_parser("wan", help="diffusers WanTransformer3DModel folder -> the video branch of a jav run directory")
+    wan.add_argument("src", help="folder with config.json and *.safetensors (or a sharded index)")
+    wan.add_argument("--workdir", required=True, help="the run directory to write")
+    wan.add_argument("--dtype", default=None, help="parameter dtype (default: the weights' own)")
+    wan.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised audio branch")
+    wan_exp = sub.add_parser("wan-export", help="jav run's Wan video branch -> diffusers folder")
+    wan_exp.add_argument("run", help="a run directory written by `wan` or by training")
+    wan_exp.add_argument("--out", required=True)
+    wan_exp.add_argument("--weights", default="ema", choices=("ema", "params"))
+    wan_exp.add_argument("--step", type=int, default=None)
     merge = sub.add_parser("merge-lora", help="run with LoRA adapters -> run with them merged into the kernels")
     merge.add_argument("run", help="a run directory trained with model.lora.rank > 0")
     merge.add_argument("--workdir", required=True, help="the run directory to write")
@@ -63,6 +78,19 @@ def main(argv=None):
         except (FileNotFoundError, ValueError) as e:
             parser.exit(2, f"python -m jav.convert merge-lora: {e}\n")
         print(f"wrote {args.workdir}: {merged} adapters merged from {args.run} step {cfg.merged_from.step} ({args.weights})")
+        return
+
+    if args.command in ("wan", "wan-export"):
+        from jav.convert import wan as wan_convert
+
+        try:
+            if args.command == "wan":
+                cfg = wan_convert.to_jav(args.src, args.workdir, args.dtype, args.seed)
+                print(f"wrote {args.workdir}: Wan with {cfg.model.depth} blocks, {cfg.model.video.width} wide ({cfg.model.param_dtype})")
+            else:
+                print(f"wrote {wan_convert.to_diffusers(args.run, args.out, args.weights, args.step)}")
+        except (FileNotFoundError, ValueError) as e:
+            parser.exit(2, f"python -m jav.convert {args.command}: {e}\n")
         return
 
     from jav.convert import ltx2

@@ -10,7 +10,7 @@ by name (`model_config`). Tensors are read one at a time from the safetensors an
 written into the parameter tree in place, in the source's dtype (bf16 stays
 bf16): stacked layer parameters live in memory-mapped files under the workdir
 until the checkpoint is written, and Orbax writes it from those files in chunks
-(`_numpy_saved_from_disk`), so memory holds a few tensors, not the model
+(`numpy_saved_from_disk`), so memory holds a few tensors, not the model
 (benchmarks/convert_ltx2.py measures it).
 
 Names: a Linear's weight [out, in] is the transposed kernel of jav's `Dense`,
@@ -220,7 +220,7 @@ def abstract_params(cfg_model) -> tuple[nnx.GraphDef, nnx.State]:
     return nnx.split(nnx.eval_shape(lambda: AVDiT(cfg_model, rngs=nnx.Rngs(0))))
 
 
-def _main_dtype(reader: SafetensorsReader) -> str:
+def main_dtype(reader: SafetensorsReader) -> str:
     """The dtype most of the weights are stored in (their float type), as a jav dtype name."""
     counts = {}
     for name in reader.names():
@@ -236,7 +236,7 @@ SAVE_CHUNK_BYTES = 64 << 20
 
 
 @contextlib.contextmanager
-def _numpy_saved_from_disk():
+def numpy_saved_from_disk():
     """Inside this block Orbax saves NumPy arrays without holding the model in memory.
 
     Orbax copies each array it saves, so that an asynchronous save never sees the caller
@@ -286,7 +286,7 @@ def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
     src, workdir = pathlib.Path(src), pathlib.Path(workdir)
     reader = SafetensorsReader(src)
     hf_cfg = json.loads((src / "config.json").read_text())
-    dtype = dtype or _main_dtype(reader)
+    dtype = dtype or main_dtype(reader)
     cfg = ltx2.get_config()
     cfg.model = model_config(hf_cfg, dtype)
     # LTX-2's STG block (configs/ltx2.py) where the converted model has it; a shallower
@@ -316,7 +316,7 @@ def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
         target[...] = to_jav_tensor(reader[e.hf], e, target.shape)
     params = nnx.from_flat_state([(path, var.replace(arrays[path])) for path, var in flat.items()])
     (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    with _numpy_saved_from_disk(), Checkpointer(workdir, async_save=False) as ckpt:
+    with numpy_saved_from_disk(), Checkpointer(workdir, async_save=False) as ckpt:
         ckpt.save(0, params=params, ema=params, opt_state={}, data_state=None, config=cfg, force=True)
         ckpt.wait()
     del params, arrays

@@ -16,7 +16,9 @@ Cross-modal attention rotates by time only (MM-RoPE with h = w = 0), so
 tokens at the same instant share their phase. Options that make it LTX-2's
 transformer exactly (configs/ltx2.py; their defaults keep jav's own model):
 `model.norm` ("layer" | "rms" pre-norms), `model.qk_norm_across_heads`,
-`model.rope.layout` / `pairs` / `max_pos` (jav.models.rope),
+`model.rope.layout` / `pairs` / `max_pos` (jav.models.rope; layout "wan" for
+Wan 2.1's video branch, configs/wan.py, with `model.text_norm="affine"`: a
+LayerNorm with a learned scale and bias before text cross-attention),
 `model.joint.heads` ("own": each side's queries in its own heads; "audio": both
 cross-modal attentions in the audio branch's heads) and `model.joint.adaln`
 ("shared": cross-modal shifts, scales and gates are chunks of each branch's
@@ -59,6 +61,7 @@ from jav.models.layers import (
     AdaLNSingle,
     ConditionEmbedder,
     Dense,
+    LayerNorm,
     TimestepEmbedder,
     dtype_of,
     jit_init,
@@ -81,6 +84,7 @@ SOUND_BINS = 4  # joint.aligned_read_video="bins": parts of the two frame interv
 PREDICTIONS = ("velocity", "x0")
 CROSS_HEADS = ("own", "audio")  # joint.heads
 CROSS_ADALN = ("shared", "own")  # joint.adaln
+TEXT_NORMS = ("plain", "affine")  # model.text_norm
 # joint.adaln="own": the chunks of a block's cross_table; the first four come from
 # CrossModalAdaLN's scale-shift embedding, the gate from its gate embedding
 CROSS_NAMES = ("cross_q_shift", "cross_q_scale", "cross_kv_shift", "cross_kv_scale", "cross_q_gate")
@@ -174,6 +178,8 @@ def validate_config(cfg) -> None:
         raise ValueError("model.video.decoupled=True needs model.joint.mode 'cross_attn' or 'none': joint_attn attends over all video tokens")
     if cfg.norm not in NORMS:
         raise ValueError(f"model.norm={cfg.norm!r} is not one of {tuple(NORMS)}")
+    if cfg.text_norm not in TEXT_NORMS:
+        raise ValueError(f"model.text_norm={cfg.text_norm!r} is not one of {TEXT_NORMS}")
     if cfg.rope.layout not in LAYOUTS:
         raise ValueError(f"model.rope.layout={cfg.rope.layout!r} is not one of {LAYOUTS}")
     if cfg.rope.pairs not in PAIRS:
@@ -242,6 +248,8 @@ class BranchBlock(nnx.Module):
         self.self_attn = Attention(b.width, b.width, b.heads, **akw) if own_self_attn else None
         self.temporal_attn = Attention(b.width, b.width, b.heads, **akw) if (self.decoupled and own_self_attn) else None
         self.text_attn = Attention(b.width, b.width, b.heads, **akw)
+        # model.text_norm="affine" (Wan): the text attention's own LayerNorm, with a scale and bias
+        self.text_norm = LayerNorm(b.width, rngs=rngs, param_dtype=cfg.param_dtype) if cfg.text_norm == "affine" else None
         self.mlp = MLP(b.width, int(b.width * b.mlp_ratio), **kw)
 
     def mod(self, ctx: Context, name: str) -> jax.Array:
@@ -303,7 +311,8 @@ class BranchBlock(nnx.Module):
 
     def text_attention(self, x: jax.Array, ctx: Context) -> jax.Array:
         m = self.modality
-        return x + self.text_attn(self.pre_norm(x), ctx.text[m], mask=key_mask(ctx.mask[m], ctx.text_mask[m]), q_length=LENGTH[m])
+        h = self.pre_norm(x) if self.text_norm is None else self.text_norm(x)
+        return x + self.text_attn(h, ctx.text[m], mask=key_mask(ctx.mask[m], ctx.text_mask[m]), q_length=LENGTH[m])
 
     def feed_forward(self, x: jax.Array, ctx: Context) -> jax.Array:
         h = modulate(self.pre_norm(x), self.mod(ctx, "mlp_shift"), self.mod(ctx, "mlp_scale"))

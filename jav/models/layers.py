@@ -118,6 +118,20 @@ def rms_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 NORMS = {"layer": layer_norm, "rms": rms_norm}  # model.norm: the blocks' pre-norms
 
 
+class LayerNorm(nnx.Module):
+    """LayerNorm with a learned scale and bias over the last axis, all in float32 (Wan's
+    norm before text cross-attention, `model.text_norm="affine"`)."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs, eps: float = 1e-6, param_dtype: str = "float32"):
+        self.scale = param(rngs, ones, (dim,), ("embed",), dtype_of(param_dtype))
+        self.bias = param(rngs, zeros, (dim,), ("embed",), dtype_of(param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = layer_norm(x.astype(jnp.float32), self.eps) * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        return y.astype(x.dtype)
+
+
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
     return x * (1 + scale) + shift
 

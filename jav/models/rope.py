@@ -8,9 +8,13 @@ instant get the same temporal phase. Cross-modal attention zeroes h and w,
 leaving only the temporal rotation.
 
 `model.rope.layout` picks how positions become angles: "jav" (above, one set of
-angles shared by every head) or "ltx2" (LTX-2's: positions as fractions of
+angles shared by every head), "ltx2" (LTX-2's: positions as fractions of
 `model.rope.max_pos`, mapped to [-1, 1], one frequency ladder spread over all
-heads' rotation pairs, so each head rotates at its own frequencies).
+heads' rotation pairs, so each head rotates at its own frequencies) or "wan"
+(Wan 2.1's: angles shared by the heads as in "jav", but h and w get Dh // 6
+pairs each and time the rest, and positions are latent-grid indices: t the
+latent frame, h and w the patch row and column, `wan_video_positions`; no
+time_scale).
 `model.rope.pairs` picks which dimensions rotate together: "split" (i, i + Dh/2)
 or "interleaved" (2i, 2i + 1).
 """
@@ -32,10 +36,21 @@ def axis_pairs(head_dim: int) -> tuple[int, int, int]:
     return n_t, n_h, pairs - n_t - n_h
 
 
-def rope_frequencies(head_dim: int, theta: float, time_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per rotation pair: the position axis it reads (0=t, 1=h, 2=w) and its angular frequency."""
+def wan_axis_pairs(head_dim: int) -> tuple[int, int, int]:
+    """How many rotation pairs of a head go to t, h and w in Wan 2.1: Dh // 6 pairs
+    (2 * (Dh // 6) dimensions) to each of h and w, the rest to t (22, 21, 21 for Dh = 128)."""
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+    hw = head_dim // 6
+    return head_dim // 2 - 2 * hw, hw, hw
+
+
+def rope_frequencies(head_dim: int, theta: float, time_scale: float, counts: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per rotation pair: the position axis it reads (0=t, 1=h, 2=w) and its angular frequency.
+    `counts`: the pairs of each axis (default `axis_pairs`); axis a's pair j turns at
+    theta^(-j / counts[a]), time's also times `time_scale`."""
     axis_ids, freqs = [], []
-    for axis, n in enumerate(axis_pairs(head_dim)):
+    for axis, n in enumerate(counts or axis_pairs(head_dim)):
         base = theta ** (-np.arange(n, dtype=np.float64) / max(n, 1))
         if axis == 0:
             base = base * time_scale
@@ -44,13 +59,13 @@ def rope_frequencies(head_dim: int, theta: float, time_scale: float) -> tuple[np
     return np.concatenate(axis_ids), np.concatenate(freqs).astype(np.float32)
 
 
-def rope_angles(pos: jax.Array, head_dim: int, theta: float, time_scale: float) -> jax.Array:
+def rope_angles(pos: jax.Array, head_dim: int, theta: float, time_scale: float, counts: tuple[int, int, int] | None = None) -> jax.Array:
     """[..., N, 3] positions (t seconds, h, w) -> [..., N, head_dim // 2] angles."""
-    axis_ids, freqs = rope_frequencies(head_dim, theta, time_scale)
+    axis_ids, freqs = rope_frequencies(head_dim, theta, time_scale, counts)
     return jnp.take(pos.astype(jnp.float32), jnp.asarray(axis_ids), axis=-1) * jnp.asarray(freqs)
 
 
-LAYOUTS = ("jav", "ltx2")
+LAYOUTS = ("jav", "ltx2", "wan")
 PAIRS = ("split", "interleaved")
 
 
@@ -106,12 +121,15 @@ def ltx2_angles(pos: jax.Array, heads: int, head_dim: int, theta: float, max_pos
 
 def angles_for(rope, pos: jax.Array, heads: int, head_dim: int, axes: str = "thw") -> jax.Array:
     """The rotation angles of `model.rope`'s layout for [B or 1, N, 3] positions:
-    [B or 1, N, Dh // 2] ("jav") or [B or 1, N, H, Dh // 2] ("ltx2"); `axes` "t":
+    [B or 1, N, Dh // 2] ("jav", "wan") or [B or 1, N, H, Dh // 2] ("ltx2"); `axes` "t":
     by time alone (cross-modal attention; LTX-2's audio)."""
     if axes not in ("thw", "t"):
         raise ValueError(f"axes={axes!r}: 'thw' or 't'")
-    if rope.get("layout", "jav") == "jav":
+    layout = rope.get("layout", "jav")
+    if layout == "jav":
         return rope_angles(temporal_only(pos) if axes == "t" else pos, head_dim, rope.theta, rope.time_scale)
+    if layout == "wan":
+        return rope_angles(temporal_only(pos) if axes == "t" else pos, head_dim, rope.theta, 1.0, wan_axis_pairs(head_dim))
     return ltx2_angles(pos, heads, head_dim, rope.theta, rope.max_pos, len(axes))
 
 
@@ -144,6 +162,13 @@ def ltx2_audio_positions(num: int, latents_per_hop: int = 4, hop: int = 160, rat
 
     t = (seconds(g * s) + seconds((g + f32(1)) * s)) / f32(2)
     return np.stack([t, np.zeros_like(t), np.zeros_like(t)], axis=-1)
+
+
+def wan_video_positions(frames: int, height: int, width: int) -> np.ndarray:
+    """[T*H*W, 3] positions of a latent token grid in Wan's units (layout "wan"): each
+    token's latent frame, row and column, in the token order of `patch.patchify_video`."""
+    grid = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
+    return np.stack([g.reshape(-1) for g in grid], axis=-1).astype(np.float32)
 
 
 def temporal_only(pos: jax.Array) -> jax.Array:
