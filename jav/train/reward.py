@@ -29,6 +29,15 @@ Each step, for the `train.batch_size` captions of a batch (`prompts`):
    the ratio is 1 with gradient (the clip acts only when a rollout is reused,
    which is not offered yet).
 
+`reward.method="draft"` replaces 1-3 by DRaFT-K (reward back-propagation): the
+rollout is the ODE (`reward.group_size=1` is then enough: an ODE group from one
+noise is one sample), its state `reward.draft_steps` = K steps before the end is
+taken without gradient, and the last K Euler steps are run again through the
+policy with gradient, into the reward models (differentiable, as the sync model
+is); a reward's gradient reaches only the modalities it names. Loss: minus the
+weighted rewards plus `reward.kl` times the mean squared difference of the
+policy's and the reference's guided velocities over those K steps.
+
 Logged apart: each reward (raw mean), the KL, the within-group diversity (RMS
 distance between a group's samples), the surrogate. A rollout's randomness is a
 function of the step number, so a resumed run draws what the uninterrupted one
@@ -55,6 +64,7 @@ from jav.train.step import freeze_grads, guarded_update, trainable_pattern
 
 MODALITIES = ("video", "audio")
 ROLLOUT_TASKS = ("t2va", "i2va", "v2a", "a2v")
+METHODS = ("grpo", "draft")
 
 
 def reward_config(policy: str = "") -> ml_collections.ConfigDict:
@@ -67,6 +77,11 @@ def reward_config(policy: str = "") -> ml_collections.ConfigDict:
             # NAME -> {run: the reward model's run directory (autoencoder phase, a kind with
             # `reward(model, video, logmel)`), weight, modalities its advantage moves}
             models=dict(sync=dict(run="", weight=1.0, modalities=("video", "audio"))),
+            # "grpo": the clipped surrogate on the SDE window's log-densities (any reward);
+            # "draft": DRaFT-K, the rewards' gradient back-propagated through the last
+            # `draft_steps` ODE steps of the rollout (differentiable reward models only)
+            method="grpo",
+            draft_steps=1,
             group_size=4,  # samples per caption; advantages are normalised within a group
             # rollout tasks, one drawn per group each step: t2va generates both streams; a2v / v2a
             # hold the data clip's audio / video clean and generate the other; i2va holds its first frame
@@ -107,7 +122,11 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
     bad = [x for x in r.tasks if x not in ROLLOUT_TASKS]
     if bad or not r.tasks:
         raise ValueError(f"reward.tasks={list(r.tasks)}: name some of {list(ROLLOUT_TASKS)}")
-    if r.group_size < 2:
+    if r.method not in METHODS:
+        raise ValueError(f"reward.method={r.method!r} is not one of {METHODS}")
+    if r.method == "draft" and not 1 <= r.draft_steps <= r.steps:
+        raise ValueError(f"reward.draft_steps={r.draft_steps} must be in [1, reward.steps = {r.steps}]")
+    if r.method == "grpo" and r.group_size < 2:
         raise ValueError(f"reward.group_size={r.group_size}: advantages compare samples of one caption; use at least 2")
     if not 1 <= r.window <= r.steps - 1:
         raise ValueError(f"reward.window={r.window} must be in [1, reward.steps - 1 = {r.steps - 1}] (the last step is deterministic)")
@@ -178,7 +197,10 @@ def modality_advantages(rewards: dict, models_cfg, group_size: int, eps: float) 
 
 
 def diversity(x: jax.Array, group_size: int) -> jax.Array:
-    """RMS distance between two samples of one group, averaged over pairs and groups. x: [B, ...]."""
+    """RMS distance between two samples of one group, averaged over pairs and groups (0 for groups
+    of one). x: [B, ...]."""
+    if group_size < 2:
+        return jnp.zeros((), jnp.float32)
     g = x.reshape((-1, group_size) + x.shape[1:]).reshape(-1, group_size, int(np.prod(x.shape[1:])))
     d = jnp.mean(jnp.square(g[:, :, None] - g[:, None, :]), -1)  # [G, n, n]
     n = group_size
@@ -312,12 +334,79 @@ def reward_loss(params, ref_params, trajectory, clean, levels, window_start, adv
     )
 
 
+def draft_objective(
+    policy_fn, reference_fn, start, clean, x_clean, text, ref_text, text_mask, reward_fn, *, num_steps: int, k: int, mu, guidance, kl_weight: float
+):
+    """DRaFT-K: the last `k` Euler steps of a rollout, from `start` (its state k steps before
+    the end, without gradient), differentiated through the policy, then `reward_fn(x) ->
+    (total reward [], per-reward means)` of the result -> (loss, (rewards, kl)).
+
+    loss = -total + kl_weight * kl, kl the mean squared difference of the policy's and the
+    reference's guided velocities over those steps' noisy values (halved, as the Gaussian
+    KL of two Euler steps of equal noise is, up to the step's scale)."""
+    sig = {m: samplers.sigma_schedule(num_steps, mu[m]) for m in start}
+    x, kl = start, 0.0
+    for j in range(k):
+        i = num_steps - k + j
+        t = {m: jnp.where(clean[m], 0.0, sig[m][i]) for m in x}
+        t_next = {m: jnp.where(clean[m], 0.0, sig[m][i + 1]) for m in x}
+        v = samplers.guided_velocity(policy_fn, x, t, text, text_mask, guidance)
+        v_ref = jax.lax.stop_gradient(samplers.guided_velocity(reference_fn, x, t, ref_text, text_mask, guidance))
+        for m in x:
+            noisy = ~clean[m]
+            per_token = jnp.square(v[m] - v_ref[m]).sum(-1) / 2
+            kl = kl + (jnp.where(noisy, per_token, 0.0).sum(-1) / _noisy_values(jnp.ones_like(t[m]), clean[m], x[m].shape[-1])).mean()
+        x = {m: jnp.where(clean[m][..., None], x_clean[m], x[m] + v[m] * (t_next[m] - t[m])[..., None]) for m in x}
+    kl = kl / k
+    total, rewards = reward_fn(x)
+    return -total + kl_weight * kl, (rewards, kl, x)
+
+
+def _draft_update(state, rollout, x0, clean, text_ids, text_mask, *, graphdef, reward_graphdefs, layout, mu, guidance, reward_cfg):
+    """(loss, ((rewards, kl, final tokens)), grads) of DRaFT-K for the policy's parameters."""
+    r = reward_cfg
+    k = r.draft_steps
+    start = {m: rollout[m][r.steps - k] for m in rollout}
+
+    def loss_fn(params):
+        policy, reference = nnx.merge(graphdef, params), nnx.merge(graphdef, state["reference"].params)
+
+        def reward_fn(x):
+            rewards = {}
+            for name, rg, kind in reward_graphdefs:
+                # a reward moves only the modalities it names
+                tokens = {m: x[m] if m in r.models[name].modalities else jax.lax.stop_gradient(x[m]) for m in x}
+                video, logmel = layout.from_tokens(tokens)
+                rewards[name] = model_module(kind).reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel)
+            return sum(r.models[name].weight * v.mean() for name, v in rewards.items()), rewards
+
+        return draft_objective(
+            layout.denoiser(policy),
+            layout.denoiser(reference),
+            start,
+            clean,
+            {m: x0[m].astype(start[m].dtype) for m in start},
+            policy.encode_text(text_ids, text_mask),
+            reference.encode_text(text_ids, text_mask),
+            text_mask,
+            reward_fn,
+            num_steps=r.steps,
+            k=k,
+            mu=dict(mu),
+            guidance=guidance,
+            kl_weight=r.kl,
+        )
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(state["model"].params)
+
+
 @functools.partial(
     jax.jit, static_argnames=("graphdef", "reward_graphdefs", "layout", "mu", "guidance", "reward_cfg", "tx", "ema_decay", "trainable"), donate_argnums=(0,)
 )
 def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, guidance, reward_cfg, tx, ema_decay, trainable=None):
-    """One GRPO step on the captions of `batch` -> (state, metrics); `trainable`: the pattern of the
-    parameters that train (jav.train.step.trainable_pattern; None: all)."""
+    """One reward-tuning step (reward.method: GRPO or DRaFT-K) on the captions of `batch` ->
+    (state, metrics); `trainable`: the pattern of the parameters that train
+    (jav.train.step.trainable_pattern; None: all)."""
     r = reward_cfg
     policy = state["model"]
     text_ids = jnp.repeat(batch["text_ids"], r.group_size, axis=0)
@@ -327,25 +416,33 @@ def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, gu
     task = jnp.repeat(jax.random.randint(k_task, (batch["text_ids"].shape[0],), 0, len(r.tasks)), r.group_size)
     x0 = {m: jnp.repeat(v, r.group_size, axis=0) for m, v in layout.to_tokens(batch["video"], batch["audio"]).items()}
     options = dict(graphdef=graphdef, layout=layout, mu=mu, guidance=guidance, reward_cfg=r)
-    trajectory, clean, levels = _rollout(policy.params, k_roll, window_start, text_ids, text_mask, x0, task, **options)
-    video, logmel = layout.from_tokens({m: trajectory[m][-1] for m in trajectory})
-    rewards = {}
-    for name, rg, kind in reward_graphdefs:
-        rewards[name] = model_module(kind).reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel)
-    advantages = modality_advantages(rewards, r.models, r.group_size, r.eps)
-    loss_fn = functools.partial(
-        reward_loss,
-        ref_params=state["reference"].params,
-        trajectory=trajectory,
-        clean=clean,
-        levels=levels,
-        window_start=window_start,
-        advantages=advantages,
-        text_ids=text_ids,
-        text_mask=text_mask,
-        **options,
-    )
-    (loss, (surrogate, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
+    if r.method == "draft":  # an ODE rollout (no SDE window), its last steps differentiated
+        trajectory, clean, _ = _rollout(policy.params, k_roll, r.steps, text_ids, text_mask, x0, task, **options)
+        (loss, (rewards, kl, final)), grads = _draft_update(
+            state, trajectory, x0, clean, text_ids, text_mask, reward_graphdefs=reward_graphdefs, **options
+        )  # fmt: skip
+        surrogate = -sum(r.models[name].weight * v.mean() for name, v in rewards.items())
+    else:
+        trajectory, clean, levels = _rollout(policy.params, k_roll, window_start, text_ids, text_mask, x0, task, **options)
+        final = {m: trajectory[m][-1] for m in trajectory}
+        video, logmel = layout.from_tokens(final)
+        rewards = {}
+        for name, rg, kind in reward_graphdefs:
+            rewards[name] = model_module(kind).reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel)
+        advantages = modality_advantages(rewards, r.models, r.group_size, r.eps)
+        loss_fn = functools.partial(
+            reward_loss,
+            ref_params=state["reference"].params,
+            trajectory=trajectory,
+            clean=clean,
+            levels=levels,
+            window_start=window_start,
+            advantages=advantages,
+            text_ids=text_ids,
+            text_mask=text_mask,
+            **options,
+        )
+        (loss, (surrogate, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
     grads = freeze_grads(grads, trainable)
     params, opt_state, ema, grad_norm, skipped = guarded_update(tx, policy.params, policy.opt_state, policy.ema, grads, loss, ema_decay)
     total = sum(r.models[name].weight * v.mean() for name, v in rewards.items())
@@ -356,8 +453,8 @@ def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, gu
         reward=total,
         grad_norm=grad_norm,
         skipped=skipped,
-        diversity_video=diversity(trajectory["video"][-1], r.group_size),
-        diversity_audio=diversity(trajectory["audio"][-1], r.group_size),
+        diversity_video=diversity(final["video"], r.group_size),
+        diversity_audio=diversity(final["audio"], r.group_size),
         **{f"reward_{name}": v.mean() for name, v in rewards.items()},
         **{f"reward_{name}_{t}": _task_mean(v, task == i) for name, v in rewards.items() for i, t in enumerate(r.tasks) if len(r.tasks) > 1},
     )
