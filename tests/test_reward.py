@@ -194,7 +194,7 @@ def test_a_reward_run_resumes_to_the_uninterrupted_runs_metrics(runs, tmp_path):
     cfg = tuning_config(runs)
     lines = []
     loop.run(cfg, straight, RewardPhase(cfg), log=lines.append)
-    assert any("by GRPO" in line for line in lines) and any(" reward " in line and "diversity" in line for line in lines)
+    assert any("on t2va/a2v rollouts by GRPO" in line for line in lines) and any(" reward " in line and "diversity" in line for line in lines)
 
     assert json.loads((straight / "policy.json").read_text()) == dict(dir=str(runs[0]), step=2, weights="ema")
 
@@ -285,6 +285,7 @@ def test_draft_tunes_through_the_last_steps_and_leaves_the_reward_model(runs, tm
     cfg.reward.update(method="draft", draft_steps=2, group_size=1)
     lines = []
     loop.run(cfg, tmp_path / "draft", RewardPhase(cfg), log=lines.append)
+    assert any("on t2va/a2v rollouts by DRaFT-2" in line for line in lines), lines
     rows = [json.loads(r) for r in (tmp_path / "draft" / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
         for key in ("loss", "reward", "reward_sync", "kl", "grad_norm"):

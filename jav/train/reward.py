@@ -494,10 +494,12 @@ class RewardPhase(DiffusionPhase):
     def describe(self, state):
         r, ref = self.cfg.reward, self.policy_ref
         rewards = ", ".join(f"{n} (weight {m.weight}, {'+'.join(m.modalities)}) from {m.run}" for n, m in r.models.items())
-        return (
-            f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) by GRPO: groups of {r.group_size} "
-            f"per caption, {r.steps} steps with a window of {r.window} SDE steps (a = {r.noise_level}), KL weight {r.kl}; rewards: {rewards}"
-        )
+        start = f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) on {'/'.join(r.tasks)} rollouts"
+        if r.method == "draft":
+            how = f"by DRaFT-{r.draft_steps}: {r.group_size} ODE sample(s) per caption, {r.steps} steps, the last {r.draft_steps} differentiated"
+        else:
+            how = f"by GRPO: groups of {r.group_size} per caption, {r.steps} steps with a window of {r.window} SDE steps (a = {r.noise_level})"
+        return f"{start} {how}, KL weight {r.kl}; rewards: {rewards}"
 
     def mfu_dtype(self):
         return None  # rollouts and the window's passes: not counted
