@@ -281,7 +281,6 @@ def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
     `workdir` (config.json and step 0 with EMA = params) -> the run's config.
     `dtype`: the parameters' dtype (default: the weights' own)."""
     from configs import ltx2
-    from jav.train.checkpoint import Checkpointer
 
     src, workdir = pathlib.Path(src), pathlib.Path(workdir)
     reader = SafetensorsReader(src)
@@ -304,16 +303,28 @@ def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
     if set(e.path for e in entries) != set(flat):
         raise ValueError(f"the LTX-2 tensor map misses jav parameters: {sorted(set(flat) - set(e.path for e in entries))[:8]}")
 
+    write_run(workdir, cfg, flat, entries, reader, to_jav_tensor)
+    return cfg
+
+
+def write_run(workdir: pathlib.Path, cfg, flat: dict, entries, reader, to_jav, preset: dict | None = None) -> None:
+    """A converted run at step 0 (EMA = params) in `workdir`: each of jav's parameters `flat`
+    (path -> abstract variable) not in `preset` (path -> array) is staged in a memory-mapped
+    .npy file under WORKDIR/.convert and filled from `reader`'s tensors by `entries`
+    (`to_jav(tensor, entry, shape)`), so memory holds a few tensors, not the model."""
+    from jav.train.checkpoint import Checkpointer  # the training side, loaded only to write a run
+
     workdir.mkdir(parents=True, exist_ok=True)
     scratch = workdir / ".convert"
     scratch.mkdir(exist_ok=True)
-    arrays = {
-        path: np.lib.format.open_memmap(scratch / f"{i}.npy", mode="w+", dtype=np.dtype(var.get_value().dtype), shape=var.get_value().shape)
-        for i, (path, var) in enumerate(flat.items())
-    }
+    arrays = dict(preset or {})
+    for i, (path, var) in enumerate(flat.items()):
+        if path not in arrays:
+            value = var.get_value()
+            arrays[path] = np.lib.format.open_memmap(scratch / f"{i}.npy", mode="w+", dtype=np.dtype(value.dtype), shape=value.shape)
     for e in entries:
         target = arrays[e.path] if e.layer is None else arrays[e.path][e.layer]
-        target[...] = to_jav_tensor(reader[e.hf], e, target.shape)
+        target[...] = to_jav(reader[e.hf], e, target.shape)
     params = nnx.from_flat_state([(path, var.replace(arrays[path])) for path, var in flat.items()])
     (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
     with numpy_saved_from_disk(), Checkpointer(workdir, async_save=False) as ckpt:
@@ -321,7 +332,6 @@ def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
         ckpt.wait()
     del params, arrays
     shutil.rmtree(scratch)
-    return cfg
 
 
 def to_diffusers(run, out, weights: str = "ema", step: int | None = None) -> pathlib.Path:

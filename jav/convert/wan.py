@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import shutil
 from typing import NamedTuple
 
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from jav.convert.ltx2 import main_dtype, numpy_saved_from_disk, abstract_params
+from jav.convert.ltx2 import abstract_params, main_dtype, write_run
 from jav.convert.safetensors_io import SafetensorsReader, write_safetensors
 
 CLASS_NAME = "WanTransformer3DModel"
@@ -230,7 +229,6 @@ def to_jav(src, workdir, dtype: str | None = None, seed: int = 0) -> ml_collecti
     directory `workdir` (config.json and step 0 with EMA = params) -> the run's config.
     `dtype`: the parameters' dtype (default: the weights' own); `seed`: the audio branch's."""
     from configs import wan
-    from jav.train.checkpoint import Checkpointer
 
     src, workdir = pathlib.Path(src), pathlib.Path(workdir)
     reader = SafetensorsReader(src)
@@ -257,23 +255,7 @@ def to_jav(src, workdir, dtype: str | None = None, seed: int = 0) -> ml_collecti
     if any("audio" not in p for p in audio):
         raise ValueError(f"the Wan tensor map misses video parameters: {[p for p in audio if 'audio' not in p][:8]}")
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    scratch = workdir / ".convert"
-    scratch.mkdir(exist_ok=True)
-    arrays = _fresh_audio(cfg.model, audio, seed)
-    for i, path in enumerate(sorted(mapped, key=str)):
-        value = flat[path].get_value()
-        arrays[path] = np.lib.format.open_memmap(scratch / f"{i}.npy", mode="w+", dtype=np.dtype(value.dtype), shape=value.shape)
-    for e in entries:
-        target = arrays[e.path] if e.layer is None else arrays[e.path][e.layer]
-        target[...] = to_jav_tensor(reader[e.hf], e, target.shape)
-    params = nnx.from_flat_state([(path, var.replace(arrays[path])) for path, var in flat.items()])
-    (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    with numpy_saved_from_disk(), Checkpointer(workdir, async_save=False) as ckpt:
-        ckpt.save(0, params=params, ema=params, opt_state={}, data_state=None, config=cfg, force=True)
-        ckpt.wait()
-    del params, arrays
-    shutil.rmtree(scratch)
+    write_run(workdir, cfg, flat, entries, reader, to_jav_tensor, preset=_fresh_audio(cfg.model, audio, seed))
     return cfg
 
 
