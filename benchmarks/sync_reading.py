@@ -23,6 +23,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.stats import spearmanr
 
 from jav import cli
 from jav.clip_tokens import mel_params, pixel_fps
@@ -31,20 +32,6 @@ from jav.evaluation import learned_sync
 from jav.media import read_mp4, read_wav
 from jav.models import sync_reward as S
 from jav.runs import load_autoencoder, load_config
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation (ties get their mean rank)."""
-
-    def ranks(v):
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for u in np.unique(v):
-            r[v == u] = r[v == u].mean()
-        return r
-
-    return float(np.corrcoef(ranks(np.asarray(x)), ranks(np.asarray(y)))[0, 1])
 
 
 def real_readings(scorer, world: bounce.BounceParams, mp, num: int, seed: int, edges=(0, 1, 2, 3, 4)) -> list[dict]:
@@ -56,15 +43,17 @@ def real_readings(scorer, world: bounce.BounceParams, mp, num: int, seed: int, e
     rows = []
     for edge in edges:
 
-        def log_p(sound, edge=edge):
-            v, a = S.inner(video, sound, edge) if edge else (video, sound)
-            return jax.nn.log_softmax(scorer(v, a))[:, scorer.cfg.max_shift]
+        def logits(sound, edge=edge):
+            return scorer(*S.inner(video, sound, edge))  # edge 0: the whole clip
 
-        aligned = log_p(logmel)
+        def log_p(sound):
+            return jax.nn.log_softmax(logits(sound))[:, scorer.cfg.max_shift]
+
+        read = logits(logmel)
+        aligned = jax.nn.log_softmax(read)[:, scorer.cfg.max_shift]
         shifted = jnp.concatenate([log_p(jnp.roll(logmel, k, axis=1)) for k in (-shift, shift)])
         other = log_p(jnp.roll(logmel, 1, axis=0))
-        v, a = S.inner(video, logmel, edge) if edge else (video, logmel)
-        offsets = np.asarray(jnp.argmax(scorer(v, a)[:, :-1], -1) - scorer.cfg.max_shift)
+        offsets = np.asarray(jnp.argmax(read[:, :-1], -1) - scorer.cfg.max_shift)
         rows.append(
             dict(
                 edge_frames=edge,
@@ -95,8 +84,8 @@ def sample_reading(scorer, folder: pathlib.Path) -> dict:
         clips=len(r),
         p_in_sync=float(r[:, 0].mean()),
         abs_offset_frames=float(r[:, 1].mean()),
-        spearman_sync_error=spearman(r[ok, 0], r[ok, 2]),
-        spearman_event_f1=spearman(r[:, 0], r[:, 3]),
+        spearman_sync_error=float(spearmanr(r[ok, 0], r[ok, 2]).statistic),
+        spearman_event_f1=float(spearmanr(r[:, 0], r[:, 3]).statistic),
     )
 
 

@@ -28,6 +28,29 @@ def bounce_data() -> ml_collections.ConfigDict:
     )
 
 
+def latent_data(
+    latent_frames, seconds, height, width, *, video_channels, audio_channels, text_len, pixel_fps, time_compression, space_compression, audio_latents_per_s=25
+):
+    """Precomputed latents of a published model's VAEs (`world="latent"`): clips of `seconds`
+    at `pixel_fps`, `height` x `width` pixels, as `latent_frames` video latents (the VAE
+    compresses time `time_compression`x after the first frame and space
+    `space_compression`x) and audio latents at `audio_latents_per_s` (16 kHz, hop 160)."""
+    return dict(
+        world="latent",
+        video_latent_shape=(latent_frames, height // space_compression, width // space_compression, video_channels),
+        audio_latent_shape=(int(seconds * audio_latents_per_s), audio_channels),
+        text_len=text_len,
+        fps=latent_frames / seconds,  # latent frames per second
+        audio_rate=float(audio_latents_per_s),
+        # the VAEs the latents come from: token times and, with model.rope.layout "ltx2" / "wan", positions
+        pixel_fps=float(pixel_fps),
+        video_time_compression=time_compression,
+        video_space_compression=space_compression,
+        sample_rate=16_000,
+        mel_hop=160,
+    )
+
+
 def model(**knobs) -> ml_collections.ConfigDict:
     """A dual-branch model config: jav.schema.model (every key with its default and what it
     means), the usual knobs (widths, heads, depth, joint mode, patches) given here."""

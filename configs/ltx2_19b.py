@@ -70,20 +70,11 @@ def get_config(arg=None):
     model.dtype = "bfloat16"
     model.remat = "full"
     cfg = common.experiment(model, batch_size=256, steps=100_000, lr=1e-4, warmup_steps=1000)
-    cfg.data = dict(
-        world="latent",
-        video_latent_shape=(frames, height // VAE_SPACE, width // VAE_SPACE, 128),  # 5 s at 720p: 121 frames of 704 x 1280
-        audio_latent_shape=(seconds * AUDIO_LATENTS_PER_S, 128),
-        text_len=256,
-        fps=frames / seconds,  # latent frames per second
-        audio_rate=float(AUDIO_LATENTS_PER_S),
-        # the VAEs the latents come from: token times and, with model.rope.layout="ltx2", LTX-2's positions
-        pixel_fps=float(FPS),
-        video_time_compression=VAE_TIME,
-        video_space_compression=VAE_SPACE,
-        sample_rate=16_000,
-        mel_hop=160,
-    )
+    # 5 s at 720p: 121 frames of 704 x 1280
+    cfg.data = common.latent_data(
+        frames, seconds, height, width, video_channels=128, audio_channels=128, text_len=256,
+        pixel_fps=FPS, time_compression=VAE_TIME, space_compression=VAE_SPACE, audio_latents_per_s=AUDIO_LATENTS_PER_S,
+    )  # fmt: skip
     cfg.sample = common.sample(steps=40)
     cfg.sample.update(text_video=3.0, text_audio=7.0, modality=3.0)
     return cfg

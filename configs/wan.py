@@ -112,22 +112,12 @@ def get_config(arg=None):
         raise ValueError(f"configs/wan.py:{arg}: the argument is one of {', '.join(SIZES)} (empty: 1.3b)")
     cfg = common.experiment(model(**SIZES[size]), batch_size=64, steps=10_000, lr=1e-5, warmup_steps=500)
     frames, height, width = CLIPS[size]
-    seconds = frames / FPS
-    channels = cfg.model.video.channels
-    latent_frames = 1 + (frames - 1) // VAE_TIME
-    cfg.data = dict(
-        world="latent",
-        video_latent_shape=(latent_frames, height // VAE_SPACE, width // VAE_SPACE, channels),  # 1.3b: 21 x 60 x 104
-        audio_latent_shape=(int(seconds * AUDIO_LATENTS_PER_S), cfg.model.audio.channels),
+    latent_frames = 1 + (frames - 1) // VAE_TIME  # 1.3b: 21 x 60 x 104
+    cfg.data = common.latent_data(
+        latent_frames, frames / FPS, height, width, video_channels=cfg.model.video.channels, audio_channels=cfg.model.audio.channels,
         text_len=512,  # umT5 states, zero-padded as Wan's pipeline pads them
-        fps=latent_frames / seconds,  # latent frames per second
-        audio_rate=float(AUDIO_LATENTS_PER_S),
-        pixel_fps=float(FPS),
-        video_time_compression=VAE_TIME,
-        video_space_compression=VAE_SPACE,
-        sample_rate=16_000,
-        mel_hop=160,
-    )
+        pixel_fps=FPS, time_compression=VAE_TIME, space_compression=VAE_SPACE, audio_latents_per_s=AUDIO_LATENTS_PER_S,
+    )  # fmt: skip
     # Wan's pipeline defaults: 50 steps at text guidance 5 (its UniPC sampler is not jav's)
     cfg.sample = common.sample(steps=50)
     cfg.sample.text_video = 5.0

@@ -355,7 +355,7 @@ def draft_objective(
         for m in x:
             noisy = ~clean[m]
             per_token = jnp.square(v[m] - v_ref[m]).sum(-1) / 2
-            kl = kl + (jnp.where(noisy, per_token, 0.0).sum(-1) / _noisy_values(jnp.ones_like(t[m]), clean[m], x[m].shape[-1])).mean()
+            kl = kl + (jnp.where(noisy, per_token, 0.0).sum(-1) / jnp.maximum(noisy.sum(-1) * x[m].shape[-1], 1)).mean()
         x = {m: jnp.where(clean[m][..., None], x_clean[m], x[m] + v[m] * (t_next[m] - t[m])[..., None]) for m in x}
     kl = kl / k
     total, rewards = reward_fn(x)
