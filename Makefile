@@ -20,7 +20,7 @@ DEMO_LATENT := runs/demo_latent
 
 # The demo (configs/bounce_demo.py), each stage resuming if interrupted: 2,000
 # clips of the bounce world as pixel / log-mel shards (once), the joint model
-# trained on them (600 steps), then samples of 16 held-out captions (T2VA) and
+# trained on them (1,000 steps), then samples of 16 held-out captions (T2VA) and
 # the soundtracks it makes for 16 real videos (V2A), through Griffin-Lim to
 # $(DEMO)/samples/TASK/NNN.mp4 + NNN.json, and their metrics, then the report page
 # $(DEMO)/report/index.html. 19 min 17 s from a fresh clone on 2 idle CPU cores (2026-12-06).

@@ -264,6 +264,30 @@ def merge_close(times: np.ndarray, gap: float) -> np.ndarray:
     return np.bincount(run, weights=times) / np.bincount(run)
 
 
+def _judged_distances(onsets: np.ndarray, contacts: np.ndarray, params: BounceParams) -> tuple[np.ndarray, int, int, int]:
+    """(seconds from each judged onset to the nearest video event, judged onsets, matched
+    pairs, events): the parts of the sync error and event F1 (clip_metrics says which
+    onsets are judged). The distances are empty when there is no judged onset or no event."""
+    events = merge_close(contacts, ONSET_MIN_GAP)
+    frame = 1 / params.fps
+    pairs = match_events(onsets, events, frame)
+    matched = np.zeros(len(onsets), bool)
+    matched[[i for i, _ in pairs]] = True
+    seen = (onsets >= frame) & (onsets <= (params.num_frames - 2) * frame)
+    judged = onsets[matched | seen]
+    distances = np.abs(judged[:, None] - events[None, :]).min(axis=1) if len(judged) and len(events) else np.zeros(0)
+    return distances, len(judged), len(pairs), len(events)
+
+
+def onset_distances(frames: np.ndarray, audio: np.ndarray, params: BounceParams = BounceParams()) -> np.ndarray:
+    """Seconds from each judged audio onset of a clip to the nearest video contact: the
+    values whose median is the clip's sync error (empty where that is NaN). Pooled over
+    clips they give the median over onsets (benchmarks/sync_pool.py)."""
+    labels = classify_pixels(frames, params)
+    contacts = _video_contacts(frames, labels, _visible(labels, params), params)
+    return _judged_distances(audio_onsets(audio, params), contacts, params)[0]
+
+
 def clip_metrics(frames: np.ndarray, audio: np.ndarray, caption: str, params: BounceParams = BounceParams()) -> dict:
     """The spec's four metrics for one clip, with the counts behind them.
 
@@ -293,19 +317,9 @@ def clip_metrics(frames: np.ndarray, audio: np.ndarray, caption: str, params: Bo
     else:
         pitch_agreement = float("nan") if len(onsets) == 0 else 0.0
 
-    events = merge_close(contacts, ONSET_MIN_GAP)
-    frame = 1 / params.fps
-    pairs = match_events(onsets, events, frame)
-    matched = np.zeros(len(onsets), bool)
-    matched[[i for i, _ in pairs]] = True
-    seen = (onsets >= frame) & (onsets <= (params.num_frames - 2) * frame)
-    judged = onsets[matched | seen]
-    if len(judged) and len(events):
-        sync_error_ms = 1000 * float(np.median(np.abs(judged[:, None] - events[None, :]).min(axis=1)))
-    else:
-        sync_error_ms = float("nan")
-    num_judged, num_events = len(judged), len(events)
-    event_f1 = 2 * len(pairs) / (num_judged + num_events) if num_judged + num_events else 1.0
+    distances, num_judged, num_pairs, num_events = _judged_distances(onsets, contacts, params)
+    sync_error_ms = 1000 * float(np.median(distances)) if len(distances) else float("nan")
+    event_f1 = 2 * num_pairs / (num_judged + num_events) if num_judged + num_events else 1.0
 
     return {
         "colour_accuracy": float(set(visible) == caption_set),

@@ -1,0 +1,121 @@
+"""Pool the bounce-world scores of sample directories (what `jav.evaluate` writes:
+TASK/NNN.json beside NNN.mp4 and NNN.wav), with the spread that tells two runs apart:
+
+    python -m benchmarks.sync_pool --samples runs/reference/rec/eval64/a2v,runs/reference/rec/eval_a2v_b/a2v [--onsets]
+
+It prints, over all clips of the directories together:
+- each metric's mean over clips (jav's aggregate, as `jav.evaluate` prints it);
+- the sync error's bootstrapped 95% interval of that mean (clips resampled with
+  replacement, `--resamples` times) and its median over clips: the per-clip sync
+  error is itself a median over a clip's 2-8 onsets, and a few clips whose video
+  makes far fewer contacts than the sound has bursts carry the mean;
+- with `--onsets`, the median over onsets: every judged onset of every clip pooled
+  (`jav.data.bounce_metrics.onset_distances`, from the clips re-read from their mp4
+  and wav, so H.264 can move a clip's figure a little), the share of onsets within
+  half a video frame of a contact, and the mean over onsets.
+
+`--json FILE` appends the numbers as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+
+from jav.data.bounce import BounceParams
+from jav.data.bounce_metrics import onset_distances
+from jav.media import read_mp4, read_wav
+
+METRICS = ("colour_accuracy", "pitch_agreement", "sync_error_ms", "event_f1", "num_audio_onsets", "num_video_contacts")
+
+
+def clip_files(directories: list[str]) -> list[pathlib.Path]:
+    """The per-clip JSON files (NNN.json) of the sample directories, in order; an empty
+    or missing directory is an error naming it."""
+    files = []
+    for d in directories:
+        found = sorted(p for p in pathlib.Path(d).glob("*.json") if p.stem.isdigit())
+        if not found:
+            raise FileNotFoundError(f"{d}: no per-clip NNN.json; name a task directory that jav.evaluate wrote (e.g. OUT/a2v)")
+        files += found
+    return files
+
+
+def pool(records: list[dict], resamples: int = 4000, seed: int = 0) -> dict:
+    """Means over clips of METRICS, the sync error's bootstrapped 95% interval and median over clips."""
+    out = {"clips": len(records)}
+    for key in METRICS:
+        values = np.asarray([r[key] for r in records], np.float64)
+        out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    sync = np.asarray([r["sync_error_ms"] for r in records], np.float64)
+    sync = sync[np.isfinite(sync)]
+    out["sync_clips_without_value"] = len(records) - len(sync)
+    if len(sync):
+        rng = np.random.default_rng(seed)
+        means = sync[rng.integers(0, len(sync), (resamples, len(sync)))].mean(axis=1)
+        out["sync_mean_ci95"] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+        out["sync_median_over_clips"] = float(np.median(sync))
+    return out
+
+
+def pool_onsets(files: list[pathlib.Path], params: BounceParams) -> dict:
+    """The judged onsets of every clip pooled: their median, mean and share within half a frame."""
+    per_clip = []
+    for f in files:
+        frames = read_mp4(f.with_suffix(".mp4"))[0]
+        wave = read_wav(f.with_suffix(".wav"))[0]
+        per_clip.append(1000 * onset_distances(frames, wave, params))
+    pooled = np.concatenate(per_clip) if per_clip else np.zeros(0)
+    clip_medians = [float(np.median(d)) for d in per_clip if len(d)]
+    if not len(pooled):
+        return {"onsets": 0}
+    half_frame = 500.0 / params.fps
+    return {
+        "onsets": int(len(pooled)),
+        "sync_median_over_onsets": float(np.median(pooled)),
+        "sync_mean_over_onsets": float(pooled.mean()),
+        "onsets_within_half_frame": float(np.mean(pooled <= half_frame)),
+        "sync_mean_over_clips_reread": float(np.mean(clip_medians)),
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", required=True, help="comma-separated task directories of jav.evaluate (OUT/TASK)")
+    parser.add_argument("--onsets", action="store_true", help="also pool every judged onset (re-reads each clip's mp4 and wav)")
+    parser.add_argument("--resamples", type=int, default=4000, help="bootstrap resamples of the clips (default 4000)")
+    parser.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed")
+    parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")
+    args = parser.parse_args(argv)
+    directories = [d for d in args.samples.split(",") if d]
+    try:
+        files = clip_files(directories)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    records = [json.loads(f.read_text())["metrics"] for f in files]
+    result = {"samples": directories, **pool(records, args.resamples, args.seed)}
+    if args.onsets:
+        result.update(pool_onsets(files, BounceParams()))
+    lo, hi = result.get("sync_mean_ci95", (float("nan"),) * 2)
+    print(
+        f"{result['clips']} clips: colour {result['colour_accuracy']:.3f}, pitch {result['pitch_agreement']:.3f}, "
+        f"event F1 {result['event_f1']:.3f}; sync error mean over clips {result['sync_error_ms']:.1f} ms (95% {lo:.1f}-{hi:.1f}), "
+        f"median over clips {result.get('sync_median_over_clips', float('nan')):.1f} ms, {result['sync_clips_without_value']} clips without one"
+    )
+    if args.onsets and result["onsets"]:
+        print(
+            f"{result['onsets']} onsets: median {result['sync_median_over_onsets']:.1f} ms, mean {result['sync_mean_over_onsets']:.1f} ms, "
+            f"{100 * result['onsets_within_half_frame']:.1f}% within half a frame; mean over clips re-read from the files "
+            f"{result['sync_mean_over_clips_reread']:.1f} ms"
+        )
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
