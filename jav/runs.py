@@ -77,8 +77,9 @@ def load_run(
 
 
 def load_autoencoder(workdir, weights: str = "ema", step: int | None = None) -> tuple[ml_collections.ConfigDict, nnx.Module]:
-    """An autoencoder-phase run's config and model (video VAE, audio VAE or vocoder, by
-    cfg.model.kind), rebuilt from its config with the `weights` of `step` (default: the latest)."""
+    """An autoencoder-phase run's config and model (video VAE, audio VAE, vocoder, reward model,
+    or a published part `python -m jav.convert` imported; by cfg.model.kind), rebuilt from its
+    config with the `weights` of `step` (default: the latest)."""
     _check_weights(weights)
     cfg = load_config(workdir)
     module = model_module(cfg.model.get("kind", None))

@@ -9,6 +9,19 @@ python -m jav.convert wan SRC --workdir OUT [--dtype float32] [--seed 0]
     the audio branch initialised from --seed; EMA = params)
 python -m jav.convert wan-export RUN --out DIR [--weights ema|params] [--step N]
     a jav run's Wan video branch -> a diffusers transformer folder
+python -m jav.convert ltx2-video-vae SRC --workdir OUT [--dtype float32]
+python -m jav.convert ltx2-audio-vae SRC --workdir OUT [--dtype float32]
+python -m jav.convert ltx2-vocoder SRC --workdir OUT [--dtype float32]
+python -m jav.convert ltx2-connectors SRC --workdir OUT [--dtype float32]
+python -m jav.convert wan-vae SRC --workdir OUT [--dtype float32]
+    a diffusers folder of LTX-2's video VAE (AutoencoderKLLTX2Video), audio VAE
+    (AutoencoderKLLTX2Audio), vocoder (LTX2Vocoder or LTX2VocoderWithBWE) or text connectors
+    (LTX2TextConnectors), or of Wan's video VAE (AutoencoderKLWan) -> a jav run directory
+    (EMA = params; model.kind ltx2_video_vae, ltx2_audio_vae, ltx2_vocoder, ltx2_connectors,
+    wan_video_vae) that jav.runs.load_autoencoder loads
+python -m jav.convert export RUN --out DIR [--weights ema|params] [--step N]
+    a run of those commands, of `ltx2` or of `wan` -> a diffusers folder (config.json and
+    diffusion_pytorch_model.safetensors)
 python -m jav.convert merge-lora RUN --workdir OUT [--weights ema|params] [--step N]
     a run trained with LoRA adapters -> a run with the adapters folded into its kernels
 python -m jav.convert forward --workdir RUN --inputs IN.npz --out OUT.npz [--weights ema|params]
@@ -47,6 +60,18 @@ def main(argv=None):
     wan_exp.add_argument("--out", required=True)
     wan_exp.add_argument("--weights", default="ema", choices=("ema", "params"))
     wan_exp.add_argument("--step", type=int, default=None)
+    from jav.convert.parts import COMMANDS, PARTS
+
+    for kind, part in PARTS.items():
+        part_imp = sub.add_parser(part.command, help=f"diffusers {' or '.join(part.classes)} folder -> jav run directory (model.kind {kind})")
+        part_imp.add_argument("src", help="folder with config.json and *.safetensors")
+        part_imp.add_argument("--workdir", required=True, help="the run directory to write")
+        part_imp.add_argument("--dtype", default=None, help="parameter dtype (default: the weights' own)")
+    export = sub.add_parser("export", help="jav run directory -> diffusers folder, by what the run holds")
+    export.add_argument("run", help=f"a run written by ltx2, wan or {', '.join(COMMANDS)} (or trained from ltx2's or wan's)")
+    export.add_argument("--out", required=True)
+    export.add_argument("--weights", default="ema", choices=("ema", "params"))
+    export.add_argument("--step", type=int, default=None)
     merge = sub.add_parser("merge-lora", help="run with LoRA adapters -> run with them merged into the kernels")
     merge.add_argument("run", help="a run directory trained with model.lora.rank > 0")
     merge.add_argument("--workdir", required=True, help="the run directory to write")
@@ -68,6 +93,19 @@ def main(argv=None):
         except (FileNotFoundError, ValueError) as e:
             parser.exit(2, f"python -m jav.convert forward: {e}\n")
         print(f"wrote {args.out}: video {out['video'].shape}, audio {out['audio'].shape}")
+        return
+
+    if args.command in COMMANDS or args.command == "export":
+        from jav.convert import parts
+
+        try:
+            if args.command == "export":
+                print(f"wrote {parts.export(args.run, args.out, args.weights, args.step)}")
+            else:
+                cfg = parts.to_jav(COMMANDS[args.command], args.src, args.workdir, args.dtype)
+                print(f"wrote {args.workdir}: model.kind {cfg.model.kind} ({cfg.model.dtype})")
+        except (FileNotFoundError, ValueError) as e:
+            parser.exit(2, f"python -m jav.convert {args.command}: {e}\n")
         return
 
     if args.command == "merge-lora":

@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jav.convert.safetensors_io import SafetensorsReader, write_safetensors
+from jav.convert.safetensors_io import SafetensorsReader, read_config, write_safetensors
 
 # jav row r of a modality's cross-modal table is LTX-2's row PERM[m][r]
 PERM = {"video": (1, 0, 3, 2, 4), "audio": (3, 2, 1, 0, 4)}
@@ -214,6 +214,15 @@ def to_hf_tensor(x: np.ndarray, e: Entry, shape: tuple) -> np.ndarray:
     return x.reshape(shape)
 
 
+def hf_shape(e: Entry, shape: tuple) -> tuple:
+    """The diffusers shape of the tensor whose jav parameter (one block's row) has `shape`."""
+    if e.linear_in:
+        return (math.prod(shape[e.linear_in :]), math.prod(shape[: e.linear_in]))
+    if e.path[-1] in ("bias", "scale"):
+        return (math.prod(shape),)
+    return tuple(shape)
+
+
 def abstract_params(cfg_model) -> tuple[nnx.GraphDef, nnx.State]:
     from jav.models import AVDiT
 
@@ -283,8 +292,8 @@ def to_jav(src, workdir, dtype: str | None = None) -> ml_collections.ConfigDict:
     from configs import ltx2
 
     src, workdir = pathlib.Path(src), pathlib.Path(workdir)
+    hf_cfg = read_config(src)
     reader = SafetensorsReader(src)
-    hf_cfg = json.loads((src / "config.json").read_text())
     dtype = dtype or main_dtype(reader)
     cfg = ltx2.get_config()
     cfg.model = model_config(hf_cfg, dtype)
@@ -312,8 +321,6 @@ def write_run(workdir: pathlib.Path, cfg, flat: dict, entries, reader, to_jav, p
     (path -> abstract variable) not in `preset` (path -> array) is staged in a memory-mapped
     .npy file under WORKDIR/.convert and filled from `reader`'s tensors by `entries`
     (`to_jav(tensor, entry, shape)`), so memory holds a few tensors, not the model."""
-    from jav.train.checkpoint import Checkpointer  # the training side, loaded only to write a run
-
     workdir.mkdir(parents=True, exist_ok=True)
     scratch = workdir / ".convert"
     scratch.mkdir(exist_ok=True)
@@ -326,12 +333,20 @@ def write_run(workdir: pathlib.Path, cfg, flat: dict, entries, reader, to_jav, p
         target = arrays[e.path] if e.layer is None else arrays[e.path][e.layer]
         target[...] = to_jav(reader[e.hf], e, target.shape)
     params = nnx.from_flat_state([(path, var.replace(arrays[path])) for path, var in flat.items()])
-    (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+    save_converted(workdir, cfg, params)
+    del params, arrays
+    shutil.rmtree(scratch)
+
+
+def save_converted(workdir, cfg, params) -> None:
+    """Writes a converted run: `cfg` as workdir/config.json and step 0 with `params` (an
+    nnx.State, NumPy or JAX arrays) as both the weights and their EMA."""
+    from jav.train.checkpoint import Checkpointer  # the training side, loaded only to write a run
+
+    (pathlib.Path(workdir) / "config.json").write_text(cfg.to_json_best_effort(indent=2))
     with numpy_saved_from_disk(), Checkpointer(workdir, async_save=False) as ckpt:
         ckpt.save(0, params=params, ema=params, opt_state={}, data_state=None, config=cfg, force=True)
         ckpt.wait()
-    del params, arrays
-    shutil.rmtree(scratch)
 
 
 def to_diffusers(run, out, weights: str = "ema", step: int | None = None) -> pathlib.Path:
@@ -346,22 +361,15 @@ def to_diffusers(run, out, weights: str = "ema", step: int | None = None) -> pat
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(hf_cfg, indent=2))
     entries = {e.hf: e for e in tensor_map(cfg.model.depth)}
-
-    def hf_shape(e: Entry) -> tuple:
-        shape = flat[e.path].shape[1:] if e.layer is not None else flat[e.path].shape
-        if e.linear_in:
-            return (math.prod(shape[e.linear_in :]), math.prod(shape[: e.linear_in]))
-        if e.path[-1] in ("bias", "scale"):
-            return (math.prod(shape),)
-        return tuple(shape)
+    shapes = {n: hf_shape(e, flat[e.path].shape[1:] if e.layer is not None else flat[e.path].shape) for n, e in entries.items()}
 
     def tensor(name: str) -> np.ndarray:
         e = entries[name]
         x = flat[e.path] if e.layer is None else flat[e.path][e.layer]
-        return to_hf_tensor(x, e, hf_shape(e))
+        return to_hf_tensor(x, e, shapes[name])
 
     path = out / WEIGHTS_NAME
-    write_safetensors(path, [(n, hf_shape(e), flat[e.path].dtype) for n, e in sorted(entries.items())], tensor, metadata={"format": "pt"})
+    write_safetensors(path, [(n, shapes[n], flat[e.path].dtype) for n, e in sorted(entries.items())], tensor, metadata={"format": "pt"})
     return path
 
 

@@ -7,13 +7,12 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import ml_collections
 from flax import nnx
 
-from jav.convert.safetensors_io import SafetensorsReader
+from jav.convert.safetensors_io import SafetensorsReader, read_config
 from jav.convert.torch_named import module_from_tensors
 from jav.models.ltx2_audio_vae import LTX2AudioVAE, audio_vae_config
 
@@ -47,4 +46,5 @@ def audio_vae_from_tensors(tensors, hf_cfg: dict, dtype: str = "float32") -> LTX
 
 def load_audio_vae(src, dtype: str = "float32") -> LTX2AudioVAE:
     src = pathlib.Path(src)
-    return audio_vae_from_tensors(SafetensorsReader(src), json.loads((src / "config.json").read_text()), dtype)
+    hf_cfg = read_config(src)
+    return audio_vae_from_tensors(SafetensorsReader(src), hf_cfg, dtype)

@@ -12,7 +12,6 @@ not express (gated attention, causal temporal positions) are refused by name.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import jax.numpy as jnp
@@ -20,8 +19,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jav.convert.ltx2 import Entry, _attention, _linear, to_jav_tensor
-from jav.convert.safetensors_io import SafetensorsReader
+from jav.convert.ltx2 import Entry, _attention, _linear, hf_shape, to_hf_tensor, to_jav_tensor
+from jav.convert.safetensors_io import SafetensorsReader, read_config
 from jav.models.ltx2_text import STREAMS, TextConnectors, connectors_config
 
 # diffusers options jav expresses only at these values
@@ -96,7 +95,14 @@ def connectors_from_tensors(tensors, hf_cfg: dict, dtype: str = "float32") -> Te
     return nnx.merge(graphdef, nnx.from_flat_state([(p, v.replace(values[p])) for p, v in flat.items()]))
 
 
+def state_dict(flat: dict, cfg) -> dict:
+    """The parameters (path -> array) of jav's TextConnectors of config `cfg` -> {diffusers tensor
+    name: array} (the inverse of `connectors_from_tensors`)."""
+    return {e.hf: to_hf_tensor(flat[e.path], e, hf_shape(e, flat[e.path].shape)) for e in tensor_map(cfg)}
+
+
 def load_connectors(src, dtype: str = "float32") -> TextConnectors:
     """A diffusers `LTX2TextConnectors` folder (config.json and safetensors) -> jav's TextConnectors."""
     src = pathlib.Path(src)
-    return connectors_from_tensors(SafetensorsReader(src), json.loads((src / "config.json").read_text()), dtype)
+    hf_cfg = read_config(src)
+    return connectors_from_tensors(SafetensorsReader(src), hf_cfg, dtype)

@@ -9,13 +9,12 @@
 from __future__ import annotations
 
 import inspect
-import json
 import pathlib
 
 import ml_collections
 from flax import nnx
 
-from jav.convert.safetensors_io import SafetensorsReader
+from jav.convert.safetensors_io import SafetensorsReader, read_config
 from jav.convert.torch_named import module_from_tensors
 from jav.models.ltx2_video_vae import LTX2VideoVAE, video_vae_config
 
@@ -38,4 +37,5 @@ def video_vae_from_tensors(tensors, hf_cfg: dict, dtype: str = "float32") -> LTX
 
 def load_video_vae(src, dtype: str = "float32") -> LTX2VideoVAE:
     src = pathlib.Path(src)
-    return video_vae_from_tensors(SafetensorsReader(src), json.loads((src / "config.json").read_text()), dtype)
+    hf_cfg = read_config(src)
+    return video_vae_from_tensors(SafetensorsReader(src), hf_cfg, dtype)

@@ -12,13 +12,12 @@ bandwidth extension: `LTX2VocoderWithBWE`) both load.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import ml_collections
 from flax import nnx
 
-from jav.convert.safetensors_io import SafetensorsReader
+from jav.convert.safetensors_io import SafetensorsReader, read_config
 from jav.convert.torch_named import module_from_tensors
 from jav.models.ltx2_vocoder import LTX2Vocoder, LTX2VocoderWithBWE, bwe_config, vocoder_config
 
@@ -73,4 +72,5 @@ def vocoder_from_tensors(tensors, hf_cfg: dict, dtype: str = "float32") -> LTX2V
 def load_vocoder(src, dtype: str = "float32") -> LTX2Vocoder:
     """A diffusers `LTX2Vocoder` folder (config.json and safetensors) -> jav's LTX2Vocoder."""
     src = pathlib.Path(src)
-    return vocoder_from_tensors(SafetensorsReader(src), json.loads((src / "config.json").read_text()), dtype)
+    hf_cfg = read_config(src)
+    return vocoder_from_tensors(SafetensorsReader(src), hf_cfg, dtype)

@@ -82,6 +82,16 @@ class SafetensorsReader:
         return np.array(mm.view(dtype).reshape(entry["shape"]))
 
 
+def read_config(folder) -> dict:
+    """A diffusers model folder's config.json (what `save_pretrained` writes beside the safetensors)."""
+    folder = pathlib.Path(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        what = "does not exist" if not folder.exists() else "is not a folder" if not folder.is_dir() else "has no config.json"
+        raise FileNotFoundError(f"{path} not found: {folder} {what}; give a diffusers model folder (config.json and *.safetensors: save_pretrained's)")
+    return json.loads(path.read_text())
+
+
 def write_safetensors(path, specs: Iterable[tuple[str, tuple[int, ...], np.dtype]], tensor: Callable[[str], np.ndarray], metadata: dict | None = None) -> None:
     """Writes `path` from `specs` (name, shape, dtype), asking `tensor(name)` for each array
     only when it is written."""

@@ -1,6 +1,6 @@
 """Loading PyTorch state dicts into jav modules that keep PyTorch's parameter names and
-layouts (LTX-2's vocoder and audio VAE): tensor `a.3.b.weight` is jav's parameter at
-path ("a", 3, "b", "weight"), copied as it is after a shape check."""
+layouts (LTX-2's vocoder and VAEs, Wan's VAE): tensor `a.3.b.weight` is jav's parameter at
+path ("a", 3, "b", "weight"), copied as it is after a shape check; `state_dict` is the way back."""
 
 from __future__ import annotations
 
@@ -14,6 +14,16 @@ from flax import nnx
 def jav_path(name: str) -> tuple:
     """A PyTorch parameter name -> jav's parameter path (list indices as ints)."""
     return tuple(int(p) if p.isdigit() else p for p in name.split("."))
+
+
+def torch_name(path: tuple) -> str:
+    """A jav parameter path -> its PyTorch name (the inverse of `jav_path`)."""
+    return ".".join(map(str, path))
+
+
+def state_dict(flat: dict) -> dict:
+    """jav's parameters (path -> array) -> {PyTorch name: array}, as they are."""
+    return {torch_name(path): x for path, x in flat.items()}
 
 
 def module_from_tensors(make: Callable[[], nnx.Module], tensors, what: str, dtype: str = "float32") -> nnx.Module:

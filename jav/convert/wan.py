@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from jav.convert.ltx2 import abstract_params, main_dtype, write_run
-from jav.convert.safetensors_io import SafetensorsReader, write_safetensors
+from jav.convert.safetensors_io import SafetensorsReader, read_config, write_safetensors
 
 CLASS_NAME = "WanTransformer3DModel"
 # diffusers options jav expresses only at these values (image_dim and the rest: Wan's
@@ -231,8 +231,8 @@ def to_jav(src, workdir, dtype: str | None = None, seed: int = 0) -> ml_collecti
     from configs import wan
 
     src, workdir = pathlib.Path(src), pathlib.Path(workdir)
+    hf_cfg = read_config(src)
     reader = SafetensorsReader(src)
-    hf_cfg = json.loads((src / "config.json").read_text())
     dtype = dtype or main_dtype(reader)
     model_cfg = model_config(hf_cfg, dtype)
     cfg = wan.get_config(wan.size_of(model_cfg.video.width, model_cfg.depth))  # that size's data and sampling settings (1.3b's for others)

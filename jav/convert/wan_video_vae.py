@@ -8,20 +8,19 @@
 
 (`normalize_latents`, `denormalize_latents` from `jav.models.wan_video_vae`.) Every tensor
 keeps its name except diffusers' `resample.1.` (an nn.Sequential's convolution), jav's
-`resample.`.
+`resample.` (`jav_name`; `diffusers_name` and `state_dict` go back).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import pathlib
 
 import ml_collections
 from flax import nnx
 
-from jav.convert.safetensors_io import SafetensorsReader
-from jav.convert.torch_named import module_from_tensors
+from jav.convert.safetensors_io import SafetensorsReader, read_config
+from jav.convert.torch_named import module_from_tensors, torch_name
 from jav.models.wan_video_vae import WanVideoVAE, video_vae_config
 
 CLASS_NAME = "AutoencoderKLWan"
@@ -42,6 +41,16 @@ def config_from_diffusers(hf: dict) -> ml_collections.ConfigDict:
 def jav_name(name: str) -> str:
     """A diffusers tensor name -> jav's (dotted) parameter name."""
     return name.replace(".resample.1.", ".resample.")
+
+
+def diffusers_name(name: str) -> str:
+    """jav's (dotted) parameter name -> the diffusers tensor name (the inverse of `jav_name`)."""
+    return name.replace(".resample.", ".resample.1.")
+
+
+def state_dict(flat: dict) -> dict:
+    """jav's parameters (path -> array) -> {diffusers tensor name: array}, as they are."""
+    return {diffusers_name(torch_name(path)): x for path, x in flat.items()}
 
 
 class _Renamed:
@@ -66,4 +75,5 @@ def video_vae_from_tensors(tensors, hf_cfg: dict, dtype: str = "float32") -> Wan
 def load_video_vae(src, dtype: str = "float32") -> WanVideoVAE:
     """A diffusers `AutoencoderKLWan` folder (config.json + safetensors) -> jav's VAE with its weights in `dtype`."""
     src = pathlib.Path(src)
-    return video_vae_from_tensors(SafetensorsReader(src), json.loads((src / "config.json").read_text()), dtype)
+    hf_cfg = read_config(src)
+    return video_vae_from_tensors(SafetensorsReader(src), hf_cfg, dtype)

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from jav.models.autoencoders import init_imported, refuse_training
+
 _DIMS = ("NCHW", "OIHW", "NCHW")
 LATENT_DOWNSAMPLE_FACTOR = 4
 CAUSAL_AXES = ("none", "width", "height", "width-compatibility")
@@ -280,3 +282,14 @@ class LTX2AudioVAE(nnx.Module):
 
     def decode(self, z: jax.Array) -> jax.Array:
         return self.decoder(z)
+
+
+# ---- model.kind "ltx2_audio_vae" (jav.models.autoencoders.LOAD_ONLY): a run `python -m jav.convert ltx2-audio-vae` writes
+
+
+def init_model(model_cfg: ml_collections.ConfigDict, key: jax.Array, out_shardings=None) -> LTX2AudioVAE:
+    """The VAE of such a run's `model_cfg`, its weights zeros until jav.runs.load_autoencoder restores them."""
+    return init_imported(LTX2AudioVAE, model_cfg, key, out_shardings)
+
+
+training_loss = refuse_training("ltx2_audio_vae")

@@ -31,6 +31,7 @@ from flax import nnx
 
 from jav.models.attention import Attention
 from jav.models.attention_kernels import Mask
+from jav.models.autoencoders import init_imported, refuse_training
 from jav.models.layers import MLP, Dense, dtype_of, param, rms_norm
 from jav.models.rope import ltx2_angles
 
@@ -182,3 +183,14 @@ class TextConnectors(nnx.Module):
         # "additive connector mask < 1e-6", which holds at padded positions too (their mask is negative):
         # every position is kept, with or without registers. jav returns the same.
         return video, audio, jnp.ones(valid.shape, jnp.int32)
+
+
+# ---- model.kind "ltx2_connectors" (jav.models.autoencoders.LOAD_ONLY): a run `python -m jav.convert ltx2-connectors` writes
+
+
+def init_model(model_cfg: ml_collections.ConfigDict, key: jax.Array, out_shardings=None) -> TextConnectors:
+    """The connectors of such a run's `model_cfg`, its weights zeros until jav.runs.load_autoencoder restores them."""
+    return init_imported(TextConnectors, model_cfg, key, out_shardings, dtype=model_cfg.dtype, param_dtype=model_cfg.dtype)
+
+
+training_loss = refuse_training("ltx2_connectors")

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from jav.models.autoencoders import init_imported, refuse_training
+
 _DIMS = ("NCDHW", "OIDHW", "NCDHW")
 PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}  # PyTorch's -> jnp.pad's
 STRIDES = {"spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2, 2)}  # (time, height, width)
@@ -512,3 +514,14 @@ class LTX2VideoVAE(nnx.Module):
         if self.inject_noise and noise_key is None:
             raise ValueError("decoder_inject_noise: decode needs a noise_key to draw the noise from")
         return self.decoder(latents, timestep, noise_key)
+
+
+# ---- model.kind "ltx2_video_vae" (jav.models.autoencoders.LOAD_ONLY): a run `python -m jav.convert ltx2-video-vae` writes
+
+
+def init_model(model_cfg: ml_collections.ConfigDict, key: jax.Array, out_shardings=None) -> LTX2VideoVAE:
+    """The VAE of such a run's `model_cfg`, its weights zeros until jav.runs.load_autoencoder restores them."""
+    return init_imported(LTX2VideoVAE, model_cfg, key, out_shardings)
+
+
+training_loss = refuse_training("ltx2_video_vae")

@@ -25,6 +25,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from jav.models.autoencoders import init_imported, refuse_training
+
 _DIMS = ("NCH", "OIH", "NCH")
 
 
@@ -324,3 +326,14 @@ class LTX2VocoderWithBWE(nnx.Module):
         bwe_mel = bwe_mel.reshape(b, c, *bwe_mel.shape[1:])
         wave = jnp.clip(self.bwe_generator(jnp.swapaxes(bwe_mel, 2, 3)) + self.resampler(x), -1, 1)
         return wave[..., : n * cfg.output_sampling_rate // cfg.input_sampling_rate]
+
+
+# ---- model.kind "ltx2_vocoder" (jav.models.autoencoders.LOAD_ONLY): a run `python -m jav.convert ltx2-vocoder` writes
+
+
+def init_model(model_cfg: ml_collections.ConfigDict, key: jax.Array, out_shardings=None) -> LTX2Vocoder | LTX2VocoderWithBWE:
+    """The vocoder of such a run's `model_cfg`, its weights zeros until jav.runs.load_autoencoder restores them."""
+    return init_imported(LTX2VocoderWithBWE if "bwe" in model_cfg.config else LTX2Vocoder, model_cfg, key, out_shardings)
+
+
+training_loss = refuse_training("ltx2_vocoder")

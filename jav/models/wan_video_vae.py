@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from jav.models.autoencoders import init_imported, refuse_training
+
 _DIMS = ("NCDHW", "OIDHW", "NCDHW")
 CHUNK = 4  # frames per chunk after the first in diffusers' encoder: clips have 1 + 4k frames
 # Wan 2.1's latent statistics (diffusers' defaults)
@@ -445,3 +447,14 @@ class WanVideoVAE(nnx.Module):
         # channels (c, column in patch, row in patch) back into p x p patches
         x = x.reshape(b, c // (p * p), p, p, f, h, w).transpose(0, 1, 4, 5, 3, 6, 2).reshape(b, c // (p * p), f, h * p, w * p)
         return jnp.clip(x, -1.0, 1.0)
+
+
+# ---- model.kind "wan_video_vae" (jav.models.autoencoders.LOAD_ONLY): a run `python -m jav.convert wan-vae` writes
+
+
+def init_model(model_cfg: ml_collections.ConfigDict, key: jax.Array, out_shardings=None) -> WanVideoVAE:
+    """The VAE of such a run's `model_cfg`, its weights zeros until jav.runs.load_autoencoder restores them."""
+    return init_imported(WanVideoVAE, model_cfg, key, out_shardings)
+
+
+training_loss = refuse_training("wan_video_vae")
