@@ -3,7 +3,8 @@
     python -m benchmarks.step_time --config configs/ltx2_bench.py [--batch 4] [--repeats 5] [--json OUT]
         [--reference [--torch-python .venv-torch/bin/python]]
 
-Builds the config's model (random init, sharded on the config's mesh), feeds
+Builds the config's training state as `python -m jav.train` does (the diffusion
+phase's parameters, AdamW moments and EMA, sharded on the config's mesh), feeds
 random model-space batches (precomputed text embeddings for configs with
 `text.encoder = "precomputed"`), warms the jitted step up, then times `--steps` steps.
 MFU is the analytic training FLOPs (3 x forward, `jav/models/flops.py`) over the
@@ -28,15 +29,16 @@ import subprocess
 import time
 
 import jax
-import ml_collections
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from jav import perf, sharding
 from jav.clip_tokens import TokenLayout
-from jav.models import AVDiT, init_model
 from jav.models.flops import forward_flops, param_count
-from jav.train.step import optimizer, train_step
+from jav.train import loop
+from jav.train.diffusion import DiffusionPhase
+from jav.train.step import train_step
 
 from benchmarks.model_stats import load_config
 
@@ -60,28 +62,28 @@ def run(config: str, batch: int | None, steps: int, peak: float | None, log=prin
     if batch:
         cfg.train.batch_size = batch
     batch = cfg.train.batch_size
-    layout = TokenLayout.from_config(cfg)
     mesh = sharding.mesh_from_config(cfg.mesh)
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
-    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: AVDiT(cfg.model, rngs=nnx.Rngs(0))))
-    params = nnx.state(init_model(cfg.model, jax.random.key(0), out_shardings=sharding.param_shardings(abstract_state, mesh, rules)))
-    tx = optimizer(cfg)
-    flow_cfg = ml_collections.FrozenConfigDict(cfg.flow)
-    kw = dict(tx=tx, layout=layout, flow_cfg=flow_cfg, ema_decay=0.0, accum_steps=cfg.train.get("grad_accum", 1))
+    # the training phase's own state (parameters, AdamW moments, EMA) and step options, as
+    # `python -m jav.train` and the pod plans (jav.aot) build them: the step timed is the one trained
+    phase = DiffusionPhase(cfg)
+    model = phase.init_state(loop.Run(cfg, epath.Path("."), mesh, rules, 0, 1, say=lambda line: None))["model"]
+    params, opt_state, ema = model.params, model.opt_state, model.ema
+    layout = phase.layout
+    graphdef, kw = phase.graphdef, phase.step_options(layout)
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        opt_state = jax.jit(tx.init)(params)
         data = sharding.global_batch(random_batch(cfg, layout, batch), mesh, rules, batch)
         start = time.perf_counter()
-        params, opt_state, _, m = train_step(graphdef, params, opt_state, None, data, jax.random.key(0), **kw)
+        params, opt_state, ema, m = train_step(graphdef, params, opt_state, ema, data, jax.random.key(0), **kw)
         jax.block_until_ready(m)
         compile_s = time.perf_counter() - start
         log(f"compiled and ran the first step in {compile_s:.1f}s")
-        params, opt_state, _, m = train_step(graphdef, params, opt_state, None, data, jax.random.key(1), **kw)
+        params, opt_state, ema, m = train_step(graphdef, params, opt_state, ema, data, jax.random.key(1), **kw)
         jax.block_until_ready(m)
         times = []
         for i in range(steps):
             start = time.perf_counter()
-            params, opt_state, _, m = train_step(graphdef, params, opt_state, None, data, jax.random.key(i + 2), **kw)
+            params, opt_state, ema, m = train_step(graphdef, params, opt_state, ema, data, jax.random.key(i + 2), **kw)
             jax.block_until_ready(m)
             times.append(time.perf_counter() - start)
     step_s = float(np.median(times))
@@ -99,6 +101,7 @@ def run(config: str, batch: int | None, steps: int, peak: float | None, log=prin
         host=platform.processor() or platform.machine(),
         jax=jax.__version__,
         batch=batch,
+        ema_decay=float(kw["ema_decay"] or 0.0),  # the EMA update is part of the timed step, as in training
         params=param_count(nnx.state(nnx.merge(graphdef, params), nnx.Param)),
         tokens_per_sample=layout.num_tokens,
         compile_s=compile_s,
