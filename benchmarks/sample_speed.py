@@ -25,7 +25,7 @@ import jax
 from jax import monitoring
 
 from benchmarks.distill_compare import passes_per_step
-from jav import samplers
+from jav import cli, samplers
 from jav.data.bounce import caption_for, sample_scene
 from jav.evaluate import HELD_OUT_SEED
 from jav.runs import load_run
@@ -103,8 +103,7 @@ def main(argv=None):
     result = measure(args.workdir, args.num, args.batch, args.steps, args.recompile_each_batch)
     print(json.dumps(result))
     if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
+        cli.append_json(args.json, result)
     return result
 
 

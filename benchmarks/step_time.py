@@ -33,7 +33,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from jav import perf, sharding
+from jav import cli, perf, sharding
 from jav.clip_tokens import TokenLayout
 from jav.models.flops import forward_flops, param_count
 from jav.train import loop
@@ -194,9 +194,7 @@ def main():
         log(f"jav speed-up over diffusers at the same shapes: {result['speedup']:.2f}x; jav MFU {100 * result['mfu']:.1f}% ({result['peak_source']})")
     print(json.dumps(result))
     if args.json:
-        pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
+        cli.append_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import pathlib
 
 import numpy as np
 
+from jav import cli
 from jav.data.bounce import BounceParams
 from jav.data.bounce_metrics import onset_distances
 from jav.media import read_mp4, read_wav
@@ -90,7 +91,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed")
     parser.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args(argv)
-    directories = [d for d in args.samples.split(",") if d]
+    directories = list(cli.comma_list(args.samples))
     try:
         files = clip_files(directories)
     except FileNotFoundError as e:
@@ -112,8 +113,7 @@ def main(argv=None) -> dict:
             f"{result['sync_mean_over_clips_reread']:.1f} ms"
         )
     if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
+        cli.append_json(args.json, result)
     return result
 
 

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jav import flow
+from jav import cli, flow
 from jav.clip_tokens import TokenLayout
 from jav.data.bounce import generate_clip, render, scene_for_caption
 from jav.evaluate import HELD_OUT_SEED, real_arrays, world_params
@@ -106,8 +105,7 @@ def main(argv=None) -> list[dict]:
     for workdir in args.workdirs:
         results.append(probe(workdir, args.num, args.batch, log=lambda m: print(m, flush=True)))
         if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(results[-1]) + "\n")
+            cli.append_json(args.json, results[-1])
     return results
 
 

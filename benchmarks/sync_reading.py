@@ -120,8 +120,7 @@ def main(argv=None):
             f"Spearman with sync error {row['spearman_sync_error']:.3f}, with event F1 {row['spearman_event_f1']:.3f}"
         )
     if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
+        cli.append_json(args.json, result)
     return result
 
 

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 import os
+import pathlib
 import sys
 from typing import Callable
 
@@ -75,6 +77,14 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
             rest.append(arg)
         i += 1
     return overrides, rest
+
+
+def append_json(path, record: dict) -> None:
+    """Appends `record` as one JSON line to `path` (a tool's `--json FILE`), making its folder."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def comma_list(text: str) -> tuple[str, ...]:
