@@ -23,7 +23,7 @@ DEMO_LATENT := runs/demo_latent
 # trained on them (1,000 steps), then samples of 16 held-out captions (T2VA) and
 # the soundtracks it makes for 16 real videos (V2A), through Griffin-Lim to
 # $(DEMO)/samples/TASK/NNN.mp4 + NNN.json, and their metrics, then the report page
-# $(DEMO)/report/index.html. 19 min 17 s from a fresh clone on 2 idle CPU cores (2026-12-06).
+# $(DEMO)/report/index.html. 14 min 33 s from a fresh clone on 2 idle CPU cores (2026-12-07).
 demo: $(STAMP) $(DEMO)/data/manifest.json
 	$(PY) -m jav.train --config configs/bounce_demo.py --workdir $(DEMO)/run --config.data.dir=$(DEMO)/data
 	$(PY) -m jav.evaluate --workdir $(DEMO)/run --num 16 --tasks t2va,v2a --out $(DEMO)/samples
