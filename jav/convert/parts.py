@@ -41,27 +41,32 @@ class Part(NamedTuple):
     state_dict: Callable  # (jav's parameters {path: array}, jav's module config) -> {diffusers name: array}
 
 
+def _by_torch_name(flat: dict, cfg) -> dict:
+    """The parts that keep PyTorch's names (jav.convert.torch_named): their parameters as they are."""
+    return torch_named.state_dict(flat)
+
+
 PARTS = {
     "ltx2_video_vae": Part(
         "ltx2-video-vae",
         ("AutoencoderKLLTX2Video",),
         ltx2_video_vae.config_from_diffusers,
         ltx2_video_vae.video_vae_from_tensors,
-        lambda flat, cfg: torch_named.state_dict(flat),
+        _by_torch_name,
     ),
     "ltx2_audio_vae": Part(
         "ltx2-audio-vae",
         ("AutoencoderKLLTX2Audio",),
         ltx2_audio_vae.config_from_diffusers,
         ltx2_audio_vae.audio_vae_from_tensors,
-        lambda flat, cfg: torch_named.state_dict(flat),
+        _by_torch_name,
     ),
     "ltx2_vocoder": Part(
         "ltx2-vocoder",
         ("LTX2Vocoder", "LTX2VocoderWithBWE"),
         ltx2_vocoder.config_from_diffusers,
         ltx2_vocoder.vocoder_from_tensors,
-        lambda flat, cfg: torch_named.state_dict(flat),
+        _by_torch_name,
     ),
     "ltx2_connectors": Part(
         "ltx2-connectors",

@@ -334,12 +334,28 @@ def reward_loss(params, ref_params, trajectory, clean, levels, window_start, adv
     )
 
 
+def score(state, reward_graphdefs, layout, tokens: dict, models_cfg) -> dict:
+    """{reward name: [B] rewards} of the clips `tokens` by each reward model of the state;
+    a reward's gradient reaches only the modalities it names (models_cfg[name].modalities)."""
+    rewards = {}
+    for name, rg, kind in reward_graphdefs:
+        named = {m: x if m in models_cfg[name].modalities else jax.lax.stop_gradient(x) for m, x in tokens.items()}
+        video, logmel = layout.from_tokens(named)
+        rewards[name] = model_module(kind).reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel)
+    return rewards
+
+
+def weighted_total(rewards: dict, models_cfg) -> jax.Array:
+    """The rewards' weighted sum of means (reward.models[name].weight)."""
+    return sum(models_cfg[name].weight * v.mean() for name, v in rewards.items())
+
+
 def draft_objective(
     policy_fn, reference_fn, start, clean, x_clean, text, ref_text, text_mask, reward_fn, *, num_steps: int, k: int, mu, guidance, kl_weight: float
 ):
     """DRaFT-K: the last `k` Euler steps of a rollout, from `start` (its state k steps before
     the end, without gradient), differentiated through the policy, then `reward_fn(x) ->
-    (total reward [], per-reward means)` of the result -> (loss, (rewards, kl)).
+    (total reward [], per-reward [B] values)` of the result -> (loss, (rewards, kl, final tokens)).
 
     loss = -total + kl_weight * kl, kl the mean squared difference of the policy's and the
     reference's guided velocities over those steps' noisy values (halved, as the Gaussian
@@ -363,7 +379,7 @@ def draft_objective(
 
 
 def _draft_update(state, rollout, x0, clean, text_ids, text_mask, *, graphdef, reward_graphdefs, layout, mu, guidance, reward_cfg):
-    """(loss, ((rewards, kl, final tokens)), grads) of DRaFT-K for the policy's parameters."""
+    """((loss, (rewards, kl, final tokens)), grads) of DRaFT-K for the policy's parameters."""
     r = reward_cfg
     k = r.draft_steps
     start = {m: rollout[m][r.steps - k] for m in rollout}
@@ -372,13 +388,8 @@ def _draft_update(state, rollout, x0, clean, text_ids, text_mask, *, graphdef, r
         policy, reference = nnx.merge(graphdef, params), nnx.merge(graphdef, state["reference"].params)
 
         def reward_fn(x):
-            rewards = {}
-            for name, rg, kind in reward_graphdefs:
-                # a reward moves only the modalities it names
-                tokens = {m: x[m] if m in r.models[name].modalities else jax.lax.stop_gradient(x[m]) for m in x}
-                video, logmel = layout.from_tokens(tokens)
-                rewards[name] = model_module(kind).reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel)
-            return sum(r.models[name].weight * v.mean() for name, v in rewards.items()), rewards
+            rewards = score(state, reward_graphdefs, layout, x, r.models)
+            return weighted_total(rewards, r.models), rewards
 
         return draft_objective(
             layout.denoiser(policy),
@@ -421,14 +432,11 @@ def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, gu
         (loss, (rewards, kl, final)), grads = _draft_update(
             state, trajectory, x0, clean, text_ids, text_mask, reward_graphdefs=reward_graphdefs, **options
         )  # fmt: skip
-        surrogate = -sum(r.models[name].weight * v.mean() for name, v in rewards.items())
+        surrogate = -weighted_total(rewards, r.models)
     else:
         trajectory, clean, levels = _rollout(policy.params, k_roll, window_start, text_ids, text_mask, x0, task, **options)
         final = {m: trajectory[m][-1] for m in trajectory}
-        video, logmel = layout.from_tokens(final)
-        rewards = {}
-        for name, rg, kind in reward_graphdefs:
-            rewards[name] = model_module(kind).reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel)
+        rewards = score(state, reward_graphdefs, layout, final, r.models)
         advantages = modality_advantages(rewards, r.models, r.group_size, r.eps)
         loss_fn = functools.partial(
             reward_loss,
@@ -445,7 +453,7 @@ def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, gu
         (loss, (surrogate, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
     grads = freeze_grads(grads, trainable)
     params, opt_state, ema, grad_norm, skipped = guarded_update(tx, policy.params, policy.opt_state, policy.ema, grads, loss, ema_decay)
-    total = sum(r.models[name].weight * v.mean() for name, v in rewards.items())
+    total = weighted_total(rewards, r.models)
     metrics = dict(
         loss=loss,
         surrogate=surrogate,
