@@ -95,6 +95,39 @@ def test_the_mean_velocity_target_follows_the_teacher_path():
     assert float(h["video"][0, 2]) == 0.0 and bool(jnp.all(h["video"][:, :2] <= t["video"][:, :2]))
 
 
+def test_clips_on_the_grid_sit_where_the_student_samples():
+    """distill.grid_fraction: a moved clip's generated tokens get t = s_k and step length
+    s_k - s_(k+1) of the sampler's own schedule (each modality its mu, one k per clip);
+    clean tokens and clips that do not span a step keep their t and h."""
+    cfg = test_config.get_config()
+    cfg.sample.steps = 4
+    grid = distill_lib.sampling_grid(cfg, {"video": 48, "audio": 20})
+    mu = distill_lib.flow.sampling_mu(cfg.flow, {"video": 48, "audio": 20})
+    for m, s in grid:
+        np.testing.assert_allclose(s, samplers.sigma_schedule(4, mu[m]), rtol=1e-6)
+    batch = 64
+    t = {"video": jnp.full((batch, 3), 0.9).at[:, 2].set(0.0), "audio": jnp.full((batch, 5), 0.7)}
+    h = draw_interval(jax.random.key(1), t, fraction=0.5)
+    noisy = {m: t[m] > 0 for m in t}
+    t2, h2 = jax.jit(lambda: distill_lib.on_grid(jax.random.key(2), t, h, noisy, grid, 1.0))()
+    s = {m: np.asarray(v) for m, v in grid}
+    spans = np.asarray(h["video"][:, 0]) > 0
+    assert spans.any() and not spans.all()
+    ks = set()
+    for b in range(batch):
+        if not spans[b]:  # kept as drawn
+            for m in t:
+                np.testing.assert_array_equal(t2[m][b], t[m][b]) and np.testing.assert_array_equal(h2[m][b], h[m][b])
+            continue
+        k = int(np.argmin(np.abs(s["video"][:-1] - float(t2["video"][b, 0]))))
+        ks.add(k)
+        for m, n in (("video", 2), ("audio", 5)):
+            np.testing.assert_allclose(t2[m][b, :n], s[m][k], rtol=1e-6)
+            np.testing.assert_allclose(h2[m][b, :n], s[m][k] - s[m][k + 1], rtol=1e-5)
+        assert float(t2["video"][b, 2]) == 0.0 and float(h2["video"][b, 2]) == 0.0  # the clean token stays clean
+    assert ks == {0, 1, 2, 3}  # every step of the grid is drawn
+
+
 def test_the_adaptive_loss_is_the_flow_loss_per_clip_reweighted():
     from jav import flow
     from jav.train.distill import adaptive_loss
@@ -126,6 +159,7 @@ def student_config(teacher, steps=4):
     cfg.train.checkpoint_every = 2
     cfg.distill.guidance.modality = [1.0, 2.0]  # every teacher pass: conditional, no text, no coupling
     cfg.sample.steps = 2
+    cfg.distill.grid_fraction = 0.5  # half the spanning clips on the 2-step sampling grid
     return cfg
 
 
@@ -159,6 +193,7 @@ def test_the_student_starts_as_its_teacher_and_no_gradient_reaches_the_teacher(t
         layout=phase._layout_of(batch)[0],
         flow_cfg=phase.flow_cfg,
         distill_cfg=cfg.distill,
+        grid=distill_lib.sampling_grid(cfg, phase._layout_of(batch)[0].num_tokens),
     )
     # The teacher's gradient alone: all zeros (a stopped gradient compiles to constants, so
     # this costs no backward pass; the student's gradients are the resume test's steps).

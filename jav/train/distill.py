@@ -77,6 +77,11 @@ def distill_config(teacher: str = "") -> ml_collections.ConfigDict:
             # the mean-velocity target: 0, MeanFlow's identity (one JVP through the student);
             # K > 0, K guided Euler steps of the teacher over the step (no student in the target)
             teacher_steps=0,
+            # of the clips that span a step, the fraction placed on the student's own sampling
+            # grid (`sample.steps` steps of the run's schedule, each modality at its own mu):
+            # t = s_k and t - r = s_k - s_(k+1) for a step k drawn uniformly, the clip re-noised
+            # at s_k; the others draw r uniformly below t. 0: off-grid only
+            grid_fraction=0.0,
         )
     )
 
@@ -146,6 +151,10 @@ def validate_distill(cfg) -> ml_collections.ConfigDict:
         raise ValueError(f"distill.jvp_warmup={d.jvp_warmup} and distill.adaptive_p={d.adaptive_p} must be >= 0")
     if not 0.0 <= d.mean_fraction <= 1.0:
         raise ValueError(f"distill.mean_fraction={d.mean_fraction} must be in [0, 1]")
+    if not 0.0 <= d.get("grid_fraction", 0.0) <= 1.0:
+        raise ValueError(f"distill.grid_fraction={d.grid_fraction} must be in [0, 1]")
+    if d.get("grid_fraction", 0.0) and not cfg.model.get("interval_embed"):
+        raise ValueError("distill.grid_fraction > 0 places steps on the sampling grid; it needs model.interval_embed=True")
     k = d.get("teacher_steps", 0)
     if not isinstance(k, int) or k < 0:
         raise ValueError(f"distill.teacher_steps={k!r} must be a whole number >= 0 (0: MeanFlow's target; K: K teacher Euler steps)")
@@ -170,6 +179,38 @@ def draw_interval(key, t: dict, fraction: float) -> dict:
     u = jax.random.uniform(k_u, (batch,), jnp.float32)
     spans = jax.random.uniform(k_pick, (batch,)) < fraction
     return {m: jnp.where(spans[:, None], (1.0 - u)[:, None] * t[m], 0.0) for m in t}
+
+
+def sampling_grid(cfg, num_tokens: dict) -> tuple:
+    """The timesteps a student of `cfg` samples at: ((m, (s_0, ..., s_K)), ...) for K =
+    `sample.steps`, each modality at its own mu (`jav.flow.sampling_mu`); hashable, a
+    static argument of the step."""
+    mu = flow.sampling_mu(cfg.flow, num_tokens)
+    schedule = samplers.schedule_from(cfg) if "schedule" in cfg.sample else samplers.SCHEDULES["shift"]
+    return tuple(sorted((m, tuple(float(x) for x in samplers.sigma_schedule(cfg.sample.steps, mu[m], schedule))) for m in num_tokens))
+
+
+def on_grid(key, t: dict, interval: dict, noisy: dict, grid: tuple, fraction: float) -> tuple[dict, dict]:
+    """Moves a `fraction` of the clips that span a step onto the sampling grid: their
+    noisy tokens get t = s_k and step length s_k - s_(k+1), k uniform per clip and
+    shared by the modalities (as the sampler steps them together) -> (t, interval).
+    noisy: m -> [B, N_m] bool, the tokens being generated; the others keep t and h."""
+    k_pick, k_step = jax.random.split(key)
+    some = next(iter(t.values()))
+    batch = some.shape[0]
+    steps = len(grid[0][1]) - 1
+    k = jax.random.randint(k_step, (batch,), 0, steps)
+    spans = next(iter(interval.values())).max(-1) > 0
+    for m in interval:
+        spans = spans | (interval[m].max(-1) > 0)
+    move = spans & (jax.random.uniform(k_pick, (batch,)) < fraction)
+    t_new, h_new = {}, {}
+    for m, s in grid:
+        s = jnp.asarray(s, jnp.float32)
+        where = move[:, None] & noisy[m]
+        t_new[m] = jnp.where(where, s[k][:, None], t[m])
+        h_new[m] = jnp.where(where, (s[k] - s[k + 1])[:, None], interval[m])
+    return t_new, h_new
 
 
 def distill_targets(
@@ -240,24 +281,30 @@ def adaptive_loss(u: dict, target: dict, t: dict, loss_mask: dict, flow_cfg, p: 
     return total(weighted), plain, total(plain)
 
 
-def distill_loss(params, teacher_params, batch, key, step=None, *, graphdef, teacher_graphdef, layout, flow_cfg, distill_cfg):
+def distill_loss(params, teacher_params, batch, key, step=None, *, graphdef, teacher_graphdef, layout, flow_cfg, distill_cfg, grid=None):
     """The student's loss on `batch` at training step `step` (None: past the warm-up)
-    -> (loss to differentiate, (m -> plain loss, plain total)). Differentiable in
+    -> (loss to differentiate, (m -> plain loss, plain total)). `grid`: the student's
+    sampling timesteps (`sampling_grid`), used where distill.grid_fraction > 0. Differentiable in
     `params`; the teacher's passes and the JVP make targets under stop_gradient, so
     no gradient reaches `teacher_params`."""
     teacher = nnx.merge(teacher_graphdef, teacher_params)
     student = nnx.merge(graphdef, params)
-    k_flow, k_guide, k_interval = jax.random.split(key, 3)
+    k_flow, k_guide, k_interval, k_grid = jax.random.split(key, 4)
     x0 = layout.to_tokens(batch["video"], batch["audio"])
     text_mask = batch["text_mask"]
     # the draws of pretraining (tasks, timesteps, noise); no condition dropout: the
     # student learns conditional, guided targets (the teacher runs the unguided passes)
     d = flow.sample_flow_inputs(k_flow, x0, text_mask, jnp.asarray(layout.first_frame), flow_cfg)
-    x_t = {m: flow.noise(x0[m], d.eps[m], d.t[m]) for m in x0}
     batch_size = text_mask.shape[0]
     guidance = draw_guidance(k_guide, distill_cfg.guidance, batch_size)
     scales = guidance.as_array(batch_size)
     interval = draw_interval(k_interval, d.t, distill_cfg.mean_fraction) if student.interval is not None else None
+    if interval is not None and distill_cfg.get("grid_fraction", 0.0):
+        if grid is None:
+            raise ValueError("distill.grid_fraction > 0 needs the sampling grid (distill_loss(grid=sampling_grid(cfg, layout.num_tokens)))")
+        t_grid, interval = on_grid(k_grid, d.t, interval, d.loss_mask, grid, distill_cfg.grid_fraction)
+        d = d._replace(t=t_grid)
+    x_t = {m: flow.noise(x0[m], d.eps[m], d.t[m]) for m in x0}
 
     def text_of(model):
         return model.encode_text(batch["text_ids"], text_mask) if "text_ids" in batch else batch["text_emb"]
@@ -279,9 +326,9 @@ def distill_loss(params, teacher_params, batch, key, step=None, *, graphdef, tea
 
 
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "teacher_graphdef", "tx", "layout", "flow_cfg", "distill_cfg", "ema_decay", "trainable"), donate_argnums=(0,)
+    jax.jit, static_argnames=("graphdef", "teacher_graphdef", "tx", "layout", "flow_cfg", "distill_cfg", "ema_decay", "trainable", "grid"), donate_argnums=(0,)
 )
-def distill_step(state, batch, key, step, *, graphdef, teacher_graphdef, tx, layout, flow_cfg, distill_cfg, ema_decay, trainable=None):
+def distill_step(state, batch, key, step, *, graphdef, teacher_graphdef, tx, layout, flow_cfg, distill_cfg, ema_decay, trainable=None, grid=None):
     """One student update on `batch` at training step `step` -> (state, metrics); the
     teacher is read, never changed. `loss` is the plain weighted mean square (what
     the student is from its targets); `loss_weighted` what the gradient follows.
@@ -298,6 +345,7 @@ def distill_step(state, batch, key, step, *, graphdef, teacher_graphdef, tx, lay
         layout=layout,
         flow_cfg=flow_cfg,
         distill_cfg=distill_cfg,
+        grid=grid,
     )
     (weighted, (losses, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(student_net.params)
     grads = freeze_grads(grads, trainable)
@@ -356,13 +404,15 @@ class DistillPhase(DiffusionPhase):
             distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill),
             ema_decay=self.cfg.train.ema_decay,
             trainable=trainable_pattern(self.cfg),
+            grid=sampling_grid(self.cfg, layout.num_tokens) if self.cfg.distill.get("grid_fraction", 0.0) else None,
         )
 
     def describe(self, state):
         ref, d = self.teacher_ref, self.cfg.distill
         target = f"{d.teacher_steps} teacher steps" if d.get("teacher_steps", 0) else "MeanFlow's identity"
+        grid = f", {d.grid_fraction:g} of them on the {self.cfg.sample.steps}-step sampling grid" if d.get("grid_fraction", 0.0) else ""
         what = "guidance scales as input" + (
-            f", mean velocity over steps (fraction {d.mean_fraction}, target by {target})" if self.cfg.model.get("interval_embed") else ""
+            f", mean velocity over steps (fraction {d.mean_fraction}{grid}, target by {target})" if self.cfg.model.get("interval_embed") else ""
         )
         return (
             f"{super().describe(state)}\ndistilling {ref['dir']} step {ref['step']} ({ref['weights']}): {what}; "
