@@ -2,10 +2,14 @@
 
     python -m jav.train --config configs/sync_reward.py --workdir runs/reward/sync        # the sync reward model first
     python -m jav.train --config configs/reward.py:runs/reference/run,runs/reward/sync --workdir runs/reference/reward
+    python -m jav.train --config configs/prompt_reward.py --workdir runs/reward/prompt    # optional: prompt consistency
+    python -m jav.train --config configs/reward.py:runs/reference/run,runs/reward/sync,runs/reward/prompt --workdir ...
     python -m jav.evaluate --workdir runs/reference/reward --num 64 --tasks t2va
 
-`arg` is POLICY_RUN,SYNC_RUN: the run tuned (its EMA weights; its data, model,
-flow, sampling guidance and mesh) and the sync reward model's run. The policy
+`arg` is POLICY_RUN,SYNC_RUN[,PROMPT_RUN]: the run tuned (its EMA weights; its data,
+model, flow, sampling guidance and mesh), the sync reward model's run and,
+optionally, the prompt-consistency model's (configs/prompt_reward.py), each
+weighted 1 (`--config.reward.models.NAME.weight`). The policy
 keeps the policy's model, so `jav.sample` and `jav.evaluate` read the result as
 they read the run it started from. jav/train/reward.py describes the step.
 """
@@ -15,13 +19,17 @@ from jav.train.reward import reward_config
 
 
 def get_config(arg=None):
-    policy, _, sync = (arg or "").partition(",")
-    if not policy or not sync:
-        raise ValueError("name the policy's run and the sync reward model's run: --config configs/reward.py:POLICY_RUN,SYNC_RUN")
+    policy, sync, prompt = ((arg or "").split(",") + ["", ""])[:3]
+    if not policy or not sync or len((arg or "").split(",")) > 3:
+        raise ValueError(
+            "name the policy's run, the sync reward model's run and optionally the prompt model's: --config configs/reward.py:POLICY_RUN,SYNC_RUN[,PROMPT_RUN]"
+        )
     cfg = load_config(policy)
     cfg.phase = "reward"
     cfg.reward = reward_config(policy)
     cfg.reward.models.sync.run = sync
+    if prompt:
+        cfg.reward.models.prompt = dict(run=prompt, weight=1.0, modalities=("video", "audio"))
     cfg.init_from = ""  # the policy starts from reward.policy
     cfg.train.batch_size = 2  # captions per step, each sampled reward.group_size times
     cfg.train.steps = 100

@@ -255,14 +255,21 @@ def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, 
     return lowered, sizes
 
 
-def lower_distill_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, dict, DistillPhase]:
+def lower_distill_step(
+    cfg, mesh: jax.sharding.Mesh, teacher_steps: int | None = None, grid_fraction: float = 0.0
+) -> tuple[jax.stages.Lowered, dict, DistillPhase]:
     """The distillation step (jav/train/distill.py) of a student of `cfg`'s model,
     lowered as the loop would run it: the student with its optimiser state and EMA,
     the teacher frozen in bfloat16 with neither -> (lowered, bytes per device of
-    each input, the phase)."""
+    each input, the phase). teacher_steps: distill.teacher_steps (None: the student
+    config's default, MeanFlow's JVP target; K: K teacher Euler steps per target, no
+    JVP); grid_fraction: distill.grid_fraction."""
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     student = student_config(cfg)
     student.distill.teacher_dtype = "bfloat16"
+    if teacher_steps is not None:
+        student.distill.teacher_steps = int(teacher_steps)
+    student.distill.grid_fraction = float(grid_fraction)
     _validate(student, mesh)
     phase = DistillPhase(student)
     phase.teacher_cfg = cfg
@@ -465,10 +472,19 @@ def device_mesh(cfg, devices: Sequence, say: Callable[[str], None] = print) -> j
 
 
 def plan(
-    cfg, devices: Sequence, *, hbm_bytes: int, steps: Sequence[str] = ("train", "sample"), sample_batch: int | None = None, say: Callable[[str], None] = print
+    cfg,
+    devices: Sequence,
+    *,
+    hbm_bytes: int,
+    steps: Sequence[str] = ("train", "sample"),
+    sample_batch: int | None = None,
+    distill_teacher_steps: int | None = 4,
+    distill_grid_fraction: float = 0.5,
+    say: Callable[[str], None] = print,
 ) -> dict:
-    """Compiles the train step and / or one sampling step of `cfg` for `devices`
-    (TPU compile-only devices, or any real ones) -> {step: StepReport}."""
+    """Compiles the train step and / or one sampling step (and / or the distillation
+    step, its targets by `distill_teacher_steps` teacher steps: `lower_distill_step`)
+    of `cfg` for `devices` (TPU compile-only devices, or any real ones) -> {step: StepReport}."""
     mesh = device_mesh(cfg, devices, say)
     layout = TokenLayout.from_config(cfg)
     num_devices = len(devices)
@@ -490,9 +506,11 @@ def plan(
             executed = model * 4 / 3 if cfg.model.remat == "full" else model
             report = StepReport("train step", inputs, model_flops=model, executed_flops=executed)
         elif step == "distill":
-            log(f"lowering the distillation step (batch {cfg.train.batch_size}: student, bfloat16 teacher, JVP)")
-            lowered, inputs, phase = lower_distill_step(cfg, mesh)
-            # student forward and backward, the teacher's guided passes, the JVP (about two forwards)
+            k = distill_teacher_steps
+            target = f"{k} teacher steps per target" if k else "MeanFlow's JVP target"
+            log(f"lowering the distillation step (batch {cfg.train.batch_size}: student, bfloat16 teacher, {target})")
+            lowered, inputs, phase = lower_distill_step(cfg, mesh, distill_teacher_steps, distill_grid_fraction)
+            # student forward and backward, the teacher's guided passes (times K), or the JVP (about two forwards)
             flops, _ = phase.cost(
                 {
                     "video": jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(layout.video_shape), jnp.float32),
@@ -618,7 +636,16 @@ def main(argv) -> None:
     mesh_sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(dict(cfg.mesh.shape), len(devices))))
     dcn = dict(cfg.mesh.get("dcn", None) or {})
     say(f"mesh {mesh_sizes}{f', over slices {dcn}' if dcn else ''}; {summary(cfg, devices)}")
-    reports = plan(cfg, devices, hbm_bytes=topology.chip.hbm_bytes, steps=FLAGS.compile, sample_batch=FLAGS.sample_batch, say=say)
+    reports = plan(
+        cfg,
+        devices,
+        hbm_bytes=topology.chip.hbm_bytes,
+        steps=FLAGS.compile,
+        sample_batch=FLAGS.sample_batch,
+        distill_teacher_steps=FLAGS.distill_teacher_steps,
+        distill_grid_fraction=FLAGS.distill_grid_fraction,
+        say=say,
+    )
     peak, source = perf.peak_flops(cfg.model.dtype, devices[0])
     say(f"peak {peak / 1e12:.0f} TFLOP/s per chip ({source})")
     for kind, report in reports.items():
@@ -638,6 +665,7 @@ def main(argv) -> None:
             grad_accum=cfg.train.grad_accum,
             remat=cfg.model.remat,
             attention=cfg.model.attention.kernel,
+            **({"distill": dict(teacher_steps=FLAGS.distill_teacher_steps, grid_fraction=FLAGS.distill_grid_fraction)} if "distill" in FLAGS.compile else {}),
             reports={k: r.as_dict() for k, r in reports.items()},
         )
         with open(FLAGS.json, "a") as f:
@@ -661,6 +689,13 @@ if __name__ == "__main__":
         "which steps to compile: train, sample, distill (a 4-step student of the config's "
         "model distilled from it, jav/train/distill.py, the teacher frozen in bfloat16)",
     )
+    flags.DEFINE_integer(
+        "distill_teacher_steps",
+        4,
+        "--compile distill: the student's targets by this many teacher Euler steps over each step (distill.teacher_steps; "
+        "0: MeanFlow's target, one JVP through the student, which splash attention does not support)",
+    )
+    flags.DEFINE_float("distill_grid_fraction", 0.5, "--compile distill: distill.grid_fraction (spanning clips on the 4-step sampling grid)")
     flags.DEFINE_integer("sample_batch", None, "clips per sampling step (default: one per batch shard, mesh data x fsdp)")
     flags.DEFINE_string("json", None, "append the reports to this JSON-lines file")
     flags.mark_flags_as_required(["config", "topology"])

@@ -166,3 +166,7 @@ def test_the_distillation_step_is_planned_with_a_bfloat16_teacher_and_no_teacher
         for m, s in (("video", phase.layout.video_shape), ("audio", phase.layout.audio_shape))
     }
     assert phase.cost(batch)[0] > phase._layout_of(batch)[1]  # more than a train step: teacher passes and the JVP
+    # the recipe of the best student: teacher-path targets, half the spanning clips on the sampling grid
+    lowered, _, phase = aot.lower_distill_step(cfg, mesh, teacher_steps=2, grid_fraction=0.5)
+    assert (phase.cfg.distill.teacher_steps, phase.cfg.distill.grid_fraction) == (2, 0.5)
+    assert lowered.compiler_ir() is not None

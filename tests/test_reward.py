@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import prompt_reward as prompt_configs
 from configs import reward as reward_configs
 from configs import sync_reward as sync_configs
 from jav.runs import load_run
@@ -173,17 +174,18 @@ def test_no_gradient_reaches_the_reference():
 
 @pytest.fixture(scope="module")
 def runs(tiny_diffusion_run, tmp_path_factory):
-    """The tiny diffusion run (the policy) and the tiny sync reward model, trained 2 steps."""
+    """The tiny diffusion run (the policy), the tiny sync and prompt reward models, trained 2 steps."""
     root = tmp_path_factory.mktemp("reward")
-    sync_cfg = sync_configs.get_config("tiny")
-    sync_cfg.train.steps = 2
-    loop.run(sync_cfg, root / "sync", AutoencoderPhase(sync_cfg), log=lambda _: None)
-    return tiny_diffusion_run, root / "sync"
+    for name, configs in (("sync", sync_configs), ("prompt", prompt_configs)):
+        scorer_cfg = configs.get_config("tiny")
+        scorer_cfg.train.steps = 2
+        loop.run(scorer_cfg, root / name, AutoencoderPhase(scorer_cfg), log=lambda _: None)
+    return tiny_diffusion_run, root / "sync", root / "prompt"
 
 
 def tuning_config(runs, steps=2):
-    policy, sync = runs
-    cfg = reward_configs.get_config(f"{policy},{sync}")
+    policy, sync, prompt = runs
+    cfg = reward_configs.get_config(f"{policy},{sync},{prompt}")
     cfg.reward.update(group_size=2, steps=3, window=1, tasks=("t2va", "a2v"))  # a2v: video to the data clip's sound
     cfg.train.update(batch_size=1, steps=steps, log_every=1, checkpoint_every=2)
     return cfg
@@ -207,8 +209,8 @@ def test_a_reward_run_resumes_to_the_uninterrupted_runs_metrics(runs, tmp_path):
     rows = {d: {r["step"]: r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())} for d in (straight, split)}
     assert sorted(rows[straight]) == sorted(rows[split]) == [1, 2]
     for step in (1, 2):
-        assert {"reward_sync_t2va", "reward_sync_a2v"} <= set(rows[straight][step])  # each task's reward apart
-        for key in ("loss", "reward", "reward_sync", "kl", "diversity_video"):
+        assert {"reward_sync_t2va", "reward_sync_a2v", "reward_prompt_t2va"} <= set(rows[straight][step])  # each reward and task apart
+        for key in ("loss", "reward", "reward_sync", "reward_prompt", "kl", "diversity_video"):
             assert rows[split][step][key] == pytest.approx(rows[straight][step][key], rel=1e-4, abs=1e-6), (step, key)
     cfg_loaded, tuned, step = load_run(straight, weights="params")
     assert step == 2 and cfg_loaded.phase == "reward"
@@ -288,7 +290,7 @@ def test_draft_tunes_through_the_last_steps_and_leaves_the_reward_model(runs, tm
     assert any("on t2va/a2v rollouts by DRaFT-2" in line for line in lines), lines
     rows = [json.loads(r) for r in (tmp_path / "draft" / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
-        for key in ("loss", "reward", "reward_sync", "kl", "grad_norm"):
+        for key in ("loss", "reward", "reward_sync", "reward_prompt", "kl", "grad_norm"):
             assert np.isfinite(row[key]), (key, row)
         assert row["grad_norm"] > 0
     _, tuned, step = load_run(tmp_path / "draft", weights="params")

@@ -17,7 +17,7 @@ import numpy as np
 from jav.data import bounce, mel
 
 HELDOUT_SEED = 1_000_000_000
-FIELDS = ("video", "logmel", "wave", "events")  # what data.fields may name
+FIELDS = ("video", "logmel", "wave", "events", "colours", "background", "sounds")  # what data.fields may name
 DEFAULT_FIELDS = ("video", "logmel", "wave")
 
 
@@ -38,8 +38,11 @@ def contact_frames(clip: bounce.Clip, params: bounce.BounceParams) -> np.ndarray
 
 def clip_arrays(seed: int, params: bounce.BounceParams, fields=DEFAULT_FIELDS, mel_params: mel.MelParams | None = None) -> dict:
     """One clip's arrays: video [T, H, W, 3] float32 in [-1, 1], logmel [Ta, n_mels]
-    (jav.data.mel's normalisation), wave [S] float32, events [T] (`contact_frames`);
-    only the `fields` asked for."""
+    (jav.data.mel's normalisation), wave [S] float32, events [T] (`contact_frames`),
+    and what its caption says: colours [P] float32 (1 for each palette colour, in
+    `params.palette`'s order, that has a disc), background int32 (its index in
+    `params.backgrounds`), sounds [P] float32 (1 for each colour whose disc makes a
+    contact, so its pitch sounds, inside the clip); only the `fields` asked for."""
     clip = bounce.generate_clip(seed, params)
     out = {}
     if "video" in fields:
@@ -50,6 +53,14 @@ def clip_arrays(seed: int, params: bounce.BounceParams, fields=DEFAULT_FIELDS, m
         out["wave"] = clip.audio
     if "events" in fields:
         out["events"] = contact_frames(clip, params)
+    palette = list(params.palette)
+    discs = clip.metadata["discs"]
+    if "colours" in fields:
+        out["colours"] = np.isin(palette, [d["colour"] for d in discs]).astype(np.float32)
+    if "background" in fields:
+        out["background"] = np.int32(list(params.backgrounds).index(clip.metadata["background"]))
+    if "sounds" in fields:
+        out["sounds"] = np.isin(palette, [d["colour"] for d in discs if len(d["contacts"])]).astype(np.float32)
     return out
 
 

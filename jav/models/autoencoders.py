@@ -21,6 +21,7 @@ MODELS = {
     "audio_vae": "jav.models.audio_vae",
     "vocoder": "jav.models.vocoder",
     "sync_reward": "jav.models.sync_reward",  # a reward model: the same contract, a classifier's loss
+    "prompt_reward": "jav.models.prompt_reward",  # a reward model that reads the captions too
     # published models (LOAD_ONLY)
     "ltx2_video_vae": "jav.models.ltx2_video_vae",
     "ltx2_audio_vae": "jav.models.ltx2_audio_vae",

@@ -138,9 +138,17 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
         bad = [x for x in m.modalities if x not in MODALITIES]
         if bad or not m.modalities:
             raise ValueError(f"reward.models.{name}.modalities={list(m.modalities)}: name some of {MODALITIES}")
-        kind = load_config(m.run).model.get("kind")
-        if not hasattr(model_module(kind), "reward"):
-            raise ValueError(f"reward.models.{name}.run={m.run} is a {kind} run, which defines no reward(model, video, logmel)")
+        scorer = load_config(m.run).model
+        module = model_module(scorer.get("kind"))
+        if not hasattr(module, "reward"):
+            raise ValueError(f"reward.models.{name}.run={m.run} is a {scorer.get('kind')} run, which defines no reward(model, video, logmel)")
+        text = cfg.model.text
+        if getattr(module, "READS_CAPTION", False) and (scorer.vocab_size, scorer.max_len) != (text.get("vocab_size"), text.get("max_len")):
+            raise ValueError(
+                f"reward.models.{name}.run={m.run} reads captions tokenized with vocab_size {scorer.vocab_size}, max_len "
+                f"{scorer.max_len}; the policy's model.text has {text.get('vocab_size')}, {text.get('max_len')}: train the reward "
+                f"model with --config.model.vocab_size / max_len set to the policy's"
+            )
     return policy_cfg
 
 
@@ -334,14 +342,18 @@ def reward_loss(params, ref_params, trajectory, clean, levels, window_start, adv
     )
 
 
-def score(state, reward_graphdefs, layout, tokens: dict, models_cfg) -> dict:
+def score(state, reward_graphdefs, layout, tokens: dict, models_cfg, text_ids=None, text_mask=None) -> dict:
     """{reward name: [B] rewards} of the clips `tokens` by each reward model of the state;
-    a reward's gradient reaches only the modalities it names (models_cfg[name].modalities)."""
+    a reward's gradient reaches only the modalities it names (models_cfg[name].modalities).
+    A model whose module sets `READS_CAPTION` (the prompt model) also reads the captions'
+    ids `text_ids` [B, L] and `text_mask`."""
     rewards = {}
     for name, rg, kind in reward_graphdefs:
         named = {m: x if m in models_cfg[name].modalities else jax.lax.stop_gradient(x) for m, x in tokens.items()}
         video, logmel = layout.from_tokens(named)
-        rewards[name] = model_module(kind).reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel)
+        module = model_module(kind)
+        captions = (text_ids, text_mask) if getattr(module, "READS_CAPTION", False) else ()
+        rewards[name] = module.reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel, *captions)
     return rewards
 
 
@@ -388,7 +400,7 @@ def _draft_update(state, rollout, x0, clean, text_ids, text_mask, *, graphdef, r
         policy, reference = nnx.merge(graphdef, params), nnx.merge(graphdef, state["reference"].params)
 
         def reward_fn(x):
-            rewards = score(state, reward_graphdefs, layout, x, r.models)
+            rewards = score(state, reward_graphdefs, layout, x, r.models, text_ids, text_mask)
             return weighted_total(rewards, r.models), rewards
 
         return draft_objective(
@@ -436,7 +448,7 @@ def reward_step(state, batch, key, *, graphdef, reward_graphdefs, layout, mu, gu
     else:
         trajectory, clean, levels = _rollout(policy.params, k_roll, window_start, text_ids, text_mask, x0, task, **options)
         final = {m: trajectory[m][-1] for m in trajectory}
-        rewards = score(state, reward_graphdefs, layout, final, r.models)
+        rewards = score(state, reward_graphdefs, layout, final, r.models, text_ids, text_mask)
         advantages = modality_advantages(rewards, r.models, r.group_size, r.eps)
         loss_fn = functools.partial(
             reward_loss,
