@@ -13,7 +13,7 @@ import pytest
 from configs import prompt_reward as prompt_configs
 from jav.data import bounce, bounce_stream
 from jav.models import prompt_reward
-from jav.runs import load_autoencoder
+from jav.runs import load_autoencoder, load_config
 from jav.tokenizer import HashTokenizer
 from jav.train import loop
 from jav.train.autoencoder import AutoencoderPhase
@@ -120,3 +120,20 @@ def test_missing_labels_and_a_foreign_tokenizer_are_named(tiny_diffusion_run, tm
     tuning = reward_configs.get_config(f"{tiny_diffusion_run},{runs['sync']},{runs['prompt']}")
     with pytest.raises(ValueError, match="reads captions tokenized with vocab_size 512"):
         RewardPhase(tuning).validate(sharding.mesh_from_config(tuning.mesh))
+
+    # benchmarks/prompt_reading reads a folder of clips as jav.evaluate writes them
+    from benchmarks import prompt_reading
+    from jav.sampling import write_sample
+
+    diffusion_cfg = load_config(tiny_diffusion_run)
+    params = bounce.BounceParams(duration=2.0)
+    for i in range(2):
+        clip = bounce.generate_clip(i, params)
+        info = dict(prompt=clip.caption, workdir=str(tiny_diffusion_run), metrics=dict(colour_accuracy=1.0))
+        write_sample(tmp_path / "samples", i, clip.frames, clip.audio, diffusion_cfg, info)
+    _, scorer = load_autoencoder(runs["prompt"])
+    row = prompt_reading.folder_reading(scorer, tmp_path / "samples")
+    assert row["clips"] == 2 and row["world_colour_accuracy"] == 1.0
+    assert all(0.0 <= row[k] <= 1.0 for k in ("picture_agrees", "sound_agrees", "picture_agrees_with_world", "consistency_accuracy"))
+    with pytest.raises(FileNotFoundError, match="holds no NNN.json clips"):
+        prompt_reading.folder_reading(scorer, tmp_path)
