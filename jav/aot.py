@@ -277,8 +277,9 @@ def lower_distill_step(
     batch = abstract_batch(student, phase.layout, mesh, rules)
     sizes = dict(_trainable_sizes(state["model"]), teacher=bytes_per_device(state["teacher"].params), batch=bytes_per_device(batch))
     step = jax.ShapeDtypeStruct((), jnp.float32, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
+    options = phase.step_options(phase.layout)  # host numbers (the sampling grid): outside the compile-only mesh
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
-        lowered = distill_step.lower(state, batch, _key_struct(mesh), step, **phase.step_options(phase.layout))
+        lowered = distill_step.lower(state, batch, _key_struct(mesh), step, **options)
     return lowered, sizes, phase
 
 

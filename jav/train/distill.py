@@ -404,8 +404,18 @@ class DistillPhase(DiffusionPhase):
             distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill),
             ema_decay=self.cfg.train.ema_decay,
             trainable=trainable_pattern(self.cfg),
-            grid=sampling_grid(self.cfg, layout.num_tokens) if self.cfg.distill.get("grid_fraction", 0.0) else None,
+            grid=self._grid(layout) if self.cfg.distill.get("grid_fraction", 0.0) else None,
         )
+
+    def _grid(self, layout) -> tuple:
+        """`sampling_grid` for `layout`'s token counts, computed once (numbers on the host, so
+        that it also works where jav.aot plans for devices it cannot run on)."""
+        grids = self.__dict__.setdefault("_grids", {})
+        key = tuple(sorted(layout.num_tokens.items()))
+        if key not in grids:
+            with jax.default_device(jax.local_devices(backend="cpu")[0]):
+                grids[key] = sampling_grid(self.cfg, layout.num_tokens)
+        return grids[key]
 
     def describe(self, state):
         ref, d = self.teacher_ref, self.cfg.distill
