@@ -589,7 +589,7 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
     if report.error:
         return lines
     recompute = f"{report.executed_flops:.3e} with remat's recompute; " if report.executed_flops != report.model_flops else ""
-    counted = dict(train='3x forward', distill='student 3x, teacher passes, JVP 2x forward').get(kind, 'forward')
+    counted = dict(train="3x forward", distill="student 3x, the teacher's passes (times its steps), or MeanFlow's JVP 2x forward").get(kind, "forward")
     lines.append(
         f"  FLOPs       model {report.model_flops:.3e} per step ({counted}, jav.models.flops), "
         f"{recompute}the compiler counts {report.compiler_flops:.3e} per chip "
