@@ -160,6 +160,7 @@ def student_config(teacher, steps=4):
     cfg.distill.guidance.modality = [1.0, 2.0]  # every teacher pass: conditional, no text, no coupling
     cfg.sample.steps = 2
     cfg.distill.grid_fraction = 0.5  # half the spanning clips on the 2-step sampling grid
+    cfg.distill.teacher_steps = 0  # MeanFlow's target: the student's own JVP in it, the case where a gradient could leak
     return cfg
 
 
