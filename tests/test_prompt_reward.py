@@ -105,6 +105,8 @@ def test_missing_labels_and_a_foreign_tokenizer_are_named(tiny_diffusion_run, tm
     model = prompt_reward.init_model(cfg.model, jax.random.key(0))
     with pytest.raises(ValueError, match="lacks \\['colours', 'background', 'sounds'\\]"):
         prompt_reward.training_loss(model, dict(video=jnp.zeros((2, 16, 32, 32, 3)), logmel=jnp.zeros((2, 200, 64))), jax.random.key(0), cfg)
+    with pytest.raises(ValueError, match=r"the prompt model takes video \[B, T, 32, 32, 3\]"):
+        model(jnp.zeros((1, 16, 16, 16, 3)), jnp.zeros((1, 200, 64)))
     from configs import reward as reward_configs
     from configs import sync_reward as sync_configs
     from jav import sharding

@@ -40,6 +40,7 @@ import optax
 from flax import nnx
 
 from jav.data.bounce import BounceParams
+from jav.models.sync_reward import check_clip_shapes
 from jav.tokenizer import HashTokenizer
 
 READS_CAPTION = True  # the reward phase passes the captions' ids (jav/train/reward.py)
@@ -94,11 +95,7 @@ class PromptScorer(nnx.Module):
     def __call__(self, video: jax.Array, logmel: jax.Array) -> dict:
         """-> {"colours": [B, P], "background": [B, G], "sounds": [B, P]} logits."""
         cfg = self.cfg
-        if tuple(video.shape[2:]) != tuple(cfg.video_shape[1:]) or logmel.shape[-1] != cfg.n_mels:
-            raise ValueError(
-                f"the prompt model takes video [B, T, {', '.join(map(str, cfg.video_shape[1:]))}] and log-mel "
-                f"[B, Ta, {cfg.n_mels}]; got {video.shape} and {logmel.shape}"
-            )
+        check_clip_shapes(cfg, video, logmel, "the prompt model")
         b, t, h, w, c = video.shape
         p = cfg.video_patch
         v = video.astype(jnp.float32).reshape(b, t, h // p, p, w // p, p, c).transpose(0, 1, 2, 4, 3, 5, 6).reshape(b, -1, p * p * c)

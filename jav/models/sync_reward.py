@@ -74,6 +74,14 @@ def model_config(
     )
 
 
+def check_clip_shapes(cfg, video: jax.Array, logmel: jax.Array, model: str) -> None:
+    """A clip model's inputs against its config (model.video_shape, model.n_mels), named in the error."""
+    if tuple(video.shape[2:]) != tuple(cfg.video_shape[1:]) or logmel.shape[-1] != cfg.n_mels:
+        raise ValueError(
+            f"{model} takes video [B, T, {', '.join(map(str, cfg.video_shape[1:]))}] and log-mel [B, Ta, {cfg.n_mels}]; got {video.shape} and {logmel.shape}"
+        )
+
+
 def num_classes(cfg) -> int:
     return 2 * cfg.max_shift + 2
 
@@ -129,11 +137,7 @@ class SyncScorer(nnx.Module):
 
     def check(self, video: jax.Array, logmel: jax.Array) -> None:
         cfg = self.cfg
-        if tuple(video.shape[2:]) != tuple(cfg.video_shape[1:]) or logmel.shape[-1] != cfg.n_mels:
-            raise ValueError(
-                f"the sync model takes video [B, T, {', '.join(map(str, cfg.video_shape[1:]))}] and log-mel "
-                f"[B, Ta, {cfg.n_mels}]; got {video.shape} and {logmel.shape}"
-            )
+        check_clip_shapes(cfg, video, logmel, "the sync model")
         if video.shape[1] <= cfg.max_shift:
             raise ValueError(f"{video.shape[1]} frames cannot show an offset of model.max_shift={cfg.max_shift} frames")
 
