@@ -92,7 +92,7 @@ def test_runs_load_a_given_step_and_name_a_wrong_request(runs):
 
 
 def test_registry_and_phase_errors_name_the_fix(tmp_path):
-    with pytest.raises(ValueError, match=r"model.kind='gan'.*valid kinds: \['audio_vae', 'sync_reward', 'video_vae', 'vocoder'\]"):
+    with pytest.raises(ValueError, match=r"model.kind='gan'.*valid kinds: \['audio_vae', 'prompt_reward', 'sync_reward', 'video_vae', 'vocoder'\]"):
         model_module("gan")
     from jav.train.__main__ import phase_of
 
@@ -120,7 +120,7 @@ def test_bounce_stream_is_deterministic_resumable_and_disjoint_from_heldout():
     held = bounce_stream.heldout_batch(cfg, 2)
     assert not any(np.array_equal(h, f) for h in held["wave"] for f in np.concatenate([first["wave"], second["wave"]]))
     cfg.fields = ("video", "pixels")
-    with pytest.raises(ValueError, match=r"data.fields.*one of \('video', 'logmel', 'wave', 'events'\)"):
+    with pytest.raises(ValueError, match=r"data.fields.*one of \('video', 'logmel', 'wave', 'events', 'colours', 'background', 'sounds'\)"):
         bounce_stream.BounceStream(cfg, 2)
 
 
