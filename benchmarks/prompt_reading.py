@@ -38,22 +38,28 @@ def folder_reading(scorer, folder: pathlib.Path) -> dict:
     cfg = scorer.cfg
     tok = HashTokenizer(cfg.vocab_size, cfg.max_len)
     score = jax.jit(lambda v, a: scorer(v, a))
+    mels = {}  # each diffusion run's log-mel settings, read once
     rows = []
     for meta_path in sorted(folder.glob("[0-9]*.json")):
         meta = json.loads(meta_path.read_text())
         frames, _, _, _ = read_mp4(meta_path.with_suffix(".mp4"))
         wave, _ = read_wav(meta_path.with_suffix(".wav"))
-        video = frames_to_model(frames)[None]
-        logmel = mel.waveform_to_logmel(np.asarray(wave, np.float32), mel_params(load_config(meta["workdir"])))[None]
-        logits = score(jnp.asarray(video), jnp.asarray(logmel))
+        if meta["workdir"] not in mels:
+            mels[meta["workdir"]] = mel_params(load_config(meta["workdir"]))
+        logmel = mel.waveform_to_logmel(np.asarray(wave, np.float32), mels[meta["workdir"]])[None]
+        logits = score(jnp.asarray(frames_to_model(frames)[None]), jnp.asarray(logmel))
         ids, mask = tok.encode([meta["prompt"]])
         colours, background = P.caption_attributes(cfg, jnp.asarray(ids), jnp.asarray(mask))
-        own = P.consistency(logits, colours, background)
-        wins = [float(own[0] > P.consistency(logits, c, g)[0]) for c, g in P.altered(colours, background).values()]
-        seen = np.asarray(logits["colours"][0]) > 0
-        picture = bool((seen == (np.asarray(colours[0]) > 0.5)).all() and np.argmax(logits["background"][0]) == np.argmax(background[0]))
-        sound = bool(((np.asarray(logits["sounds"][0]) > 0) <= (np.asarray(colours[0]) > 0.5)).all())
-        rows.append(dict(picture=picture, sound=sound, wins=wins, world_colour=meta["metrics"]["colour_accuracy"], reward=float(own[0])))
+        agrees = P.reads(logits, colours, background)
+        rows.append(
+            dict(
+                picture=bool(agrees["colours"][0] & agrees["background"][0]),
+                sound=bool(agrees["silent"][0]),
+                wins=[float(w[0]) for w in P.wins_over_alterations(logits, colours, background).values()],
+                world_colour=meta["metrics"]["colour_accuracy"],
+                reward=float(P.consistency(logits, colours, background)[0]),
+            )
+        )
     if not rows:
         raise FileNotFoundError(f"{folder} holds no NNN.json clips; pass a folder `jav.evaluate --out` wrote (OUT/TASK)")
     picture = np.array([r["picture"] for r in rows])

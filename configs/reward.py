@@ -19,11 +19,12 @@ from jav.train.reward import reward_config
 
 
 def get_config(arg=None):
-    policy, sync, prompt = ((arg or "").split(",") + ["", ""])[:3]
-    if not policy or not sync or len((arg or "").split(",")) > 3:
+    runs = (arg or "").split(",")
+    if len(runs) not in (2, 3) or not all(runs):
         raise ValueError(
             "name the policy's run, the sync reward model's run and optionally the prompt model's: --config configs/reward.py:POLICY_RUN,SYNC_RUN[,PROMPT_RUN]"
         )
+    policy, sync, prompt = runs + [""] * (3 - len(runs))
     cfg = load_config(policy)
     cfg.phase = "reward"
     cfg.reward = reward_config(policy)

@@ -256,20 +256,21 @@ def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, 
 
 
 def lower_distill_step(
-    cfg, mesh: jax.sharding.Mesh, teacher_steps: int | None = None, grid_fraction: float = 0.0
+    cfg, mesh: jax.sharding.Mesh, teacher_steps: int | None = None, grid_fraction: float | None = None
 ) -> tuple[jax.stages.Lowered, dict, DistillPhase]:
     """The distillation step (jav/train/distill.py) of a student of `cfg`'s model,
     lowered as the loop would run it: the student with its optimiser state and EMA,
     the teacher frozen in bfloat16 with neither -> (lowered, bytes per device of
-    each input, the phase). teacher_steps: distill.teacher_steps (None: the student
-    config's default, MeanFlow's JVP target; K: K teacher Euler steps per target, no
-    JVP); grid_fraction: distill.grid_fraction."""
+    each input, the phase). teacher_steps, grid_fraction: distill.teacher_steps (0:
+    MeanFlow's JVP target; K: K teacher Euler steps per target) and distill.grid_fraction;
+    None: the student config's defaults (jav/train/distill.py)."""
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     student = student_config(cfg)
     student.distill.teacher_dtype = "bfloat16"
     if teacher_steps is not None:
         student.distill.teacher_steps = int(teacher_steps)
-    student.distill.grid_fraction = float(grid_fraction)
+    if grid_fraction is not None:
+        student.distill.grid_fraction = float(grid_fraction)
     _validate(student, mesh)
     phase = DistillPhase(student)
     phase.teacher_cfg = cfg
@@ -479,12 +480,12 @@ def plan(
     hbm_bytes: int,
     steps: Sequence[str] = ("train", "sample"),
     sample_batch: int | None = None,
-    distill_teacher_steps: int | None = 4,
-    distill_grid_fraction: float = 0.5,
+    distill_teacher_steps: int | None = None,
+    distill_grid_fraction: float | None = None,
     say: Callable[[str], None] = print,
 ) -> dict:
     """Compiles the train step and / or one sampling step (and / or the distillation
-    step, its targets by `distill_teacher_steps` teacher steps: `lower_distill_step`)
+    step, with `lower_distill_step`'s teacher_steps and grid_fraction)
     of `cfg` for `devices` (TPU compile-only devices, or any real ones) -> {step: StepReport}."""
     mesh = device_mesh(cfg, devices, say)
     layout = TokenLayout.from_config(cfg)
@@ -507,10 +508,10 @@ def plan(
             executed = model * 4 / 3 if cfg.model.remat == "full" else model
             report = StepReport("train step", inputs, model_flops=model, executed_flops=executed)
         elif step == "distill":
-            k = distill_teacher_steps
-            target = f"{k} teacher steps per target" if k else "MeanFlow's JVP target"
-            log(f"lowering the distillation step (batch {cfg.train.batch_size}: student, bfloat16 teacher, {target})")
+            log(f"lowering the distillation step (batch {cfg.train.batch_size}: student, bfloat16 teacher)")
             lowered, inputs, phase = lower_distill_step(cfg, mesh, distill_teacher_steps, distill_grid_fraction)
+            d = phase.cfg.distill
+            targets = f"{f'{d.teacher_steps} teacher steps' if d.teacher_steps else 'MeanFlow JVP'} targets, grid fraction {d.grid_fraction}"
             # student forward and backward, the teacher's guided passes (times K), or the JVP (about two forwards)
             flops, _ = phase.cost(
                 {
@@ -518,7 +519,9 @@ def plan(
                     "audio": jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(layout.audio_shape), jnp.float32),
                 }
             )
-            report = StepReport("distillation step", inputs, model_flops=flops, executed_flops=flops * 4 / 3 if cfg.model.remat == "full" else flops)
+            report = StepReport(
+                f"distillation step ({targets})", inputs, model_flops=flops, executed_flops=flops * 4 / 3 if cfg.model.remat == "full" else flops
+            )
         elif step == "sample":
             batch = sample_batch or mesh.shape["data"] * mesh.shape["fsdp"]
             passes = samplers.passes_per_step(guidance_of(cfg))
@@ -666,7 +669,6 @@ def main(argv) -> None:
             grad_accum=cfg.train.grad_accum,
             remat=cfg.model.remat,
             attention=cfg.model.attention.kernel,
-            **({"distill": dict(teacher_steps=FLAGS.distill_teacher_steps, grid_fraction=FLAGS.distill_grid_fraction)} if "distill" in FLAGS.compile else {}),
             reports={k: r.as_dict() for k, r in reports.items()},
         )
         with open(FLAGS.json, "a") as f:
@@ -692,11 +694,11 @@ if __name__ == "__main__":
     )
     flags.DEFINE_integer(
         "distill_teacher_steps",
-        4,
+        None,
         "--compile distill: the student's targets by this many teacher Euler steps over each step (distill.teacher_steps; "
-        "0: MeanFlow's target, one JVP through the student, which splash attention does not support)",
+        "0: MeanFlow's target, one JVP through the student, which splash attention does not support; default: the config's, 4)",
     )
-    flags.DEFINE_float("distill_grid_fraction", 0.5, "--compile distill: distill.grid_fraction (spanning clips on the 4-step sampling grid)")
+    flags.DEFINE_float("distill_grid_fraction", None, "--compile distill: distill.grid_fraction (default: the config's)")
     flags.DEFINE_integer("sample_batch", None, "clips per sampling step (default: one per batch shard, mesh data x fsdp)")
     flags.DEFINE_string("json", None, "append the reports to this JSON-lines file")
     flags.mark_flags_as_required(["config", "topology"])

@@ -172,16 +172,24 @@ def training_loss(model: PromptScorer, batch: dict, key: jax.Array, cfg) -> tupl
         "background_loss": -(jax.nn.log_softmax(logits["background"]) * background).sum(-1).mean(),
         "sound_loss": optax.sigmoid_binary_cross_entropy(logits["sounds"], sounds).sum(-1).mean(),
     }
-    metrics = dict(losses, accuracy=_exact(logits, colours, background, sounds).mean())
+    r = reads(logits, colours, background, sounds)
+    metrics = dict(losses, accuracy=(r["colours"] & r["background"] & r["sounds"]).mean())
     return sum(losses.values()), metrics
 
 
-def _exact(logits, colours, background, sounds) -> jax.Array:
-    """[B] 1 where the colour set, the background and the sounding pitches are all read right."""
-    c = ((logits["colours"] > 0) == (colours > 0.5)).all(-1)
-    g = jnp.argmax(logits["background"], -1) == jnp.argmax(background, -1)
-    s = ((logits["sounds"] > 0) == (sounds > 0.5)).all(-1)
-    return (c & g & s).astype(jnp.float32)
+def reads(logits: dict, colours: jax.Array, background: jax.Array, sounds: jax.Array | None = None) -> dict:
+    """{attribute: [B] bool}: where the model reads each attribute as given ("colours": the
+    colour set, "background"; "sounds": the sounding pitches, given their labels), and
+    "silent": where it hears no pitch of a colour outside `colours`."""
+    heard = logits["sounds"] > 0
+    out = {
+        "colours": ((logits["colours"] > 0) == (colours > 0.5)).all(-1),
+        "background": jnp.argmax(logits["background"], -1) == jnp.argmax(background, -1),
+        "silent": ~(heard & (colours < 0.5)).any(-1),
+    }
+    if sounds is not None:
+        out["sounds"] = (heard == (sounds > 0.5)).all(-1)
+    return out
 
 
 def altered(colours: jax.Array, background: jax.Array) -> dict:
@@ -200,24 +208,27 @@ def altered(colours: jax.Array, background: jax.Array) -> dict:
     }
 
 
+def wins_over_alterations(logits: dict, colours: jax.Array, background: jax.Array) -> dict:
+    """{alteration: [B] float}: 1 where the caption (colours, background) scores above the same
+    caption altered in that attribute (`altered`)."""
+    own = consistency(logits, colours, background)
+    return {name: (own > consistency(logits, c, g)).astype(jnp.float32) for name, (c, g) in altered(colours, background).items()}
+
+
 def evaluate(model: PromptScorer, batch: dict, cfg) -> dict:
     """Held-out scores: each attribute read exactly (colour_accuracy, background_accuracy,
     sound_accuracy, and all three: accuracy), and the prompt-consistency accuracy of the
     own caption against each one-attribute alteration (consistency_NAME) and their mean."""
-    m = cfg.model
-    colours, background, sounds = _labels(batch, m)
+    colours, background, sounds = _labels(batch, cfg.model)
     logits = model(batch["video"], batch["logmel"])
-    own = consistency(logits, colours, background)
+    r = reads(logits, colours, background, sounds)
     scores = dict(
-        accuracy=_exact(logits, colours, background, sounds).mean(),
-        colour_accuracy=((logits["colours"] > 0) == (colours > 0.5)).all(-1).mean(),
-        background_accuracy=(jnp.argmax(logits["background"], -1) == jnp.argmax(background, -1)).mean(),
-        sound_accuracy=((logits["sounds"] > 0) == (sounds > 0.5)).all(-1).mean(),
+        accuracy=(r["colours"] & r["background"] & r["sounds"]).mean(),
+        colour_accuracy=r["colours"].mean(),
+        background_accuracy=r["background"].mean(),
+        sound_accuracy=r["sounds"].mean(),
     )
-    pairs = []
-    for name, (c, g) in altered(colours, background).items():
-        wins = (own > consistency(logits, c, g)).astype(jnp.float32)
-        scores[f"consistency_{name}"] = wins.mean()
-        pairs.append(wins)
-    scores["consistency_accuracy"] = jnp.concatenate(pairs).mean()
+    wins = wins_over_alterations(logits, colours, background)
+    scores.update({f"consistency_{name}": w.mean() for name, w in wins.items()})
+    scores["consistency_accuracy"] = jnp.concatenate(list(wins.values())).mean()
     return scores

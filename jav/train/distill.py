@@ -198,13 +198,9 @@ def on_grid(key, t: dict, interval: dict, noisy: dict, grid: tuple, fraction: fl
     shared by the modalities (as the sampler steps them together) -> (t, interval).
     noisy: m -> [B, N_m] bool, the tokens being generated; the others keep t and h."""
     k_pick, k_step = jax.random.split(key)
-    some = next(iter(t.values()))
-    batch = some.shape[0]
-    steps = len(grid[0][1]) - 1
-    k = jax.random.randint(k_step, (batch,), 0, steps)
-    spans = next(iter(interval.values())).max(-1) > 0
-    for m in interval:
-        spans = spans | (interval[m].max(-1) > 0)
+    batch = next(iter(t.values())).shape[0]
+    k = jax.random.randint(k_step, (batch,), 0, len(grid[0][1]) - 1)
+    spans = jnp.stack([h.max(-1) > 0 for h in interval.values()]).any(0)
     move = spans & (jax.random.uniform(k_pick, (batch,)) < fraction)
     t_new, h_new = {}, {}
     for m, s in grid:
