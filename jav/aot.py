@@ -389,7 +389,17 @@ def read_compiled(report: StepReport, compiled) -> StepReport:
 # temporaries alone (the arguments come on top).
 _OOM_TOTAL = re.compile(r"Used ([\d.]+)([KMGT]?) of [\d.]+[KMGT]? hbm")
 _OOM_TEMPORARIES = re.compile(r"HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds")
+_OOM_HOST = re.compile(r"Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) host")
 _SCALE = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def host_shortfall(report: StepReport) -> tuple[int, int] | None:
+    """(needed, available) bytes of pinned host memory a chip, when the compiler
+    gave up because the activations remat 'offload' moves there do not fit."""
+    m = _OOM_HOST.search(report.error)
+    if not m:
+        return None
+    return int(float(m.group(1)) * _SCALE[m.group(2)]), int(float(m.group(3)) * _SCALE[m.group(4)])
 
 
 def needed_bytes(report: StepReport) -> int | None:
@@ -410,6 +420,15 @@ REMAT_BY_MEMORY = ("none", "dots", "offload", "full")  # most activation memory 
 def advice(report: StepReport, hbm_bytes: int, cfg, kind: str, num_devices: int | None = None) -> list[str]:
     """Which config knobs would bring a step that does not fit under `hbm_bytes`,
     each with about what it saves, the biggest saving first."""
+    host = host_shortfall(report)
+    if host:
+        need, have = host
+        return [
+            f"(short by {(need - have) / GiB:.1f} GiB of host memory) the activations remat 'offload' keeps take about "
+            f"{need / GiB:.1f} GiB of the {have / GiB:.0f} GiB of host memory a chip: train.grad_accum (now "
+            f"{cfg.train.get('grad_accum', 1)}) splits each step into microbatches, each offloading its own; model.remat='full' "
+            "keeps nothing; mesh.shape.context splits each clip's tokens over chips"
+        ]
     need = needed_bytes(report) or 0
     if need and need <= hbm_bytes:
         return []
@@ -473,6 +492,18 @@ def device_mesh(cfg, devices: Sequence, say: Callable[[str], None] = print) -> j
         return jax.sharding.Mesh(grid, sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
 
 
+def recompute_flops(policy: str, forward: Callable[..., int], batch: int) -> int:
+    """FLOPs the backward pass recomputes under the remat `policy` for `batch` clips:
+    the layers' whole forward for `full`; attention's QK^T and AV for `dots` and
+    `offload`, which keep matmul outputs against weights and recompute the rest
+    (element-wise work is not counted); nothing for `none`."""
+    if policy == "full":
+        return forward(batch=batch, part="layers")
+    if policy in ("dots", "offload"):
+        return forward(batch=batch, part="scores")
+    return 0
+
+
 def plan(
     cfg,
     devices: Sequence,
@@ -503,9 +534,7 @@ def plan(
             log(f"lowering the train step (batch {cfg.train.batch_size}, remat {cfg.model.remat!r})")
             lowered, inputs = lower_train_step(cfg, mesh)
             model = 3 * forward(batch=cfg.train.batch_size)
-            # full remat runs each layer's forward twice; the others recompute
-            # only element-wise work and attention's batched products
-            executed = model * 4 / 3 if cfg.model.remat == "full" else model
+            executed = model + recompute_flops(cfg.model.remat, forward, cfg.train.batch_size)
             report = StepReport("train step", inputs, model_flops=model, executed_flops=executed)
         elif step == "distill":
             log(f"lowering the distillation step (batch {cfg.train.batch_size}: student, bfloat16 teacher)")
@@ -519,9 +548,9 @@ def plan(
                     "audio": jax.ShapeDtypeStruct((cfg.train.batch_size,) + tuple(layout.audio_shape), jnp.float32),
                 }
             )
-            report = StepReport(
-                f"distillation step ({targets})", inputs, model_flops=flops, executed_flops=flops * 4 / 3 if cfg.model.remat == "full" else flops
-            )
+            # only the student's forward is under remat; the teacher runs no backward pass
+            executed = flops + recompute_flops(cfg.model.remat, forward, cfg.train.batch_size)
+            report = StepReport(f"distillation step ({targets})", inputs, model_flops=flops, executed_flops=executed)
         elif step == "sample":
             batch = sample_batch or mesh.shape["data"] * mesh.shape["fsdp"]
             passes = samplers.passes_per_step(guidance_of(cfg))
@@ -584,7 +613,10 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
         ]
         if report.host_bytes:
             lines.append(f"  host memory {g(report.host_bytes)}  (offloaded activations)")
-    if need:
+    host = host_shortfall(report)
+    if host:
+        lines.append(f"  host memory {g(host[0])}  of {host[1] / GiB:.0f} GiB a chip: DOES NOT FIT by {(host[0] - host[1]) / GiB:.1f} GiB")
+    elif need:
         verdict = f"fits, {(hbm_bytes - need) / GiB:.1f} GiB free" if need <= hbm_bytes else f"DOES NOT FIT by {(need - hbm_bytes) / GiB:.1f} GiB"
         lines.append(f"  total       {g(need)}  of {hbm_bytes / GiB:.0f} GiB HBM: {verdict}")
     for tip in advice(report, hbm_bytes, cfg, kind, num_devices):

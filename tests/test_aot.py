@@ -77,6 +77,11 @@ def test_advice_names_the_knobs_biggest_saving_first():
     assert aot.needed_bytes(oom) == int(40.5 * gib) and aot.advice(oom, 16 * gib, cfg, "train")[0].startswith("(short by 24.5 GiB) activations")
     oom.error = "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (218.65G) exceeds available HBM (95.74G)."
     assert aot.needed_bytes(oom) == int(218.65 * gib) + 3 * gib
+    # remat 'offload' can run out of the host's memory instead: no HBM verdict, the host's shortfall
+    oom.error = "RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space host. Used 145.92G of 128.00G host."
+    assert aot.host_shortfall(oom) == (int(145.92 * gib), 128 * gib) and aot.needed_bytes(oom) is None
+    (tip,) = aot.advice(oom, 16 * gib, cfg, "train")
+    assert tip.startswith("(short by 17.9 GiB of host memory)") and "train.grad_accum (now 1)" in tip
     fits = aot.StepReport("train step", {"params": gib}, argument_bytes=gib, temp_bytes=gib)
     assert aot.advice(fits, 16 * gib, cfg, "train") == []
 

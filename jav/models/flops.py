@@ -12,25 +12,42 @@ _FREQ_DIM = 256  # TimestepEmbedder's sinusoid width
 _ABS_POS_FREQS = 8  # AbsolutePosition's frequencies per axis
 
 
-def _dense(n: int, d_in: int, d_out: int) -> int:
-    return 2 * n * d_in * d_out
+def _scores(nq: int, nk: int, inner: int) -> int:
+    """QK^T and AV: the products a remat policy that keeps matmul outputs against
+    weights (`dots`, `offload`) still recomputes in the backward pass."""
+    return 2 * 2 * nq * nk * inner
 
 
-def _attention(nq: int, nk: int, q_dim: int, kv_dim: int, inner: int, self_attn: bool = False) -> int:
-    """Projections plus QK^T and AV for `nq` queries over `nk` keys."""
-    proj = _dense(nq, q_dim, inner) + _dense(nk, kv_dim, 2 * inner) + _dense(nq, inner, q_dim)
-    return proj + 2 * 2 * nq * nk * inner
-
-
-def forward_flops(cfg, num_tokens: dict, text_len: int, batch: int = 1, grid: tuple[int, int, int] | None = None, include_text_encoder: bool = True) -> int:
-    """FLOPs of one forward pass for `num_tokens` {'video': Nv, 'audio': Na}.
+def forward_flops(
+    cfg,
+    num_tokens: dict,
+    text_len: int,
+    batch: int = 1,
+    grid: tuple[int, int, int] | None = None,
+    include_text_encoder: bool = True,
+    part: str = "all",
+) -> int:
+    """FLOPs of one forward pass for `num_tokens` {'video': Nv, 'audio': Na}:
+    `part="all"`, or only the transformer layers' (`"layers"`: what a remat
+    policy wraps), or only their attention's QK^T and AV products (`"scores"`).
 
     `grid` (T', H', W') is needed for decoupled video attention, whose spatial
     and temporal attentions cost less than full attention.
     """
+
+    if part not in ("all", "layers", "scores"):
+        raise ValueError(f"part={part!r} is not 'all', 'layers' or 'scores'")
+
+    def _dense(n: int, d_in: int, d_out: int) -> int:
+        return 0 if part == "scores" else 2 * n * d_in * d_out
+
+    def _attention(nq: int, nk: int, q_dim: int, kv_dim: int, inner: int) -> int:
+        """Projections plus QK^T and AV for `nq` queries over `nk` keys."""
+        return _dense(nq, q_dim, inner) + _dense(nk, kv_dim, 2 * inner) + _dense(nq, inner, q_dim) + _scores(nq, nk, inner)
+
     total = 0
     n = num_tokens
-    for m in ("video", "audio"):
+    for m in ("video", "audio") if part == "all" else ():
         d, p = cfg[m].width, patch_dim(cfg, m)
         k = len(modulation_names(cfg, m))
         total += _dense(n[m], p, d)  # patch embedding
@@ -53,7 +70,7 @@ def forward_flops(cfg, num_tokens: dict, text_len: int, batch: int = 1, grid: tu
                     # projections over all N tokens; the temporal window is a mask,
                     # so all T' keys are computed
                     t, h, w = grid
-                    total += 2 * (4 * _dense(n[m], d, d)) + 2 * 2 * n[m] * (h * w + t) * d
+                    total += 2 * (4 * _dense(n[m], d, d)) + _scores(n[m], h * w + t, d)
                 else:
                     total += _attention(n[m], n[m], d, d, d)
             total += _attention(n[m], text_len, d, d, d)  # text cross-attention
@@ -66,9 +83,9 @@ def forward_flops(cfg, num_tokens: dict, text_len: int, batch: int = 1, grid: tu
             nt = n["video"] + n["audio"]
             total += _dense(n["video"], dv, 3 * dv) + _dense(n["audio"], da, 3 * dv)
             total += _dense(n["video"], dv, dv) + _dense(n["audio"], dv, da)
-            total += 2 * 2 * nt * nt * dv
+            total += _scores(nt, nt, dv)
 
-    if include_text_encoder and cfg.text.encoder == "builtin":
+    if include_text_encoder and part == "all" and cfg.text.encoder == "builtin":
         d, length = cfg.text.width, text_len
         total += cfg.text.depth * (_attention(length, length, d, d, d) + 2 * _dense(length, d, 4 * d))
     return batch * total
