@@ -74,12 +74,12 @@ def sample_reading(scorer, folder: pathlib.Path) -> dict:
         wave, _ = read_wav(meta_path.with_suffix(".wav"))
         got = learned_sync(scorer, frames, wave, load_config(meta["workdir"]))
         m = meta["metrics"]
-        rows.append((got["learned_sync"], abs(got["learned_offset_frames"]), m["sync_error_ms"], m["event_f1"]))
+        rows.append((got["learned_sync"], abs(got["learned_offset_frames"]), m["sync_error_ms"], m["event_f1"], got.get("learned_event_agreement", np.nan)))
     if not rows:
         raise FileNotFoundError(f"{folder} holds no NNN.json clips; pass a folder `jav.evaluate --out` wrote (OUT/TASK)")
     r = np.asarray(rows, np.float64)
     ok = np.isfinite(r[:, 2])
-    return dict(
+    row = dict(
         samples=str(folder),
         clips=len(r),
         p_in_sync=float(r[:, 0].mean()),
@@ -87,6 +87,13 @@ def sample_reading(scorer, folder: pathlib.Path) -> dict:
         spearman_sync_error=float(spearmanr(r[ok, 0], r[ok, 2]).statistic),
         spearman_event_f1=float(spearmanr(r[:, 0], r[:, 3]).statistic),
     )
+    if np.isfinite(r[:, 4]).all():  # the event heads' reading (reward.models.sync.reading="event_agreement")
+        row.update(
+            event_agreement=float(r[:, 4].mean()),
+            event_agreement_spearman_sync_error=float(spearmanr(r[ok, 4], r[ok, 2]).statistic),
+            event_agreement_spearman_event_f1=float(spearmanr(r[:, 4], r[:, 3]).statistic),
+        )
+    return row
 
 
 def main(argv=None):
@@ -118,6 +125,12 @@ def main(argv=None):
         print(
             f"{row['samples']} ({row['clips']} clips): p(in sync) {row['p_in_sync']:.3f}  |offset| {row['abs_offset_frames']:.2f} frames  "
             f"Spearman with sync error {row['spearman_sync_error']:.3f}, with event F1 {row['spearman_event_f1']:.3f}"
+            + (
+                f"; event agreement {row['event_agreement']:.3f}, Spearman with sync error {row['event_agreement_spearman_sync_error']:.3f}, "
+                f"with event F1 {row['event_agreement_spearman_event_f1']:.3f}"
+                if "event_agreement" in row
+                else ""
+            )
         )
     if args.json:
         cli.append_json(args.json, result)

@@ -30,7 +30,7 @@ def get_config(arg=None):
     cfg.reward = reward_config(policy)
     cfg.reward.models.sync.run = sync
     if prompt:
-        cfg.reward.models.prompt = dict(run=prompt, weight=1.0, modalities=("video", "audio"))
+        cfg.reward.models.prompt = dict(run=prompt, weight=1.0, modalities=("video", "audio"), reading="reward")
     cfg.init_from = ""  # the policy starts from reward.policy
     cfg.train.batch_size = 2  # captions per step, each sampled reward.group_size times
     cfg.train.steps = 100

@@ -63,12 +63,16 @@ def learned_sync(scorer, frames: np.ndarray, wave: np.ndarray, cfg) -> dict:
     probability that the sound is in sync with the picture, and `learned_offset_frames`, the offset it
     reads (whole video frames, positive: the sound late). Only as good as that model (the 8,000-step
     configs/sync_reward.py model on held-out 2 s clips: AUC 0.988 against a 250 ms shift, 0.975
-    against another clip's sound; benchmarks/RESULTS.md, "Reward tuning")."""
-    from jav.models.sync_reward import predicted_offset, reward
+    against another clip's sound; benchmarks/RESULTS.md, "Reward tuning"). A model with event heads
+    also gives `learned_event_agreement`, the soft event F1 of its per-frame readings (`event_agreement`)."""
+    from jav.models.sync_reward import event_agreement, predicted_offset, reward
 
     video = frames_to_model(frames)[None]
     logmel = mel.waveform_to_logmel(np.asarray(wave, np.float32), mel_params(cfg))[None]
-    return dict(learned_sync=float(np.exp(reward(scorer, video, logmel)[0])), learned_offset_frames=float(predicted_offset(scorer, video, logmel)[0]))
+    out = dict(learned_sync=float(np.exp(reward(scorer, video, logmel)[0])), learned_offset_frames=float(predicted_offset(scorer, video, logmel)[0]))
+    if scorer.events is not None:
+        out["learned_event_agreement"] = float(event_agreement(scorer, video, logmel)[0])
+    return out
 
 
 def _line(metrics: dict) -> str:

@@ -238,6 +238,10 @@ def test_a_distilled_student_or_a_missing_reward_is_refused(runs, tmp_path):
     cfg.reward.models.sync.run = ""
     with pytest.raises(ValueError, match=r"reward.models.sync.run is not set"):
         RewardPhase(cfg).validate(mesh)
+    cfg = tuning_config(runs)
+    cfg.reward.models.sync.reading = "offsets"
+    with pytest.raises(ValueError, match=r"reward.models.sync.reading='offsets': a sync_reward model reads one of \('reward', 'event_agreement'\)"):
+        RewardPhase(cfg).validate(mesh)
 
 
 def test_conditional_rollouts_hold_the_given_stream_at_the_data_clip(runs):

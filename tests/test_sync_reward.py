@@ -123,3 +123,22 @@ def test_a_whole_clip_is_scored_without_its_edge_frames():
     assert not np.allclose(np.asarray(S.reward(model, inside_changed, logmel)), np.asarray(S.reward(model, video, logmel)))
     with pytest.raises(ValueError, match="too short to score"):
         S.inner(video[:, : 2 * e + 1], logmel)
+
+
+def test_event_agreement_is_the_soft_event_f1_of_the_heads():
+    """The second reading (reward.models.sync.reading="event_agreement"): per clip,
+    2 sum(p_v p_a) / (sum p_v + sum p_a) of the event heads' per-frame probabilities on
+    the clip without its edge frames."""
+    m = configs.get_config("tiny").model
+    model = S.init_model(m, jax.random.key(1))
+    t = m.video_shape[0] + 2 * S.EDGE_FRAMES
+    rng = np.random.default_rng(1)
+    video = jnp.asarray(rng.uniform(-1, 1, (3, t) + tuple(m.video_shape[1:])), jnp.float32)
+    logmel = jnp.asarray(rng.normal(size=(3, t * 25 // 2, m.n_mels)), jnp.float32)
+    _, _, picture, sound = model.embeddings(*S.inner(video, logmel), with_events=True)
+    p_v, p_a = 1 / (1 + np.exp(-np.asarray(picture, np.float64))), 1 / (1 + np.exp(-np.asarray(sound, np.float64)))
+    expected = 2 * (p_v * p_a).sum(-1) / (p_v.sum(-1) + p_a.sum(-1) + 1e-3)
+    got = np.asarray(S.event_agreement(model, video, logmel))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert got.shape == (3,) and np.all((got > 0) & (got < 1))
+    assert "event_agreement" in S.READINGS

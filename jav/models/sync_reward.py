@@ -307,6 +307,22 @@ def reward(model: SyncScorer, video: jax.Array, logmel: jax.Array) -> jax.Array:
     return jax.nn.log_softmax(model(*inner(video, logmel)))[:, model.cfg.max_shift]
 
 
+def event_agreement(model: SyncScorer, video: jax.Array, logmel: jax.Array) -> jax.Array:
+    """A second reward reading (`reward.models.NAME.reading="event_agreement"`): [B] the
+    soft event F1 of a clip's picture and sound frame by frame, 2 sum(p_v p_a) /
+    (sum p_v + sum p_a), where p_v and p_a are the event heads' probabilities that a
+    frame's picture shows a contact and that its sound has a burst (model.event_weight > 0),
+    read on the clip without its edge frames. 1: every contact heard in its own frame and
+    every burst seen; a clip with neither reads 0."""
+    _, _, picture, sound = model.embeddings(*inner(video, logmel), with_events=True)
+    p_v, p_a = jax.nn.sigmoid(picture), jax.nn.sigmoid(sound)
+    return 2 * jnp.sum(p_v * p_a, -1) / (jnp.sum(p_v, -1) + jnp.sum(p_a, -1) + 1e-3)
+
+
+# what reward.models.NAME.reading may name (jav/train/reward.py)
+READINGS = ("reward", "event_agreement")
+
+
 def predicted_offset(model: SyncScorer, video: jax.Array, logmel: jax.Array) -> jax.Array:
     """[B] the sound's offset in video frames (positive: late) by the most likely shift class,
     read on the clip without its edge frames (`inner`)."""

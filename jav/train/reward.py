@@ -75,8 +75,10 @@ def reward_config(policy: str = "") -> ml_collections.ConfigDict:
             policy_weights="ema",
             policy_step=0,  # 0: its latest step at the first start (kept in WORKDIR/policy.json)
             # NAME -> {run: the reward model's run directory (autoencoder phase, a kind with
-            # `reward(model, video, logmel)`), weight, modalities its advantage moves}
-            models=dict(sync=dict(run="", weight=1.0, modalities=("video", "audio"))),
+            # `reward(model, video, logmel)`), weight, modalities its advantage moves, reading:
+            # which of the module's READINGS scores the clips ("reward"; the sync model's
+            # "event_agreement" reads its per-frame event heads instead of its offset classes)}
+            models=dict(sync=dict(run="", weight=1.0, modalities=("video", "audio"), reading="reward")),
             # "grpo": the clipped surrogate on the SDE window's log-densities (any reward);
             # "draft": DRaFT-K, the rewards' gradient back-propagated through the last
             # `draft_steps` ODE steps of the rollout (differentiable reward models only)
@@ -142,6 +144,9 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
         module = model_module(scorer.get("kind"))
         if not hasattr(module, "reward"):
             raise ValueError(f"reward.models.{name}.run={m.run} is a {scorer.get('kind')} run, which defines no reward(model, video, logmel)")
+        readings = getattr(module, "READINGS", ("reward",))
+        if m.get("reading", "reward") not in readings:
+            raise ValueError(f"reward.models.{name}.reading={m.reading!r}: a {scorer.get('kind')} model reads one of {readings}")
         text = cfg.model.text
         if getattr(module, "READS_CAPTION", False) and (scorer.vocab_size, scorer.max_len) != (text.get("vocab_size"), text.get("max_len")):
             raise ValueError(
@@ -353,7 +358,8 @@ def score(state, reward_graphdefs, layout, tokens: dict, models_cfg, text_ids=No
         video, logmel = layout.from_tokens(named)
         module = model_module(kind)
         captions = (text_ids, text_mask) if getattr(module, "READS_CAPTION", False) else ()
-        rewards[name] = module.reward(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel, *captions)
+        read = getattr(module, models_cfg[name].get("reading", "reward"))
+        rewards[name] = read(nnx.merge(rg, state[f"reward_{name}"].params), video, logmel, *captions)
     return rewards
 
 
