@@ -41,7 +41,19 @@ _BIG_NEG = -1e30
 
 KERNELS = ("xla", "cudnn", "splash")
 _KERNEL_PLATFORMS = {"cudnn": "gpu", "splash": "tpu"}  # xla runs on every platform
-_SPLASH_BLOCK = 128
+_SPLASH_LANES = 128  # splash's block sizes are multiples of this
+_SPLASH_MAX_BLOCK = 512  # larger tiles read each key and value block fewer times (benchmarks/aot_plans.md)
+
+
+def splash_block(n: int) -> int:
+    """Splash's tile along a sequence of `n` tokens, which is padded to a multiple of
+    it: the largest multiple of 128 up to 512 that pads at most 2% more than 128
+    would (LTX-2's 14,080 video tokens at 720p 5 s: 512, padded to 14,336)."""
+    least = -(-n // _SPLASH_LANES) * _SPLASH_LANES
+    for block in range(_SPLASH_MAX_BLOCK, _SPLASH_LANES - 1, -_SPLASH_LANES):
+        if -(-n // block) * block <= 1.02 * least:
+            return block
+    return _SPLASH_LANES
 
 
 class Mask(NamedTuple):
@@ -161,14 +173,9 @@ def _splash_kernel(heads: int, nq: int, nk: int, window: int | None, interpret: 
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 
+    bq, bk = splash_block(nq), splash_block(nk)
     blocks = splash.BlockSizes(
-        block_q=_SPLASH_BLOCK,
-        block_kv=_SPLASH_BLOCK,
-        block_kv_compute=_SPLASH_BLOCK,
-        block_q_dkv=_SPLASH_BLOCK,
-        block_kv_dkv=_SPLASH_BLOCK,
-        block_kv_dkv_compute=_SPLASH_BLOCK,
-        use_fused_bwd_kernel=True,
+        block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq, block_kv_dkv=bk, block_kv_dkv_compute=bk, use_fused_bwd_kernel=True
     )
     # key validity (padding, and joint attention's modality blocks) comes as segment ids; only a window is static
     one = masks.FullMask((nq, nk)) if window is None else masks.LocalMask((nq, nk), (window, window), offset=0)
@@ -178,7 +185,7 @@ def _splash_kernel(heads: int, nq: int, nk: int, window: int | None, interpret: 
 def _splash(q, k, v, mask: Mask | None, interpret: bool) -> jax.Array:
     b, nq, h, d = q.shape
     nk = k.shape[1]
-    pq, pk = -nq % _SPLASH_BLOCK, -nk % _SPLASH_BLOCK
+    pq, pk = -nq % splash_block(nq), -nk % splash_block(nk)
     kernel, segment_ids = _splash_kernel(h, nq + pq, nk + pk, None if mask is None else mask.window, interpret)
     k_valid = jnp.ones((b, nk), bool) if mask is None or mask.k_valid is None else mask.k_valid
     k_segment = jnp.pad(jnp.where(k_valid, 0, 1), ((0, 0), (0, pk)), constant_values=1).astype(jnp.int32)
