@@ -19,10 +19,12 @@ from jav.models.flops import forward_flops, param_count
 
 
 def load_config(path: str):
+    """A config file's config: `configs/NAME.py` or `configs/NAME.py:ARG`."""
+    path, _, arg = path.partition(":")
     spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(arg) if arg else module.get_config()
 
 
 def token_counts(cfg) -> tuple[dict, int, tuple[int, int, int]]:

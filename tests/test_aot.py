@@ -10,10 +10,11 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from jav import aot
+from jav import aot, schema
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -175,3 +176,19 @@ def test_the_distillation_step_is_planned_with_a_bfloat16_teacher_and_no_teacher
     lowered, _, phase = aot.lower_distill_step(cfg, mesh, teacher_steps=2, grid_fraction=0.5)
     assert (phase.cfg.distill.teacher_steps, phase.cfg.distill.grid_fraction) == (2, 0.5)
     assert lowered.compiler_ir() is not None
+
+
+def test_the_layer_breakdown_estimates_each_part_on_one_tpu_chip():
+    # benchmarks/aot_breakdown.py: each part of a video layer compiled alone for one chip,
+    # with the compiler's time estimate; splash at two tiles and at the module's choice
+    pytest.importorskip("libtpu", reason="compile-only TPU devices need libtpu: pip install -e .[tpu]")
+    from benchmarks import aot_breakdown
+
+    cfg = schema.complete(_tiny_config())
+    cfg.model.video.update(width=256, heads=2)  # splash's TPU kernel takes heads of 128
+    with jax.default_matmul_precision("default"):  # the suite's 'highest' is fp32 passes, which splash's bf16 kernel refuses
+        rows = {r["part"]: r for r in aot_breakdown.breakdown(cfg, "v5p-8", 1, [128])}
+    mlp = rows["MLP (GELU-tanh)"]
+    assert mlp["flops"] > 0 and mlp["seconds"] > 0 and 0 < mlp["share_of_peak"] <= 1
+    assert {"attention core, splash tiles 128", "self-attention q, k, v, o projections"} <= set(rows)
+    assert all(r["seconds"] > 0 for r in rows.values())

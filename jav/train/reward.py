@@ -519,7 +519,10 @@ class RewardPhase(DiffusionPhase):
 
     def describe(self, state):
         r, ref = self.cfg.reward, self.policy_ref
-        rewards = ", ".join(f"{n} (weight {m.weight}, {'+'.join(m.modalities)}) from {m.run}" for n, m in r.models.items())
+        rewards = ", ".join(
+            f"{n} (weight {m.weight}, {'+'.join(m.modalities)}{'' if m.get('reading', 'reward') == 'reward' else ', reading ' + m.reading}) from {m.run}"
+            for n, m in r.models.items()
+        )
         start = f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) on {'/'.join(r.tasks)} rollouts"
         if r.method == "draft":
             how = f"by DRaFT-{r.draft_steps}: {r.group_size} ODE sample(s) per caption, {r.steps} steps, the last {r.draft_steps} differentiated"
