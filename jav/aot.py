@@ -361,6 +361,9 @@ class StepReport:
     compiler_seconds: float | None = None
     compile_seconds: float = 0.0
     error: str = ""  # the compiler's out-of-memory message, when it gives up
+    # collective -> element type -> bytes of the full buffers it moves, a chip, as the
+    # compiled program's text holds them (a loop's body once, like the FLOPs)
+    collectives: dict = dataclasses.field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -369,6 +372,36 @@ class StepReport:
 
     def as_dict(self) -> dict:
         return dict(dataclasses.asdict(self), total_bytes=self.total_bytes)
+
+
+_COLLECTIVE = re.compile(r"\s(all-gather|reduce-scatter|all-reduce|all-to-all|collective-permute)(-start)?\(")
+_ARRAY = re.compile(r"\b(pred|[su](?:8|16|32|64)|f8e\w+|bf16|f16|f32|f64)\[([\d,]*)\]")
+_ELEMENT_BYTES = {"pred": 1, "bf16": 2, "f16": 2, "f32": 4, "f64": 8}
+
+
+def _element_bytes(dtype: str) -> int:
+    if dtype in _ELEMENT_BYTES:
+        return _ELEMENT_BYTES[dtype]
+    return 1 if dtype.startswith("f8") else int(dtype[1:]) // 8
+
+
+def collective_bytes(hlo_text: str) -> dict:
+    """{collective: {element type: bytes}} of a compiled program's text: for each
+    all-gather, reduce-scatter, all-reduce, all-to-all and collective-permute (the
+    synchronous op or its -start), the largest array on its line, which is the whole
+    buffer (an all-gather's result, a reduce-scatter's operand). A loop's body counts once."""
+    out: dict = {}
+    for line in hlo_text.splitlines():
+        m = _COLLECTIVE.search(line)
+        if not m:
+            continue
+        arrays = [(t, _element_bytes(t) * _prod(int(d) for d in dims.split(",") if d)) for t, dims in _ARRAY.findall(line)]
+        if not arrays:
+            continue
+        dtype, size = max(arrays, key=lambda a: a[1])
+        kinds = out.setdefault(m.group(1), {})
+        kinds[dtype] = kinds.get(dtype, 0) + size
+    return out
 
 
 def read_compiled(report: StepReport, compiled) -> StepReport:
@@ -382,6 +415,7 @@ def read_compiled(report: StepReport, compiled) -> StepReport:
     report.compiler_flops = float(cost.get("flops", 0.0))
     seconds = float(cost.get(TIME_KEY, -1.0))
     report.compiler_seconds = seconds if seconds > 0 else None
+    report.collectives = collective_bytes(compiled.as_text())
     return report
 
 
@@ -630,6 +664,11 @@ def describe(report: StepReport, hbm_bytes: int, num_devices: int, peak: float, 
         f"{recompute}the compiler counts {report.compiler_flops:.3e} per chip "
         f"({'the layer scan once: not a per-step total' if cfg.model.scan_layers else 'all layers'})"
     )
+    if report.collectives:
+        moved = "; ".join(
+            f"{kind} " + ", ".join(f"{b / GiB:.2f} GiB {t}" for t, b in sorted(by_type.items())) for kind, by_type in sorted(report.collectives.items())
+        )
+        lines.append(f"  collectives {moved} a chip (whole buffers; the layer scan's body once)")
     seconds, how = step_seconds(report, peak, num_devices)
     mfu = 100 * report.model_flops / (seconds * peak * num_devices)
     if report.compiler_seconds:

@@ -192,3 +192,24 @@ def test_the_layer_breakdown_estimates_each_part_on_one_tpu_chip():
     assert mlp["flops"] > 0 and mlp["seconds"] > 0 and 0 < mlp["share_of_peak"] <= 1
     assert {"attention core, splash tiles 128", "self-attention q, k, v, o projections"} <= set(rows)
     assert all(r["seconds"] > 0 for r in rows.values())
+
+
+def test_collectives_are_summed_by_kind_and_type_from_the_program_text():
+    hlo = "\n".join(
+        [
+            "  %ag = (f32[64,128]{1,0}, f32[4096,128]{1,0}) all-gather-start(f32[64,128]{1,0} %p), dimensions={0}",
+            "  %agd = f32[4096,128]{1,0} all-gather-done((f32[64,128]{1,0}, f32[4096,128]{1,0}) %ag)",
+            "  %g2 = bf16[4096,128]{1,0} all-gather(bf16[64,128]{1,0} %q), dimensions={0}",
+            "  %rs = f32[64,128]{1,0} reduce-scatter(f32[4096,128]{1,0} %g), dimensions={0}",
+            "  %ar = bf16[8,16]{1,0} all-reduce(bf16[8,16]{1,0} %x), to_apply=%add",
+            "  %a2a = bf16[2,7040,16,128]{3,2,1,0} all-to-all(bf16[2,7040,16,128]{3,2,1,0} %y), dimensions={1}",
+            "  %add.1 = f32[4096,128]{1,0} add(f32[4096,128]{1,0} %a, f32[4096,128]{1,0} %b)",
+        ]
+    )
+    moved = aot.collective_bytes(hlo)
+    assert moved == {
+        "all-gather": {"f32": 4096 * 128 * 4, "bf16": 4096 * 128 * 2},  # the -done line is not counted again
+        "reduce-scatter": {"f32": 4096 * 128 * 4},
+        "all-reduce": {"bf16": 8 * 16 * 2},
+        "all-to-all": {"bf16": 2 * 7040 * 16 * 128 * 2},
+    }
