@@ -547,6 +547,7 @@ def plan(
     sample_batch: int | None = None,
     distill_teacher_steps: int | None = None,
     distill_grid_fraction: float | None = None,
+    hlo_dir: str | None = None,
     say: Callable[[str], None] = print,
 ) -> dict:
     """Compiles the train step and / or one sampling step (and / or the distillation
@@ -599,6 +600,10 @@ def plan(
         try:
             compiled = compile_with_progress(lowered, report.label, log)
             read_compiled(report, compiled)
+            if hlo_dir:
+                os.makedirs(hlo_dir, exist_ok=True)
+                with open(os.path.join(hlo_dir, f"{step}.hlo.txt"), "w") as f:
+                    f.write(compiled.as_text())
         except jax.errors.JaxRuntimeError as e:
             if "RESOURCE_EXHAUSTED" not in str(e):
                 raise
@@ -717,6 +722,7 @@ def main(argv) -> None:
         hbm_bytes=topology.chip.hbm_bytes,
         steps=FLAGS.compile,
         sample_batch=FLAGS.sample_batch,
+        hlo_dir=FLAGS.hlo_dir,
         distill_teacher_steps=FLAGS.distill_teacher_steps,
         distill_grid_fraction=FLAGS.distill_grid_fraction,
         say=say,
@@ -772,6 +778,7 @@ if __name__ == "__main__":
     flags.DEFINE_float("distill_grid_fraction", None, "--compile distill: distill.grid_fraction (default: the config's)")
     flags.DEFINE_integer("sample_batch", None, "clips per sampling step (default: one per batch shard, mesh data x fsdp)")
     flags.DEFINE_string("json", None, "append the reports to this JSON-lines file")
+    flags.DEFINE_string("hlo_dir", None, "write each compiled program's text (optimised HLO) here as STEP.hlo.txt")
     flags.mark_flags_as_required(["config", "topology"])
     # compile-only: the host backend runs nothing, and libtpu must not try to own this machine's devices
     if "JAX_PLATFORMS" not in os.environ:
