@@ -739,14 +739,18 @@ class AVDiT(nnx.Module):
             if self.abs_pos is not None:
                 h[m] = h[m] + self.abs_pos[m](pos[m])
             h[m] = constrain(h[m], _act(m))
-            t_emb[m] = self.time[m](t[m])  # [B, N, D]
+            t_emb[m] = self.time[m](constrain(t[m], ("activation_batch", LENGTH[m])))  # [B, N, D]
             if self.guide is not None:
                 g = jnp.ones((batch, len(GUIDANCE_TERMS)), jnp.float32) if guidance is None else jnp.broadcast_to(guidance, (batch, len(GUIDANCE_TERMS)))
                 t_emb[m] = t_emb[m] + self.guide[m](g)[:, None, :]
             if self.interval is not None:
                 h_m = jnp.zeros_like(t[m]) if interval is None else interval[m]
                 t_emb[m] = t_emb[m] + self.interval[m](h_m[..., None])
-            mod[m] = self.adaln[m](t_emb[m])  # [B, N, K, D]
+            # per-token timestep embeddings and modulation, batch-sharded like the tokens: left to
+            # the partitioner, the TPU compiler split them over embed and all-reduced the whole
+            # [B, N, D] microbatch on every chip (benchmarks/aot_plans.md, "Raising the estimated MFU")
+            t_emb[m] = constrain(t_emb[m], _act(m))
+            mod[m] = constrain(self.adaln[m](t_emb[m]), ("activation_batch", LENGTH[m], None, "activation_embed"))  # [B, N, K, D]
         texts = text if isinstance(text, dict) else {m: text for m in MODALITIES}
         text_masks = text_mask if isinstance(text_mask, dict) else {m: text_mask for m in MODALITIES}
         ctx = Context(
