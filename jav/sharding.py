@@ -81,6 +81,18 @@ def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, logical_to_spec(logical, rules))
 
 
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """`x`'s leading axis sharded as `activation_batch`, its other axes left to the
+    partitioner; a no-op without rules or a mesh. For the small per-token MLPs
+    (timestep, guidance, AdaLN) between whose layers the partitioner would otherwise
+    shard the width like the weights and all-reduce the whole batch."""
+    rules = current_rules()
+    if not rules or jax.sharding.get_abstract_mesh().empty:
+        return x
+    (batch,) = logical_to_spec(("activation_batch",), rules)
+    return jax.lax.with_sharding_constraint(x, jax.P(batch, *[jax.P.UNCONSTRAINED] * (x.ndim - 1)))
+
+
 def mesh_axes_of(logical: str | None, mesh=None, rules: Rules | None = None) -> tuple[str, ...]:
     """The axes of `mesh` (default: the current one) of size > 1 that a logical
     axis is split over under `rules` (default: the active ones); () without

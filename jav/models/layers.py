@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jav.models import lora
+from jav.sharding import constrain_batch
 
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
@@ -166,7 +167,7 @@ class TimestepEmbedder(nnx.Module):
         self.fc2 = Dense(dim, dim, ("embed", "embed"), **kw)
 
     def __call__(self, t: jax.Array) -> jax.Array:
-        return self.fc2(jax.nn.silu(self.fc1(sinusoidal_embedding(t, self.freq_dim))))
+        return self.fc2(constrain_batch(jax.nn.silu(self.fc1(sinusoidal_embedding(t, self.freq_dim)))))
 
 
 class ConditionEmbedder(nnx.Module):
@@ -182,7 +183,7 @@ class ConditionEmbedder(nnx.Module):
         self.fc2 = Dense(dim, dim, ("embed", "embed"), init=zeros, **kw)
 
     def __call__(self, c: jax.Array) -> jax.Array:
-        return self.fc2(jax.nn.silu(self.fc1(sinusoidal_embedding(c * self.scale, self.freq_dim))))
+        return self.fc2(constrain_batch(jax.nn.silu(self.fc1(sinusoidal_embedding(c * self.scale, self.freq_dim)))))
 
 
 class AdaLNSingle(nnx.Module):
@@ -202,7 +203,7 @@ class AdaLNSingle(nnx.Module):
         )
 
     def __call__(self, t_emb: jax.Array) -> jax.Array:
-        return self.proj(jax.nn.silu(t_emb))
+        return self.proj(constrain_batch(jax.nn.silu(t_emb)))
 
 
 def modulation_table(rngs: nnx.Rngs, num_chunks: int, dim: int, param_dtype: str) -> nnx.Param:
