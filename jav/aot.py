@@ -448,7 +448,7 @@ def needed_bytes(report: StepReport) -> int | None:
     return None
 
 
-REMAT_BY_MEMORY = ("none", "dots", "offload", "full")  # most activation memory first
+REMAT_BY_MEMORY = ("none", "dots", "projections", "offload", "full")  # most activation memory first
 
 
 def advice(report: StepReport, hbm_bytes: int, cfg, kind: str, num_devices: int | None = None) -> list[str]:
@@ -530,11 +530,14 @@ def recompute_flops(policy: str, forward: Callable[..., int], batch: int) -> int
     """FLOPs the backward pass recomputes under the remat `policy` for `batch` clips:
     the layers' whole forward for `full`; attention's QK^T and AV for `dots` and
     `offload`, which keep matmul outputs against weights and recompute the rest
-    (element-wise work is not counted); nothing for `none`."""
+    (element-wise work is not counted); those and the MLPs' first layer for
+    `projections`; nothing for `none`."""
     if policy == "full":
         return forward(batch=batch, part="layers")
     if policy in ("dots", "offload"):
         return forward(batch=batch, part="scores")
+    if policy == "projections":  # the scores and the MLPs' first (wide) layer
+        return forward(batch=batch, part="scores") + forward(batch=batch, part="mlp") // 2
     return 0
 
 

@@ -67,7 +67,7 @@ def compiled(policy):
     return value, grads, fn.memory_analysis().temp_size_in_bytes
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "offload"])
+@pytest.mark.parametrize("policy", ["full", "dots", "projections", "offload"])
 def test_every_policy_keeps_the_loss_and_gradients(policy):
     l0, g0, _ = compiled("none")
     l1, g1, _ = compiled(policy)
@@ -90,14 +90,14 @@ def test_full_remat_keeps_less_activation_memory():
 
 
 def test_unknown_policy_names_the_key_and_the_choices():
-    with pytest.raises(ValueError, match=r"model.remat='everything' is not one of \('none', 'full', 'dots', 'offload'\)"):
+    with pytest.raises(ValueError, match=r"model.remat='everything' is not one of \('none', 'full', 'dots', 'projections', 'offload'\)"):
         validate_config(tiny("everything"))
     with pytest.raises(ValueError, match="model.remat='bogus'"):
         remat(lambda x: x, "bogus")
-    assert REMAT_POLICIES == ("none", "full", "dots", "offload")
+    assert REMAT_POLICIES == ("none", "full", "dots", "projections", "offload")
 
 
-@pytest.mark.parametrize("policy, low", [("full", 0.85), ("dots", 0.6)])
+@pytest.mark.parametrize("policy, low", [("full", 0.85), ("dots", 0.6), ("projections", 0.6)])
 def test_recompute_flops_match_the_compiler(policy, low):
     # jav.aot's executed FLOPs: the gradient under `policy` costs what it costs
     # under `none` plus `recompute_flops`; XLA also counts the recomputed

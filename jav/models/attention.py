@@ -40,10 +40,10 @@ class AttentionProjections(nnx.Module):
         rope_pairs: str = "split",
     ):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.q = Dense(q_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", **kw)
-        self.k = Dense(kv_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", **kw)
-        self.v = Dense(kv_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", **kw)
-        self.o = Dense((heads, head_dim), q_dim, ("heads", "kv", "embed"), role="attn", **kw)
+        self.q = Dense(q_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", saved_as="attention_projection", **kw)
+        self.k = Dense(kv_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", saved_as="attention_projection", **kw)
+        self.v = Dense(kv_dim, (heads, head_dim), ("embed", "heads", "kv"), role="attn", saved_as="attention_projection", **kw)
+        self.o = Dense((heads, head_dim), q_dim, ("heads", "kv", "embed"), role="attn", saved_as="attention_projection", **kw)
         norm_shape, norm_axes = ((heads, head_dim), ("heads", "kv")) if qk_norm_across_heads else (head_dim, "kv")
         self.q_norm = RMSNorm(norm_shape, norm_axes, rngs=rngs, param_dtype=param_dtype) if qk_norm else None
         self.k_norm = RMSNorm(norm_shape, norm_axes, rngs=rngs, param_dtype=param_dtype) if qk_norm else None

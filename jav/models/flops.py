@@ -29,21 +29,28 @@ def forward_flops(
 ) -> int:
     """FLOPs of one forward pass for `num_tokens` {'video': Nv, 'audio': Na}:
     `part="all"`, or only the transformer layers' (`"layers"`: what a remat
-    policy wraps), or only their attention's QK^T and AV products (`"scores"`).
+    policy wraps), or only their attention's QK^T and AV products (`"scores"`),
+    or only their MLPs (`"mlp"`).
 
     `grid` (T', H', W') is needed for decoupled video attention, whose spatial
     and temporal attentions cost less than full attention.
     """
 
-    if part not in ("all", "layers", "scores"):
-        raise ValueError(f"part={part!r} is not 'all', 'layers' or 'scores'")
+    if part not in ("all", "layers", "scores", "mlp"):
+        raise ValueError(f"part={part!r} is not 'all', 'layers', 'scores' or 'mlp'")
 
     def _dense(n: int, d_in: int, d_out: int) -> int:
-        return 0 if part == "scores" else 2 * n * d_in * d_out
+        return 0 if part in ("scores", "mlp") else 2 * n * d_in * d_out
+
+    def _mlp(n: int, d: int, hidden: int) -> int:
+        return 0 if part == "scores" else 2 * 2 * n * d * hidden
+
+    def scores(nq: int, nk: int, inner: int) -> int:
+        return 0 if part == "mlp" else _scores(nq, nk, inner)
 
     def _attention(nq: int, nk: int, q_dim: int, kv_dim: int, inner: int) -> int:
         """Projections plus QK^T and AV for `nq` queries over `nk` keys."""
-        return _dense(nq, q_dim, inner) + _dense(nk, kv_dim, 2 * inner) + _dense(nq, inner, q_dim) + _scores(nq, nk, inner)
+        return _dense(nq, q_dim, inner) + _dense(nk, kv_dim, 2 * inner) + _dense(nq, inner, q_dim) + scores(nq, nk, inner)
 
     total = 0
     n = num_tokens
@@ -70,11 +77,11 @@ def forward_flops(
                     # projections over all N tokens; the temporal window is a mask,
                     # so all T' keys are computed
                     t, h, w = grid
-                    total += 2 * (4 * _dense(n[m], d, d)) + _scores(n[m], h * w + t, d)
+                    total += 2 * (4 * _dense(n[m], d, d)) + scores(n[m], h * w + t, d)
                 else:
                     total += _attention(n[m], n[m], d, d, d)
             total += _attention(n[m], text_len, d, d, d)  # text cross-attention
-            total += 2 * _dense(n[m], d, int(d * cfg[m].mlp_ratio))  # MLP
+            total += _mlp(n[m], d, int(d * cfg[m].mlp_ratio))
         dv, da = cfg.video.width, cfg.audio.width
         if mode == "cross_attn":
             total += _attention(n["video"], n["audio"], dv, da, dv)
@@ -83,7 +90,7 @@ def forward_flops(
             nt = n["video"] + n["audio"]
             total += _dense(n["video"], dv, 3 * dv) + _dense(n["audio"], da, 3 * dv)
             total += _dense(n["video"], dv, dv) + _dense(n["audio"], dv, da)
-            total += _scores(nt, nt, dv)
+            total += scores(nt, nt, dv)
 
     if include_text_encoder and part == "all" and cfg.text.encoder == "builtin":
         d, length = cfg.text.width, text_len

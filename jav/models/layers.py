@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from jav.models import lora
 from jav.sharding import constrain_batch
@@ -57,7 +58,9 @@ class Dense(nnx.Module):
         dtype: str = "float32",
         param_dtype: str = "float32",
         role: str | None = None,
+        saved_as: str | None = None,
     ):
+        self.saved_as = saved_as  # the checkpoint name of the output, for name-based remat policies (jav.models.remat)
         self.in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
         self.out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
         init = init or fan_in_normal(math.prod(self.in_shape))
@@ -79,7 +82,7 @@ class Dense(nnx.Module):
             y = y + self.lora(x)
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
-        return y
+        return y if self.saved_as is None else checkpoint_name(y, self.saved_as)
 
 
 class RMSNorm(nnx.Module):
@@ -143,7 +146,7 @@ class MLP(nnx.Module):
     def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype: str, param_dtype: str):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.up = Dense(dim, hidden, ("embed", "mlp"), role="mlp", **kw)
-        self.down = Dense(hidden, dim, ("mlp", "embed"), role="mlp", **kw)
+        self.down = Dense(hidden, dim, ("mlp", "embed"), role="mlp", saved_as="mlp_output", **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down(jax.nn.gelu(self.up(x), approximate=True))
