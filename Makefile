@@ -32,11 +32,11 @@ demo: $(STAMP) $(DEMO)/data/manifest.json
 # The demo's model distilled into a student that samples in 4 passes instead of 64
 # (configs/distill.py, jav/train/distill.py), then both scored on the same 16
 # held-out captions with NFE and seconds per clip (benchmarks/distill_compare.py).
-# 250 distillation steps (the config's 300 are for longer-trained teachers) keep
+# 200 distillation steps (the config's 300 are for longer-trained teachers) keep
 # both commands inside 20 minutes on a 2-core CPU (benchmarks/RESULTS.md).
 demo-distill: $(STAMP)
 	test -d $(DEMO)/run/checkpoints || $(MAKE) --no-print-directory demo
-	$(PY) -m jav.train --config configs/distill.py:$(DEMO)/run --workdir $(DEMO)/distill --config.train.steps=250
+	$(PY) -m jav.train --config configs/distill.py:$(DEMO)/run --workdir $(DEMO)/distill --config.train.steps=200
 	$(PY) -m benchmarks.distill_compare --teacher $(DEMO)/run --student $(DEMO)/distill --num 16 --tasks t2va,v2a --student-steps 4,2,1
 
 $(DEMO)/data/manifest.json: | $(STAMP)
