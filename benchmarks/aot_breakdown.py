@@ -2,7 +2,7 @@
 model (`optimal_seconds`) for each part of one video layer of a config, forward
 and backward, at the per-chip shapes of a plan.
 
-    python -m benchmarks.aot_breakdown --config configs/ltx2_19b.py --topology v5p-8 --clips 1
+    python -m benchmarks.aot_breakdown --config configs/ltx2_19b.py --topology v5p-8 --num 1
 
 Each part is compiled alone for one chip of `--topology` (libtpu, compile only,
 no TPU needed), in bfloat16, as `jax.value_and_grad` of a scalar of its output:
@@ -98,17 +98,21 @@ def parts(cfg, clips: int, blocks) -> dict:
     return out
 
 
-def breakdown(cfg, topology: str, clips: int, blocks) -> list[dict]:
-    """One row per part of `parts(cfg, clips, blocks)`, estimated for one chip of `topology`."""
-    jax.config.update("jax_enable_compilation_cache", False)  # compile-only executables cannot be cached
+def breakdown(cfg, topology: str, num: int, blocks) -> list[dict]:
+    """One row per part of `parts(cfg, num, blocks)` (`num` clips a chip), estimated for one chip of `topology`."""
     device = topology_devices(parse_topology(topology))[0]
     peak, _ = perf.peak_flops("bfloat16", device)
+    cache_was_on = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)  # compile-only executables cannot be cached
     rows = []
-    for name, (fn, shapes) in parts(cfg, clips, blocks).items():
-        flops, seconds = _estimate(fn, shapes, device)
-        share = flops / (seconds * peak) if seconds > 0 else math.nan
-        rows.append(dict(part=name, flops=flops, seconds=seconds, share_of_peak=share))
-        print(f"{name:<45} {flops:10.3e} FLOPs  {seconds * 1e3:9.2f} ms  {100 * share:5.1f}% of peak", flush=True)
+    try:
+        for name, (fn, shapes) in parts(cfg, num, blocks).items():
+            flops, seconds = _estimate(fn, shapes, device)
+            share = flops / (seconds * peak) if seconds > 0 else math.nan
+            rows.append(dict(part=name, flops=flops, seconds=seconds, share_of_peak=share))
+            print(f"{name:<45} {flops:10.3e} FLOPs  {seconds * 1e3:9.2f} ms  {100 * share:5.1f}% of peak", flush=True)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache_was_on)
     return rows
 
 
@@ -116,14 +120,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/ltx2_19b.py", help="config file[:arg]")
     parser.add_argument("--topology", default="v5p-8", help="TPU whose chip the parts compile for")
-    parser.add_argument("--clips", type=int, default=1, help="clips a chip holds in one (micro)batch")
+    parser.add_argument("--num", type=int, default=1, help="clips a chip holds in one (micro)batch")
     parser.add_argument("--blocks", default="128,512", help="splash tiles to compare (jav picks attention_kernels.splash_block(tokens))")
     parser.add_argument("--json", default=None, help="append the table as one JSON line to this file")
     args = parser.parse_args(argv)
     cfg = schema.complete(load_config(args.config))
-    rows = breakdown(cfg, args.topology, args.clips, [int(b) for b in cli.comma_list(args.blocks)])
+    rows = breakdown(cfg, args.topology, args.num, [int(b) for b in cli.comma_list(args.blocks)])
     if args.json:
-        cli.append_json(args.json, dict(config=args.config, topology=args.topology, clips=args.clips, rows=rows))
+        cli.append_json(args.json, dict(config=args.config, topology=args.topology, clips=args.num, rows=rows))
     return rows
 
 

@@ -746,9 +746,10 @@ class AVDiT(nnx.Module):
             if self.interval is not None:
                 h_m = jnp.zeros_like(t[m]) if interval is None else interval[m]
                 t_emb[m] = t_emb[m] + self.interval[m](h_m[..., None])
-            # per-token timestep embeddings and modulation, batch-sharded like the tokens: left to
-            # the partitioner, the TPU compiler split them over embed and all-reduced the whole
-            # [B, N, D] microbatch on every chip (benchmarks/aot_plans.md, "Raising the estimated MFU")
+            # per-token timestep embeddings and modulation, batch-sharded like the tokens; what kept the
+            # TPU compiler from splitting them over embed and all-reducing the whole [B, N, D] microbatch
+            # was the same constraint between the MLPs' layers (layers.py, constrain_batch;
+            # benchmarks/aot_plans.md, "Raising the estimated MFU")
             t_emb[m] = constrain(t_emb[m], _act(m))
             mod[m] = constrain(self.adaln[m](t_emb[m]), ("activation_batch", LENGTH[m], None, "activation_embed"))  # [B, N, K, D]
         texts = text if isinstance(text, dict) else {m: text for m in MODALITIES}
