@@ -66,7 +66,7 @@ def parts(cfg, clips: int, blocks) -> dict:
     """name -> (function, argument shapes) of one video layer at `clips` clips a chip."""
     tokens = TokenLayout.from_config(cfg).num_tokens
     n, na, nt = tokens["video"], tokens["audio"], cfg.data.text_len
-    d, heads, da = cfg.model.video.width, cfg.model.video.heads, cfg.model.audio.width
+    d, heads = cfg.model.video.width, cfg.model.video.heads
     hidden = int(d * cfg.model.video.mlp_ratio)
     bf = jnp.bfloat16
     x = jax.ShapeDtypeStruct((clips, n, d), bf)
@@ -81,7 +81,7 @@ def parts(cfg, clips: int, blocks) -> dict:
         ),
         "norms, modulation, gated residuals (x2)": (
             lambda x, s, b, g: x + g * (jax.nn.standardize(x.astype(jnp.float32), axis=-1).astype(bf) * (1 + s) + b),
-            [x, jax.ShapeDtypeStruct((clips, 1, d), bf)] * 1 + [jax.ShapeDtypeStruct((clips, 1, d), bf)] * 2,
+            [x] + [jax.ShapeDtypeStruct((clips, 1, d), bf)] * 3,
         ),
     }
     # the cross-attentions' video side: q and o projections, and the core over few keys
@@ -91,7 +91,6 @@ def parts(cfg, clips: int, blocks) -> dict:
         lambda q, kt, vt, ka, va: attention_kernels.attend(q, kt, vt, None, "splash") + attention_kernels.attend(q, ka, va, None, "splash"),
         [qkv, keys(nt), keys(nt), keys(na), keys(na)],
     )
-    del da
     for block in blocks:
         label = f"attention core, splash tiles {block}"
         out[label] = (_splash_with_block(block), [qkv, qkv, qkv])
