@@ -84,7 +84,7 @@ $(BROWSER_STAMP): | $(STAMP)
 	touch $(BROWSER_STAMP)
 
 test: $(STAMP) $(EXTRAS_STAMP) $(BROWSER_STAMP)
-	JAV_REQUIRE_BROWSER=1 $(PY) -m pytest -q -n 2 --dist loadgroup
+	JAV_REQUIRE_BROWSER=1 $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 # The step-time benchmark beside diffusers' LTX-2 transformer (PyTorch, CPU), in
 # its own venv; torch is installed first so that pip takes the CPU build.

@@ -256,14 +256,15 @@ def lower_train_step(cfg, mesh: jax.sharding.Mesh) -> tuple[jax.stages.Lowered, 
 
 
 def lower_distill_step(
-    cfg, mesh: jax.sharding.Mesh, teacher_steps: int | None = None, grid_fraction: float | None = None
+    cfg, mesh: jax.sharding.Mesh, teacher_steps: int | None = None, grid_fraction: float | None = None, dmd_weight: float | None = None
 ) -> tuple[jax.stages.Lowered, dict, DistillPhase]:
     """The distillation step (jav/train/distill.py) of a student of `cfg`'s model,
     lowered as the loop would run it: the student with its optimiser state and EMA,
     the teacher frozen in bfloat16 with neither -> (lowered, bytes per device of
     each input, the phase). teacher_steps, grid_fraction: distill.teacher_steps (0:
     MeanFlow's JVP target; K: K teacher Euler steps per target) and distill.grid_fraction;
-    None: the student config's defaults (jav/train/distill.py)."""
+    dmd_weight: distill.dmd.weight (> 0: the critic too, with its optimiser state, and the
+    student's differentiable sampling); None: the student config's defaults (jav/train/distill.py)."""
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     student = student_config(cfg)
     student.distill.teacher_dtype = "bfloat16"
@@ -271,12 +272,17 @@ def lower_distill_step(
         student.distill.teacher_steps = int(teacher_steps)
     if grid_fraction is not None:
         student.distill.grid_fraction = float(grid_fraction)
+    if dmd_weight is not None:
+        student.distill.dmd.weight = float(dmd_weight)
+        student.distill.dmd.batch = min(student.distill.dmd.batch, student.train.batch_size)
     _validate(student, mesh)
     phase = DistillPhase(student)
     phase.teacher_cfg = cfg
     state = phase.abstract_state(mesh, rules)
     batch = abstract_batch(student, phase.layout, mesh, rules)
     sizes = dict(_trainable_sizes(state["model"]), teacher=bytes_per_device(state["teacher"].params), batch=bytes_per_device(batch))
+    if "critic" in state:
+        sizes.update({f"critic_{k}": v for k, v in _trainable_sizes(state["critic"]).items() if k != "ema"})
     step = jax.ShapeDtypeStruct((), jnp.float32, sharding=jax.sharding.NamedSharding(mesh, jax.P()))
     options = phase.step_options(phase.layout)  # host numbers (the sampling grid): outside the compile-only mesh
     with jax.set_mesh(mesh), sharding.logical_rules(rules):
@@ -472,10 +478,10 @@ def advice(report: StepReport, hbm_bytes: int, cfg, kind: str, num_devices: int 
         mesh = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(mesh, num_devices)))
     trains = kind in ("train", "distill")
     ema = report.inputs.get("ema", 0) if trains else 0
-    state = report.inputs.get("params", 0) + report.inputs.get("opt_state", 0) + ema + report.inputs.get("teacher", 0)
+    state = sum(report.inputs.get(k, 0) for k in ("params", "opt_state", "teacher", "critic_params", "critic_opt_state")) + ema
     activations = max(need - state - report.inputs.get("batch", 0), 0)
     knobs = []  # (bytes saved, advice)
-    what = {"train": "parameters, optimizer state and EMA", "distill": "the student's parameters, optimizer state and EMA and the teacher"}.get(
+    what = {"train": "parameters, optimizer state and EMA", "distill": "the student's parameters, optimizer state and EMA, the teacher (and a critic)"}.get(
         kind, "parameters"
     )
     knobs.append(
@@ -550,6 +556,7 @@ def plan(
     sample_batch: int | None = None,
     distill_teacher_steps: int | None = None,
     distill_grid_fraction: float | None = None,
+    distill_dmd_weight: float | None = None,
     hlo_dir: str | None = None,
     say: Callable[[str], None] = print,
 ) -> dict:
@@ -576,9 +583,12 @@ def plan(
             report = StepReport("train step", inputs, model_flops=model, executed_flops=executed)
         elif step == "distill":
             log(f"lowering the distillation step (batch {cfg.train.batch_size}: student, bfloat16 teacher)")
-            lowered, inputs, phase = lower_distill_step(cfg, mesh, distill_teacher_steps, distill_grid_fraction)
+            lowered, inputs, phase = lower_distill_step(cfg, mesh, distill_teacher_steps, distill_grid_fraction, distill_dmd_weight)
             d = phase.cfg.distill
             targets = f"{f'{d.teacher_steps} teacher steps' if d.teacher_steps else 'MeanFlow JVP'} targets, grid fraction {d.grid_fraction}"
+            dmd_clips = d.dmd.batch * phase.cfg.sample.steps if d.dmd.weight else 0  # the student's differentiable sampling
+            if dmd_clips:
+                targets += f", distribution matching on {d.dmd.batch} clips with a critic"
             # student forward and backward, the teacher's guided passes (times K), or the JVP (about two forwards)
             flops, _ = phase.cost(
                 {
@@ -587,7 +597,7 @@ def plan(
                 }
             )
             # only the student's forward is under remat; the teacher runs no backward pass
-            executed = flops + recompute_flops(cfg.model.remat, forward, cfg.train.batch_size)
+            executed = flops + recompute_flops(cfg.model.remat, forward, cfg.train.batch_size + dmd_clips)
             report = StepReport(f"distillation step ({targets})", inputs, model_flops=flops, executed_flops=executed)
         elif step == "sample":
             batch = sample_batch or mesh.shape["data"] * mesh.shape["fsdp"]
@@ -728,6 +738,7 @@ def main(argv) -> None:
         hlo_dir=FLAGS.hlo_dir,
         distill_teacher_steps=FLAGS.distill_teacher_steps,
         distill_grid_fraction=FLAGS.distill_grid_fraction,
+        distill_dmd_weight=FLAGS.distill_dmd_weight,
         say=say,
     )
     peak, source = perf.peak_flops(cfg.model.dtype, devices[0])
@@ -779,6 +790,9 @@ if __name__ == "__main__":
         "0: MeanFlow's target, one JVP through the student, which splash attention does not support; default: the config's, 4)",
     )
     flags.DEFINE_float("distill_grid_fraction", None, "--compile distill: distill.grid_fraction (default: the config's)")
+    flags.DEFINE_float(
+        "distill_dmd_weight", None, "--compile distill: distill.dmd.weight (> 0: distribution matching, the critic and its optimiser planned too; default 0)"
+    )
     flags.DEFINE_integer("sample_batch", None, "clips per sampling step (default: one per batch shard, mesh data x fsdp)")
     flags.DEFINE_string("json", None, "append the reports to this JSON-lines file")
     flags.DEFINE_string("hlo_dir", None, "write each compiled program's text (optimised HLO) here as STEP.hlo.txt")

@@ -176,6 +176,11 @@ def test_the_distillation_step_is_planned_with_a_bfloat16_teacher_and_no_teacher
     lowered, _, phase = aot.lower_distill_step(cfg, mesh, teacher_steps=2, grid_fraction=0.5)
     assert (phase.cfg.distill.teacher_steps, phase.cfg.distill.grid_fraction) == (2, 0.5)
     assert lowered.compiler_ir() is not None
+    # distribution matching: a critic of the teacher's size with its own Adam moments, no EMA
+    lowered, with_critic, phase = aot.lower_distill_step(cfg, mesh, teacher_steps=2, grid_fraction=0.5, dmd_weight=1.0)
+    assert with_critic["critic_params"] == 2 * inputs["teacher"] and with_critic["critic_opt_state"] >= 2 * with_critic["critic_params"]
+    assert "critic_ema" not in with_critic and lowered.compiler_ir() is not None
+    assert phase.cost(batch)[0] > aot.lower_distill_step(cfg, mesh, teacher_steps=2, grid_fraction=0.5)[2].cost(batch)[0]
 
 
 def test_the_layer_breakdown_estimates_each_part_on_one_tpu_chip():

@@ -202,9 +202,17 @@ def test_the_student_starts_as_its_teacher_and_no_gradient_reaches_the_teacher(t
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(teacher_grads))
 
 
+def dmd_config(teacher, steps=4):
+    cfg = student_config(teacher, steps)
+    cfg.distill.dmd.update(weight=1.0, batch=1, critic_updates=2)
+    return cfg
+
+
 def test_a_distill_run_resumes_to_the_same_losses_and_samples_in_its_steps(teacher, tmp_path):
+    """With distribution matching on: the critic trains beside the student, is checkpointed in
+    the `extra` item with its optimiser state, and a preempted run resumes to the same losses."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    cfg = student_config(teacher)
+    cfg = dmd_config(teacher)
     loop.run(cfg, straight, DistillPhase(cfg), log=lambda _: None)
 
     def preempt_at_2(msg):
@@ -219,13 +227,18 @@ def test_a_distill_run_resumes_to_the_same_losses_and_samples_in_its_steps(teach
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), (step, a, b)
+    records = [json.loads(r) for r in (split / "metrics.jsonl").read_text().splitlines()]
+    # the critic starts as the teacher (sampled unguided here): no direction until it has learned
+    assert records[0]["loss_dmd"] == 0.0 and all(r["loss_dmd"] > 0 for r in records[1:])
+    assert all(r["loss_critic"] > 0 and r["grad_norm_critic"] > 0 for r in records)
     assert sorted(p.name for p in (straight / "checkpoints" / "4").iterdir() if p.is_dir()) == [
         "config",
         "data_state",
         "ema",
+        "extra",
         "opt_state",
         "params",
-    ]  # the teacher is referenced, never saved
+    ]  # the critic (and its optimiser state) in `extra`; the teacher is referenced, never saved
 
     cfg_loaded, student, step = load_run(straight)
     assert step == 4 and cfg_loaded.phase == "distill" and cfg_loaded.sample.steps == 2
@@ -255,6 +268,15 @@ def test_a_student_that_is_not_its_teachers_architecture_is_refused(teacher):
     cfg.sample.text_video = 4.0
     with pytest.raises(ValueError, match=r"sample.text_video=4.0 is outside distill.guidance.text_video=\[1.0, 3.0\]"):
         DistillPhase(cfg).validate(mesh)
+    for key, value, match in (
+        ("batch", 99, r"distill.dmd.batch=99 must be in \[1, train.batch_size="),
+        ("t_range", [0.0, 0.5], r"distill.dmd.t_range=\[0.0, 0.5\] must be"),
+        ("critic_warmup", -1, r"distill.dmd.critic_warmup=-1"),
+    ):
+        cfg = dmd_config(teacher)
+        cfg.distill.dmd[key] = value
+        with pytest.raises(ValueError, match=match):
+            DistillPhase(cfg).validate(mesh)
 
 
 def test_the_students_guidance_ranges_reach_the_teachers_sampling_scales(teacher):
@@ -292,3 +314,94 @@ def test_the_teacher_path_target_is_the_teachers_euler_displacement():
         np.testing.assert_allclose(np.asarray(got[m]), want, rtol=1e-5, atol=1e-5)
     spans = np.asarray(h["video"][:, 0]) > 0
     assert spans.any() and not spans.all()  # both kinds of clip are in the check
+
+
+def test_the_students_differentiable_rollout_is_its_sampler():
+    """`student_rollout` (what distribution matching differentiates) gives the samples
+    `jav.samplers.euler_sample(mean_velocity=True)` gives, from the same noise on the same grid."""
+    cfg = test_config.get_config()
+    cfg.model.guidance_embed = cfg.model.interval_embed = True
+    model = perturbed(AVDiT(cfg.model, rngs=nnx.Rngs(0)))
+    layout, x, _, text, mask = tiny_inputs(cfg)
+    grid = distill_lib.sampling_grid(_steps(cfg, 3), layout.num_tokens)
+    fn = layout.denoiser(model, jnp.asarray([2.0, 1.0, 1.5]))
+    got = jax.jit(lambda: distill_lib.student_rollout(fn, x, text, mask, grid))()
+    mu = distill_lib.flow.sampling_mu(cfg.flow, layout.num_tokens)
+    want = jax.jit(lambda: samplers.euler_sample(fn, None, x, text, mask, num_steps=3, mu=mu, mean_velocity=True))()
+    for m in x:
+        np.testing.assert_allclose(got[m], want[m], rtol=2e-5, atol=2e-5)
+        assert not np.allclose(got[m], x[m], atol=1e-2)
+
+
+def _steps(cfg, n):
+    cfg.sample.steps = n
+    return cfg
+
+
+def test_the_dmd_direction_is_the_critics_estimate_minus_the_teachers():
+    """For velocities v_teacher = a x + b and v_critic = c x: at x_t = (1 - t) x0 + t eps the
+    direction is t (v_teacher - v_critic) over mean |x0 - (x_t - t v_teacher)| per clip and
+    modality, and the DMD loss's gradient in x0 is the direction over the element count."""
+    a, b, c = -0.4, 0.3, 0.2
+    rng = np.random.default_rng(5)
+    x0 = {"video": jnp.asarray(rng.normal(size=(3, 4, 6)), jnp.float32), "audio": jnp.asarray(rng.normal(size=(3, 5, 2)), jnp.float32)}
+
+    def teacher(x, t, text, mask, cross):
+        return {m: a * x[m] + b for m in x}
+
+    def critic(x, t, text, mask, cross):
+        return {m: c * x[m] for m in x}
+
+    key, t_range = jax.random.key(3), (0.1, 0.9)
+    text, mask = jnp.zeros((3, 1, 1)), jnp.ones((3, 1), bool)
+    got = jax.jit(lambda: distill_lib.dmd_direction(teacher, critic, key, x0, text, text, mask, samplers.NO_GUIDANCE, t_range))()
+    x_t, t, _ = distill_lib.noised_copy(key, x0, t_range)
+    for m in x0:
+        tm = np.asarray(t[m])[..., None]
+        xt = np.asarray(x_t[m], np.float64)
+        real = xt - tm * (a * xt + b)
+        want = tm * ((a * xt + b) - c * xt) / np.abs(np.asarray(x0[m]) - real).mean(axis=(1, 2), keepdims=True)
+        np.testing.assert_allclose(got[m], want, rtol=1e-4, atol=1e-5)
+        assert 0.1 <= float(t[m].min()) and float(t[m].max()) <= 0.9
+    flow_cfg = test_config.get_config().flow
+    grads = jax.grad(lambda x: distill_lib.dmd_loss(x, got, flow_cfg))(x0)
+    for m, w in (("video", flow_cfg.video_weight), ("audio", flow_cfg.audio_weight)):
+        np.testing.assert_allclose(grads[m], w * got[m] / got[m].size, rtol=1e-5, atol=1e-8)
+
+
+def test_with_a_critic_the_students_gradient_reaches_neither_teacher_nor_critic(teacher, tmp_path):
+    """Distribution matching: the student's loss has a gradient in the student (the DMD term
+    alone too) and none in the teacher or the critic; the critic's update changes only the
+    critic, which starts as the teacher."""
+    cfg = dmd_config(teacher)
+    cfg.optim.warmup_steps = 0  # the first step moves the student
+    phase = DistillPhase(cfg)
+    mesh = sharding.mesh_from_config(cfg.mesh)
+    phase.validate(mesh)
+    run = loop.Run(cfg, tmp_path, mesh, tuple(tuple(r) for r in cfg.mesh.rules), 0, 1, lambda _: None)
+    state = phase.init_state(run)
+    for got, want in zip(jax.tree.leaves(state["critic"].params), jax.tree.leaves(state["teacher"].params)):
+        np.testing.assert_array_equal(got, want)
+    batch = jax.tree.map(jnp.asarray, next(phase.stream(run)))
+    options = phase.step_options(phase._layout_of(batch)[0])
+    kw = {k: options[k] for k in ("graphdef", "teacher_graphdef", "layout", "flow_cfg", "distill_cfg", "grid", "critic_graphdef", "dmd_guidance")}
+    kw.update(batch=batch, key=jax.random.key(0))
+
+    # a critic that has moved off the teacher (at the start the two estimates agree: no direction)
+    leaves, tree = jax.tree.flatten(state["critic"].params)
+    keys = jax.random.split(jax.random.key(7), len(leaves))
+    moved = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+    def dmd_loss(student, teacher_params, critic):
+        return distill_loss(student, teacher_params, critic_params=critic, **kw)[1][2]["loss_dmd"]
+
+    # the DMD term's gradient (the regression's is the test above's): in the student only
+    student_grads, teacher_grads, critic_grads = jax.jit(jax.grad(dmd_loss, argnums=(0, 1, 2)))(state["model"].params, state["teacher"].params, moved)
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(student_grads)) > 0
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves((teacher_grads, critic_grads)))
+
+    before = jax.tree.map(np.asarray, state)
+    new, metrics = phase.step(state, batch, jax.random.key(1), 0)
+    assert float(metrics["skipped"]) == 0 and float(metrics["skipped_critic"]) == 0
+    changed = {name: any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[name].params), jax.tree.leaves(new[name].params))) for name in new}
+    assert changed == {"model": True, "teacher": False, "critic": True}

@@ -30,6 +30,20 @@ length is 0) is distilled, with its per-token timesteps. The loss is
 `jav.flow.velocity_loss` (the teacher's `flow.loss_space` weighting) against the
 teacher's target; the student keeps an EMA like any run, and `jav.sample` /
 `jav.evaluate` sample it from its own config.
+
+Distribution matching (`distill.dmd.weight` > 0, DMD2's generator loss added to the
+regression): a third network, the critic ("critic": the teacher's architecture,
+initialised from the teacher, trained with its own optimiser state), learns the
+flow of the student's own samples. Each step the student samples `distill.dmd.batch`
+of the batch's captions as T2VA in its `sample.steps` steps, differentiably; the
+samples are noised to a t drawn in `distill.dmd.t_range`, and the teacher's guided
+clean estimate (the sampling scales) and the critic's are compared there: the
+student's samples move along (critic's estimate - teacher's), normalised per clip
+and modality by the mean distance of the sample to the teacher's estimate. So the
+gradient reaches the first of the student's steps, where the joint timing of a
+clip is decided, which the regression onto the teacher's path fits step by step.
+Then the critic takes `distill.dmd.critic_updates` flow-matching updates on those
+samples (without gradient into the student).
 """
 
 from __future__ import annotations
@@ -84,6 +98,13 @@ def distill_config(teacher: str = "") -> ml_collections.ConfigDict:
             # t = s_k and t - r = s_k - s_(k+1) for a step k drawn uniformly, the clip re-noised
             # at s_k; the others draw r uniformly below t. 0: off-grid only
             grid_fraction=0.67,
+            # distribution matching (DMD2's generator loss, beside the regression): weight 0 off.
+            # batch: the clips of each batch whose captions the student samples (T2VA) for it;
+            # critic_updates: the critic's flow-matching updates per step on those samples;
+            # t_range: where the samples are noised for the teacher's and the critic's estimates
+            # critic_warmup: the first steps train only the critic (the DMD term's weight 0), which
+            # starts as the teacher's unguided flow, not the student's
+            dmd=dict(weight=0.0, batch=4, critic_updates=1, t_range=[0.02, 0.98], critic_warmup=0),
         )
     )
 
@@ -157,6 +178,21 @@ def validate_distill(cfg) -> ml_collections.ConfigDict:
         raise ValueError(f"distill.grid_fraction={d.grid_fraction} must be in [0, 1]")
     if d.get("grid_fraction", 0.0) and not cfg.model.get("interval_embed"):
         raise ValueError("distill.grid_fraction > 0 places steps on the sampling grid; it needs model.interval_embed=True")
+    dmd = d.get("dmd")
+    if dmd is not None and dmd.weight:
+        if dmd.weight < 0:
+            raise ValueError(f"distill.dmd.weight={dmd.weight} must be >= 0 (0: no distribution matching)")
+        if not cfg.model.get("interval_embed"):
+            raise ValueError("distill.dmd.weight > 0 samples the student in its sample.steps steps; it needs model.interval_embed=True")
+        if not 1 <= dmd.batch <= cfg.train.batch_size:
+            raise ValueError(f"distill.dmd.batch={dmd.batch} must be in [1, train.batch_size={cfg.train.batch_size}]")
+        if not isinstance(dmd.get("critic_warmup", 0), int) or dmd.get("critic_warmup", 0) < 0:
+            raise ValueError(f"distill.dmd.critic_warmup={dmd.critic_warmup!r} must be a whole number of steps >= 0")
+        if not isinstance(dmd.critic_updates, int) or dmd.critic_updates < 1:
+            raise ValueError(f"distill.dmd.critic_updates={dmd.critic_updates!r} must be a whole number >= 1")
+        low, high = dmd.t_range
+        if not 0.0 < low <= high < 1.0:
+            raise ValueError(f"distill.dmd.t_range={list(dmd.t_range)} must be [low, high] with 0 < low <= high < 1")
     k = d.get("teacher_steps", 0)
     if not isinstance(k, int) or k < 0:
         raise ValueError(f"distill.teacher_steps={k!r} must be a whole number >= 0 (0: MeanFlow's target; K: K teacher Euler steps)")
@@ -257,6 +293,83 @@ def teacher_path_targets(teacher_fn, x_t: dict, t: dict, text, text_mask, guidan
     return jax.lax.stop_gradient({m: jnp.where(span[m] > 0, (x_t[m] - x_r[m]) / jnp.where(span[m] > 0, span[m], 1.0), v0[m]) for m in x_t})
 
 
+def student_rollout(student_fn, noise: dict, text, text_mask, grid: tuple) -> dict:
+    """The student's own sampler, differentiable: from pure noise (every token generated, T2VA)
+    `sample.steps` Euler steps of one pass each over `grid` (`sampling_grid`), each spanning
+    its step, as `jav.samplers.euler_sample(mean_velocity=True)` takes them -> m -> x0."""
+    sched = {m: jnp.asarray(s, jnp.float32) for m, s in grid}
+    batch = next(iter(noise.values())).shape[0]
+    cross = jnp.ones((batch,), bool)
+
+    def step(x, s):
+        t = {m: jnp.full(x[m].shape[:2], s[m][0]) for m in x}
+        h = {m: jnp.full(x[m].shape[:2], s[m][0] - s[m][1]) for m in x}
+        u = student_fn(x, t, text, text_mask, cross, interval=h)
+        return {m: (x[m] - h[m][..., None] * u[m]).astype(x[m].dtype) for m in x}, None
+
+    x, _ = jax.lax.scan(step, noise, {m: (sched[m][:-1], sched[m][1:]) for m in sched})
+    return x
+
+
+def noised_copy(key, x0: dict, t_range) -> tuple[dict, dict, dict]:
+    """x0 noised to one t per clip, uniform in t_range and shared by the modalities -> (x_t, t, eps)."""
+    k_t, k_eps = jax.random.split(key)
+    batch = next(iter(x0.values())).shape[0]
+    td = jax.random.uniform(k_t, (batch,), jnp.float32, *(float(x) for x in t_range))
+    eps = {m: jax.random.normal(jax.random.fold_in(k_eps, i), x0[m].shape, jnp.float32).astype(x0[m].dtype) for i, m in enumerate(sorted(x0))}
+    t = {m: jnp.broadcast_to(td[:, None], x0[m].shape[:2]) for m in x0}
+    return {m: flow.noise(x0[m], eps[m], t[m]) for m in x0}, t, eps
+
+
+def dmd_direction(teacher_fn, critic_fn, key, x0: dict, teacher_text, critic_text, text_mask, guidance: samplers.Guidance, t_range) -> dict:
+    """DMD2's generator direction for samples x0 (m -> [B, N_m, P_m]): noised to t, the
+    critic's clean estimate minus the teacher's guided one, each clip and modality divided by
+    the mean |x0 - teacher's estimate| -> m -> direction (no gradient). A loss whose gradient
+    in x0 is this direction pulls the samples' distribution towards the teacher's."""
+    x_t, t, _ = noised_copy(key, jax.lax.stop_gradient(x0), t_range)
+    v_real = samplers.guided_velocity(teacher_fn, x_t, t, teacher_text, text_mask, guidance)
+    v_fake = critic_fn(x_t, t, critic_text, text_mask, jnp.ones((text_mask.shape[0],), bool))
+    out = {}
+    for m in x0:
+        tm = t[m][..., None]
+        real = x_t[m] - tm * v_real[m]
+        fake = x_t[m] - tm * v_fake[m]
+        scale = jnp.abs(x0[m] - real).mean(axis=(1, 2), keepdims=True)
+        out[m] = (fake - real) / jnp.maximum(scale, 1e-6)
+    return jax.lax.stop_gradient(out)
+
+
+def dmd_loss(x0: dict, direction: dict, flow_cfg) -> jax.Array:
+    """0.5 mean (x0 - sg(x0 - direction))^2 per modality, weighted as the flow loss: its
+    gradient in x0 is the direction over the element count."""
+    per = {m: 0.5 * jnp.square(x0[m] - jax.lax.stop_gradient(x0[m] - direction[m])).mean() for m in x0}
+    return flow_cfg.video_weight * per["video"] + flow_cfg.audio_weight * per["audio"]
+
+
+def critic_loss(critic_params, x0: dict, text, text_mask, key, *, critic_graphdef, layout, flow_cfg, t_range):
+    """The critic's flow-matching loss on the student's samples x0 (T2VA, every token noisy at
+    one t per clip in t_range), plain mean squares in the run's loss space."""
+    critic = nnx.merge(critic_graphdef, critic_params)
+    x_t, t, eps = noised_copy(key, x0, t_range)
+    v = layout.denoiser(critic)(x_t, t, text(critic), text_mask, jnp.ones((text_mask.shape[0],), bool))
+    target = {m: flow.velocity_target(x0[m], eps[m]) for m in x0}
+    loss, _ = flow.velocity_loss(v, target, t, {m: jnp.ones(t[m].shape, bool) for m in t}, flow_cfg)
+    return loss
+
+
+def text_reader(batch, rows=None):
+    """model -> its caption embedding of `batch` (the model's own text encoder where the batch
+    holds token ids), for the first `rows` clips (None: all)."""
+
+    def cut(a):
+        return a if rows is None else a[:rows]
+
+    def text(model):
+        return model.encode_text(cut(batch["text_ids"]), cut(batch["text_mask"])) if "text_ids" in batch else cut(batch["text_emb"])
+
+    return text
+
+
 def adaptive_loss(u: dict, target: dict, t: dict, loss_mask: dict, flow_cfg, p: float, eps: float = 1e-3):
     """`jav.flow.velocity_loss` per clip, each clip's loss weighted by 1 / (loss + eps)^p
     (no gradient through the weight) -> (weighted total, m -> plain loss, plain total).
@@ -279,12 +392,31 @@ def adaptive_loss(u: dict, target: dict, t: dict, loss_mask: dict, flow_cfg, p: 
     return total(weighted), plain, total(plain)
 
 
-def distill_loss(params, teacher_params, batch, key, step=None, *, graphdef, teacher_graphdef, layout, flow_cfg, distill_cfg, grid=None):
+def distill_loss(
+    params,
+    teacher_params,
+    batch,
+    key,
+    step=None,
+    *,
+    graphdef,
+    teacher_graphdef,
+    layout,
+    flow_cfg,
+    distill_cfg,
+    grid=None,
+    critic_params=None,
+    critic_graphdef=None,
+    dmd_guidance=None,
+):
     """The student's loss on `batch` at training step `step` (None: past the warm-up)
-    -> (loss to differentiate, (m -> plain loss, plain total)). `grid`: the student's
-    sampling timesteps (`sampling_grid`), used where distill.grid_fraction > 0. Differentiable in
-    `params`; the teacher's passes and the JVP make targets under stop_gradient, so
-    no gradient reaches `teacher_params`."""
+    -> (loss to differentiate, (m -> plain loss, plain total, DMD extras)). `grid`: the student's
+    sampling timesteps (`sampling_grid`), used where distill.grid_fraction > 0 and by the
+    distribution matching. Differentiable in `params`; the teacher's passes, the critic's and
+    the JVP make targets under stop_gradient, so no gradient reaches `teacher_params` or
+    `critic_params`. With distill.dmd.weight > 0 (and the critic given) the extras hold
+    "loss_dmd" and "samples", the student's T2VA samples (without gradient) the critic learns
+    from, sampled at `dmd_guidance` ((text_video, text_audio, modality): the sampling scales)."""
     teacher = nnx.merge(teacher_graphdef, teacher_params)
     student = nnx.merge(graphdef, params)
     k_flow, k_guide, k_interval, k_grid = jax.random.split(key, 4)
@@ -320,18 +452,76 @@ def distill_loss(params, teacher_params, batch, key, step=None, *, graphdef, tea
     extra = {} if interval is None else {"interval": interval}
     u = student_fn(x_t, d.t, student_text, text_mask, jnp.ones((batch_size,), bool), **extra)
     loss, plain, plain_total = adaptive_loss(u, target, d.t, d.loss_mask, flow_cfg, distill_cfg.get("adaptive_p", 0.0))
-    return loss, (plain, plain_total)
+    extras = {}
+    dmd = distill_cfg.get("dmd")
+    if dmd is not None and dmd.weight and critic_params is not None:
+        loss_dmd, samples = _dmd_term(
+            student, teacher, nnx.merge(critic_graphdef, critic_params), batch, x0, jax.random.fold_in(key, 7), layout, flow_cfg, dmd, grid, dmd_guidance
+        )
+        on = 1.0 if step is None else (step >= dmd.get("critic_warmup", 0)).astype(jnp.float32)
+        loss = loss + on * dmd.weight * loss_dmd
+        extras = dict(loss_dmd=loss_dmd, samples=samples)
+    return loss, (plain, plain_total, extras)
+
+
+def _dmd_term(student, teacher, critic, batch, x0, key, layout, flow_cfg, dmd, grid, scales):
+    """(DMD loss, the samples without gradient) for the first dmd.batch captions of `batch`."""
+    if grid is None or scales is None:
+        raise ValueError("distribution matching needs the sampling grid and the sampling guidance (distill_loss(grid=..., dmd_guidance=...))")
+    rows = int(dmd.batch)
+    text = text_reader(batch, rows)
+    text_mask = batch["text_mask"][:rows]
+    k_noise, k_dir = jax.random.split(key)
+    noise = {m: jax.random.normal(jax.random.fold_in(k_noise, i), (rows, *x0[m].shape[1:]), jnp.float32) for i, m in enumerate(sorted(x0))}
+    guidance = samplers.Guidance(*scales)
+    samples = student_rollout(layout.denoiser(student, guidance.as_array(rows)), noise, text(student), text_mask, grid)
+    direction = dmd_direction(layout.denoiser(teacher), layout.denoiser(critic), k_dir, samples, text(teacher), text(critic), text_mask, guidance, dmd.t_range)
+    return dmd_loss(samples, direction, flow_cfg), jax.lax.stop_gradient(samples)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "teacher_graphdef", "tx", "layout", "flow_cfg", "distill_cfg", "ema_decay", "trainable", "grid"), donate_argnums=(0,)
+    jax.jit,
+    static_argnames=(
+        "graphdef",
+        "teacher_graphdef",
+        "tx",
+        "layout",
+        "flow_cfg",
+        "distill_cfg",
+        "ema_decay",
+        "trainable",
+        "grid",
+        "critic_graphdef",
+        "dmd_guidance",
+    ),
+    donate_argnums=(0,),
 )
-def distill_step(state, batch, key, step, *, graphdef, teacher_graphdef, tx, layout, flow_cfg, distill_cfg, ema_decay, trainable=None, grid=None):
+def distill_step(
+    state,
+    batch,
+    key,
+    step,
+    *,
+    graphdef,
+    teacher_graphdef,
+    tx,
+    layout,
+    flow_cfg,
+    distill_cfg,
+    ema_decay,
+    trainable=None,
+    grid=None,
+    critic_graphdef=None,
+    dmd_guidance=None,
+):
     """One student update on `batch` at training step `step` -> (state, metrics); the
     teacher is read, never changed. `loss` is the plain weighted mean square (what
     the student is from its targets); `loss_weighted` what the gradient follows.
-    `trainable`: the pattern of the parameters that train (jav.train.step.trainable_pattern; None: all)."""
+    `trainable`: the pattern of the parameters that train (jav.train.step.trainable_pattern; None: all).
+    With a "critic" in `state` (distill.dmd.weight > 0) the student's loss adds the DMD term
+    against it, then the critic takes distill.dmd.critic_updates updates on the student's samples."""
     student_net = state["model"]
+    critic_net = state.get("critic")
     loss_fn = functools.partial(
         distill_loss,
         teacher_params=state["teacher"].params,
@@ -344,12 +534,29 @@ def distill_step(state, batch, key, step, *, graphdef, teacher_graphdef, tx, lay
         flow_cfg=flow_cfg,
         distill_cfg=distill_cfg,
         grid=grid,
+        critic_params=None if critic_net is None else critic_net.params,
+        critic_graphdef=critic_graphdef,
+        dmd_guidance=dmd_guidance,
     )
-    (weighted, (losses, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(student_net.params)
+    (weighted, (losses, loss, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(student_net.params)
     grads = freeze_grads(grads, trainable)
     params, opt_state, ema, grad_norm, skipped = guarded_update(tx, student_net.params, student_net.opt_state, student_net.ema, grads, weighted, ema_decay)
     metrics = dict(loss=loss, loss_weighted=weighted, loss_video=losses["video"], loss_audio=losses["audio"], grad_norm=grad_norm, skipped=skipped)
-    return dict(state, model=loop.Trainable(params, opt_state, ema)), metrics
+    state = dict(state, model=loop.Trainable(params, opt_state, ema))
+    if critic_net is not None:
+        dmd = distill_cfg.dmd
+        text, text_mask = text_reader(batch, int(dmd.batch)), batch["text_mask"][: int(dmd.batch)]
+        critic_fn = functools.partial(critic_loss, critic_graphdef=critic_graphdef, layout=layout, flow_cfg=flow_cfg, t_range=dmd.t_range)
+        c_params, c_opt = critic_net.params, critic_net.opt_state
+        c_losses, c_skipped = [], 0
+        for i in range(int(dmd.critic_updates)):
+            c_loss, c_grads = jax.value_and_grad(critic_fn)(c_params, extras["samples"], text, text_mask, jax.random.fold_in(key, 1000 + i))
+            c_params, c_opt, _, c_norm, c_skip = guarded_update(tx, c_params, c_opt, None, c_grads, c_loss, 0.0)
+            c_losses.append(c_loss)
+            c_skipped = c_skipped + c_skip
+        state["critic"] = loop.Trainable(c_params, c_opt)
+        metrics.update(loss_dmd=extras["loss_dmd"], loss_critic=jnp.mean(jnp.stack(c_losses)), grad_norm_critic=c_norm, skipped_critic=c_skipped)
+    return state, metrics
 
 
 class DistillPhase(DiffusionPhase):
@@ -361,10 +568,15 @@ class DistillPhase(DiffusionPhase):
         validate_diffusion(self.cfg, mesh)
         self.teacher_cfg = validate_distill(self.cfg)
 
-    def _teacher(self, mesh, rules):
-        """(graphdef, abstract sharded parameters) of the teacher, in distill.teacher_dtype."""
+    def _dmd(self) -> bool:
+        dmd = self.cfg.distill.get("dmd")
+        return dmd is not None and bool(dmd.weight)
+
+    def _teacher(self, mesh, rules, dtype=None):
+        """(graphdef, abstract sharded parameters) of the teacher's architecture, in `dtype`
+        (default distill.teacher_dtype; the critic: the student's param_dtype)."""
         model_cfg = ml_collections.ConfigDict(self.teacher_cfg.model.to_dict())
-        model_cfg.param_dtype = self.cfg.distill.get("teacher_dtype", "float32")
+        model_cfg.param_dtype = dtype or self.cfg.distill.get("teacher_dtype", "float32")
         graphdef, abstract = nnx.split(nnx.eval_shape(lambda: AVDiT(model_cfg, rngs=nnx.Rngs(0))))
         shardings = sharding.param_shardings(abstract, mesh, rules)
         return graphdef, jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var), shardings, abstract)
@@ -382,14 +594,22 @@ class DistillPhase(DiffusionPhase):
         student = nnx.state(init_model(self.cfg.model, jax.random.key(t.seed), out_shardings=shardings))
         dtype = jnp.dtype(self.cfg.model.param_dtype)
         student = nnx.merge_state(student, jax.tree.map(lambda x: jnp.array(x, dtype), teacher))
-        return {"model": loop.trainable(student, self.tx, run, ema=bool(t.ema_decay)), "teacher": loop.Frozen(teacher)}
+        state = {"model": loop.trainable(student, self.tx, run, ema=bool(t.ema_decay)), "teacher": loop.Frozen(teacher)}
+        if self._dmd():  # the critic starts as the teacher (its estimate of the student's flow is then the teacher's)
+            self.critic_graphdef, _ = self._teacher(run.mesh, run.rules, self.cfg.model.param_dtype)
+            state["critic"] = loop.trainable(jax.tree.map(lambda x: jnp.array(x, dtype), teacher), self.tx, run, ema=False)
+        return state
 
     def abstract_state(self, mesh, rules):
         """`init_state`'s result as sharded ShapeDtypeStructs (jav.aot), the teacher's
         config set beforehand (`teacher_cfg`)."""
         state = super().abstract_state(mesh, rules)
         self.teacher_graphdef, teacher = self._teacher(mesh, rules)
-        return dict(state, teacher=loop.Frozen(teacher))
+        state = dict(state, teacher=loop.Frozen(teacher))
+        if self._dmd():
+            self.critic_graphdef, critic = self._teacher(mesh, rules, self.cfg.model.param_dtype)
+            state["critic"] = loop.abstract_trainable(critic, self.tx, ema=False)
+        return state
 
     def step_options(self, layout):
         """The static arguments of distill_step for batches of `layout`."""
@@ -402,7 +622,9 @@ class DistillPhase(DiffusionPhase):
             distill_cfg=ml_collections.FrozenConfigDict(self.cfg.distill),
             ema_decay=self.cfg.train.ema_decay,
             trainable=trainable_pattern(self.cfg),
-            grid=self._grid(layout) if self.cfg.distill.get("grid_fraction", 0.0) else None,
+            grid=self._grid(layout) if self.cfg.distill.get("grid_fraction", 0.0) or self._dmd() else None,
+            critic_graphdef=self.critic_graphdef if self._dmd() else None,
+            dmd_guidance=tuple(float(self.cfg.sample[term]) for term in GUIDANCE_TERMS) if self._dmd() else None,
         )
 
     def _grid(self, layout) -> tuple:
@@ -422,6 +644,11 @@ class DistillPhase(DiffusionPhase):
         what = "guidance scales as input" + (
             f", mean velocity over steps (fraction {d.mean_fraction}{grid}, target by {target})" if self.cfg.model.get("interval_embed") else ""
         )
+        if self._dmd():
+            what += (
+                f"; distribution matching (weight {d.dmd.weight:g}) on {d.dmd.batch} T2VA samples a step against a critic "
+                f"({d.dmd.critic_updates} update(s) a step)"
+            )
         return (
             f"{super().describe(state)}\ndistilling {ref['dir']} step {ref['step']} ({ref['weights']}): {what}; "
             f"guidance ranges {dict((k, list(v)) for k, v in d.guidance.items())}"
@@ -435,8 +662,21 @@ class DistillPhase(DiffusionPhase):
         passes = 1 + any(d.guidance[m][1] > 1 for m in ("text_video", "text_audio")) + (d.guidance.modality[1] > 1)
         interval, k = self.cfg.model.get("interval_embed"), d.get("teacher_steps", 0)
         if interval and k:
-            return flops * (3 + passes * k) / 3, tokens
-        return flops * (3 + passes + (2 if interval else 0)) / 3, tokens
+            per_clip = 3 + passes * k
+        else:
+            per_clip = 3 + passes + (2 if interval else 0)
+        if self._dmd():  # on dmd.batch clips: the student's steps forward and backward, the guided teacher, the critic's pass and updates
+            s = self.cfg.sample
+            sampling_passes = 1 + (max(s.text_video, s.text_audio) > 1) + (s.modality > 1)
+            per_clip += d.dmd.batch / self.cfg.train.batch_size * (3 * s.steps + sampling_passes + 1 + 3 * d.dmd.critic_updates)
+        return flops * per_clip / 3, tokens
+
+    def log_line(self, step, m):
+        line = super().log_line(step, m)
+        if "loss_dmd" not in m:
+            return line
+        head, sep, tail = line.partition("  grad ")
+        return f"{head}  dmd {m['loss_dmd']:.4f}  critic {m['loss_critic']:.4f}{sep}{tail}"
 
     def step(self, state, batch, key, step):
         return distill_step(state, batch, key, jnp.asarray(step, jnp.float32), **self.step_options(self._layout_of(batch)[0]))
