@@ -264,7 +264,7 @@ def lower_distill_step(
     each input, the phase). teacher_steps, grid_fraction: distill.teacher_steps (0:
     MeanFlow's JVP target; K: K teacher Euler steps per target) and distill.grid_fraction;
     dmd_weight: distill.dmd.weight (> 0: the critic too, with its optimiser state, and the
-    student's differentiable sampling); None: the student config's defaults (jav/train/distill.py)."""
+    student's differentiable sampling of one clip per batch shard); None: the student config's defaults (jav/train/distill.py)."""
     rules = tuple(tuple(r) for r in cfg.mesh.rules)
     student = student_config(cfg)
     student.distill.teacher_dtype = "bfloat16"
@@ -274,7 +274,8 @@ def lower_distill_step(
         student.distill.grid_fraction = float(grid_fraction)
     if dmd_weight is not None:
         student.distill.dmd.weight = float(dmd_weight)
-        student.distill.dmd.batch = min(student.distill.dmd.batch, student.train.batch_size)
+        # one sampled clip per batch shard: a smaller sub-batch would leave shards idle or replicated
+        student.distill.dmd.batch = min(student.train.batch_size, mesh.shape["data"] * mesh.shape["fsdp"])
     _validate(student, mesh)
     phase = DistillPhase(student)
     phase.teacher_cfg = cfg

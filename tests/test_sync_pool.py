@@ -53,3 +53,19 @@ def test_command_pools_directories_and_their_onsets(tmp_path, capsys):
     assert "3 clips" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         sync_pool.main(["--samples", str(tmp_path / "missing")])
+
+
+def test_paired_differences_match_clips_by_caption_and_noise_seed():
+    def clip(caption_seed, seed, sync, f1):
+        return {"caption_seed": caption_seed, "seed": seed, "metrics": {"sync_error_ms": sync, "event_f1": f1}}
+
+    mine = [clip(1, 0, 50.0, 0.8), clip(2, 0, 70.0, 0.6), clip(3, 0, float("nan"), 0.5), clip(9, 0, 10.0, 1.0)]
+    # listed in another order, one clip drawn with other noise: only (1, 0), (2, 0) and (3, 0) pair
+    theirs = [clip(2, 0, 90.0, 0.5), clip(1, 0, 60.0, 0.7), clip(3, 0, 40.0, 0.4), clip(9, 1, 0.0, 0.0)]
+    out = sync_pool.paired(mine, theirs, resamples=500)
+    assert out["paired_clips"] == 3
+    assert out["sync_error_ms_diff"] == pytest.approx(-15.0) and out["event_f1_diff"] == pytest.approx(0.1)
+    lo, hi = out["sync_error_ms_diff_ci95"]
+    assert -20.0 <= lo <= -15.0 <= hi <= -10.0
+    with pytest.raises(ValueError, match="no clip of the same caption seed"):
+        sync_pool.paired(mine, [clip(5, 0, 1.0, 1.0)])
