@@ -204,7 +204,7 @@ def test_the_student_starts_as_its_teacher_and_no_gradient_reaches_the_teacher(t
 
 def dmd_config(teacher, steps=4):
     cfg = student_config(teacher, steps)
-    cfg.distill.dmd.update(weight=1.0, batch=1, critic_updates=2)
+    cfg.distill.dmd.update(weight=1.0, batch=1, critic_updates=2)  # the first update is at learning rate 0 (warm-up)
     return cfg
 
 
