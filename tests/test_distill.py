@@ -323,7 +323,8 @@ def test_the_students_differentiable_rollout_is_its_sampler():
     cfg.model.guidance_embed = cfg.model.interval_embed = True
     model = perturbed(AVDiT(cfg.model, rngs=nnx.Rngs(0)))
     layout, x, _, text, mask = tiny_inputs(cfg)
-    grid = distill_lib.sampling_grid(_steps(cfg, 3), layout.num_tokens)
+    cfg.sample.steps = 3
+    grid = distill_lib.sampling_grid(cfg, layout.num_tokens)
     fn = layout.denoiser(model, jnp.asarray([2.0, 1.0, 1.5]))
     got = jax.jit(lambda: distill_lib.student_rollout(fn, x, text, mask, grid))()
     mu = distill_lib.flow.sampling_mu(cfg.flow, layout.num_tokens)
@@ -331,11 +332,6 @@ def test_the_students_differentiable_rollout_is_its_sampler():
     for m in x:
         np.testing.assert_allclose(got[m], want[m], rtol=2e-5, atol=2e-5)
         assert not np.allclose(got[m], x[m], atol=1e-2)
-
-
-def _steps(cfg, n):
-    cfg.sample.steps = n
-    return cfg
 
 
 def test_the_dmd_direction_is_the_critics_estimate_minus_the_teachers():

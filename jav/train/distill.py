@@ -436,8 +436,7 @@ def distill_loss(
         d = d._replace(t=t_grid)
     x_t = {m: flow.noise(x0[m], d.eps[m], d.t[m]) for m in x0}
 
-    def text_of(model):
-        return model.encode_text(batch["text_ids"], text_mask) if "text_ids" in batch else batch["text_emb"]
+    text_of = text_reader(batch)
 
     student_fn = layout.denoiser(student, scales)
     student_text = text_of(student)
