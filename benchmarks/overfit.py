@@ -34,10 +34,13 @@ from jav.train.step import optimizer, train_step
 from benchmarks.model_stats import load_config
 
 
-def overfit_config(path: str, steps: int):
-    """The config with the flow set for memorisation: T2VA only, no dropout."""
+def overfit_config(path: str, steps: int, warmup_steps: int | None = None):
+    """The config with the flow set for memorisation: T2VA only, no dropout; `warmup_steps`
+    (None: the config's) the learning rate's linear warm-up."""
     cfg = load_config(path)
     cfg.train.steps = steps
+    if warmup_steps is not None:
+        cfg.optim.warmup_steps = warmup_steps
     for task in cfg.flow.task_probs:
         cfg.flow.task_probs[task] = 1.0 if task == "t2va" else 0.0
     cfg.flow.p_drop_text = 0.0
@@ -45,8 +48,18 @@ def overfit_config(path: str, steps: int):
     return cfg
 
 
-def run(config: str, steps: int, num_clips: int, out: str | None, seed: int = 0, sample_steps: int = 32, ema_decay: float = 0.0, log=print) -> dict:
-    cfg = overfit_config(config, steps)
+def run(
+    config: str,
+    steps: int,
+    num_clips: int,
+    out: str | None,
+    seed: int = 0,
+    sample_steps: int = 32,
+    ema_decay: float = 0.0,
+    warmup_steps: int | None = None,
+    log=print,
+) -> dict:
+    cfg = overfit_config(config, steps, warmup_steps)
     layout = TokenLayout.from_config(cfg)
     world = BounceParams(canvas=cfg.data.canvas, fps=cfg.data.fps, duration=cfg.data.duration, sample_rate=cfg.data.sample_rate)
     mp = mel_params(cfg)
@@ -130,9 +143,20 @@ def main():
     parser.add_argument(
         "--ema-decay", type=float, default=0.0, help="sample from an EMA of the weights (0 = off; 0.99 lagged the fast-moving fit at 800 steps)"
     )
+    parser.add_argument("--warmup-steps", type=int, default=None, help="the learning rate's linear warm-up (default: the config's optim.warmup_steps)")
     parser.add_argument("--out", default=None, help="directory for NNN.mp4 / NNN.wav / NNN.json and summary.json")
     args = parser.parse_args()
-    s = run(args.config, args.train_steps, args.num, args.out, args.seed, args.sample_steps, args.ema_decay, log=lambda msg: print(msg, flush=True))
+    s = run(
+        args.config,
+        args.train_steps,
+        args.num,
+        args.out,
+        args.seed,
+        args.sample_steps,
+        args.ema_decay,
+        warmup_steps=args.warmup_steps,
+        log=lambda msg: print(msg, flush=True),
+    )
     print(f"loss {s['loss_first']:.4f} -> {s['loss_last']:.4f} (fell {100 * s['loss_drop']:.1f}%) in {s['train_seconds']:.0f}s")
     print("samples:   " + "  ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items()))
     print("reference: " + "  ".join(f"{k} {v:.3f}" for k, v in s["reference_metrics"].items()))

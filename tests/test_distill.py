@@ -368,9 +368,9 @@ def test_the_dmd_direction_is_the_critics_estimate_minus_the_teachers():
 def test_with_a_critic_the_students_gradient_reaches_neither_teacher_nor_critic(teacher, tmp_path):
     """Distribution matching: the student's loss has a gradient in the student (the DMD term
     alone too) and none in the teacher or the critic; the critic's update changes only the
-    critic, which starts as the teacher."""
+    critic, which starts as the teacher. The resume test's config: on one worker the step it
+    compiled is reused (pytest -n 2 --dist loadgroup)."""
     cfg = dmd_config(teacher)
-    cfg.optim.warmup_steps = 0  # the first step moves the student
     phase = DistillPhase(cfg)
     mesh = sharding.mesh_from_config(cfg.mesh)
     phase.validate(mesh)
@@ -378,7 +378,7 @@ def test_with_a_critic_the_students_gradient_reaches_neither_teacher_nor_critic(
     state = phase.init_state(run)
     for got, want in zip(jax.tree.leaves(state["critic"].params), jax.tree.leaves(state["teacher"].params)):
         np.testing.assert_array_equal(got, want)
-    batch = jax.tree.map(jnp.asarray, next(phase.stream(run)))
+    batch = sharding.global_batch(next(phase.stream(run)), mesh, run.rules, cfg.train.batch_size)  # placed as the trainer places it
     options = phase.step_options(phase._layout_of(batch)[0])
     kw = {k: options[k] for k in ("graphdef", "teacher_graphdef", "layout", "flow_cfg", "distill_cfg", "grid", "critic_graphdef", "dmd_guidance")}
     kw.update(batch=batch, key=jax.random.key(0))
@@ -391,13 +391,22 @@ def test_with_a_critic_the_students_gradient_reaches_neither_teacher_nor_critic(
     def dmd_loss(student, teacher_params, critic):
         return distill_loss(student, teacher_params, critic_params=critic, **kw)[1][2]["loss_dmd"]
 
-    # the DMD term's gradient (the regression's is the test above's): in the student only
-    student_grads, teacher_grads, critic_grads = jax.jit(jax.grad(dmd_loss, argnums=(0, 1, 2)))(state["model"].params, state["teacher"].params, moved)
-    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(student_grads)) > 0
+    # the DMD term's gradient (the regression's is the test above's): in the student only. The
+    # student's is read as a directional derivative along a random direction (forward mode: one
+    # compile of the rollout's tangent instead of its backward pass), nonzero only if the gradient is;
+    # the teacher's and the critic's stopped gradients compile to constants
+    teacher_grads, critic_grads = jax.jit(jax.grad(dmd_loss, argnums=(1, 2)))(state["model"].params, state["teacher"].params, moved)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves((teacher_grads, critic_grads)))
+    leaves, tree = jax.tree.flatten(state["model"].params)
+    direction = jax.tree.unflatten(tree, [jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, jax.random.split(jax.random.key(8), len(leaves)))])
+    student_derivative = jax.jit(lambda p, d: jax.jvp(lambda q: dmd_loss(q, state["teacher"].params, moved), (p,), (d,))[1])(state["model"].params, direction)
+    assert abs(float(student_derivative)) > 0
 
     before = jax.tree.map(np.asarray, state)
-    new, metrics = phase.step(state, batch, jax.random.key(1), 0)
-    assert float(metrics["skipped"]) == 0 and float(metrics["skipped_critic"]) == 0
+    new = state
+    with jax.set_mesh(mesh), sharding.logical_rules(run.rules):  # as in the trainer, whose compiled step this reuses
+        for step in range(2):  # the first update is at learning rate 0 (warm-up): the second moves the student
+            new, metrics = phase.step(new, batch, jax.random.key(1 + step), step)
+            assert float(metrics["skipped"]) == 0 and float(metrics["skipped_critic"]) == 0
     changed = {name: any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[name].params), jax.tree.leaves(new[name].params))) for name in new}
     assert changed == {"model": True, "teacher": False, "critic": True}

@@ -132,10 +132,18 @@ def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def _nonnegative(eigenvalues: np.ndarray) -> np.ndarray:
+    """A positive semi-definite matrix's eigenvalues with rounding's out: those below the numerical rank's
+    cut-off (largest x size x float64's epsilon, as `np.linalg.matrix_rank` cuts) set to 0. Left in, the
+    null space's +-1e-13 would add their square roots (about 3e-7 each) to the trace of a root."""
+    cutoff = max(float(eigenvalues.max(initial=0.0)), 0.0) * eigenvalues.size * np.finfo(np.float64).eps
+    return np.where(eigenvalues > cutoff, eigenvalues, 0.0)
+
+
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
-    """The symmetric square root of a symmetric positive semi-definite matrix (rounding's negative eigenvalues -> 0)."""
+    """The symmetric square root of a symmetric positive semi-definite matrix."""
     w, v = np.linalg.eigh(matrix)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return (v * np.sqrt(_nonnegative(w))) @ v.T
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -151,7 +159,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     root1 = _sqrt_psd((sigma1 + sigma1.T) / 2)
     middle = root1 @ sigma2 @ root1
     eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)
-    trace_root = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
+    trace_root = np.sqrt(_nonnegative(eigenvalues)).sum()
     distance = np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_root
     return float(max(distance, 0.0))
 

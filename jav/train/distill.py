@@ -546,15 +546,17 @@ def distill_step(
         dmd = distill_cfg.dmd
         text, text_mask = text_reader(batch, int(dmd.batch)), batch["text_mask"][: int(dmd.batch)]
         critic_fn = functools.partial(critic_loss, critic_graphdef=critic_graphdef, layout=layout, flow_cfg=flow_cfg, t_range=dmd.t_range)
-        c_params, c_opt = critic_net.params, critic_net.opt_state
-        c_losses, c_skipped = [], 0
-        for i in range(int(dmd.critic_updates)):
+
+        def critic_update(carry, i):  # one compiled body however many updates (a scan, not an unrolled loop)
+            c_params, c_opt = carry
             c_loss, c_grads = jax.value_and_grad(critic_fn)(c_params, extras["samples"], text, text_mask, jax.random.fold_in(key, 1000 + i))
             c_params, c_opt, _, c_norm, c_skip = guarded_update(tx, c_params, c_opt, None, c_grads, c_loss, 0.0)
-            c_losses.append(c_loss)
-            c_skipped = c_skipped + c_skip
+            return (c_params, c_opt), (c_loss, c_norm, c_skip)
+
+        start = (critic_net.params, critic_net.opt_state)
+        (c_params, c_opt), (c_losses, c_norms, c_skips) = jax.lax.scan(critic_update, start, jnp.arange(int(dmd.critic_updates)))
         state["critic"] = loop.Trainable(c_params, c_opt)
-        metrics.update(loss_dmd=extras["loss_dmd"], loss_critic=jnp.mean(jnp.stack(c_losses)), grad_norm_critic=c_norm, skipped_critic=c_skipped)
+        metrics.update(loss_dmd=extras["loss_dmd"], loss_critic=jnp.mean(c_losses), grad_norm_critic=c_norms[-1], skipped_critic=jnp.sum(c_skips))
     return state, metrics
 
 

@@ -38,6 +38,10 @@ is); a reward's gradient reaches only the modalities it names. Loss: minus the
 weighted rewards plus `reward.kl` times the mean squared difference of the
 policy's and the reference's guided velocities over those K steps.
 
+`reward.method="sync_dpo"` needs no reward model and no rollout: SyncDPO
+(jav/train/sync_dpo.py), Diffusion-DPO on pairs of a real clip and the same clip
+with its sound moved by whole frames, from the world's own stream.
+
 Logged apart: each reward (raw mean), the KL, the within-group diversity (RMS
 distance between a group's samples), the surrogate. A rollout's randomness is a
 function of the step number, so a resumed run draws what the uninterrupted one
@@ -61,10 +65,11 @@ from jav.train import loop
 from jav.train.checkpoint import restore_params_from
 from jav.train.diffusion import DiffusionPhase, validate as validate_diffusion
 from jav.train.step import freeze_grads, guarded_update, trainable_pattern
+from jav.train.sync_dpo import PairStream, dpo_step
 
 MODALITIES = ("video", "audio")
 ROLLOUT_TASKS = ("t2va", "i2va", "v2a", "a2v")
-METHODS = ("grpo", "draft")
+METHODS = ("grpo", "draft", "sync_dpo")
 
 
 def reward_config(policy: str = "") -> ml_collections.ConfigDict:
@@ -94,6 +99,10 @@ def reward_config(policy: str = "") -> ml_collections.ConfigDict:
             clip=0.2,  # the surrogate's ratio clip (inactive with one update per rollout)
             kl=0.01,  # weight of the KL to the reference
             eps=1e-4,  # added to a group's reward std
+            # "sync_dpo" (jav/train/sync_dpo.py): real clips preferred to the same clips with their sound
+            # moved by 1 .. max_shift video frames either way; no reward model. beta: the DPO
+            # temperature on the difference of velocity errors; sft_weight: the flow loss on the real clips
+            dpo=dict(beta=1000.0, max_shift=2, sft_weight=0.0),
         )
     )
 
@@ -126,6 +135,15 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
         raise ValueError(f"reward.tasks={list(r.tasks)}: name some of {list(ROLLOUT_TASKS)}")
     if r.method not in METHODS:
         raise ValueError(f"reward.method={r.method!r} is not one of {METHODS}")
+    if r.method == "sync_dpo":
+        dpo = r.dpo
+        if not (isinstance(dpo.max_shift, int) and dpo.max_shift >= 1) or not dpo.beta > 0 or not dpo.sft_weight >= 0:
+            raise ValueError(f"reward.dpo={dpo.to_dict()}: max_shift must be a whole number of frames >= 1, beta > 0, sft_weight >= 0")
+        if cfg.data.get("world", "bounce") != "bounce":
+            raise ValueError(f"reward.method='sync_dpo' cuts its pairs from the bounce world's clips; data.world={cfg.data.world!r}")
+        if r.models:
+            raise ValueError(f"reward.method='sync_dpo' reads no reward model; drop reward.models ({sorted(r.models)}) or choose grpo / draft")
+        return policy_cfg
     if r.method == "draft" and not 1 <= r.draft_steps <= r.steps:
         raise ValueError(f"reward.draft_steps={r.draft_steps} must be in [1, reward.steps = {r.steps}]")
     if r.method == "grpo" and r.group_size < 2:
@@ -523,6 +541,11 @@ class RewardPhase(DiffusionPhase):
             f"{n} (weight {m.weight}, {'+'.join(m.modalities)}{'' if m.get('reading', 'reward') == 'reward' else ', reading ' + m.reading}) from {m.run}"
             for n, m in r.models.items()
         )
+        if r.method == "sync_dpo":
+            return (
+                f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) by SyncDPO: real clips preferred "
+                f"to their sound moved by 1-{r.dpo.max_shift} frames, beta {r.dpo.beta:g}, flow loss weight {r.dpo.sft_weight:g}"
+            )
         start = f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) on {'/'.join(r.tasks)} rollouts"
         if r.method == "draft":
             how = f"by DRaFT-{r.draft_steps}: {r.group_size} ODE sample(s) per caption, {r.steps} steps, the last {r.draft_steps} differentiated"
@@ -536,9 +559,28 @@ class RewardPhase(DiffusionPhase):
     def cost(self, batch):
         return None
 
+    def stream(self, run):
+        if self.cfg.reward.method == "sync_dpo":  # pairs cut from the bounce world, not the policy's shards
+            return PairStream(self.cfg, self.cfg.train.batch_size, index=run.shard, count=run.shards)
+        return super().stream(run)
+
     def step(self, state, batch, key, step):
         del step  # the key is already the step's
         layout = self._layout_of(batch)[0]
+        if self.cfg.reward.method == "sync_dpo":
+            return dpo_step(
+                state,
+                {k: v for k, v in batch.items() if k != "shift"},
+                key,
+                graphdef=self.graphdef,
+                layout=layout,
+                flow_cfg=self.flow_cfg,
+                mu=self.mu,
+                dpo_cfg=self.reward_cfg.dpo,
+                tx=self.tx,
+                ema_decay=self.cfg.train.ema_decay,
+                trainable=trainable_pattern(self.cfg),
+            )
         return reward_step(
             state,
             batch,
@@ -555,6 +597,12 @@ class RewardPhase(DiffusionPhase):
         )
 
     def log_line(self, step, m):
+        if "loss_dpo" in m:
+            return (
+                f"step {step:6d}/{self.cfg.train.steps}  dpo {m['loss_dpo']:.4f}  accuracy {m['accuracy']:.3f}  margin {m['margin']:.3f}  "
+                f"error aligned {m['error_aligned']:.4f} moved {m['error_moved']:.4f} (reference {m['ref_error_aligned']:.4f} / "
+                f"{m['ref_error_moved']:.4f})  grad {m['grad_norm']:.3f}  {m['steps_per_s']:.3f} steps/s  skipped {m['skipped_total']}"
+            )
         rewards = "  ".join(f"{k[len('reward_') :]} {m[k]:.4f}" for k in m if k.startswith("reward_"))
         return (
             f"step {step:6d}/{self.cfg.train.steps}  reward {m['reward']:.4f} ({rewards})  kl {m['kl']:.5f}  "

@@ -1,0 +1,170 @@
+"""SyncDPO: preference tuning of a joint model on real clips against the same clips with
+their sound moved in time (`reward.method="sync_dpo"` of the reward phase).
+
+No reward model: the preferred example of a pair is a real bounce-world clip, the
+rejected one the same picture with its log-mel moved by k whole video frames
+(k in +-1 .. +-`reward.dpo.max_shift`). Both are windows cut from the inside of a
+longer clip (`PairStream`), so nothing at their edges (where a rolled or padded track
+would show a seam) tells them apart: only where the sound sits against the picture.
+
+The loss is Diffusion-DPO's, in rectified-flow terms: both clips of a pair are noised
+with the same noise and timesteps (T2VA: both streams noisy, each modality at its own
+per-clip level), the policy's and the frozen reference's weighted velocity errors are
+taken on each, and
+
+    d = (err_policy(aligned) - err_ref(aligned)) - (err_policy(moved) - err_ref(moved))
+    loss = -log sigmoid(-beta d) + sft_weight * err_policy(aligned)
+
+so the policy is pushed to denoise aligned pairs better than moved ones, relative to
+where it started; `sft_weight` adds the plain flow loss on the aligned clips. Logged:
+the DPO loss, the preference accuracy (fraction of pairs with d < 0), the mean margin
+-beta d, and each error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jav import flow
+from jav.clip_tokens import frames_to_model, mel_params
+from jav.data import bounce, mel
+from jav.data.bounce_stream import HELDOUT_SEED, bounce_params
+from jav.tokenizer import HashTokenizer
+from jav.train import loop
+from jav.train.step import freeze_grads, guarded_update
+
+MODALITIES = ("video", "audio")
+
+
+def moved_windows(cfg, frames: np.ndarray, wave: np.ndarray, shift: int) -> dict:
+    """One long clip (uint8 frames [T_long, H, W, 3], waveform) -> its inner window at the
+    trained shape: video, the log-mel of the same span ("audio") and the log-mel moved by
+    `shift` video frames ("audio_moved": later for shift > 0), model-space arrays."""
+    d, s = cfg.data, int(cfg.reward.dpo.max_shift)
+    t = int(round(d.duration * d.fps))
+    logmel = mel.waveform_to_logmel(wave, mel_params(cfg))
+    per_frame = logmel.shape[0] / frames.shape[0]
+    length = int(round(d.duration * d.sample_rate)) // d.mel_hop
+
+    def window(k):
+        start = int(round((s + k) * per_frame))
+        return logmel[start : start + length]
+
+    return dict(video=frames_to_model(frames[s : s + t]), audio=window(0), audio_moved=window(shift))
+
+
+class PairStream:
+    """Endless, deterministic pairs for SyncDPO: this process's rows of each global batch.
+
+    Global batch g holds the clips of seeds `data.seed + g * B + i`, each `2 max_shift`
+    frames longer than the trained clips, and a shift k != 0 per clip drawn from its seed.
+    The state is the next batch's index, so a resumed run sees what an uninterrupted one would.
+    """
+
+    def __init__(self, cfg, batch_size: int, *, index: int = 0, count: int = 1):
+        if batch_size % count:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {count} data shards")
+        d, s = cfg.data, int(cfg.reward.dpo.max_shift)
+        seed = int(d.get("seed", cfg.train.seed))
+        if not 0 <= seed < HELDOUT_SEED // 2:
+            raise ValueError(f"data.seed={seed} must be in [0, {HELDOUT_SEED // 2}) so training never meets the held-out clips")
+        self.cfg, self.seed, self.batch_size = cfg, seed, batch_size
+        self.params = dataclasses.replace(bounce_params(d), duration=float(d.duration) + 2 * s / float(d.fps))
+        self.tokenizer = HashTokenizer(cfg.model.text.vocab_size, cfg.model.text.max_len)
+        self.rows = range(index * (batch_size // count), (index + 1) * (batch_size // count))
+        self.next_batch = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        base = self.seed + self.next_batch * self.batch_size
+        self.next_batch += 1
+        s = int(self.cfg.reward.dpo.max_shift)
+        rows, captions = [], []
+        for r in self.rows:
+            clip = bounce.generate_clip(base + r, self.params)
+            k = int(np.random.default_rng((base + r, 7)).integers(1, s + 1)) * (1 if np.random.default_rng((base + r, 8)).random() < 0.5 else -1)
+            rows.append(moved_windows(self.cfg, clip.frames, clip.audio, k) | {"shift": np.int32(k)})
+            captions.append(clip.caption)
+        out = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+        out["text_ids"], out["text_mask"] = self.tokenizer.encode(captions)
+        return out
+
+    def get_state(self) -> dict:
+        return {"next_batch": self.next_batch}
+
+    def set_state(self, state: dict) -> None:
+        self.next_batch = int(state["next_batch"])
+
+
+def clip_errors(model, x: dict, eps: dict, t: dict, text, text_mask, layout, flow_cfg) -> jax.Array:
+    """Each clip's weighted velocity error (T2VA: both streams noisy; jav.flow.token_error,
+    video_weight / audio_weight) -> [B]."""
+    x_t = {m: flow.noise(x[m], eps[m], t[m]) for m in MODALITIES}
+    cross = jnp.ones((x["video"].shape[0],), bool)
+    v = layout.denoiser(model)(x_t, t, text, text_mask, cross)
+    weights = {"video": flow_cfg.video_weight, "audio": flow_cfg.audio_weight}
+    return sum(weights[m] * flow.token_error(v[m], flow.velocity_target(x[m], eps[m]), t[m], flow_cfg).mean(-1) for m in MODALITIES)
+
+
+def dpo_loss(params, ref_params, batch, key, *, graphdef, layout, flow_cfg, mu, beta, sft_weight):
+    """SyncDPO's loss of a batch of pairs -> (loss, metrics)."""
+    aligned = layout.to_tokens(batch["video"], batch["audio"])
+    moved = layout.to_tokens(batch["video"], batch["audio_moved"])
+    b = aligned["video"].shape[0]
+    k_eps, k_t = jax.random.split(key)
+    eps = {m: jax.random.normal(jax.random.fold_in(k_eps, i), aligned[m].shape, jnp.float32) for i, m in enumerate(MODALITIES)}
+    sigma = {m: flow.sample_sigma(jax.random.fold_in(k_t, i), dict(mu)[m], b) for i, m in enumerate(MODALITIES)}
+    t = {m: jnp.broadcast_to(sigma[m][:, None], aligned[m].shape[:2]) for m in MODALITIES}
+    both = {m: jnp.concatenate([aligned[m], moved[m]]) for m in MODALITIES}  # one pass over 2B clips
+    eps2, t2 = ({m: jnp.concatenate([a[m], a[m]]) for m in MODALITIES} for a in (eps, t))
+    ids, mask = (jnp.concatenate([batch[k], batch[k]]) for k in ("text_ids", "text_mask"))
+
+    def errors(p):
+        model = nnx.merge(graphdef, p)
+        return clip_errors(model, both, eps2, t2, model.encode_text(ids, mask), mask, layout, flow_cfg)
+
+    policy = errors(params)
+    reference = jax.lax.stop_gradient(errors(ref_params))
+    d = (policy[:b] - reference[:b]) - (policy[b:] - reference[b:])
+    dpo = -jax.nn.log_sigmoid(-beta * d).mean()
+    sft = policy[:b].mean()
+    metrics = dict(
+        loss_dpo=dpo,
+        accuracy=(d < 0).mean(),
+        margin=(-beta * d).mean(),
+        error_aligned=sft,
+        error_moved=policy[b:].mean(),
+        ref_error_aligned=reference[:b].mean(),
+        ref_error_moved=reference[b:].mean(),
+    )
+    return dpo + sft_weight * sft, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "layout", "flow_cfg", "mu", "dpo_cfg", "tx", "ema_decay", "trainable"), donate_argnums=(0,))
+def dpo_step(state, batch, key, *, graphdef, layout, flow_cfg, mu, dpo_cfg, tx, ema_decay, trainable=None):
+    """One SyncDPO update of the policy ("model") against the frozen "reference" -> (state, metrics)."""
+    policy = state["model"]
+    loss_fn = functools.partial(
+        dpo_loss,
+        ref_params=state["reference"].params,
+        batch=batch,
+        key=key,
+        graphdef=graphdef,
+        layout=layout,
+        flow_cfg=flow_cfg,
+        mu=mu,
+        beta=float(dpo_cfg.beta),
+        sft_weight=float(dpo_cfg.sft_weight),
+    )
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(policy.params)
+    grads = freeze_grads(grads, trainable)
+    params, opt_state, ema, grad_norm, skipped = guarded_update(tx, policy.params, policy.opt_state, policy.ema, grads, loss, ema_decay)
+    return dict(state, model=loop.Trainable(params, opt_state, ema)), dict(metrics, loss=loss, grad_norm=grad_norm, skipped=skipped)

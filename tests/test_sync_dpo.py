@@ -1,0 +1,142 @@
+"""SyncDPO (jav/train/sync_dpo.py, `reward.method="sync_dpo"`): its pairs are windows of one
+longer clip whose sound is moved by whole frames, deterministic and resumable; its loss is
+Diffusion-DPO's formula on errors recomputed clip by clip, with no gradient into the reference; a tiny run through the trainer moves the policy, never saves the
+reference, and resumes to the uninterrupted run's losses."""
+
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import sync_dpo as dpo_configs
+from jav import flow, sharding
+from jav.clip_tokens import TokenLayout, mel_params
+from jav.data import bounce, mel
+from jav.runs import load_run
+from jav.train import loop
+from jav.train.reward import RewardPhase
+from jav.train.sync_dpo import PairStream, clip_errors, dpo_loss
+
+# with the other tests that start from conftest's tiny run (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("tiny_diffusion_run")
+
+
+def dpo_config(run, steps=2):
+    cfg = dpo_configs.get_config(str(run))
+    cfg.train.update(batch_size=2, steps=steps, log_every=1, checkpoint_every=1)
+    cfg.optim.update(lr=1e-3, warmup_steps=0)
+    return cfg
+
+
+def test_pairs_are_inner_windows_with_the_sound_moved_by_whole_frames(tiny_diffusion_run):
+    cfg = dpo_config(tiny_diffusion_run)
+    stream = PairStream(cfg, 4)
+    batch = next(stream)
+    layout = TokenLayout.from_config(cfg)
+    assert batch["video"].shape[1:] == layout.video_shape and batch["audio"].shape[1:] == batch["audio_moved"].shape[1:] == layout.audio_shape
+    s, d = cfg.reward.dpo.max_shift, cfg.data
+    assert set(np.abs(batch["shift"])) <= set(range(1, s + 1))
+    for i in range(4):  # each window against the long clip it was cut from
+        clip = bounce.generate_clip(cfg.train.seed + i, stream.params)
+        logmel = mel.waveform_to_logmel(clip.audio, mel_params(cfg))
+        per_frame = logmel.shape[0] / clip.frames.shape[0]
+        n = layout.audio_shape[0]
+        for key, k in (("audio", 0), ("audio_moved", int(batch["shift"][i]))):
+            start = int(round((s + k) * per_frame))
+            np.testing.assert_array_equal(batch[key][i], logmel[start : start + n])
+        np.testing.assert_array_equal(batch["video"][i], clip.frames[s : s + int(d.duration * d.fps)].astype(np.float32) / 127.5 - 1.0)
+    # deterministic, and a stream set to a saved state continues as the first did
+    again = PairStream(cfg, 4)
+    np.testing.assert_array_equal(next(again)["audio_moved"], batch["audio_moved"])
+    following = next(stream)
+    resumed = PairStream(cfg, 4)
+    resumed.set_state(again.get_state())
+    np.testing.assert_array_equal(next(resumed)["audio"], following["audio"])
+
+
+def test_the_loss_is_dpo_on_the_policys_and_the_references_errors_of_each_pair(tiny_diffusion_run):
+    """Away from the start (the policy's weights moved), the loss and its metrics are Diffusion-DPO's
+    formula on the four errors of a pair, each recomputed here clip by clip with the same noise and
+    timesteps; no gradient reaches the reference."""
+    cfg = dpo_config(tiny_diffusion_run)
+    _, model, _ = load_run(tiny_diffusion_run)
+    graphdef, ref_params = nnx.split(model)
+    leaves, tree = jax.tree.flatten(ref_params)
+    params = jax.tree.unflatten(tree, [x + 0.02 * jax.random.normal(k, x.shape) for x, k in zip(leaves, jax.random.split(jax.random.key(5), len(leaves)))])
+    layout = TokenLayout.from_config(cfg)
+    batch = jax.tree.map(jnp.asarray, {k: v for k, v in next(PairStream(cfg, 2)).items() if k != "shift"})
+    mu, beta, sft_weight = (("audio", 0.5), ("video", 1.0)), 50.0, 0.3
+    kw = dict(graphdef=graphdef, layout=layout, flow_cfg=cfg.flow, mu=mu, beta=beta, sft_weight=sft_weight)
+    key = jax.random.key(3)
+    loss, metrics = jax.jit(lambda p, q: dpo_loss(p, q, batch, key, **kw))(params, ref_params)
+
+    # the same noise and timesteps, drawn as dpo_loss draws them, and the errors taken clip by clip
+    aligned, moved = (layout.to_tokens(batch["video"], batch[k]) for k in ("audio", "audio_moved"))
+    k_eps, k_t = jax.random.split(key)
+    eps = {m: jax.random.normal(jax.random.fold_in(k_eps, i), aligned[m].shape, jnp.float32) for i, m in enumerate(("video", "audio"))}
+    sigma = {m: flow.sample_sigma(jax.random.fold_in(k_t, i), dict(mu)[m], 2) for i, m in enumerate(("video", "audio"))}
+    t = {m: jnp.broadcast_to(sigma[m][:, None], aligned[m].shape[:2]) for m in eps}
+
+    @jax.jit
+    def errors(p):
+        net = nnx.merge(graphdef, p)
+        text = net.encode_text(batch["text_ids"], batch["text_mask"])
+        return [clip_errors(net, x, eps, t, text, batch["text_mask"], layout, cfg.flow) for x in (aligned, moved)]
+
+    (pol_w, pol_l), (ref_w, ref_l) = (np.asarray(e, np.float64) for e in errors(params)), (np.asarray(e, np.float64) for e in errors(ref_params))
+    d = (pol_w - ref_w) - (pol_l - ref_l)
+    assert np.abs(d).max() > 0
+    want = np.mean(np.logaddexp(0.0, beta * d)) + sft_weight * pol_w.mean()  # -log sigmoid(-beta d) = log(1 + e^(beta d))
+    assert float(loss) == pytest.approx(want, rel=1e-4)
+    assert float(metrics["accuracy"]) == np.mean(d < 0) and float(metrics["margin"]) == pytest.approx(np.mean(-beta * d), rel=1e-4, abs=1e-6)
+    for name, value in (("error_aligned", pol_w), ("error_moved", pol_l), ("ref_error_aligned", ref_w), ("ref_error_moved", ref_l)):
+        assert float(metrics[name]) == pytest.approx(value.mean(), rel=1e-5), name
+    ref_grads = jax.jit(jax.grad(lambda q: dpo_loss(params, q, batch, key, **kw)[0]))(ref_params)  # a stopped gradient: constants
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(ref_grads))
+
+
+def test_a_sync_dpo_run_moves_the_policy_and_resumes(tiny_diffusion_run, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    cfg = dpo_config(tiny_diffusion_run)
+    lines = []
+    loop.run(cfg, straight, RewardPhase(cfg), log=lines.append)
+    assert any("by SyncDPO" in line for line in lines) and any(" dpo " in line and "accuracy" in line for line in lines)
+
+    def preempt_at_1(msg):
+        if msg.startswith("step      1/"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert loop.run(cfg, split, RewardPhase(cfg), log=preempt_at_1)["step"] == 1
+    loop.run(cfg, split, RewardPhase(cfg), log=lambda _: None)
+    rows = {d: {r["step"]: r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())} for d in (straight, split)}
+    assert sorted(rows[straight]) == sorted(rows[split]) == [1, 2]
+    assert rows[straight][1]["loss_dpo"] == pytest.approx(np.log(2.0), rel=1e-5)  # the policy starts as its reference
+    for step in (1, 2):
+        for key in ("loss", "loss_dpo", "margin", "error_aligned", "error_moved"):
+            assert rows[split][step][key] == pytest.approx(rows[straight][step][key], rel=1e-4, abs=1e-6), (step, key)
+    assert sorted(p.name for p in (straight / "checkpoints" / "2").iterdir() if p.is_dir()) == ["config", "data_state", "ema", "opt_state", "params"]
+    _, tuned, step = load_run(straight, weights="params")
+    _, start, _ = load_run(tiny_diffusion_run)
+    assert step == 2
+    assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(nnx.state(tuned)), jax.tree.leaves(nnx.state(start))))
+
+
+def test_bad_sync_dpo_settings_are_named(tiny_diffusion_run):
+    mesh = sharding.mesh_from_config(dpo_config(tiny_diffusion_run).mesh)
+    for key, value, match in (
+        ("max_shift", 0, r"max_shift must be a whole number of frames >= 1"),
+        ("beta", 0.0, r"beta > 0"),
+    ):
+        cfg = dpo_config(tiny_diffusion_run)
+        cfg.reward.dpo[key] = value
+        with pytest.raises(ValueError, match=match):
+            RewardPhase(cfg).validate(mesh)
+    cfg = dpo_config(tiny_diffusion_run)
+    cfg.reward.models = {"sync": dict(run="x", weight=1.0, modalities=("audio",), reading="reward")}
+    with pytest.raises(ValueError, match="sync_dpo' reads no reward model"):
+        RewardPhase(cfg).validate(mesh)
