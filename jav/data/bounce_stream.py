@@ -75,37 +75,49 @@ def heldout_batch(data_cfg, num: int, start: int = 0) -> dict:
     return stack(range(HELDOUT_SEED + start, HELDOUT_SEED + start + num), bounce_params(data_cfg), fields)
 
 
-class BounceStream:
-    """Iterator of this process's rows of each global batch, as numpy dicts.
+class SeedStream:
+    """The seeds of this process's rows of each global batch: global batch g holds seeds
+    `seed + g * batch_size + i` (i < batch_size), this process rows [index * n, (index + 1) * n)
+    with n = batch_size / count. The state is the next batch's index (get_state / set_state),
+    so a resumed run sees exactly the batches an uninterrupted one would. Subclasses make a
+    batch from `next_seeds()` in `__next__`."""
 
-    `batch_size` is global; this process makes rows [index * n, (index + 1) * n)
-    with n = batch_size / count. get_state() / set_state() carry the position.
-    """
-
-    def __init__(self, data_cfg, batch_size: int, *, index: int = 0, count: int = 1):
-        fields = tuple(data_cfg.get("fields", DEFAULT_FIELDS))
-        unknown = [f for f in fields if f not in FIELDS]
-        if unknown or not fields:
-            raise ValueError(f"data.fields={fields}: each must be one of {FIELDS}")
+    def __init__(self, seed: int, batch_size: int, *, index: int = 0, count: int = 1):
         if batch_size % count:
             raise ValueError(f"batch size {batch_size} is not divisible by the {count} data shards")
-        if not 0 <= data_cfg.seed < HELDOUT_SEED // 2:
-            raise ValueError(f"data.seed={data_cfg.seed} must be in [0, {HELDOUT_SEED // 2}) so training never meets the held-out clips")
-        self.params = bounce_params(data_cfg)
-        self.fields, self.seed, self.batch_size = fields, int(data_cfg.seed), batch_size
+        if not 0 <= seed < HELDOUT_SEED // 2:
+            raise ValueError(f"data.seed={seed} must be in [0, {HELDOUT_SEED // 2}) so training never meets the held-out clips")
+        self.seed, self.batch_size = int(seed), batch_size
         self.rows = range(index * (batch_size // count), (index + 1) * (batch_size // count))
         self.next_batch = 0
 
     def __iter__(self):
         return self
 
-    def __next__(self) -> dict:
+    def next_seeds(self) -> list[int]:
         base = self.seed + self.next_batch * self.batch_size
         self.next_batch += 1
-        return stack([base + r for r in self.rows], self.params, self.fields)
+        return [base + r for r in self.rows]
 
     def get_state(self) -> dict:
         return {"next_batch": self.next_batch}
 
     def set_state(self, state: dict) -> None:
         self.next_batch = int(state["next_batch"])
+
+
+class BounceStream(SeedStream):
+    """Iterator of this process's rows of each global batch (`SeedStream`), as numpy dicts
+    of the fields `data.fields` names."""
+
+    def __init__(self, data_cfg, batch_size: int, *, index: int = 0, count: int = 1):
+        fields = tuple(data_cfg.get("fields", DEFAULT_FIELDS))
+        unknown = [f for f in fields if f not in FIELDS]
+        if unknown or not fields:
+            raise ValueError(f"data.fields={fields}: each must be one of {FIELDS}")
+        super().__init__(data_cfg.seed, batch_size, index=index, count=count)
+        self.params = bounce_params(data_cfg)
+        self.fields = fields
+
+    def __next__(self) -> dict:
+        return stack(self.next_seeds(), self.params, self.fields)

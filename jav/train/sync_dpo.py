@@ -34,7 +34,7 @@ from flax import nnx
 from jav import flow
 from jav.clip_tokens import frames_to_model, mel_params
 from jav.data import bounce, mel
-from jav.data.bounce_stream import HELDOUT_SEED, bounce_params
+from jav.data.bounce_stream import SeedStream, bounce_params
 from jav.tokenizer import HashTokenizer
 from jav.train import loop
 from jav.train.step import freeze_grads, guarded_update
@@ -59,49 +59,29 @@ def moved_windows(cfg, frames: np.ndarray, wave: np.ndarray, shift: int) -> dict
     return dict(video=frames_to_model(frames[s : s + t]), audio=window(0), audio_moved=window(shift))
 
 
-class PairStream:
-    """Endless, deterministic pairs for SyncDPO: this process's rows of each global batch.
-
-    Global batch g holds the clips of seeds `data.seed + g * B + i`, each `2 max_shift`
-    frames longer than the trained clips, and a shift k != 0 per clip drawn from its seed.
-    The state is the next batch's index, so a resumed run sees what an uninterrupted one would.
-    """
+class PairStream(SeedStream):
+    """Endless, deterministic pairs for SyncDPO: this process's rows of each global batch
+    (`jav.data.bounce_stream.SeedStream`: seeds `data.seed + g * B + i`, resumable), each clip
+    `2 max_shift` frames longer than the trained clips, with a shift k != 0 drawn from its seed."""
 
     def __init__(self, cfg, batch_size: int, *, index: int = 0, count: int = 1):
-        if batch_size % count:
-            raise ValueError(f"batch size {batch_size} is not divisible by the {count} data shards")
         d, s = cfg.data, int(cfg.reward.dpo.max_shift)
-        seed = int(d.get("seed", cfg.train.seed))
-        if not 0 <= seed < HELDOUT_SEED // 2:
-            raise ValueError(f"data.seed={seed} must be in [0, {HELDOUT_SEED // 2}) so training never meets the held-out clips")
-        self.cfg, self.seed, self.batch_size = cfg, seed, batch_size
+        super().__init__(int(d.get("seed", cfg.train.seed)), batch_size, index=index, count=count)
+        self.cfg = cfg
         self.params = dataclasses.replace(bounce_params(d), duration=float(d.duration) + 2 * s / float(d.fps))
         self.tokenizer = HashTokenizer(cfg.model.text.vocab_size, cfg.model.text.max_len)
-        self.rows = range(index * (batch_size // count), (index + 1) * (batch_size // count))
-        self.next_batch = 0
-
-    def __iter__(self):
-        return self
 
     def __next__(self) -> dict:
-        base = self.seed + self.next_batch * self.batch_size
-        self.next_batch += 1
         s = int(self.cfg.reward.dpo.max_shift)
         rows, captions = [], []
-        for r in self.rows:
-            clip = bounce.generate_clip(base + r, self.params)
-            k = int(np.random.default_rng((base + r, 7)).integers(1, s + 1)) * (1 if np.random.default_rng((base + r, 8)).random() < 0.5 else -1)
+        for seed in self.next_seeds():
+            clip = bounce.generate_clip(seed, self.params)
+            k = int(np.random.default_rng((seed, 7)).integers(1, s + 1)) * (1 if np.random.default_rng((seed, 8)).random() < 0.5 else -1)
             rows.append(moved_windows(self.cfg, clip.frames, clip.audio, k) | {"shift": np.int32(k)})
             captions.append(clip.caption)
         out = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
         out["text_ids"], out["text_mask"] = self.tokenizer.encode(captions)
         return out
-
-    def get_state(self) -> dict:
-        return {"next_batch": self.next_batch}
-
-    def set_state(self, state: dict) -> None:
-        self.next_batch = int(state["next_batch"])
 
 
 def clip_errors(model, x: dict, eps: dict, t: dict, text, text_mask, layout, flow_cfg) -> jax.Array:
