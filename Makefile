@@ -42,8 +42,9 @@ demo-distill: $(STAMP)
 # The demo's model tuned for synchrony by SyncDPO (configs/sync_dpo.py, jav/train/sync_dpo.py:
 # real clips preferred to the same clips with their sound moved by whole frames; no reward model
 # to train or to hack), then it and the model it started from sampled and scored on the same 16
-# held-out captions (T2VA and V2A). About 15 minutes on a 2-core CPU after `make demo`. What it
-# moved, and what it did not, on 64 captions: benchmarks/RESULTS.md, "SyncDPO on the demo's model".
+# held-out captions (T2VA and V2A), pair by pair. 8 min 11 s on a 2-core CPU after `make demo`
+# (2026-12-07). 16 captions are few: its T2VA gain there (-221 ms) is gone on 64 (+15 ms), see
+# benchmarks/RESULTS.md, "SyncDPO on the demo's model".
 demo-reward: $(STAMP)
 	test -d $(DEMO)/run/checkpoints || $(MAKE) --no-print-directory demo
 	$(PY) -m jav.train --config configs/sync_dpo.py:$(DEMO)/run --workdir $(DEMO)/reward --config.train.steps=150 \
