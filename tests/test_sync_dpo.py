@@ -69,7 +69,7 @@ def test_the_loss_is_dpo_on_the_policys_and_the_references_errors_of_each_pair(t
     leaves, tree = jax.tree.flatten(ref_params)
     params = jax.tree.unflatten(tree, [x + 0.02 * jax.random.normal(k, x.shape) for x, k in zip(leaves, jax.random.split(jax.random.key(5), len(leaves)))])
     layout = TokenLayout.from_config(cfg)
-    batch = jax.tree.map(jnp.asarray, {k: v for k, v in next(PairStream(cfg, 2)).items() if k != "shift"})
+    batch = jax.tree.map(jnp.asarray, next(PairStream(cfg, 2)))
     mu, beta, sft_weight = (("audio", 0.5), ("video", 1.0)), 50.0, 0.3
     kw = dict(graphdef=graphdef, layout=layout, flow_cfg=cfg.flow, mu=mu, beta=beta, sft_weight=sft_weight)
     key = jax.random.key(3)

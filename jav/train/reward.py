@@ -570,7 +570,7 @@ class RewardPhase(DiffusionPhase):
         if self.cfg.reward.method == "sync_dpo":
             return dpo_step(
                 state,
-                {k: v for k, v in batch.items() if k != "shift"},
+                batch,
                 key,
                 graphdef=self.graphdef,
                 layout=layout,

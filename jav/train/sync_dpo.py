@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from jav import flow
-from jav.clip_tokens import frames_to_model, mel_params
+from jav.clip_tokens import TokenLayout, frames_to_model, mel_params
 from jav.data import bounce, mel
 from jav.data.bounce_stream import SeedStream, bounce_params
 from jav.tokenizer import HashTokenizer
@@ -42,21 +42,20 @@ from jav.train.step import freeze_grads, guarded_update
 MODALITIES = ("video", "audio")
 
 
-def moved_windows(cfg, frames: np.ndarray, wave: np.ndarray, shift: int) -> dict:
-    """One long clip (uint8 frames [T_long, H, W, 3], waveform) -> its inner window at the
-    trained shape: video, the log-mel of the same span ("audio") and the log-mel moved by
-    `shift` video frames ("audio_moved": later for shift > 0), model-space arrays."""
-    d, s = cfg.data, int(cfg.reward.dpo.max_shift)
-    t = int(round(d.duration * d.fps))
-    logmel = mel.waveform_to_logmel(wave, mel_params(cfg))
+def moved_windows(frames: np.ndarray, logmel: np.ndarray, shift: int, max_shift: int, layout: TokenLayout) -> dict:
+    """One long clip (uint8 frames [T_long, H, W, 3] and its log-mel, `max_shift` frames longer at
+    each end than `layout`'s clips) -> its inner window at the trained shape: video, the log-mel of
+    the same span ("audio") and the log-mel moved by `shift` video frames ("audio_moved": later for
+    shift > 0), model-space arrays."""
     per_frame = logmel.shape[0] / frames.shape[0]
-    length = int(round(d.duration * d.sample_rate)) // d.mel_hop
+    length = layout.audio_shape[0]
 
     def window(k):
-        start = int(round((s + k) * per_frame))
+        start = int(round((max_shift + k) * per_frame))
         return logmel[start : start + length]
 
-    return dict(video=frames_to_model(frames[s : s + t]), audio=window(0), audio_moved=window(shift))
+    video = frames_to_model(frames[max_shift : max_shift + layout.video_shape[0]])
+    return dict(video=video, audio=window(0), audio_moved=window(shift))
 
 
 class PairStream(SeedStream):
@@ -67,17 +66,18 @@ class PairStream(SeedStream):
     def __init__(self, cfg, batch_size: int, *, index: int = 0, count: int = 1):
         d, s = cfg.data, int(cfg.reward.dpo.max_shift)
         super().__init__(int(d.get("seed", cfg.train.seed)), batch_size, index=index, count=count)
-        self.cfg = cfg
+        self.max_shift, self.layout, self.mel = s, TokenLayout.from_config(cfg), mel_params(cfg)
         self.params = dataclasses.replace(bounce_params(d), duration=float(d.duration) + 2 * s / float(d.fps))
         self.tokenizer = HashTokenizer(cfg.model.text.vocab_size, cfg.model.text.max_len)
 
     def __next__(self) -> dict:
-        s = int(self.cfg.reward.dpo.max_shift)
+        s = self.max_shift
         rows, captions = [], []
         for seed in self.next_seeds():
             clip = bounce.generate_clip(seed, self.params)
             k = int(np.random.default_rng((seed, 7)).integers(1, s + 1)) * (1 if np.random.default_rng((seed, 8)).random() < 0.5 else -1)
-            rows.append(moved_windows(self.cfg, clip.frames, clip.audio, k) | {"shift": np.int32(k)})
+            logmel = mel.waveform_to_logmel(clip.audio, self.mel)
+            rows.append(moved_windows(clip.frames, logmel, k, s, self.layout) | {"shift": np.int32(k)})
             captions.append(clip.caption)
         out = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
         out["text_ids"], out["text_mask"] = self.tokenizer.encode(captions)
