@@ -14,13 +14,17 @@ import pytest
 from flax import nnx
 
 from configs import sync_dpo as dpo_configs
-from jav import flow, sharding
+from jav import flow, samplers, sharding
 from jav.clip_tokens import TokenLayout, mel_params
 from jav.data import bounce, mel
+from jav.data.bounce_stream import HELDOUT_SEED
+from jav.generate import generate
 from jav.runs import load_run
+from jav.sampling import clip_keys
 from jav.train import loop
 from jav.train.reward import RewardPhase
-from jav.train.sync_dpo import PairStream, clip_errors, dpo_loss
+from jav.train.policy_pairs import CAPTION_SEED, captions_of, load_pairs, make_pairs
+from jav.train.sync_dpo import PairStream, PolicyPairStream, clip_errors, dpo_loss
 
 # with the other tests that start from conftest's tiny run (pytest -n 2 --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("tiny_diffusion_run")
@@ -140,3 +144,51 @@ def test_bad_sync_dpo_settings_are_named(tiny_diffusion_run):
     cfg.reward.models = {"sync": dict(run="x", weight=1.0, modalities=("audio",), reading="reward")}
     with pytest.raises(ValueError, match="sync_dpo' reads no reward model"):
         RewardPhase(cfg).validate(mesh)
+    cfg = dpo_config(tiny_diffusion_run)
+    cfg.reward.dpo.pairs = "/nonexistent/pairs"
+    with pytest.raises(ValueError, match="has no pairs.json: make the pairs with python -m jav.train.policy_pairs"):
+        RewardPhase(cfg).validate(mesh)
+
+
+def test_on_policy_pairs_are_the_runs_own_clips_with_its_v2a_and_its_joint_sound(tiny_diffusion_run, tmp_path):
+    """`python -m jav.train.policy_pairs`: each pair is the run's own T2VA clip (picture and joint
+    sound as generate makes them from the clip's seed) and the sound sampled again with that
+    picture given; a rerun skips finished batches, other settings are refused; the stream
+    gives every pair once per epoch, resumably, and a SyncDPO run trains on them."""
+    out = tmp_path / "pairs"
+    make_pairs(tiny_diffusion_run, out, 4, batch_size=2, steps=2, log=lambda _: None)
+    cfg, model, _ = load_run(tiny_diffusion_run)
+    layout = TokenLayout.from_config(cfg)
+    with np.load(out / "batch_0001.npz") as z:
+        seeds, captions, video, joint, v2a = list(z["seeds"]), list(z["captions"]), z["video"], z["audio_moved"], z["audio"]
+    assert seeds == [CAPTION_SEED + 2, CAPTION_SEED + 3] and captions == captions_of(cfg, seeds)
+    kw = dict(num_steps=2, flow_cfg=cfg.flow, guidance=samplers.guidance_from(cfg), schedule=samplers.schedule_from(cfg))
+    want_video, want_joint = generate(model, layout, captions, clip_keys(seeds), **kw)
+    np.testing.assert_allclose(video, want_video, atol=1e-5)
+    np.testing.assert_allclose(joint, want_joint, atol=1e-5)
+    _, want_v2a = generate(model, layout, captions, clip_keys([s + HELDOUT_SEED // 2 for s in seeds]), video=video, **kw)  # new noise, picture given
+    np.testing.assert_allclose(v2a, want_v2a, atol=1e-5)
+    assert video.shape[1:] == layout.video_shape and v2a.shape == joint.shape and not np.allclose(v2a, joint, rtol=0, atol=1e-6)
+    stamp = (out / "batch_0000.npz").stat().st_mtime_ns
+    make_pairs(tiny_diffusion_run, out, 4, batch_size=2, steps=2, log=lambda _: pytest.fail("a finished batch was sampled again"))
+    assert (out / "batch_0000.npz").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="made with other settings"):
+        make_pairs(tiny_diffusion_run, out, 4, batch_size=2, steps=3)
+
+    dpo = dpo_config(tiny_diffusion_run)
+    dpo.reward.dpo.pairs = str(out)
+    stream = PolicyPairStream(dpo, 2)
+    first = [next(stream) for _ in range(2)]  # one epoch: all four pairs once
+    every = load_pairs(out, layout)
+    rows = [next(i for i in range(4) if np.array_equal(v, every["video"][i])) for b in first for v in b["video"]]
+    assert sorted(rows) == [0, 1, 2, 3]
+    state = stream.get_state()
+    following = next(stream)
+    resumed = PolicyPairStream(dpo, 2)
+    resumed.set_state(state)
+    np.testing.assert_array_equal(next(resumed)["audio_moved"], following["audio_moved"])
+    lines = []
+    loop.run(dpo, tmp_path / "tuned", RewardPhase(dpo), log=lines.append)
+    assert any("on-policy pairs of" in line for line in lines)
+    row = json.loads((tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["loss_dpo"] == pytest.approx(np.log(2.0), rel=1e-5) and row["error_aligned"] != row["error_moved"]

@@ -51,6 +51,8 @@ would.
 from __future__ import annotations
 
 import functools
+import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +67,7 @@ from jav.train import loop
 from jav.train.checkpoint import restore_params_from
 from jav.train.diffusion import DiffusionPhase, validate as validate_diffusion
 from jav.train.step import freeze_grads, guarded_update, trainable_pattern
-from jav.train.sync_dpo import PairStream, dpo_step
+from jav.train.sync_dpo import PairStream, PolicyPairStream, dpo_step
 
 MODALITIES = ("video", "audio")
 ROLLOUT_TASKS = ("t2va", "i2va", "v2a", "a2v")
@@ -101,8 +103,10 @@ def reward_config(policy: str = "") -> ml_collections.ConfigDict:
             eps=1e-4,  # added to a group's reward std
             # "sync_dpo" (jav/train/sync_dpo.py): real clips preferred to the same clips with their sound
             # moved by 1 .. max_shift video frames either way; no reward model. beta: the DPO
-            # temperature on the difference of velocity errors; sft_weight: the flow loss on the real clips
-            dpo=dict(beta=1000.0, max_shift=2, sft_weight=0.0),
+            # temperature on the difference of velocity errors; sft_weight: the flow loss on the
+            # preferred clips; pairs: instead of real clips, a directory of the policy's own clips,
+            # its V2A sound preferred to its joint sound (python -m jav.train.policy_pairs)
+            dpo=dict(beta=1000.0, max_shift=2, sft_weight=0.0, pairs=""),
         )
     )
 
@@ -139,7 +143,14 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
         dpo = r.dpo
         if not (isinstance(dpo.max_shift, int) and dpo.max_shift >= 1) or not dpo.beta > 0 or not dpo.sft_weight >= 0:
             raise ValueError(f"reward.dpo={dpo.to_dict()}: max_shift must be a whole number of frames >= 1, beta > 0, sft_weight >= 0")
-        if cfg.data.get("world", "bounce") != "bounce":
+        if dpo.get("pairs"):
+            made = pathlib.Path(dpo.pairs) / "pairs.json"
+            if not made.exists():
+                raise ValueError(
+                    f"reward.dpo.pairs={dpo.pairs} has no pairs.json: make the pairs with "
+                    f"python -m jav.train.policy_pairs --workdir {r.policy} --out {dpo.pairs}"
+                )
+        elif cfg.data.get("world", "bounce") != "bounce":
             raise ValueError(f"reward.method='sync_dpo' cuts its pairs from the bounce world's clips; data.world={cfg.data.world!r}")
         if r.models:
             raise ValueError(f"reward.method='sync_dpo' reads no reward model; drop reward.models ({sorted(r.models)}) or choose grpo / draft")
@@ -542,9 +553,14 @@ class RewardPhase(DiffusionPhase):
             for n, m in r.models.items()
         )
         if r.method == "sync_dpo":
+            if r.dpo.get("pairs"):
+                made = json.loads((pathlib.Path(r.dpo.pairs) / "pairs.json").read_text())
+                what = f"on-policy pairs of {r.dpo.pairs} (from {made['run']} step {made['step']}): its V2A sound preferred to its joint sound"
+            else:
+                what = f"real clips preferred to their sound moved by 1-{r.dpo.max_shift} frames"
             return (
-                f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) by SyncDPO: real clips preferred "
-                f"to their sound moved by 1-{r.dpo.max_shift} frames, beta {r.dpo.beta:g}, flow loss weight {r.dpo.sft_weight:g}"
+                f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) by SyncDPO: {what}, "
+                f"beta {r.dpo.beta:g}, flow loss weight {r.dpo.sft_weight:g}"
             )
         start = f"{super().describe(state)}\ntuning {ref['dir']} step {ref['step']} ({ref['weights']}) on {'/'.join(r.tasks)} rollouts"
         if r.method == "draft":
@@ -560,8 +576,9 @@ class RewardPhase(DiffusionPhase):
         return None
 
     def stream(self, run):
-        if self.cfg.reward.method == "sync_dpo":  # pairs cut from the bounce world, not the policy's shards
-            return PairStream(self.cfg, self.cfg.train.batch_size, index=run.shard, count=run.shards)
+        if self.cfg.reward.method == "sync_dpo":  # pairs cut from the bounce world or made by the policy, not its shards
+            kind = PolicyPairStream if self.cfg.reward.dpo.get("pairs") else PairStream
+            return kind(self.cfg, self.cfg.train.batch_size, index=run.shard, count=run.shards)
         return super().stream(run)
 
     def step(self, state, batch, key, step):

@@ -37,6 +37,7 @@ from jav.data import bounce, mel
 from jav.data.bounce_stream import SeedStream, bounce_params
 from jav.tokenizer import HashTokenizer
 from jav.train import loop
+from jav.train.policy_pairs import load_pairs
 from jav.train.step import freeze_grads, guarded_update
 
 MODALITIES = ("video", "audio")
@@ -82,6 +83,25 @@ class PairStream(SeedStream):
         out = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
         out["text_ids"], out["text_mask"] = self.tokenizer.encode(captions)
         return out
+
+
+class PolicyPairStream(SeedStream):
+    """Endless, deterministic batches of on-policy pairs (`reward.dpo.pairs`, made by
+    `python -m jav.train.policy_pairs`): every pair once per epoch, in an order drawn per
+    epoch from `data.seed`; this process's rows of each global batch, resumable (SeedStream)."""
+
+    def __init__(self, cfg, batch_size: int, *, index: int = 0, count: int = 1):
+        super().__init__(0, batch_size, index=index, count=count)
+        self.pairs = load_pairs(cfg.reward.dpo.pairs, TokenLayout.from_config(cfg))
+        self.num = len(self.pairs["video"])
+        self.order_seed = int(cfg.data.get("seed", cfg.train.seed))
+
+    def __next__(self) -> dict:
+        rows = []
+        for j in self.next_seeds():  # item j of the endless sequence of epochs
+            epoch, i = divmod(j, self.num)
+            rows.append(int(np.random.default_rng((self.order_seed, epoch)).permutation(self.num)[i]))
+        return {k: v[rows] for k, v in self.pairs.items()}
 
 
 def clip_errors(model, x: dict, eps: dict, t: dict, text, text_mask, layout, flow_cfg) -> jax.Array:
