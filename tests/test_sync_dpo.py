@@ -153,12 +153,15 @@ def test_bad_sync_dpo_settings_are_named(tiny_diffusion_run):
 def test_on_policy_pairs_are_the_runs_own_clips_with_its_v2a_and_its_joint_sound(tiny_diffusion_run, tmp_path):
     """`python -m jav.train.policy_pairs`: each pair is the run's own T2VA clip (picture and joint
     sound as generate makes them from the clip's seed) and the sound sampled again with that
-    picture given; a rerun skips finished batches, other settings are refused; the stream
+    picture given; parts share the batches, a rerun skips finished ones, other settings are refused; the stream
     gives every pair once per epoch, resumably, and a SyncDPO run trains on them."""
     out = tmp_path / "pairs"
-    make_pairs(tiny_diffusion_run, out, 4, batch_size=2, steps=2, log=lambda _: None)
     cfg, model, _ = load_run(tiny_diffusion_run)
     layout = TokenLayout.from_config(cfg)
+    make_pairs(tiny_diffusion_run, out, 4, batch_size=2, steps=2, part=(1, 2), log=lambda _: None)  # two processes' parts
+    with pytest.raises(ValueError, match="holds 1 of its 2 batches"):
+        load_pairs(out, layout)
+    make_pairs(tiny_diffusion_run, out, 4, batch_size=2, steps=2, part=(0, 2), log=lambda _: None)
     with np.load(out / "batch_0001.npz") as z:
         seeds, captions, video, joint, v2a = list(z["seeds"]), list(z["captions"]), z["video"], z["audio_moved"], z["audio"]
     assert seeds == [CAPTION_SEED + 2, CAPTION_SEED + 3] and captions == captions_of(cfg, seeds)

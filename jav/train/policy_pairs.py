@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import re
 import time
 
 import numpy as np
@@ -48,9 +49,22 @@ def captions_of(cfg, seeds) -> list[str]:
 
 
 def make_pairs(
-    workdir, out, num: int, *, seed: int = CAPTION_SEED, batch_size: int = 8, steps: int | None = None, weights: str = "ema", log=print
+    workdir,
+    out,
+    num: int,
+    *,
+    seed: int = CAPTION_SEED,
+    batch_size: int = 8,
+    steps: int | None = None,
+    weights: str = "ema",
+    part: tuple[int, int] = (0, 1),
+    log=print,
 ) -> pathlib.Path:
-    """Samples `num` pairs from the run in `workdir` into `out` (resumable) -> `out`."""
+    """Samples `num` pairs from the run in `workdir` into `out` (resumable) -> `out`.
+    `part` (i, n): only batches b with b % n == i, so that n processes (or hosts) share the work."""
+    i_part, n_part = part
+    if not 0 <= i_part < n_part:
+        raise ValueError(f"--part {i_part}/{n_part}: the part must be in [0, {n_part})")
     if not (0 <= seed and seed + num <= HELDOUT_SEED // 2):
         raise ValueError(f"--seed {seed} with --num {num} leaves the training range [0, {HELDOUT_SEED // 2}); pick a smaller seed")
     cfg, model, step = load_run(workdir, weights)
@@ -64,16 +78,17 @@ def make_pairs(
     meta = out / "pairs.json"
     if meta.exists() and {k: v for k, v in json.loads(meta.read_text()).items() if k != "num"} != {k: v for k, v in manifest.items() if k != "num"}:
         raise ValueError(f"{meta} was made with other settings ({meta.read_text().strip()}); write these pairs to a new --out")
-    meta.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp = out / f"pairs.json.{i_part}.tmp"  # parts write the same manifest: each atomically
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.rename(meta)
     layout = TokenLayout.from_config(cfg)
     common = dict(num_steps=steps, flow_cfg=cfg.flow, guidance=guidance, schedule=samplers.schedule_from(cfg))
     encode = model.text_encoder.tokenizer.encode
     batches = -(-num // batch_size)
-    started, made = time.time(), 0
-    for b in range(batches):
+    started = time.time()
+    mine = [b for b in range(batches) if b % n_part == i_part and not (out / f"batch_{b:04d}.npz").exists()]
+    for done, b in enumerate(mine):
         path = out / f"batch_{b:04d}.npz"
-        if path.exists():
-            continue
         seeds = [seed + b * batch_size + i for i in range(batch_size)]  # whole batches: one compile
         captions = captions_of(cfg, seeds)
         video, joint = generate(model, layout, captions, clip_keys(seeds), **common)
@@ -83,9 +98,8 @@ def make_pairs(
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, captions=np.array(captions), seeds=np.array(seeds), **{k: np.asarray(v) for k, v in arrays.items()})
         tmp.rename(path)
-        made += 1
-        rate = made * batch_size / (time.time() - started)
-        eta = (batches - b - 1) * batch_size / rate
+        rate = (done + 1) * batch_size / (time.time() - started)
+        eta = (len(mine) - done - 1) * batch_size / rate
         log(f"pairs: batch {b + 1}/{batches} ({batch_size} clips, T2VA then V2A, {steps} steps each); {rate:.2f} pairs/s, ETA {eta:.0f}s")
     return out
 
@@ -93,9 +107,16 @@ def make_pairs(
 def load_pairs(directory, layout: TokenLayout) -> dict:
     """OUT of `make_pairs` -> {key: [N, ...]} of every pair, checked against the policy's clip shape."""
     directory = pathlib.Path(directory)
-    files = sorted(directory.glob("batch_*.npz"))
+    files = sorted(f for f in directory.glob("batch_*.npz") if re.fullmatch(r"batch_\d{4}\.npz", f.name))  # not a crashed write's .tmp.npz
     if not files:
         raise ValueError(f"reward.dpo.pairs={directory} holds no batch_*.npz: make them with python -m jav.train.policy_pairs --out {directory}")
+    made = json.loads((directory / "pairs.json").read_text())
+    want = -(-made["num"] // made["batch_size"])
+    if len(files) < want:
+        raise ValueError(
+            f"reward.dpo.pairs={directory} holds {len(files)} of its {want} batches: finish them by running "
+            f"python -m jav.train.policy_pairs --workdir {made['run']} --out {directory} --num {made['num']} again"
+        )
     parts = []
     for f in files:
         with np.load(f) as z:
@@ -117,8 +138,14 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8, help="clips sampled at once (one compile for all batches)")
     p.add_argument("--steps", type=int, default=None, help="Euler steps of each stage (default: the run's sample.steps)")
     p.add_argument("--weights", choices=("ema", "params"), default="ema")
+    p.add_argument("--part", default="0/1", help="I/N: this process samples batches b with b %% N == I (N processes share --out)")
     a = p.parse_args(argv)
-    out = make_pairs(a.workdir, a.out, a.num, seed=a.seed, batch_size=a.batch, steps=a.steps, weights=a.weights)
+    try:
+        part = tuple(int(x) for x in a.part.split("/"))
+        assert len(part) == 2
+    except (ValueError, AssertionError):
+        raise ValueError(f"--part {a.part!r}: give I/N, e.g. 0/2 and 1/2 for two processes") from None
+    out = make_pairs(a.workdir, a.out, a.num, seed=a.seed, batch_size=a.batch, steps=a.steps, weights=a.weights, part=part)
     print(f"pairs in {out}")
 
 
