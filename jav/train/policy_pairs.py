@@ -104,10 +104,15 @@ def make_pairs(
     return out
 
 
+def pair_files(directory) -> list[pathlib.Path]:
+    """The finished batch files of a pairs directory, in order (not a crashed write's .tmp.npz)."""
+    return sorted(f for f in pathlib.Path(directory).glob("batch_*.npz") if re.fullmatch(r"batch_\d{4}\.npz", f.name))
+
+
 def load_pairs(directory, layout: TokenLayout) -> dict:
     """OUT of `make_pairs` -> {key: [N, ...]} of every pair, checked against the policy's clip shape."""
     directory = pathlib.Path(directory)
-    files = sorted(f for f in directory.glob("batch_*.npz") if re.fullmatch(r"batch_\d{4}\.npz", f.name))  # not a crashed write's .tmp.npz
+    files = pair_files(directory)
     if not files:
         raise ValueError(f"reward.dpo.pairs={directory} holds no batch_*.npz: make them with python -m jav.train.policy_pairs --out {directory}")
     made = json.loads((directory / "pairs.json").read_text())

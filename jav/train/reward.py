@@ -40,7 +40,8 @@ policy's and the reference's guided velocities over those K steps.
 
 `reward.method="sync_dpo"` needs no reward model and no rollout: SyncDPO
 (jav/train/sync_dpo.py), Diffusion-DPO on pairs of a real clip and the same clip
-with its sound moved by whole frames, from the world's own stream.
+with its sound moved by whole frames, from the world's own stream, or (`reward.dpo.pairs`)
+on the policy's own clips made beforehand, its V2A sound preferred to its joint one.
 
 Logged apart: each reward (raw mean), the KL, the within-group diversity (RMS
 distance between a group's samples), the surrogate. A rollout's randomness is a

@@ -7,6 +7,10 @@ rejected one the same picture with its log-mel moved by k whole video frames
 longer clip (`PairStream`), so nothing at their edges (where a rolled or padded track
 would show a seam) tells them apart: only where the sound sits against the picture.
 
+With `reward.dpo.pairs` the pairs are the policy's own instead (`PolicyPairStream`; made
+by `python -m jav.train.policy_pairs`): its joint (T2VA) picture with the sound its V2A
+makes for that picture, preferred to the sound it made beside the picture.
+
 The loss is Diffusion-DPO's, in rectified-flow terms: both clips of a pair are noised
 with the same noise and timesteps (T2VA: both streams noisy, each modality at its own
 per-clip level), the policy's and the frozen reference's weighted velocity errors are
