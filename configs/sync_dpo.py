@@ -4,6 +4,10 @@ clips with their sound moved by whole frames (jav/train/sync_dpo.py; no reward m
     python -m jav.train --config configs/sync_dpo.py:runs/demo/run --workdir runs/demo/sync_dpo
     python -m jav.evaluate --workdir runs/demo/sync_dpo --num 64 --tasks t2va
 
+or on the policy's own clips (python -m jav.train.policy_pairs makes them first):
+`--config.reward.dpo.pairs=DIR` prefers its V2A sound to its joint one, adding
+`--config.reward.dpo.prefer=real` prefers the caption's real clip to its whole clip.
+
 `arg` is the policy's run (its EMA weights; its data, model, flow, sampling guidance and
 mesh). The result keeps the policy's model, so `jav.sample` and `jav.evaluate` read it as
 they read the run it started from.

@@ -18,6 +18,7 @@ from jav import flow, samplers, sharding
 from jav.clip_tokens import TokenLayout, mel_params
 from jav.data import bounce, mel
 from jav.data.bounce_stream import HELDOUT_SEED
+from jav.evaluation import real_arrays, world_params
 from jav.generate import generate
 from jav.runs import load_run
 from jav.sampling import clip_keys
@@ -144,6 +145,11 @@ def test_bad_sync_dpo_settings_are_named(tiny_diffusion_run):
     cfg.reward.models = {"sync": dict(run="x", weight=1.0, modalities=("audio",), reading="reward")}
     with pytest.raises(ValueError, match="sync_dpo' reads no reward model"):
         RewardPhase(cfg).validate(mesh)
+    for value, match in (("bogus", r"reward.dpo.prefer='bogus': 'v2a'"), ("real", r"prefer='real' sets real clips against the policy's own")):
+        cfg = dpo_config(tiny_diffusion_run)
+        cfg.reward.dpo.prefer = value
+        with pytest.raises(ValueError, match=match):
+            RewardPhase(cfg).validate(mesh)
     cfg = dpo_config(tiny_diffusion_run)
     cfg.reward.dpo.pairs = "/nonexistent/pairs"
     with pytest.raises(ValueError, match="has no pairs.json: make the pairs with python -m jav.train.policy_pairs"):
@@ -190,6 +196,16 @@ def test_on_policy_pairs_are_the_runs_own_clips_with_its_v2a_and_its_joint_sound
     resumed = PolicyPairStream(dpo, 2)
     resumed.set_state(state)
     np.testing.assert_array_equal(next(resumed)["audio_moved"], following["audio_moved"])
+    real = dpo_config(tiny_diffusion_run)
+    real.reward.dpo.update(pairs=str(out), prefer="real")  # self-play: the caption's real clip against the policy's
+    batch = next(PolicyPairStream(real, 2))
+    i = [next(i for i in range(4) if np.array_equal(v, every["video"][i])) for v in batch["video_moved"]]
+    clips = [bounce.generate_clip(int(every["seeds"][j]), world_params(cfg)) for j in i]
+    want_video, want_audio = real_arrays(cfg, clips)
+    np.testing.assert_array_equal(batch["video"], want_video)
+    np.testing.assert_array_equal(batch["audio"], want_audio)
+    np.testing.assert_array_equal(batch["audio_moved"], every["audio_moved"][i])
+    assert [c.caption for c in clips] == captions_of(cfg, every["seeds"][i])
     lines = []
     loop.run(dpo, tmp_path / "tuned", RewardPhase(dpo), log=lines.append)
     assert any("on-policy pairs of" in line for line in lines)

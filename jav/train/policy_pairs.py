@@ -110,7 +110,7 @@ def pair_files(directory) -> list[pathlib.Path]:
 
 
 def load_pairs(directory, layout: TokenLayout) -> dict:
-    """OUT of `make_pairs` -> {key: [N, ...]} of every pair, checked against the policy's clip shape."""
+    """OUT of `make_pairs` -> {key: [N, ...]} of every pair (KEYS and the caption seeds), checked against the policy's clip shape."""
     directory = pathlib.Path(directory)
     files = pair_files(directory)
     if not files:
@@ -125,8 +125,8 @@ def load_pairs(directory, layout: TokenLayout) -> dict:
     parts = []
     for f in files:
         with np.load(f) as z:
-            parts.append({k: z[k] for k in KEYS})
-    pairs = {k: np.concatenate([p[k] for p in parts]) for k in KEYS}
+            parts.append({k: z[k] for k in KEYS + ("seeds",)})
+    pairs = {k: np.concatenate([p[k] for p in parts]) for k in KEYS + ("seeds",)}
     want = {"video": layout.video_shape, "audio": layout.audio_shape, "audio_moved": layout.audio_shape}
     for k, shape in want.items():
         if pairs[k].shape[1:] != tuple(shape):

@@ -106,8 +106,9 @@ def reward_config(policy: str = "") -> ml_collections.ConfigDict:
             # moved by 1 .. max_shift video frames either way; no reward model. beta: the DPO
             # temperature on the difference of velocity errors; sft_weight: the flow loss on the
             # preferred clips; pairs: instead of real clips, a directory of the policy's own clips,
-            # its V2A sound preferred to its joint sound (python -m jav.train.policy_pairs)
-            dpo=dict(beta=1000.0, max_shift=2, sft_weight=0.0, pairs=""),
+            # its V2A sound preferred to its joint sound (python -m jav.train.policy_pairs); with
+            # prefer="real", the real clip of each pair's caption preferred to the policy's clip
+            dpo=dict(beta=1000.0, max_shift=2, sft_weight=0.0, pairs="", prefer="v2a"),
         )
     )
 
@@ -144,6 +145,12 @@ def validate_reward(cfg) -> ml_collections.ConfigDict:
         dpo = r.dpo
         if not (isinstance(dpo.max_shift, int) and dpo.max_shift >= 1) or not dpo.beta > 0 or not dpo.sft_weight >= 0:
             raise ValueError(f"reward.dpo={dpo.to_dict()}: max_shift must be a whole number of frames >= 1, beta > 0, sft_weight >= 0")
+        if dpo.get("prefer", "v2a") not in ("v2a", "real"):
+            raise ValueError(f"reward.dpo.prefer={dpo.prefer!r}: 'v2a' (the policy's V2A sound) or 'real' (the caption's real clip)")
+        if dpo.get("prefer", "v2a") == "real" and not dpo.get("pairs"):
+            raise ValueError(
+                "reward.dpo.prefer='real' sets real clips against the policy's own: make them with python -m jav.train.policy_pairs and set reward.dpo.pairs"
+            )
         if dpo.get("pairs"):
             made = pathlib.Path(dpo.pairs) / "pairs.json"
             if not made.exists():
@@ -556,7 +563,9 @@ class RewardPhase(DiffusionPhase):
         if r.method == "sync_dpo":
             if r.dpo.get("pairs"):
                 made = json.loads((pathlib.Path(r.dpo.pairs) / "pairs.json").read_text())
-                what = f"on-policy pairs of {r.dpo.pairs} (from {made['run']} step {made['step']}): its V2A sound preferred to its joint sound"
+                what = f"on-policy pairs of {r.dpo.pairs} (from {made['run']} step {made['step']}): " + (
+                    "the real clip of each caption preferred to its clip" if r.dpo.get("prefer") == "real" else "its V2A sound preferred to its joint sound"
+                )
             else:
                 what = f"real clips preferred to their sound moved by 1-{r.dpo.max_shift} frames"
             return (

@@ -9,7 +9,10 @@ would show a seam) tells them apart: only where the sound sits against the pictu
 
 With `reward.dpo.pairs` the pairs are the policy's own instead (`PolicyPairStream`; made
 by `python -m jav.train.policy_pairs`): its joint (T2VA) picture with the sound its V2A
-makes for that picture, preferred to the sound it made beside the picture.
+makes for that picture, preferred to the sound it made beside the picture; or, with
+`reward.dpo.prefer="real"`, the real clip of the same caption (the world's clip of the
+caption's seed) preferred to the policy's whole clip, picture and sound (self-play: the
+policy learns away from its own samples, towards the data's).
 
 The loss is Diffusion-DPO's, in rectified-flow terms: both clips of a pair are noised
 with the same noise and timesteps (T2VA: both streams noisy, each modality at its own
@@ -41,6 +44,7 @@ from jav.data import bounce, mel
 from jav.data.bounce_stream import SeedStream, bounce_params
 from jav.tokenizer import HashTokenizer
 from jav.train import loop
+from jav.evaluation import real_arrays, world_params
 from jav.train.policy_pairs import load_pairs
 from jav.train.step import freeze_grads, guarded_update
 
@@ -96,8 +100,13 @@ class PolicyPairStream(SeedStream):
 
     def __init__(self, cfg, batch_size: int, *, index: int = 0, count: int = 1):
         super().__init__(0, batch_size, index=index, count=count)
-        self.pairs = load_pairs(cfg.reward.dpo.pairs, TokenLayout.from_config(cfg))
-        self.num = len(self.pairs["video"])
+        pairs = load_pairs(cfg.reward.dpo.pairs, TokenLayout.from_config(cfg))
+        seeds = pairs.pop("seeds")
+        if cfg.reward.dpo.get("prefer", "v2a") == "real":  # the real clip of each caption against the policy's whole clip
+            video, audio = real_arrays(cfg, [bounce.generate_clip(int(s), world_params(cfg)) for s in seeds])
+            pairs = dict(pairs, video=video, audio=audio, video_moved=pairs["video"])
+        self.pairs = pairs
+        self.num = len(seeds)
         self.order_seed = int(cfg.data.get("seed", cfg.train.seed))
 
     def __next__(self) -> dict:
@@ -121,7 +130,7 @@ def clip_errors(model, x: dict, eps: dict, t: dict, text, text_mask, layout, flo
 def dpo_loss(params, ref_params, batch, key, *, graphdef, layout, flow_cfg, mu, beta, sft_weight):
     """SyncDPO's loss of a batch of pairs -> (loss, metrics)."""
     aligned = layout.to_tokens(batch["video"], batch["audio"])
-    moved = layout.to_tokens(batch["video"], batch["audio_moved"])
+    moved = layout.to_tokens(batch.get("video_moved", batch["video"]), batch["audio_moved"])  # the same picture unless the pair has two
     b = aligned["video"].shape[0]
     k_eps, k_t = jax.random.split(key)
     eps = {m: jax.random.normal(jax.random.fold_in(k_eps, i), aligned[m].shape, jnp.float32) for i, m in enumerate(MODALITIES)}
