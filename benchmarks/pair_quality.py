@@ -20,7 +20,7 @@ from jav.data.bounce_metrics import aggregate, clip_metrics
 from jav.evaluation import world_params
 from jav.runs import load_config
 from jav.sampling import clip_decoder
-from jav.train.policy_pairs import load_pairs, pair_files
+from jav.train.sync_dpo import load_pairs, pair_files
 
 
 def score_pairs(pairs_dir, workdir, limit: int | None = None) -> dict:

@@ -24,8 +24,8 @@ from jav.runs import load_run
 from jav.sampling import clip_keys
 from jav.train import loop
 from jav.train.reward import RewardPhase
-from jav.train.policy_pairs import CAPTION_SEED, captions_of, load_pairs, make_pairs
-from jav.train.sync_dpo import PairStream, PolicyPairStream, clip_errors, dpo_loss
+from jav.train.policy_pairs import CAPTION_SEED, captions_of, make_pairs
+from jav.train.sync_dpo import PairStream, PolicyPairStream, clip_errors, dpo_loss, load_pairs
 
 # with the other tests that start from conftest's tiny run (pytest -n 2 --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("tiny_diffusion_run")

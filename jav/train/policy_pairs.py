@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import re
 import time
 
 import numpy as np
@@ -38,7 +37,7 @@ from jav.generate import generate
 from jav.runs import load_run
 from jav.sampling import clip_keys
 
-KEYS = ("video", "audio", "audio_moved", "text_ids", "text_mask")
+
 CAPTION_SEED = 300_000_000  # training-range seeds (SeedStream allows [0, HELDOUT_SEED / 2)), apart from the shards' own
 
 
@@ -102,36 +101,6 @@ def make_pairs(
         eta = (len(mine) - done - 1) * batch_size / rate
         log(f"pairs: batch {b + 1}/{batches} ({batch_size} clips, T2VA then V2A, {steps} steps each); {rate:.2f} pairs/s, ETA {eta:.0f}s")
     return out
-
-
-def pair_files(directory) -> list[pathlib.Path]:
-    """The finished batch files of a pairs directory, in order (not a crashed write's .tmp.npz)."""
-    return sorted(f for f in pathlib.Path(directory).glob("batch_*.npz") if re.fullmatch(r"batch_\d{4}\.npz", f.name))
-
-
-def load_pairs(directory, layout: TokenLayout) -> dict:
-    """OUT of `make_pairs` -> {key: [N, ...]} of every pair (KEYS and the caption seeds), checked against the policy's clip shape."""
-    directory = pathlib.Path(directory)
-    files = pair_files(directory)
-    if not files:
-        raise ValueError(f"reward.dpo.pairs={directory} holds no batch_*.npz: make them with python -m jav.train.policy_pairs --out {directory}")
-    made = json.loads((directory / "pairs.json").read_text())
-    want = -(-made["num"] // made["batch_size"])
-    if len(files) < want:
-        raise ValueError(
-            f"reward.dpo.pairs={directory} holds {len(files)} of its {want} batches: finish them by running "
-            f"python -m jav.train.policy_pairs --workdir {made['run']} --out {directory} --num {made['num']} again"
-        )
-    parts = []
-    for f in files:
-        with np.load(f) as z:
-            parts.append({k: z[k] for k in KEYS + ("seeds",)})
-    pairs = {k: np.concatenate([p[k] for p in parts]) for k in KEYS + ("seeds",)}
-    want = {"video": layout.video_shape, "audio": layout.audio_shape, "audio_moved": layout.audio_shape}
-    for k, shape in want.items():
-        if pairs[k].shape[1:] != tuple(shape):
-            raise ValueError(f"{directory}: {k} clips are {pairs[k].shape[1:]}, the policy's are {tuple(shape)}: pairs of another model or clip shape")
-    return pairs
 
 
 def main(argv=None):

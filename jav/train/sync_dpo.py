@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -45,10 +48,10 @@ from jav.data.bounce_stream import SeedStream, bounce_params
 from jav.tokenizer import HashTokenizer
 from jav.train import loop
 from jav.evaluation import real_arrays, world_params
-from jav.train.policy_pairs import load_pairs
 from jav.train.step import freeze_grads, guarded_update
 
 MODALITIES = ("video", "audio")
+PAIR_KEYS = ("video", "audio", "audio_moved", "text_ids", "text_mask")  # the arrays of an on-policy pair file
 
 
 def moved_windows(frames: np.ndarray, logmel: np.ndarray, shift: int, max_shift: int, layout: TokenLayout) -> dict:
@@ -91,6 +94,36 @@ class PairStream(SeedStream):
         out = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
         out["text_ids"], out["text_mask"] = self.tokenizer.encode(captions)
         return out
+
+
+def pair_files(directory) -> list[pathlib.Path]:
+    """The finished batch files of a pairs directory, in order (not a crashed write's .tmp.npz)."""
+    return sorted(f for f in pathlib.Path(directory).glob("batch_*.npz") if re.fullmatch(r"batch_\d{4}\.npz", f.name))
+
+
+def load_pairs(directory, layout: TokenLayout) -> dict:
+    """OUT of `make_pairs` -> {key: [N, ...]} of every pair (PAIR_KEYS and the caption seeds), checked against the policy's clip shape."""
+    directory = pathlib.Path(directory)
+    files = pair_files(directory)
+    if not files:
+        raise ValueError(f"reward.dpo.pairs={directory} holds no batch_*.npz: make them with python -m jav.train.policy_pairs --out {directory}")
+    made = json.loads((directory / "pairs.json").read_text())
+    want = -(-made["num"] // made["batch_size"])
+    if len(files) < want:
+        raise ValueError(
+            f"reward.dpo.pairs={directory} holds {len(files)} of its {want} batches: finish them by running "
+            f"python -m jav.train.policy_pairs --workdir {made['run']} --out {directory} --num {made['num']} again"
+        )
+    parts = []
+    for f in files:
+        with np.load(f) as z:
+            parts.append({k: z[k] for k in PAIR_KEYS + ("seeds",)})
+    pairs = {k: np.concatenate([p[k] for p in parts]) for k in PAIR_KEYS + ("seeds",)}
+    want = {"video": layout.video_shape, "audio": layout.audio_shape, "audio_moved": layout.audio_shape}
+    for k, shape in want.items():
+        if pairs[k].shape[1:] != tuple(shape):
+            raise ValueError(f"{directory}: {k} clips are {pairs[k].shape[1:]}, the policy's are {tuple(shape)}: pairs of another model or clip shape")
+    return pairs
 
 
 class PolicyPairStream(SeedStream):
