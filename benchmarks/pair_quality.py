@@ -20,17 +20,14 @@ from jav.data.bounce_metrics import aggregate, clip_metrics
 from jav.evaluation import world_params
 from jav.runs import load_config
 from jav.sampling import clip_decoder
-from jav.train.sync_dpo import load_pairs, pair_files
+from jav.train.sync_dpo import load_pairs
 
 
 def score_pairs(pairs_dir, workdir, limit: int | None = None) -> dict:
     """-> {"preferred": aggregate, "rejected": aggregate, "per_clip": [(preferred sync ms, rejected sync ms)]}."""
     cfg = load_config(workdir)
     pairs = load_pairs(pairs_dir, TokenLayout.from_config(cfg))
-    captions = []
-    for f in pair_files(pairs_dir):
-        with np.load(f) as z:
-            captions.extend(str(c) for c in z["captions"])
+    captions = [str(c) for c in pairs["captions"]]
     n = len(captions) if limit is None else min(limit, len(captions))
     decode, world = clip_decoder(cfg), world_params(cfg)
     out = {}

@@ -96,29 +96,24 @@ class PairStream(SeedStream):
         return out
 
 
-def pair_files(directory) -> list[pathlib.Path]:
-    """The finished batch files of a pairs directory, in order (not a crashed write's .tmp.npz)."""
-    return sorted(f for f in pathlib.Path(directory).glob("batch_*.npz") if re.fullmatch(r"batch_\d{4}\.npz", f.name))
-
-
 def load_pairs(directory, layout: TokenLayout) -> dict:
-    """OUT of `make_pairs` -> {key: [N, ...]} of every pair (PAIR_KEYS and the caption seeds), checked against the policy's clip shape."""
+    """OUT of `make_pairs` -> {key: [N, ...]} of every pair (PAIR_KEYS, the captions and their seeds), checked against the policy's clip shape."""
     directory = pathlib.Path(directory)
-    files = pair_files(directory)
+    files = sorted(f for f in directory.glob("batch_*.npz") if re.fullmatch(r"batch_\d{4}\.npz", f.name))  # not a crashed write's .tmp.npz
     if not files:
         raise ValueError(f"reward.dpo.pairs={directory} holds no batch_*.npz: make them with python -m jav.train.policy_pairs --out {directory}")
     made = json.loads((directory / "pairs.json").read_text())
-    want = -(-made["num"] // made["batch_size"])
-    if len(files) < want:
+    batches = -(-made["num"] // made["batch_size"])
+    if len(files) < batches:
         raise ValueError(
-            f"reward.dpo.pairs={directory} holds {len(files)} of its {want} batches: finish them by running "
+            f"reward.dpo.pairs={directory} holds {len(files)} of its {batches} batches: finish them by running "
             f"python -m jav.train.policy_pairs --workdir {made['run']} --out {directory} --num {made['num']} again"
         )
     parts = []
     for f in files:
         with np.load(f) as z:
-            parts.append({k: z[k] for k in PAIR_KEYS + ("seeds",)})
-    pairs = {k: np.concatenate([p[k] for p in parts]) for k in PAIR_KEYS + ("seeds",)}
+            parts.append({k: z[k] for k in PAIR_KEYS + ("captions", "seeds")})
+    pairs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     want = {"video": layout.video_shape, "audio": layout.audio_shape, "audio_moved": layout.audio_shape}
     for k, shape in want.items():
         if pairs[k].shape[1:] != tuple(shape):
@@ -134,7 +129,7 @@ class PolicyPairStream(SeedStream):
     def __init__(self, cfg, batch_size: int, *, index: int = 0, count: int = 1):
         super().__init__(0, batch_size, index=index, count=count)
         pairs = load_pairs(cfg.reward.dpo.pairs, TokenLayout.from_config(cfg))
-        seeds = pairs.pop("seeds")
+        seeds, _ = pairs.pop("seeds"), pairs.pop("captions")  # the batches carry arrays only
         if cfg.reward.dpo.get("prefer", "v2a") == "real":  # the real clip of each caption against the policy's whole clip
             video, audio = real_arrays(cfg, [bounce.generate_clip(int(s), world_params(cfg)) for s in seeds])
             pairs = dict(pairs, video=video, audio=audio, video_moved=pairs["video"])
@@ -142,11 +137,12 @@ class PolicyPairStream(SeedStream):
         self.num = len(seeds)
         self.order_seed = int(cfg.data.get("seed", cfg.train.seed))
 
+    @functools.lru_cache(maxsize=2)  # a batch spans at most two epochs
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng((self.order_seed, epoch)).permutation(self.num)
+
     def __next__(self) -> dict:
-        rows = []
-        for j in self.next_seeds():  # item j of the endless sequence of epochs
-            epoch, i = divmod(j, self.num)
-            rows.append(int(np.random.default_rng((self.order_seed, epoch)).permutation(self.num)[i]))
+        rows = [int(self.order(j // self.num)[j % self.num]) for j in self.next_seeds()]  # item j of the endless sequence of epochs
         return {k: v[rows] for k, v in self.pairs.items()}
 
 
